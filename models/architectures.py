@@ -1,0 +1,229 @@
+"""The study's autoencoder architectures (seed-experiment §3–4) and a registry of them.
+
+Three architectures serve the six variants: the conv autoencoder (baseline, progressive
+resizing, feature loss), the pixel-shuffle autoencoder and the ResNet34-encoder one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fnmatch import fnmatch
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+from torchvision.models import resnet34
+
+from models.catalog import IMAGE_SIZE
+
+# ---------------------------------------------------------------------------------------
+# Building blocks (`model_layers.py` of the study)
+
+
+def conv_block(ni: int, nf: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True)
+    )
+
+
+def down_block(channels: int, out_side: int) -> nn.Sequential:
+    # A fixed output side (not a stride) lets the same encoder take 16 px inputs.
+    return nn.Sequential(
+        nn.AdaptiveMaxPool2d(out_side), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+    )
+
+
+class UpBlock(nn.Module):
+    """Nearest upsample → BN(in) → conv3×3 (bias) → BN(out) → ReLU."""
+
+    def __init__(self, ni: int, nf: int, factor: int = 2) -> None:
+        super().__init__()
+        self.factor = factor
+        self.bn_in = nn.BatchNorm2d(ni)
+        self.conv = nn.Conv2d(ni, nf, 3, padding=1)
+        self.bn_out = nn.BatchNorm2d(nf)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factor != 1:
+            x = nn.functional.interpolate(x, scale_factor=self.factor, mode="nearest")
+        return torch.relu(self.bn_out(self.conv(self.bn_in(x))))
+
+
+def icnr_(weight: torch.Tensor, scale: int = 2) -> None:
+    """ICNR init: each group of scale² sub-pixel filters starts identical (no checkerboard)."""
+    nf, ni, h, w = weight.shape
+    sub = torch.empty(nf // scale**2, ni, h, w)
+    nn.init.kaiming_normal_(sub)
+    weight.data.copy_(sub.repeat_interleave(scale**2, dim=0))
+
+
+class PixelShuffleBlock(nn.Module):
+    """fastai v1 ``PixelShuffle_ICNR`` as the study used it, blur on.
+
+    ICNR choice: the study wrote ICNR into the conv *after* weight norm, which rebuilds
+    the weight from weight_g/weight_v on every forward (fastai #2846), so its effective
+    init was plain Kaiming-normal. ``icnr=False`` (default) reproduces that; ``icnr=True``
+    applies ICNR before weight norm, which is what the study intended.
+    """
+
+    def __init__(self, ni: int, nf: int, scale: int = 2, icnr: bool = False) -> None:
+        super().__init__()
+        conv = nn.Conv2d(ni, nf * scale**2, 1)
+        nn.init.kaiming_normal_(conv.weight)
+        if icnr:
+            icnr_(conv.weight, scale)
+        nn.init.zeros_(conv.bias)
+        self.conv = parametrizations.weight_norm(conv)
+        self.shuffle = nn.PixelShuffle(scale)
+        self.pad = nn.ReplicationPad2d((1, 0, 1, 0))
+        self.blur = nn.AvgPool2d(2, stride=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.shuffle(torch.relu(self.conv(x)))
+        return self.blur(self.pad(x))
+
+
+class ConcatPool(nn.Module):
+    """Adaptive max and average pool to 1×1, concatenated (max first)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([nn.functional.adaptive_max_pool2d(x, 1),
+                          nn.functional.adaptive_avg_pool2d(x, 1)], dim=1)
+
+
+# ---------------------------------------------------------------------------------------
+# Autoencoders. Each has .encoder, .decoder and .latent_dim; forward clamps to [0, 1].
+
+CODE_SHAPE = (24, 8, 8)  # the decoder's first Linear is reshaped to this
+CODE_VALUES = 24 * 8 * 8  # 1536
+
+
+class Autoencoder(nn.Module):
+    latent_dim: int
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Hard clamp as in the study: zero gradient outside [0, 1].
+        return self.decoder(self.encoder(x)).clamp(0.0, 1.0)
+
+
+def conv_encoder(latent_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        conv_block(3, 12),  # (B, 12, 32, 32)
+        down_block(12, IMAGE_SIZE // 2),  # (B, 12, 16, 16)
+        conv_block(12, 24),  # (B, 24, 16, 16)
+        down_block(24, IMAGE_SIZE // 4),  # (B, 24, 8, 8)
+        nn.Flatten(),  # (B, 1536)
+        nn.Linear(CODE_VALUES, latent_dim),  # (B, latent) — the code, no activation
+    )
+
+
+def conv_decoder(latent_dim: int, up_factors: tuple[int, int] = (2, 2)) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(latent_dim, CODE_VALUES),
+        nn.Unflatten(1, CODE_SHAPE),  # (B, 24, 8, 8)
+        UpBlock(24, 12, up_factors[0]),  # (B, 12, 16, 16)
+        UpBlock(12, 3, up_factors[1]),  # (B, 3, 32, 32), ReLU last
+    )
+
+
+class ConvAutoencoder(Autoencoder):
+    """Baseline: conv encoder, nearest-upsample decoder. ``up_factors`` (2, 1) gives the
+    16 px stage of progressive resizing; :meth:`set_output_size` switches it in place."""
+
+    def __init__(self, latent_dim: int = 1000, up_factors: tuple[int, int] = (2, 2)) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = conv_encoder(latent_dim)
+        self.decoder = conv_decoder(latent_dim, up_factors)
+
+    def set_output_size(self, size: int) -> None:
+        """16 → factor 1 in the last block, 32 → factor 2. No parameter changes."""
+        if size not in (IMAGE_SIZE // 2, IMAGE_SIZE):
+            raise ValueError(f"output size must be 16 or 32, got {size}")
+        self.decoder[3].factor = 1 if size == IMAGE_SIZE // 2 else 2
+
+
+class PixelShuffleAutoencoder(Autoencoder):
+    def __init__(self, latent_dim: int = 1000, icnr: bool = False) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = conv_encoder(latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, CODE_VALUES),
+            nn.Unflatten(1, CODE_SHAPE),  # (B, 24, 8, 8)
+            PixelShuffleBlock(24, 12, icnr=icnr),  # (B, 12, 16, 16)
+            nn.BatchNorm2d(12),  # no ReLU: the next block starts with a conv
+            PixelShuffleBlock(12, 3, icnr=icnr),  # (B, 3, 32, 32)
+            nn.BatchNorm2d(3),  # last layer is BN; the clamp removes negatives
+        )
+
+
+RESNET_CONCAT_DIM = 1024  # 512 layer4 channels, max- and avg-pooled
+
+
+class ResNetAutoencoder(Autoencoder):
+    """ResNet34 cut before its head, concat pool (1024 = 512 repeated at 32 px), then the
+    baseline decoder. A ``latent_dim`` other than 1024 adds a Linear projection."""
+
+    def __init__(self, latent_dim: int = RESNET_CONCAT_DIM) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        resnet = resnet34(weights=None)
+        # Children in the study's order: conv1, bn1, relu, maxpool, layer1..layer4.
+        body = nn.Sequential(*list(resnet.children())[:-2])  # (B, 512, 1, 1)
+        head: list[nn.Module] = [ConcatPool(), nn.Flatten()]  # (B, 1024)
+        if latent_dim != RESNET_CONCAT_DIM:
+            head.append(nn.Linear(RESNET_CONCAT_DIM, latent_dim))
+        self.encoder = nn.Sequential(body, nn.Sequential(*head))
+        self.decoder = conv_decoder(latent_dim)
+
+    @property
+    def body(self) -> nn.Sequential:
+        return self.encoder[0]
+
+    @property
+    def head(self) -> nn.Sequential:
+        return self.encoder[1]
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """The study's 10 groups: 8 body children, the pool head, the decoder."""
+        return [[m] for m in self.body] + [[self.head], [self.decoder]]
+
+
+# ---------------------------------------------------------------------------------------
+# Registry
+
+ArchitectureBuilder = Callable[..., Autoencoder]
+_REGISTRY: dict[str, ArchitectureBuilder] = {}
+
+
+def register_architecture(name: str, builder: ArchitectureBuilder) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"architecture {name!r} is already registered")
+    _REGISTRY[name] = builder
+
+
+def list_architectures(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _REGISTRY if fnmatch(n, pattern))
+
+
+def get_architecture(name: str, **kwargs: object) -> Autoencoder:
+    try:
+        builder = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r}; valid: {', '.join(_REGISTRY)}") from None
+    return builder(**kwargs)
+
+
+register_architecture("conv", ConvAutoencoder)
+register_architecture("pixel_shuffle", PixelShuffleAutoencoder)
+register_architecture("resnet", ResNetAutoencoder)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

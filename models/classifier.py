@@ -1,0 +1,157 @@
+"""The reference classifier behind "classifier accuracy" (seed-experiment §5.2).
+
+fastai's ``cnn_learner(resnet34)``: the ResNet34 body and fastai's head. Trained once per
+dataset on the original images, then frozen and reused for every autoencoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet34
+
+from models.architectures import ConcatPool
+from models.data import (
+    DataSplits,
+    ImageSet,
+    augment,
+    batch_indices,
+    normalize,
+    steps_per_epoch,
+    to_float,
+)
+from models.recipes import make_optimizer, make_scheduler
+from models.training import autocast, resolve_device
+from models.weights import WeightsSource, load_state_dict
+
+
+class Classifier(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*list(resnet34(weights=None).children())[:-2])
+        self.head = nn.Sequential(
+            ConcatPool(), nn.Flatten(),  # (B, 1024)
+            nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 512), nn.ReLU(inplace=True),
+            nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, num_classes),
+        )
+        for m in self.head:
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def load_imagenet_body(self, weights: WeightsSource) -> None:
+        state = load_state_dict("resnet34", weights)
+        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        self.body.load_state_dict({
+            f"{names.index(k.split('.')[0])}.{k.split('.', 1)[1]}": t
+            for k, t in state.items() if not k.startswith("fc.")
+        })
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """fastai's three groups: stem + layer1-2 | layer3-4 | head."""
+        return [list(self.body[:6].parameters()), list(self.body[6:].parameters()),
+                list(self.head.parameters())]
+
+
+@dataclass
+class ClassifierConfig:
+    """The study's budget is 11 frozen + 10 unfrozen epochs; tests use a tiny one."""
+
+    frozen_epochs: int = 11
+    unfrozen_epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 128
+    pretrained: bool = True
+    weights_dir: str | None = None
+    allow_download: bool = True
+    seed: int = 0
+    device: str | None = None
+
+
+def _freeze_body(model: Classifier, frozen: bool) -> None:
+    for m in model.body.modules():
+        for p in m.parameters(recurse=False):
+            # fastai's train_bn: BatchNorm stays trainable in a frozen body.
+            p.requires_grad = not frozen or isinstance(m, nn.BatchNorm2d)
+
+
+def train_classifier(config: ClassifierConfig, data: DataSplits) -> tuple[Classifier, float]:
+    """Train on ``data.train``; returns the classifier (eval mode) and its test accuracy."""
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = Classifier(data.num_classes)
+    if config.pretrained:
+        folder = Path(config.weights_dir).expanduser() if config.weights_dir else None
+        model.load_imagenet_body(WeightsSource(folder, config.allow_download))
+    model.to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps = steps_per_epoch(len(data.train), config.batch_size)
+    loss_fn = nn.CrossEntropyLoss()
+    # Pretrained: frozen body first, then everything with slice(lr/1000, lr) over 3 groups.
+    # From random init there is nothing to protect: all epochs train everything.
+    if config.pretrained:
+        plan = [(True, config.frozen_epochs), (False, config.unfrozen_epochs)]
+    else:
+        plan = [(False, config.frozen_epochs + config.unfrozen_epochs)]
+    for frozen, epochs in plan:
+        if epochs <= 0:
+            continue
+        _freeze_body(model, frozen)
+        if frozen:
+            groups = [{"params": [p for p in g if p.requires_grad]} for g in model.layer_groups()]
+            lrs = [config.lr] * 3
+        else:
+            groups = [{"params": g} for g in model.layer_groups()]
+            lrs = [config.lr / 1000, config.lr / 1000**0.5, config.lr] if config.pretrained \
+                else [config.lr] * 3
+        optimizer = make_optimizer(groups, weight_decay=0.01)
+        scheduler = make_scheduler(optimizer, lrs, epochs * steps)
+        for _ in range(epochs):
+            model.train()
+            for idx in batch_indices(len(data.train), config.batch_size, shuffle=True,
+                                     drop_last=True, generator=generator):
+                x = augment(to_float(data.train.images[idx], device=device), generator,
+                            flips="horizontal")
+                with autocast(device):
+                    logits = model(normalize(x))
+                loss = loss_fn(logits.float(), data.train.labels[idx].to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+    model.requires_grad_(False)
+    model.eval()
+    return model, accuracy(model, data.test, device=device)
+
+
+@torch.no_grad()
+def accuracy(classifier: nn.Module, images: ImageSet, *, device: torch.device | str = "cpu",
+             batch_size: int = 256) -> float:
+    """Top-1 accuracy on the original images."""
+    classifier.eval()
+    correct = 0
+    for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
+        logits = classifier(normalize(to_float(images.images[idx], device=device)))
+        correct += int((logits.argmax(1).cpu() == images.labels[idx]).sum())
+    return correct / len(images)
+
+
+def save_classifier(model: Classifier, config: ClassifierConfig, accuracy_: float,
+                    path: Path | str) -> None:
+    torch.save({"state": model.state_dict(), "num_classes": model.num_classes,
+                "config": asdict(config), "accuracy": accuracy_}, path)
+
+
+def load_classifier(path: Path | str, device: torch.device | str = "cpu"
+                    ) -> tuple[Classifier, float]:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = Classifier(blob["num_classes"])
+    model.load_state_dict(blob["state"])
+    model.requires_grad_(False)
+    return model.to(device).eval(), blob["accuracy"]

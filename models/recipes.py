@@ -1,0 +1,129 @@
+"""Turn a variant name into a model, a loss and the study's per-phase optimiser setup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from models.architectures import (
+    Autoencoder,
+    ConvAutoencoder,
+    ResNetAutoencoder,
+    get_architecture,
+)
+from models.catalog import IMAGE_SIZE, Variant, get_variant
+from models.losses import build_loss
+from models.weights import WeightsSource, load_state_dict
+
+Schedule = Literal["seed", "one_cycle"]
+
+PHASE1_LR = 3e-3  # fastai's default max_lr, used by every phase 1 of the study
+DISCRIMINATIVE_SPAN = 1e4  # slice(1e-6, 1e-2): the lowest group gets max_lr / 1e4
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One one-cycle phase: ``epochs`` at ``size`` px with top learning rate ``lr``."""
+
+    name: str
+    epochs: int
+    lr: float
+    size: int = IMAGE_SIZE
+    frozen_encoder: bool = False  # pretrained arm, phase 1: only the decoder learns
+    discriminative: bool = False  # pretrained arm, phase 2: 10 geometric LR groups
+    new_optimizer: bool = False  # the study's unfreeze() built a fresh optimiser
+
+
+def plan_phases(variant: Variant, *, epochs: int, lr: float, schedule: Schedule,
+                phase1_epochs: int = 5, phase1_lr: float = PHASE1_LR) -> list[Phase]:
+    """The seed schedule is the study's: phase 1 (5 epochs at 3e-3; 16 px for progressive
+    resizing; frozen encoder for the pretrained arm), then the rest at ``lr``. With fewer
+    epochs phase 1 shrinks so phase 2 keeps at least one. ``one_cycle`` is one phase."""
+    if epochs < 1:
+        raise ValueError("epochs must be at least 1")
+    pretrained = variant.pretrained_encoder
+    if schedule == "one_cycle":
+        return [Phase("train", epochs, lr, discriminative=pretrained)]
+    first = min(phase1_epochs, epochs - 1)
+    phases = []
+    if first > 0:
+        phases.append(Phase(
+            "phase1", first, phase1_lr,
+            size=IMAGE_SIZE // 2 if variant.progressive else IMAGE_SIZE,
+            frozen_encoder=pretrained,
+        ))
+    phases.append(Phase("phase2", epochs - first, lr, discriminative=pretrained,
+                        new_optimizer=pretrained and first > 0))
+    return phases
+
+
+def build_model(variant: Variant | str, *, latent_dim: int | None = None, pretrained: bool = True,
+                weights: WeightsSource | None = None, icnr: bool = False) -> Autoencoder:
+    v = get_variant(variant) if isinstance(variant, str) else variant
+    kwargs: dict[str, object] = {"latent_dim": latent_dim or v.latent_dim}
+    if v.architecture == "pixel_shuffle":
+        kwargs["icnr"] = icnr
+    model = get_architecture(v.architecture, **kwargs)
+    if v.pretrained_encoder and pretrained:
+        assert isinstance(model, ResNetAutoencoder)
+        state = load_state_dict("resnet34", weights or WeightsSource())
+        body_state = {k: t for k, t in state.items() if not k.startswith("fc.")}
+        resnet_children = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
+                           "layer4"]
+        renamed = {f"{resnet_children.index(k.split('.')[0])}.{k.split('.', 1)[1]}": t
+                   for k, t in body_state.items()}
+        model.body.load_state_dict(renamed)
+    return model
+
+
+def build_training_loss(variant: Variant | str, *, pretrained: bool = True,
+                        weights: WeightsSource | None = None) -> nn.Module:
+    v = get_variant(variant) if isinstance(variant, str) else variant
+    return build_loss(v.loss, pretrained=pretrained, weights=weights)
+
+
+def enter_phase(model: Autoencoder, phase: Phase) -> None:
+    """Set what a phase changes in the model itself: output size, frozen encoder."""
+    if isinstance(model, ConvAutoencoder):
+        model.set_output_size(phase.size)
+    elif phase.size != IMAGE_SIZE:
+        raise ValueError(f"{type(model).__name__} trains at {IMAGE_SIZE} px only")
+    if isinstance(model, ResNetAutoencoder):
+        # Frozen, but left in train mode: its BN running stats adapt, as in the study.
+        model.body.requires_grad_(not phase.frozen_encoder)
+
+
+def param_groups(model: Autoencoder, phase: Phase) -> tuple[list[dict], list[float]]:
+    """Optimiser parameter groups and their max learning rates for ``phase``."""
+    if phase.discriminative and isinstance(model, ResNetAutoencoder):
+        groups = model.layer_groups()
+        n = len(groups)
+        lrs = [phase.lr / DISCRIMINATIVE_SPAN ** (1 - i / (n - 1)) for i in range(n)]
+        out, max_lrs = [], []
+        for mods, lr in zip(groups, lrs, strict=True):
+            params = [p for m in mods for p in m.parameters()]
+            if params:  # relu, maxpool and a plain concat pool hold no parameters
+                out.append({"params": params})
+                max_lrs.append(lr)
+        return out, max_lrs
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": params}], [phase.lr]
+
+
+def make_optimizer(groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
+    # fastai's AdamW: β (0.9, 0.99), decoupled decay on every parameter, BN included.
+    return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-8,
+                             weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, max_lrs: list[float],
+                   total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    # fastai's fit_one_cycle: cosine warm-up over 30 %, anneal to max/(25·1e4), β1 0.95↔0.85.
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lrs, total_steps=max(total_steps, 1), pct_start=0.3,
+        anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
+        cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
+    )

@@ -1,0 +1,316 @@
+"""``train``: the study's recipe as a plain function — no Ray, no database, no server.
+
+A run is a list of one-cycle phases (see :mod:`models.recipes`). After every epoch the
+``on_epoch`` callback gets the epoch's metrics and a self-describing checkpoint; passing
+that checkpoint back as ``resume_from`` continues to the identical state (same weights,
+optimiser, schedule and random streams), on any device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.architectures import Autoencoder
+from models.catalog import get_variant
+from models.data import (
+    DataSplits,
+    ImageSet,
+    augment,
+    batch_indices,
+    normalize,
+    steps_per_epoch,
+    to_float,
+)
+from models.recipes import (
+    PHASE1_LR,
+    Phase,
+    Schedule,
+    build_model,
+    build_training_loss,
+    enter_phase,
+    make_optimizer,
+    make_scheduler,
+    param_groups,
+    plan_phases,
+)
+from models.weights import WeightsSource
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    variant: str
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3  # top LR of the last phase (phase 2 of the seed schedule)
+    schedule: Schedule = "seed"
+    phase1_epochs: int = 5
+    phase1_lr: float = PHASE1_LR
+    weight_decay: float = 0.01
+    latent_dim: int | None = None  # None: the study's (1000, or 1024 for ResNet encoders)
+    augment: bool = True  # the study's dihedral + logit-space lighting
+    pretrained: bool = True  # ImageNet weights for the ResNet encoder / the VGG loss
+    weights_dir: str | None = None
+    allow_download: bool = True
+    icnr: bool = False  # see models.architectures.PixelShuffleBlock
+    seed: int = 0
+    device: str | None = None  # None: CUDA when present, else CPU
+    channels_last: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        get_variant(self.variant)  # raises a KeyError listing the valid names
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+
+    @property
+    def weights(self) -> WeightsSource:
+        folder = Path(self.weights_dir).expanduser() if self.weights_dir else None
+        return WeightsSource(folder=folder, download=self.allow_download)
+
+    def phases(self) -> list[Phase]:
+        return plan_phases(get_variant(self.variant), epochs=self.epochs, lr=self.lr,
+                           schedule=self.schedule, phase1_epochs=self.phase1_epochs,
+                           phase1_lr=self.phase1_lr)
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int  # 1-based, counted over all phases
+    phase: str
+    size: int
+    lr: float  # the top group's learning rate at the end of the epoch
+    train_loss: float
+    val_loss: float
+    val_mse: float
+    val_mae: float
+    seconds: float
+    images_per_s: float
+
+
+@dataclass
+class TrainResult:
+    model: Autoencoder
+    history: list[EpochMetrics] = field(default_factory=list)
+    seconds: float = 0.0  # sum of epoch wall times, as the study reported
+
+
+EpochCallback = Callable[[EpochMetrics, dict[str, Any]], None]
+
+
+def resolve_device(requested: str | None = None) -> torch.device:
+    """CUDA when asked for or available, else the CPU — also when a GPU was assigned
+    logically (e.g. by Ray) but CUDA is absent."""
+    if requested and requested.startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _finite(value: float, what: str, epoch: int) -> float:
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"{what} is {value} at epoch {epoch}: training diverged "
+                               "(try a lower learning rate)")
+    return value
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loss_fn: nn.Module, images: ImageSet, *, size: int,
+             batch_size: int, device: torch.device) -> tuple[float, float, float]:
+    """(loss, MSE, MAE) over ``images`` at ``size`` px, means over every element."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    se = torch.zeros_like(loss_sum)
+    ae = torch.zeros_like(loss_sum)
+    for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
+        target = to_float(images.images[idx], size, device)
+        with autocast(device):
+            out = model(normalize(target))
+        out = out.float()
+        loss_sum += loss_fn(out, target).double() * len(idx)
+        se += (out - target).pow(2).sum(dtype=torch.float64)
+        ae += (out - target).abs().sum(dtype=torch.float64)
+    n_images = len(images)
+    n_values = n_images * 3 * size * size
+    return (loss_sum / n_images).item(), (se / n_values).item(), (ae / n_values).item()
+
+
+class TrainingSession:
+    """The state of one training run: model, optimiser, schedule, random stream."""
+
+    def __init__(self, config: TrainConfig, data: DataSplits) -> None:
+        self.config = config
+        self.data = data
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.variant, latent_dim=config.latent_dim,
+                                 pretrained=config.pretrained, weights=config.weights,
+                                 icnr=config.icnr).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.step_fn = torch.compile(self.model) if config.compile else self.model
+        self.loss_fn = build_training_loss(config.variant, pretrained=config.pretrained,
+                                           weights=config.weights).to(self.device)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.phases = config.phases()
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.OneCycleLR | None = None
+        self.history: list[EpochMetrics] = []
+        self.epoch = 0  # epochs completed
+
+    def phase_at(self, epoch: int) -> tuple[int, Phase]:
+        """The phase that epoch ``epoch`` (1-based) belongs to."""
+        end = 0
+        for i, phase in enumerate(self.phases):
+            end += phase.epochs
+            if epoch <= end:
+                return i, phase
+        raise ValueError(f"epoch {epoch} is past the plan's {end} epochs")
+
+    def start_phase(self, phase: Phase) -> None:
+        enter_phase(self.model, phase)
+        groups, max_lrs = param_groups(self.model, phase)
+        if self.optimizer is None or phase.new_optimizer:
+            self.optimizer = make_optimizer(groups, self.config.weight_decay)
+        n = steps_per_epoch(len(self.data.train), self.config.batch_size)
+        self.scheduler = make_scheduler(self.optimizer, max_lrs, phase.epochs * n)
+
+    def checkpoint(self) -> dict[str, Any]:
+        assert self.optimizer is not None and self.scheduler is not None
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": asdict(self.config),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": [asdict(m) for m in self.history],
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"unsupported checkpoint version {ckpt.get('version')!r}")
+        if ckpt["config"]["variant"] != self.config.variant:
+            raise ValueError(f"checkpoint is of {ckpt['config']['variant']!r}, "
+                             f"not {self.config.variant!r}")
+        self.epoch = ckpt["epoch"]
+        # Rebuild optimiser and schedule as they were in the checkpoint's phase (every
+        # phase that keeps its predecessor's optimiser has the same groups), then load.
+        self.optimizer = None
+        self.start_phase(self.phase_at(self.epoch)[1])
+        self.model.load_state_dict(ckpt["model"])
+        assert self.optimizer is not None and self.scheduler is not None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.generator.set_state(ckpt["generator"])
+        self.history = [EpochMetrics(**m) for m in ckpt["history"]]
+
+    def train_epoch(self, phase: Phase) -> tuple[float, float]:
+        assert self.optimizer is not None and self.scheduler is not None
+        self.model.train()
+        self.loss_fn.train()
+        train = self.data.train
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        start = time.perf_counter()
+        steps = 0
+        for idx in batch_indices(len(train), self.config.batch_size, shuffle=True,
+                                 drop_last=True, generator=self.generator):
+            target = to_float(train.images[idx], phase.size, self.device)
+            if self.config.augment:
+                target = augment(target, self.generator)
+            x = normalize(target)
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device):
+                out = self.step_fn(x)
+            loss = self.loss_fn(out.float(), target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach()
+            steps += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        if steps == 0:
+            raise ValueError(f"{len(train)} training images do not fill one batch of "
+                             f"{self.config.batch_size}")
+        return (loss_sum / steps).item(), seconds
+
+    def run(self, on_epoch: EpochCallback | None) -> None:
+        total = sum(p.epochs for p in self.phases)
+        current = self.phase_at(self.epoch)[0] if self.epoch else -1
+        for epoch in range(self.epoch + 1, total + 1):
+            index, phase = self.phase_at(epoch)
+            if index != current:
+                self.start_phase(phase)
+                current = index
+            train_loss, seconds = self.train_epoch(phase)
+            _finite(train_loss, "training loss", epoch)
+            val_loss, val_mse, val_mae = validate(
+                self.model, self.loss_fn, self.data.val, size=phase.size,
+                batch_size=self.config.batch_size, device=self.device)
+            _finite(val_loss, "validation loss", epoch)
+            assert self.optimizer is not None
+            seen = steps_per_epoch(len(self.data.train), self.config.batch_size)
+            metrics = EpochMetrics(
+                epoch=epoch, phase=phase.name, size=phase.size,
+                lr=self.optimizer.param_groups[-1]["lr"], train_loss=train_loss,
+                val_loss=val_loss, val_mse=val_mse, val_mae=val_mae, seconds=seconds,
+                images_per_s=seen * self.config.batch_size / seconds,
+            )
+            self.history.append(metrics)
+            self.epoch = epoch
+            if on_epoch is not None:
+                on_epoch(metrics, self.checkpoint())
+
+
+def train(config: TrainConfig, data: DataSplits, *, on_epoch: EpochCallback | None = None,
+          resume_from: dict[str, Any] | None = None) -> TrainResult:
+    """Train ``config.variant`` on ``data``; returns the model (eval mode) and its history."""
+    session = TrainingSession(config, data)
+    if resume_from is not None:
+        session.restore(resume_from)
+    session.run(on_epoch)
+    session.model.eval()
+    return TrainResult(session.model, session.history,
+                       sum(m.seconds for m in session.history))
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: Path | str | None = None) -> bytes:
+    """Serialise a checkpoint (to ``path`` too, when given)."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    payload = buffer.getvalue()
+    if path is not None:
+        Path(path).write_bytes(payload)
+    return payload
+
+
+def load_checkpoint(source: Path | str | bytes) -> dict[str, Any]:
+    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)

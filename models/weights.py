@@ -1,0 +1,82 @@
+"""ImageNet weights for the ResNet34 encoder/classifier and the VGG16-bn loss network.
+
+torchvision's weights API names the files; they are looked up in a weights folder, then
+in torch's hub cache, and downloaded only when allowed. Offline with no file, the error
+names the file to place and where — it never hangs on a download.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torchvision.models import ResNet34_Weights, VGG16_BN_Weights
+
+WeightsName = Literal["resnet34", "vgg16_bn"]
+_WEIGHTS = {
+    "resnet34": ResNet34_Weights.IMAGENET1K_V1,
+    "vgg16_bn": VGG16_BN_Weights.IMAGENET1K_V1,
+}
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights are needed but neither present nor downloadable."""
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where to find pretrained weights. ``folder`` is checked first, then torch's hub
+    cache (``$TORCH_HOME/hub/checkpoints``); ``download`` allows fetching into ``folder``."""
+
+    folder: Path | None = None
+    download: bool = True
+
+
+def weights_filename(name: WeightsName) -> str:
+    return os.path.basename(_WEIGHTS[name].url)
+
+
+def _hub_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _download(url: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310
+        with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+            shutil.copyfileobj(response, tmp)
+    os.replace(tmp.name, dest)
+
+
+def resolve_weights_file(name: WeightsName, source: WeightsSource) -> Path:
+    filename = weights_filename(name)
+    candidates = [d / filename for d in (source.folder, _hub_dir()) if d is not None]
+    for path in candidates:
+        if path.is_file():
+            return path
+    target = candidates[0]
+    if source.download:
+        try:
+            _download(_WEIGHTS[name].url, target)
+            return target
+        except OSError as exc:
+            reason = f"download from {_WEIGHTS[name].url} failed ({exc})"
+    else:
+        reason = "downloads are disabled"
+    where = " or ".join(str(p.parent) for p in candidates)
+    raise WeightsUnavailable(
+        f"ImageNet weights for {name} are needed but not found: place {filename} in {where} "
+        f"({reason}); or choose random initialisation (pretrained=false)."
+    )
+
+
+def load_state_dict(name: WeightsName, source: WeightsSource) -> dict[str, torch.Tensor]:
+    path = resolve_weights_file(name, source)
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,1 @@
+"""The aelab service: REST API, persistence, dispatcher. Never imports torch."""

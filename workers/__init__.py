@@ -1,0 +1,1 @@
+"""Everything Ray: the run pipeline, Tune LR search and final training."""
