@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -27,10 +28,30 @@ from models.recipes import make_optimizer, make_scheduler
 from models.training import autocast, resolve_device
 from models.weights import WeightsSource, load_state_dict
 
+ClassifierArch = Literal["resnet34", "small"]
+
+
+def _small_body() -> nn.Sequential:
+    """Three conv blocks (≈60k parameters): a cheap stand-in for CPU demos and tests."""
+    layers: list[nn.Module] = []
+    for ni, nf in ((3, 32), (32, 64), (64, 64)):
+        layers += [nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf),
+                   nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers)
+
 
 class Classifier(nn.Module):
-    def __init__(self, num_classes: int = 10) -> None:
+    """``resnet34``: the study's ResNet34 body + fastai head. ``small``: a three-block CNN
+    with a linear head, for CPU-sized budgets."""
+
+    def __init__(self, num_classes: int = 10, arch: ClassifierArch = "resnet34") -> None:
         super().__init__()
+        self.arch = arch
+        self.num_classes = num_classes
+        if arch == "small":
+            self.body = _small_body()
+            self.head = nn.Sequential(ConcatPool(), nn.Flatten(), nn.Linear(128, num_classes))
+            return
         self.body = nn.Sequential(*list(resnet34(weights=None).children())[:-2])
         self.head = nn.Sequential(
             ConcatPool(), nn.Flatten(),  # (B, 1024)
@@ -40,12 +61,13 @@ class Classifier(nn.Module):
         for m in self.head:
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight)
-        self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
 
     def load_imagenet_body(self, weights: WeightsSource) -> None:
+        if self.arch != "resnet34":
+            raise ValueError(f"no ImageNet weights for the {self.arch!r} classifier")
         state = load_state_dict("resnet34", weights)
         names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
         self.body.load_state_dict({
@@ -55,6 +77,9 @@ class Classifier(nn.Module):
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """fastai's three groups: stem + layer1-2 | layer3-4 | head."""
+        if self.arch == "small":
+            return [list(self.body[:4].parameters()), list(self.body[4:].parameters()),
+                    list(self.head.parameters())]
         return [list(self.body[:6].parameters()), list(self.body[6:].parameters()),
                 list(self.head.parameters())]
 
@@ -63,6 +88,7 @@ class Classifier(nn.Module):
 class ClassifierConfig:
     """The study's budget is 11 frozen + 10 unfrozen epochs; tests use a tiny one."""
 
+    arch: ClassifierArch = "resnet34"
     frozen_epochs: int = 11
     unfrozen_epochs: int = 10
     lr: float = 1e-3
@@ -85,7 +111,7 @@ def train_classifier(config: ClassifierConfig, data: DataSplits) -> tuple[Classi
     """Train on ``data.train``; returns the classifier (eval mode) and its test accuracy."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = Classifier(data.num_classes)
+    model = Classifier(data.num_classes, config.arch)
     if config.pretrained:
         folder = Path(config.weights_dir).expanduser() if config.weights_dir else None
         model.load_imagenet_body(WeightsSource(folder, config.allow_download))
@@ -145,13 +171,14 @@ def accuracy(classifier: nn.Module, images: ImageSet, *, device: torch.device | 
 def save_classifier(model: Classifier, config: ClassifierConfig, accuracy_: float,
                     path: Path | str) -> None:
     torch.save({"state": model.state_dict(), "num_classes": model.num_classes,
+                "arch": model.arch,
                 "config": asdict(config), "accuracy": accuracy_}, path)
 
 
 def load_classifier(path: Path | str, device: torch.device | str = "cpu"
                     ) -> tuple[Classifier, float]:
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = Classifier(blob["num_classes"])
+    model = Classifier(blob["num_classes"], blob.get("arch", "resnet34"))
     model.load_state_dict(blob["state"])
     model.requires_grad_(False)
     return model.to(device).eval(), blob["accuracy"]

@@ -72,13 +72,17 @@ class DataSplits:
 
 
 def to_float(batch: torch.Tensor, size: int = IMAGE_SIZE,
-             device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 (B, C, H, W) → float (B, 3, size, size) in [0, 1] on ``device``."""
+             device: torch.device | str | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (B, C, H, W) → float (B, 3, size, size) in [0, 1] on ``device``, augmented
+    (see :func:`augment`) when a ``generator`` is given."""
     x = batch.to(device, non_blocking=True).float().div_(255.0)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = torch.nn.functional.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=True
         ).clamp_(0.0, 1.0)
+    if generator is not None:
+        x = augment(x, generator)  # before the grey → RGB copy: a third of the work
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     return x.contiguous()
@@ -102,22 +106,25 @@ def augment(x: torch.Tensor, generator: torch.Generator, p_lighting: float = 0.7
     """
     b = x.shape[0]
     r = torch.rand(b, 7, generator=generator).to(x.device)
+    x = x.clone()
 
-    def per_image(mask: torch.Tensor) -> torch.Tensor:
-        return mask.view(b, 1, 1, 1)
+    def apply(mask: torch.Tensor, fn) -> None:  # type: ignore[no-untyped-def]
+        idx = mask.nonzero().squeeze(1)
+        if len(idx):
+            x[idx] = fn(x[idx])
 
-    x = torch.where(per_image(r[:, 1] < 0.5), x.flip(-1), x)
+    apply(r[:, 1] < 0.5, lambda t: t.flip(-1))
     if flips == "dihedral":
         # Transpose, h-flip, v-flip: the 2×2×2 choices are the 8 dihedral maps.
-        x = torch.where(per_image(r[:, 0] < 0.5), x.transpose(-1, -2), x)
-        x = torch.where(per_image(r[:, 2] < 0.5), x.flip(-2), x)
+        apply(r[:, 0] < 0.5, lambda t: t.transpose(-1, -2))
+        apply(r[:, 2] < 0.5, lambda t: t.flip(-2))
 
-    logits = torch.logit(x.clamp(1e-7, 1 - 1e-7))
     c = 0.4 + 0.2 * r[:, 3]
     shift = torch.where(r[:, 4] < p_lighting, torch.logit(c), torch.zeros_like(c))
     log_scale = math.log(0.8) + (math.log(1.25) - math.log(0.8)) * r[:, 5]
     scale = torch.where(r[:, 6] < p_lighting, log_scale.exp(), torch.ones_like(c))
-    return torch.sigmoid((logits + per_image(shift)) * per_image(scale))
+    x.clamp_(1e-7, 1 - 1e-7).logit_().add_(shift.view(b, 1, 1, 1)).mul_(scale.view(b, 1, 1, 1))
+    return x.sigmoid_()
 
 
 def batch_indices(n: int, batch_size: int, *, shuffle: bool, drop_last: bool,
@@ -207,9 +214,21 @@ def _expected_files(name: str, root: Path) -> str:
     return f"{root / CIFAR_FOLDER}/ (data_batch_1..5, test_batch, batches.meta)"
 
 
+def _extract_placed_mnist(root: Path) -> None:
+    # torchvision reads the un-gzipped files and only extracts them inside download().
+    from torchvision.datasets.utils import extract_archive
+
+    raw = root / "MNIST" / "raw"
+    for f in MNIST_FILES:
+        if (raw / f).is_file() and not (raw / f.removesuffix(".gz")).is_file():
+            extract_archive(str(raw / f), str(raw))
+
+
 def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> ImageSet:
     from torchvision import datasets
 
+    if name == "mnist":
+        _extract_placed_mnist(root)
     cls = datasets.MNIST if name == "mnist" else datasets.CIFAR10
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):

@@ -115,8 +115,9 @@ def param_groups(model: Autoencoder, phase: Phase) -> tuple[list[dict], list[flo
 
 def make_optimizer(groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
     # fastai's AdamW: β (0.9, 0.99), decoupled decay on every parameter, BN included.
+    # fused: one kernel for all parameters (CPU and CUDA), ~10 % of a small model's step.
     return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-8,
-                             weight_decay=weight_decay)
+                             weight_decay=weight_decay, fused=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, max_lrs: list[float],

@@ -25,7 +25,6 @@ from models.catalog import get_variant
 from models.data import (
     DataSplits,
     ImageSet,
-    augment,
     batch_indices,
     normalize,
     steps_per_epoch,
@@ -70,7 +69,7 @@ class TrainConfig:
     icnr: bool = False  # see models.architectures.PixelShuffleBlock
     seed: int = 0
     device: str | None = None  # None: CUDA when present, else CPU
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: on CUDA only (it slows small convs on the CPU)
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -168,7 +167,9 @@ class TrainingSession:
         self.model = build_model(config.variant, latent_dim=config.latent_dim,
                                  pretrained=config.pretrained, weights=config.weights,
                                  icnr=config.icnr).to(self.device)
-        if config.channels_last:
+        self.channels_last = (config.channels_last if config.channels_last is not None
+                              else self.device.type == "cuda")
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_fn = torch.compile(self.model) if config.compile else self.model
         self.loss_fn = build_training_loss(config.variant, pretrained=config.pretrained,
@@ -228,6 +229,26 @@ class TrainingSession:
         self.generator.set_state(ckpt["generator"])
         self.history = [EpochMetrics(**m) for m in ckpt["history"]]
 
+    def batch(self, idx: torch.Tensor, size: int) -> torch.Tensor:
+        """The training target for images ``idx``: float, on the device, augmented."""
+        generator = self.generator if self.config.augment else None
+        return to_float(self.data.train.images[idx], size, self.device, generator)
+
+    def step(self, target: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on ``target``; returns the (detached) loss."""
+        assert self.optimizer is not None and self.scheduler is not None
+        x = normalize(target)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device):
+            out = self.step_fn(x)
+        loss = self.loss_fn(out.float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
     def train_epoch(self, phase: Phase) -> tuple[float, float]:
         assert self.optimizer is not None and self.scheduler is not None
         self.model.train()
@@ -238,20 +259,7 @@ class TrainingSession:
         steps = 0
         for idx in batch_indices(len(train), self.config.batch_size, shuffle=True,
                                  drop_last=True, generator=self.generator):
-            target = to_float(train.images[idx], phase.size, self.device)
-            if self.config.augment:
-                target = augment(target, self.generator)
-            x = normalize(target)
-            if self.config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(self.device):
-                out = self.step_fn(x)
-            loss = self.loss_fn(out.float(), target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            loss_sum += loss.detach()
+            loss_sum += self.step(self.batch(idx, phase.size))
             steps += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

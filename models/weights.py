@@ -49,9 +49,9 @@ def _hub_dir() -> Path:
 
 def _download(url: str, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310
-        with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-            shutil.copyfileobj(response, tmp)
+    with (urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+          tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp):
+        shutil.copyfileobj(response, tmp)
     os.replace(tmp.name, dest)
 
 

@@ -42,6 +42,7 @@ def train(
     out: Annotated[Path | None, typer.Option(help="folder for samples.png, "
                                                    "measures.json and checkpoint.pt")] = None,
     data_root: Path | None = None,
+    download: Annotated[bool, typer.Option(help="download missing datasets/weights")] = True,
     device: str | None = None,
 ) -> None:
     """Train one variant on one dataset locally (no Ray) and print its measures."""
@@ -58,11 +59,12 @@ def train(
         variant = get_variant(model)
         root = data_root or _home() / "data"
         data = load_dataset(dataset, root, train_limit=train_limit, test_limit=test_limit,
-                            validation=validation, seed=seed)  # type: ignore[arg-type]
+                            validation=validation, seed=seed,  # type: ignore[arg-type]
+                            download=download)
         config = TrainConfig(model, epochs=epochs, batch_size=batch_size,
                              lr=lr or variant.seed_lr.get(dataset, 1e-3), schedule=schedule,  # type: ignore[arg-type]
                              augment=augment, pretrained=pretrained, seed=seed, device=device,
-                             weights_dir=str(_home() / "weights"))
+                             weights_dir=str(_home() / "weights"), allow_download=download)
         typer.echo(f"{model} on {dataset}: {len(data.train)} train / {len(data.val)} val / "
                    f"{len(data.test)} test images, {epochs} epochs, lr {config.lr:g}")
 

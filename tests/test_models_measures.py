@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from models.classifier import (
+    ClassifierConfig,
+    accuracy,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
+from models.data import ImageSet, load_dataset, to_float
+from models.lr_finder import lr_range_test, steepest_descent
+from models.metrics import evaluate, model_facts, psnr_from_mse
+from models.samples import sample_grid
+from models.training import TrainConfig, train
+
+
+class Identity(nn.Module):
+    """Undoes ImageNet normalisation: a perfect autoencoder."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        return x * std + mean
+
+
+class Constant(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, self.value)
+
+
+def test_measures_of_a_constant_prediction_by_hand() -> None:
+    pixels = np.array([0, 51, 102, 153, 204, 255], dtype=np.uint8)
+    images = torch.from_numpy(np.resize(pixels, (2, 3, 32, 32)).astype(np.uint8))
+    data = ImageSet(images, torch.zeros(2, dtype=torch.long))
+    m = evaluate(Constant(0.5), data, batch_size=1)
+    x = images.numpy() / 255.0
+    assert m.mse == pytest.approx(((x - 0.5) ** 2).mean(), rel=1e-6)
+    assert m.mae == pytest.approx(np.abs(x - 0.5).mean(), rel=1e-6)
+    assert m.psnr == pytest.approx(10 * math.log10(1 / m.mse))
+    assert m.n_images == 2 and m.classifier_accuracy is None
+
+
+def test_perfect_reconstruction_scores_perfectly(synthetic_splits) -> None:
+    m = evaluate(Identity(), synthetic_splits.test)
+    assert m.mse < 1e-10 and m.mae < 1e-5
+    assert m.ssim == pytest.approx(1.0, abs=1e-3)
+    assert psnr_from_mse(0.0) == math.inf
+
+
+def test_mae_squared_le_mse_le_mae_on_real_outputs(tiny_splits) -> None:
+    result = train(TrainConfig("baseline", epochs=1, batch_size=16, pretrained=False),
+                   tiny_splits)
+    m = evaluate(result.model, tiny_splits.test)
+    assert m.mae**2 <= m.mse <= m.mae
+    assert 0 < m.ssim < 1
+    facts = model_facts(result.model, 1000)
+    assert facts["params"] == 3_080_629 and facts["compression_ratio"] == pytest.approx(3.072)
+
+
+def test_reference_classifier_learns_and_scores_reconstructions(tmp_path: Path) -> None:
+    data = load_dataset("synthetic", "/unused", train_limit=1024, test_limit=256)
+    classifier, acc = train_classifier(
+        ClassifierConfig(arch="small", frozen_epochs=5, unfrozen_epochs=0, pretrained=False,
+                         lr=1e-2, batch_size=64), data)
+    assert acc > 0.5  # ten classes: chance is 0.1
+    assert acc == accuracy(classifier, data.test)
+    # A perfect autoencoder keeps the classifier's accuracy; a constant one destroys it.
+    assert evaluate(Identity(), data.test, classifier=classifier).classifier_accuracy == \
+        pytest.approx(acc)
+    assert evaluate(Constant(0.5), data.test, classifier=classifier).classifier_accuracy < acc
+    save_classifier(classifier, ClassifierConfig(), acc, tmp_path / "clf.pt")
+    loaded, stored_acc = load_classifier(tmp_path / "clf.pt")
+    assert stored_acc == acc and accuracy(loaded, data.test) == acc
+
+
+def test_study_classifier_is_resnet34_with_fastai_head() -> None:
+    from models.classifier import Classifier
+
+    model = Classifier(10)
+    params = sum(p.numel() for p in model.parameters())
+    assert abs(params - 21.8e6) / 21.8e6 < 0.01  # the study's summary: 21.8 M
+    assert model(torch.rand(4, 3, 32, 32)).shape == (4, 10)
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        Classifier(10, "small").load_imagenet_body(None)  # type: ignore[arg-type]
+
+
+def test_steepest_descent_finds_the_steepest_point() -> None:
+    lrs = list(np.logspace(-7, 1, 50))
+    losses = [1.0 / (1 + math.exp(4 * (math.log10(lr) + 3))) for lr in lrs]  # drop at 1e-3
+    assert 3e-4 < steepest_descent(lrs, losses, skip_end=0) < 3e-3
+
+
+def test_range_test_sweeps_exponentially_and_restores_weights(tiny_splits) -> None:
+    config = TrainConfig("baseline", epochs=1, batch_size=16, pretrained=False, augment=False)
+    result = lr_range_test(config, tiny_splits.train, start_lr=1e-6, end_lr=10, num_steps=30)
+    assert result.lrs[0] == pytest.approx(1e-6)
+    assert all(b > a for a, b in zip(result.lrs, result.lrs[1:], strict=False))
+    assert 1e-6 <= result.suggestion <= 10
+    assert len(result.lrs) == len(result.losses) <= 30
+
+
+def test_range_test_leaves_model_and_optimizer_untouched(tiny_splits) -> None:
+    from models.lr_finder import range_test
+    from models.recipes import make_optimizer
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3072, 3072), nn.Unflatten(1, (3, 32, 32)))
+    opt = make_optimizer([{"params": list(model.parameters())}], 0.01)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    range_test(model, nn.MSELoss(), opt, tiny_splits.train, num_steps=10, batch_size=16)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert opt.state_dict()["state"] == {}
+
+
+def test_sample_grid_puts_input_left_and_reconstruction_right(synthetic_splits) -> None:
+    png = sample_grid(Constant(0.0), synthetic_splits.test, indices=(1, 2), scale=1)
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert img.shape == (2 + 2 * 34, 2 + 2 * 34, 3)
+    left = img[2:34, 2:34].transpose(2, 0, 1)
+    expected = (to_float(synthetic_splits.test.images[1:2])[0] * 255).round().byte().numpy()
+    assert np.array_equal(left, expected)
+    assert img[2:34, 36:68].max() == 0  # the constant-zero reconstruction

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from models.catalog import VARIANTS
+from models.data import normalize, to_float
+from models.losses import FEATURE_LAYERS, FEATURE_WEIGHTS, FeatureLoss, gram_matrix
+from models.recipes import build_model, param_groups, plan_phases
+from models.training import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainingSession,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    train,
+)
+
+
+def tiny_config(name: str, **kw) -> TrainConfig:
+    defaults = dict(epochs=2, batch_size=16, phase1_epochs=1, pretrained=False, augment=False,
+                    lr=3e-3, seed=0)
+    defaults.update(kw)
+    return TrainConfig(name, **defaults)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_a_few_steps_lower_the_loss(name: str, tiny_splits) -> None:
+    config = tiny_config(name, epochs=3, schedule="one_cycle")
+    session = TrainingSession(config, tiny_splits)
+    session.start_phase(session.phases[0])
+    session.model.train()
+    batch = to_float(tiny_splits.train.images[:16])
+
+    def batch_loss() -> float:
+        with torch.no_grad():  # train mode: BN uses the batch, as the steps do
+            return session.loss_fn(session.model(normalize(batch)), batch).item()
+
+    before = batch_loss()
+    for _ in range(5):
+        loss = session.loss_fn(session.model(normalize(batch)), batch)
+        session.optimizer.zero_grad()
+        loss.backward()
+        session.optimizer.step()
+    assert batch_loss() < before
+    result = train(config, tiny_splits)
+    assert [m.epoch for m in result.history] == [1, 2, 3]
+    assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_checkpoint_resumes_to_the_same_next_epoch(name: str, tiny_splits) -> None:
+    config = tiny_config(name, augment=True)
+    saved: dict[int, bytes] = {}
+    full = train(config, tiny_splits, on_epoch=lambda m, c: saved.update(
+        {m.epoch: save_checkpoint(c)}))
+    resumed = train(config, tiny_splits, resume_from=load_checkpoint(saved[1]))
+    assert [m.epoch for m in resumed.history] == [1, 2]
+    a, b = full.history[1], resumed.history[1]
+    assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5, abs=1e-7)
+    assert a.val_loss == pytest.approx(b.val_loss, rel=1e-5, abs=1e-7)
+    for (k, t1), t2 in zip(full.model.state_dict().items(),
+                           resumed.model.state_dict().values(), strict=True):
+        assert torch.allclose(t1.float(), t2.float(), atol=1e-5), k
+
+
+def test_checkpoint_of_another_variant_is_refused(tiny_splits) -> None:
+    saved = {}
+    train(tiny_config("baseline", epochs=1), tiny_splits, on_epoch=lambda m, c: saved.update(c))
+    with pytest.raises(ValueError, match="checkpoint is of 'baseline'"):
+        train(tiny_config("pixel_shuffle"), tiny_splits, resume_from=saved)
+
+
+def test_seed_schedule_is_the_studys() -> None:
+    phases = plan_phases(VARIANTS["progressive_resizing"], epochs=15, lr=1.74e-4,
+                         schedule="seed")
+    assert [(p.epochs, p.lr, p.size) for p in phases] == [(5, 3e-3, 16), (10, 1.74e-4, 32)]
+    one = plan_phases(VARIANTS["baseline"], epochs=4, lr=1e-3, schedule="one_cycle")
+    assert [(p.epochs, p.lr) for p in one] == [(4, 1e-3)]
+    assert [p.epochs for p in plan_phases(VARIANTS["baseline"], epochs=2, lr=1e-3,
+                                          schedule="seed")] == [1, 1]
+
+
+def test_progressive_resizing_trains_at_16_then_32_px_with_the_same_parameters(
+        tiny_splits) -> None:
+    result = train(tiny_config("progressive_resizing", epochs=3, phase1_epochs=2), tiny_splits)
+    assert [m.size for m in result.history] == [16, 16, 32]
+    reference = build_model("progressive_resizing", pretrained=False)
+    assert {k: v.shape for k, v in result.model.state_dict().items()} == \
+        {k: v.shape for k, v in reference.state_dict().items()}
+    with torch.no_grad():
+        assert result.model(torch.randn(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+
+
+def test_pretrained_arm_freezes_encoder_then_uses_geometric_groups(tiny_splits) -> None:
+    config = tiny_config("pretrained_resnet", epochs=2, lr=1e-2)
+    session = TrainingSession(config, tiny_splits)
+    body_before = {k: v.clone() for k, v in session.model.body.state_dict().items()}
+    session.start_phase(session.phases[0])
+    session.train_epoch(session.phases[0])
+    after = session.model.body.state_dict()
+    weights = [k for k in body_before if k.endswith("weight") or k.endswith("bias")]
+    assert all(torch.equal(body_before[k], after[k]) for k in weights)
+    stats = [k for k in body_before if k.endswith("running_mean")]
+    assert any(not torch.equal(body_before[k], after[k]) for k in stats)  # BN still adapts
+
+    groups, lrs = param_groups(session.model, session.phases[1])
+    # conv1, bn1, layer1-4, decoder hold parameters; lrs spread 1e-6 … 1e-2 geometrically.
+    assert len(groups) == 7
+    assert lrs[0] == pytest.approx(1e-6) and lrs[-1] == pytest.approx(1e-2)
+    assert lrs[2] == pytest.approx(5.99e-5, rel=1e-2)  # layer1, as in the study
+
+
+def test_feature_loss_uses_three_vgg_layers_and_frozen_vgg() -> None:
+    loss_fn = FeatureLoss(pretrained=False)
+    assert FEATURE_LAYERS == (5, 12, 22) and FEATURE_WEIGHTS == (30.0, 20.0, 10.0)
+    relus = [type(loss_fn.features[i]).__name__ for i in FEATURE_LAYERS]
+    assert relus == ["ReLU"] * 3
+    assert [type(loss_fn.features[i + 1]).__name__ for i in FEATURE_LAYERS[:2]] == \
+        ["MaxPool2d", "MaxPool2d"]
+    model = build_model("feature_loss", pretrained=False)
+    x = torch.rand(4, 3, 32, 32)
+    loss_fn.train()
+    assert not loss_fn.features.training
+    loss = loss_fn(model(x), x)
+    loss.backward()
+    assert all(p.grad is None for p in loss_fn.features.parameters())
+    assert model.encoder[0][0].weight.grad is not None
+    assert model.encoder[0][0].weight.grad.abs().sum() > 0
+    pixel = torch.nn.functional.mse_loss(model(x), x)
+    assert loss.item() > pixel.item()
+
+
+def test_gram_matrix_by_hand() -> None:
+    x = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])  # (1, 2, 1, 2)
+    expected = torch.tensor([[[5.0, 11.0], [11.0, 25.0]]]) / 4
+    assert torch.allclose(gram_matrix(x), expected)
+
+
+def test_divergence_is_reported(tiny_splits) -> None:
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        train(tiny_config("baseline", epochs=1, lr=1e12, schedule="one_cycle"), tiny_splits)
+
+
+def test_cuda_request_falls_back_to_cpu_without_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: nothing to fall back from")
+    assert resolve_device("cuda").type == "cpu"
+    assert resolve_device("cuda:1").type == "cpu"
+    assert resolve_device(None).type == "cpu"
+
+
+def test_checkpoint_round_trips_through_bytes(tiny_splits) -> None:
+    saved = {}
+    train(tiny_config("baseline", epochs=1), tiny_splits, on_epoch=lambda m, c: saved.update(c))
+    restored = load_checkpoint(save_checkpoint(saved))
+    assert restored["epoch"] == 1 and restored["config"]["variant"] == "baseline"
+    assert torch.load(io.BytesIO(save_checkpoint(saved)), weights_only=False)["version"] == 1
