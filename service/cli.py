@@ -15,6 +15,8 @@ import typer
 app = typer.Typer(help="aelab: autoencoder-compression experiments.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets on this machine.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 
 def _home() -> Path:
@@ -114,6 +116,39 @@ def install_mnist(root: Path | None = None) -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"MNIST files in {folder}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    log_level: str = "info",
+) -> None:
+    """Run the API (migrating first) with the dispatcher on Ray: RAY_ADDRESS joins a
+    cluster, none starts a local head with its dashboard."""
+    import logging
+
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.ray_executor import RayExecutor
+    from service.settings import Settings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    app_ = create_app(settings, executor_factory=RayExecutor.from_settings)
+    uvicorn.run(app_, host=host, port=port, log_level=log_level)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply Alembic migrations to DATABASE_URL (default: the SQLite file)."""
+    from service.migrate import current, upgrade
+    from service.settings import Settings
+
+    url = Settings().sqlalchemy_url
+    upgrade(url, revision)
+    typer.echo(f"database at revision {current(url)}")
 
 
 def main() -> None:  # pragma: no cover

@@ -31,3 +31,81 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AELAB_HOME", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     return tmp_path
+
+
+# --- databases: every service test runs on SQLite and, where reachable, PostgreSQL ------
+
+POSTGRES_URL = os.environ.get("AELAB_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_admin_url() -> str | None:
+    try:
+        import psycopg
+
+        url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(url, connect_timeout=3):
+            return url
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A throwaway PostgreSQL database for this test session (dropped at the end)."""
+    admin = _postgres_admin_url()
+    if admin is None:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
+    import uuid
+
+    import psycopg
+
+    name = f"aelab_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'aelab.db'}"
+        return
+    url = request.getfixturevalue("postgres_database")
+    from sqlalchemy import create_engine, text
+
+    from service.migrate import upgrade
+
+    upgrade(url)
+    yield url
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE experiments, runs, epoch_metrics, lr_trials, measures, "
+                          "artifacts, reference_classifiers RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture()
+def settings(db_url: str, tmp_path: Path):
+    from service.settings import Settings
+
+    return Settings(home=tmp_path / "home", database_url=db_url, start_dispatcher=False,
+                    max_runs_per_experiment=12, max_epochs=50)
+
+
+@pytest.fixture()
+def app(settings):
+    from service.api.app import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture()
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c

@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way aelab's schema changes (`aelab db upgrade`)."""

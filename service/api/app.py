@@ -1,0 +1,151 @@
+"""The FastAPI app: built from settings, with one exception mapping for every route."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from service.api.routes import catalog, experiments, health, runs
+from service.artifacts import ArtifactError, ArtifactStore
+from service.db import make_engine, make_sessionmaker
+from service.dispatcher import Dispatcher, Executor
+from service.errors import Conflict, NotFound, Unavailable
+from service.migrate import upgrade
+from service.settings import Settings
+from service.tables import Run
+
+log = logging.getLogger("aelab.api")
+ExecutorFactory = Callable[[Settings], Executor]
+
+
+def _error(status: int, message: str, request_id: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"detail": message}
+    if request_id:
+        body["request_id"] = request_id
+    return JSONResponse(body, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(ArtifactError)
+    async def bad_artifact(_: Request, exc: ArtifactError) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(Unavailable)
+    @app.exception_handler(OperationalError)
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("dependency unavailable: %s", exc)
+        return _error(503, f"service unavailable: {type(exc).__name__}")
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s on %s %s", request_id, request.method,
+                      request.url.path)
+        return _error(500, "internal error", request_id)
+
+
+def create_app(settings: Settings | None = None,
+               executor_factory: ExecutorFactory | None = None) -> FastAPI:
+    """Build the app. Without an ``executor_factory`` runs stay queued (API only)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            upgrade(settings.sqlalchemy_url)
+        dispatcher: Dispatcher | None = None
+        if executor_factory is not None:
+            executor = executor_factory(settings)
+            dispatcher = Dispatcher(app.state.sessions, executor,
+                                    max_in_flight=settings.max_in_flight,
+                                    interval_s=settings.dispatch_interval_s,
+                                    reconcile_every=max(1, round(settings.reconcile_interval_s
+                                                                 / settings.dispatch_interval_s)))
+            app.state.dispatcher = dispatcher
+            if settings.start_dispatcher:
+                dispatcher.start()
+        try:
+            yield
+        finally:
+            if dispatcher is not None:
+                dispatcher.stop()
+                close = getattr(dispatcher.executor, "close", None)
+                if close is not None:
+                    close()
+            app.state.engine.dispose()
+
+    app = FastAPI(title="aelab", version="0.1.0", lifespan=lifespan,
+                  description="Autoencoder-compression experiments on Ray.")
+    engine = make_engine(settings.sqlalchemy_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = make_sessionmaker(engine)
+    app.state.artifacts = ArtifactStore(settings.artifact_root)
+    app.state.dispatcher = None
+
+    def dispatcher() -> Dispatcher | None:
+        return app.state.dispatcher
+
+    def wake() -> None:
+        if (d := dispatcher()) is not None:
+            d.wake()
+
+    def stop_runs(running: list[Run]) -> None:
+        if (d := dispatcher()) is not None:
+            d.cancel(running)
+        else:  # nothing executes them here: they end now
+            from service import repository as repo
+            from service.db import transaction
+            from service.tables import Status
+
+            with transaction(app.state.sessions) as s:
+                for run in running:
+                    repo.finish_run(s, run_id=run.id, status=Status.cancelled,
+                                    error="cancelled by the user")
+
+    def ray_status() -> str:
+        d = dispatcher()
+        if d is None:
+            return "disabled"
+        if d.executor_error:
+            return f"unreachable: {d.executor_error}"[:500]
+        try:
+            d.executor.check()
+        except Unavailable as exc:
+            return f"unreachable: {exc}"[:500]
+        return "ok"
+
+    def dashboard_url() -> str | None:
+        if settings.public_dashboard_url:
+            return settings.public_dashboard_url
+        d = dispatcher()
+        return d.executor.dashboard_url if d is not None else None
+
+    app.state.wake_dispatcher = wake
+    app.state.stop_runs = stop_runs
+    app.state.ray_status = ray_status
+    app.state.dashboard_url = dashboard_url
+
+    _install_error_handlers(app)
+    api = APIRouter(prefix="/api/v1")
+    for module in (experiments, runs, catalog):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,123 @@
+"""Response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from service.tables import Status
+
+
+class _FromRow(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class RunSummary(_FromRow):
+    id: int
+    model: str
+    dataset: str
+    status: Status
+    phase: str | None
+    epoch: int
+    epochs_total: int
+    progress: float  # share of training epochs done, 0..1
+    lr: float | None
+    attempt: int
+    error: str | None
+    ray_job_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: dict[str, str]
+
+
+class ExperimentOut(_FromRow):
+    id: int
+    name: str
+    status: Status
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    runs: list[RunSummary]
+    links: dict[str, str]
+
+
+class ExperimentPage(BaseModel):
+    items: list[ExperimentOut]
+    next: str | None  # cursor for the next (older) page
+
+
+class DryRun(BaseModel):
+    dry_run: bool = True
+    spec: dict[str, Any]
+    runs: list[dict[str, str]]
+    estimate: dict[str, float | int]
+
+
+class EpochOut(_FromRow):
+    epoch: int
+    phase: str
+    size: int
+    lr: float
+    train_loss: float
+    val_loss: float
+    val_mse: float
+    val_mae: float
+    seconds: float
+    images_per_s: float
+
+
+class LrTrialOut(_FromRow):
+    method: str
+    lr: float
+    loss: float | None
+    iterations: int
+    stopped_early: bool
+    chosen: bool
+
+
+class ArtifactOut(_FromRow):
+    name: str
+    kind: str
+    content_type: str
+    size: int
+    checksum: str
+    created_at: datetime
+    url: str
+
+
+class RunDetail(RunSummary):
+    experiment_id: int
+    spec: dict[str, Any]
+    lr_trials: list[LrTrialOut]
+    epochs: list[EpochOut]
+    measures: dict[str, Any] | None
+    artifacts: list[ArtifactOut]
+
+
+class VariantOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    latent_dim: int
+    params: int
+    needs_pretrained_weights: bool
+    seed_lr: dict[str, float]
+
+
+class DatasetOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    num_classes: int
+    train_size: int
+    test_size: int
+    available: bool
+
+
+class Catalog(BaseModel):
+    variants: list[VariantOut]
+    datasets: list[DatasetOut]

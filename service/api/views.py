@@ -1,0 +1,64 @@
+"""Rows → response bodies (links included)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.api.schemas import (
+    ArtifactOut,
+    EpochOut,
+    ExperimentOut,
+    LrTrialOut,
+    RunDetail,
+    RunSummary,
+)
+from service.tables import Experiment, Measure, Run
+
+API = "/api/v1"
+
+
+def run_summary(run: Run) -> RunSummary:
+    return RunSummary(
+        id=run.id, model=run.model, dataset=run.dataset, status=run.status, phase=run.phase,
+        epoch=run.epoch, epochs_total=run.epochs_total,
+        progress=round(min(run.epoch / run.epochs_total, 1.0), 4) if run.epochs_total else 0.0,
+        lr=run.lr, attempt=run.attempt, error=run.error, ray_job_id=run.ray_job_id,
+        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        links={"self": f"{API}/runs/{run.id}", "samples": f"{API}/runs/{run.id}/samples.png"},
+    )
+
+
+def experiment_out(experiment: Experiment, dashboard: str | None = None) -> ExperimentOut:
+    links = {
+        "self": f"{API}/experiments/{experiment.id}",
+        "results": f"{API}/experiments/{experiment.id}/results",
+        "cancel": f"{API}/experiments/{experiment.id}/cancel",
+    }
+    if dashboard:
+        links["ray_dashboard"] = f"{dashboard.rstrip('/')}/#/jobs"
+    return ExperimentOut(
+        id=experiment.id, name=experiment.name, status=experiment.status,
+        error=experiment.error, created_at=experiment.created_at,
+        started_at=experiment.started_at, finished_at=experiment.finished_at,
+        runs=[run_summary(r) for r in experiment.runs], links=links,
+    )
+
+
+def measures_dict(m: Measure | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {c.name: getattr(m, c.name) for c in Measure.__table__.columns if c.name != "run_id"}
+
+
+def run_detail(run: Run) -> RunDetail:
+    summary = run_summary(run)
+    return RunDetail(
+        **summary.model_dump(), experiment_id=run.experiment_id, spec=run.experiment.spec,
+        lr_trials=[LrTrialOut.model_validate(t) for t in run.lr_trials],
+        epochs=[EpochOut.model_validate(e) for e in run.epochs],
+        measures=measures_dict(run.measures),
+        artifacts=[ArtifactOut(name=a.name, kind=a.kind, content_type=a.content_type,
+                               size=a.size, checksum=a.checksum, created_at=a.created_at,
+                               url=f"{API}/runs/{run.id}/artifacts/{a.name}")
+                   for a in run.artifacts],
+    )

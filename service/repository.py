@@ -1,0 +1,219 @@
+"""Data access: keyword-only functions, session first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from service.errors import Conflict, NotFound
+from service.spec import ExperimentSpec
+from service.tables import (
+    FINISHED,
+    Artifact,
+    EpochMetric,
+    Experiment,
+    LrTrial,
+    Measure,
+    Run,
+    Status,
+    utcnow,
+)
+
+
+def create_experiment(session: Session, *, spec: ExperimentSpec,
+                      idempotency_key: str | None = None) -> Experiment:
+    """One experiment row and one queued run per (model, dataset), in the caller's
+    transaction."""
+    experiment = Experiment(name=spec.name, spec=spec.model_dump(mode="json"),
+                            status=Status.queued, idempotency_key=idempotency_key)
+    experiment.runs = [Run(model=m, dataset=d, status=Status.queued, epochs_total=spec.epochs)
+                       for m, d in spec.grid()]
+    session.add(experiment)
+    session.flush()
+    return experiment
+
+
+def get_by_idempotency_key(session: Session, *, key: str) -> Experiment | None:
+    return session.scalars(select(Experiment).where(Experiment.idempotency_key == key)
+                           .options(selectinload(Experiment.runs))).one_or_none()
+
+
+def get_experiment(session: Session, *, experiment_id: int, with_runs: bool = True
+                   ) -> Experiment:
+    query = select(Experiment).where(Experiment.id == experiment_id)
+    if with_runs:
+        query = query.options(selectinload(Experiment.runs))
+    experiment = session.scalars(query).one_or_none()
+    if experiment is None:
+        raise NotFound("experiment", experiment_id)
+    return experiment
+
+
+def list_experiments(session: Session, *, status: Status | None = None, limit: int = 20,
+                     before_id: int | None = None) -> tuple[Sequence[Experiment], int | None]:
+    """Newest first; returns the page and the cursor of the next page (or None)."""
+    query = select(Experiment).options(selectinload(Experiment.runs)) \
+        .order_by(Experiment.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Experiment.status == status)
+    if before_id is not None:
+        query = query.where(Experiment.id < before_id)
+    rows = session.scalars(query).all()
+    page = rows[:limit]
+    return page, (page[-1].id if len(rows) > limit else None)
+
+
+def get_run(session: Session, *, run_id: int, detail: bool = False) -> Run:
+    query = select(Run).where(Run.id == run_id)
+    if detail:
+        query = query.options(selectinload(Run.epochs), selectinload(Run.lr_trials),
+                              selectinload(Run.measures), selectinload(Run.artifacts),
+                              selectinload(Run.experiment))
+    run = session.scalars(query).one_or_none()
+    if run is None:
+        raise NotFound("run", run_id)
+    return run
+
+
+def results(session: Session, *, experiment_id: int) -> list[tuple[Run, Measure | None]]:
+    get_experiment(session, experiment_id=experiment_id, with_runs=False)
+    query = select(Run, Measure).outerjoin(Measure, Measure.run_id == Run.id) \
+        .where(Run.experiment_id == experiment_id).order_by(Run.id)
+    return [(r, m) for r, m in session.execute(query).all()]
+
+
+def find_artifact(session: Session, *, run_id: int, name: str) -> Artifact:
+    get_run(session, run_id=run_id)
+    artifact = session.scalars(select(Artifact).where(Artifact.run_id == run_id,
+                                                      Artifact.name == name)).one_or_none()
+    if artifact is None:
+        raise NotFound("artifact", f"{name!r} of run {run_id}")
+    return artifact
+
+
+def request_cancel(session: Session, *, experiment_id: int) -> tuple[Experiment, list[Run]]:
+    """Cancel queued runs now; returns the experiment and its running runs, which the
+    dispatcher must stop on Ray. Finished experiments cannot be cancelled (409)."""
+    experiment = get_experiment(session, experiment_id=experiment_id)
+    if experiment.status in FINISHED:
+        raise Conflict(f"experiment {experiment_id} is already {experiment.status.value}")
+    now = utcnow()
+    running = []
+    for run in experiment.runs:
+        if run.status == Status.queued:
+            run.status, run.finished_at, run.updated_at = Status.cancelled, now, now
+        elif run.status == Status.running:
+            running.append(run)
+    experiment.status = Status.cancelled
+    experiment.finished_at = now
+    return experiment, running
+
+
+def delete_experiment(session: Session, *, experiment_id: int) -> list[int]:
+    """Delete a finished experiment with its rows; returns its run ids (for artifacts)."""
+    experiment = get_experiment(session, experiment_id=experiment_id)
+    if experiment.status not in FINISHED:
+        raise Conflict(f"experiment {experiment_id} is {experiment.status.value}: "
+                       "cancel it first")
+    run_ids = [r.id for r in experiment.runs]
+    session.delete(experiment)
+    return run_ids
+
+
+# --- what the dispatcher and the run store need ------------------------------------------
+
+
+def refresh_experiment_status(session: Session, *, experiment_id: int) -> None:
+    """Derive the experiment's status from its runs (single UPDATE when it changes)."""
+    experiment = session.get(Experiment, experiment_id)
+    if experiment is None or experiment.status == Status.cancelled:
+        return
+    counts = dict(session.execute(
+        select(Run.status, func.count()).where(Run.experiment_id == experiment_id)
+        .group_by(Run.status)).all())
+    now = utcnow()
+    total = sum(counts.values())
+    finished = sum(counts.get(s, 0) for s in FINISHED)
+    if finished == total:
+        if counts.get(Status.failed):
+            experiment.status = Status.failed
+            experiment.error = f"{counts[Status.failed]} of {total} runs failed"
+        elif counts.get(Status.cancelled):
+            experiment.status = Status.cancelled
+        else:
+            experiment.status = Status.succeeded
+        experiment.finished_at = experiment.finished_at or now
+    elif (counts.get(Status.running) or finished) and experiment.status == Status.queued:
+        experiment.status = Status.running
+        experiment.started_at = experiment.started_at or now
+
+
+def queued_runs(session: Session, *, limit: int) -> Sequence[Run]:
+    """Oldest experiment first, then grid order."""
+    return session.scalars(
+        select(Run).where(Run.status == Status.queued)
+        .order_by(Run.experiment_id, Run.id).limit(limit)).all()
+
+
+def running_runs(session: Session) -> Sequence[Run]:
+    return session.scalars(select(Run).where(Run.status == Status.running)
+                           .order_by(Run.id)).all()
+
+
+def set_run(session: Session, *, run_id: int, **values: Any) -> None:
+    values.setdefault("updated_at", utcnow())
+    session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def finish_run(session: Session, *, run_id: int, status: Status, error: str | None = None,
+               only_if: Sequence[Status] = (Status.running,)) -> bool:
+    """Move a run to a final status unless it already left ``only_if``; True if it did."""
+    now: datetime = utcnow()
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status.in_(only_if))
+        .values(status=status, error=error, finished_at=now, updated_at=now))
+    changed = result.rowcount > 0  # type: ignore[attr-defined]
+    if changed:
+        run = session.get(Run, run_id)
+        assert run is not None
+        session.refresh(run)
+        refresh_experiment_status(session, experiment_id=run.experiment_id)
+    return changed
+
+
+def record_epoch(session: Session, *, run_id: int, metrics: dict[str, Any]) -> None:
+    # A resumed run reports an epoch again: the newest report wins.
+    session.execute(EpochMetric.__table__.delete().where(
+        EpochMetric.run_id == run_id, EpochMetric.epoch == metrics["epoch"]))
+    fields = {c.name for c in EpochMetric.__table__.columns} - {"id", "run_id"}
+    session.add(EpochMetric(run_id=run_id, **{k: metrics[k] for k in fields}))
+    set_run(session, run_id=run_id, epoch=metrics["epoch"])
+
+
+def record_lr_trials(session: Session, *, run_id: int, trials: list[dict[str, Any]],
+                     chosen_lr: float) -> None:
+    session.execute(LrTrial.__table__.delete().where(LrTrial.run_id == run_id))
+    for t in trials:
+        session.add(LrTrial(run_id=run_id, **t))
+    set_run(session, run_id=run_id, lr=chosen_lr)
+
+
+def record_measures(session: Session, *, run_id: int, measures: dict[str, Any]) -> None:
+    existing = session.get(Measure, run_id)
+    if existing is not None:
+        session.delete(existing)
+        session.flush()
+    fields = {c.name for c in Measure.__table__.columns} - {"run_id"}
+    session.add(Measure(run_id=run_id, **{k: measures.get(k) for k in fields}))
+
+
+def record_artifact(session: Session, *, run_id: int, name: str, kind: str, uri: str,
+                    content_type: str, size: int, checksum: str) -> None:
+    session.execute(Artifact.__table__.delete().where(Artifact.run_id == run_id,
+                                                      Artifact.name == name))
+    session.add(Artifact(run_id=run_id, name=name, kind=kind, uri=uri,
+                         content_type=content_type, size=size, checksum=checksum))

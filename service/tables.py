@@ -1,0 +1,184 @@
+"""SQLAlchemy 2.0 typed ORM. Alembic (migrations/) is the only way this schema changes."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Status(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.succeeded, Status.failed, Status.cancelled)
+
+
+FINISHED = (Status.succeeded, Status.failed, Status.cancelled)
+_status = Enum(Status, name="status", native_enum=False, length=16,
+               values_callable=lambda e: [m.value for m in e])
+Timestamp = DateTime(timezone=True)
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[Status] = mapped_column(_status, default=Status.queued, index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    runs: Mapped[list[Run]] = relationship(back_populates="experiment", order_by="Run.id",
+                                           cascade="all, delete-orphan", passive_deletes=True)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(64))
+    status: Mapped[Status] = mapped_column(_status, default=Status.queued, index=True)
+    phase: Mapped[str | None] = mapped_column(String(32))  # data, lr_search, train, evaluate
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    epochs_total: Mapped[int] = mapped_column(Integer)
+    lr: Mapped[float | None] = mapped_column(Float)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    ray_job_id: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="runs")
+    epochs: Mapped[list[EpochMetric]] = relationship(
+        order_by="EpochMetric.epoch", cascade="all, delete-orphan", passive_deletes=True)
+    lr_trials: Mapped[list[LrTrial]] = relationship(
+        order_by="LrTrial.id", cascade="all, delete-orphan", passive_deletes=True)
+    measures: Mapped[Measure | None] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True)
+    artifacts: Mapped[list[Artifact]] = relationship(
+        order_by="Artifact.id", cascade="all, delete-orphan", passive_deletes=True)
+
+
+class EpochMetric(Base):
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (UniqueConstraint("run_id", "epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    lr: Mapped[float] = mapped_column(Float)
+    train_loss: Mapped[float] = mapped_column(Float)
+    val_loss: Mapped[float] = mapped_column(Float)
+    val_mse: Mapped[float] = mapped_column(Float)
+    val_mae: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    images_per_s: Mapped[float] = mapped_column(Float)
+
+
+class LrTrial(Base):
+    __tablename__ = "lr_trials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    lr: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+    iterations: Mapped[int] = mapped_column(Integer, default=0)
+    stopped_early: Mapped[bool] = mapped_column(default=False)
+    chosen: Mapped[bool] = mapped_column(default=False)
+
+
+class Measure(Base):
+    __tablename__ = "measures"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    mse: Mapped[float] = mapped_column(Float)
+    mae: Mapped[float] = mapped_column(Float)
+    psnr: Mapped[float] = mapped_column(Float)
+    ssim: Mapped[float] = mapped_column(Float)
+    n_images: Mapped[int] = mapped_column(Integer)
+    classifier_accuracy: Mapped[float | None] = mapped_column(Float)
+    original_accuracy: Mapped[float | None] = mapped_column(Float)
+    training_time_s: Mapped[float] = mapped_column(Float)
+    params: Mapped[int] = mapped_column(BigInteger)
+    latent_dim: Mapped[int] = mapped_column(Integer)
+    compression_ratio: Mapped[float] = mapped_column(Float)
+    compression_ratio_bytes: Mapped[float] = mapped_column(Float)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))  # samples, checkpoint, …
+    uri: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str] = mapped_column(String(64))  # sha256 hex
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class ReferenceClassifier(Base):
+    """One trained classifier per (dataset, budget): shared by every run that needs it."""
+
+    __tablename__ = "reference_classifiers"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(64))
+    status: Mapped[Status] = mapped_column(_status, default=Status.running)
+    uri: Mapped[str | None] = mapped_column(Text)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
