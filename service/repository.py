@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from service.errors import Conflict, NotFound
 from service.spec import ExperimentSpec
@@ -56,7 +56,7 @@ def get_experiment(session: Session, *, experiment_id: int, with_runs: bool = Tr
 def list_experiments(session: Session, *, status: Status | None = None, limit: int = 20,
                      before_id: int | None = None) -> tuple[Sequence[Experiment], int | None]:
     """Newest first; returns the page and the cursor of the next page (or None)."""
-    query = select(Experiment).options(selectinload(Experiment.runs)) \
+    query = select(Experiment).options(defer(Experiment.spec)) \
         .order_by(Experiment.id.desc()).limit(limit + 1)
     if status is not None:
         query = query.where(Experiment.status == status)
@@ -65,6 +65,18 @@ def list_experiments(session: Session, *, status: Status | None = None, limit: i
     rows = session.scalars(query).all()
     page = rows[:limit]
     return page, (page[-1].id if len(rows) > limit else None)
+
+
+def run_counts(session: Session, *, experiment_ids: Sequence[int]
+               ) -> dict[int, dict[str, int]]:
+    """Per experiment: how many runs are in each status, and the total."""
+    counts: dict[int, dict[str, int]] = {i: {"total": 0} for i in experiment_ids}
+    query = select(Run.experiment_id, Run.status, func.count()) \
+        .where(Run.experiment_id.in_(experiment_ids)).group_by(Run.experiment_id, Run.status)
+    for experiment_id, status, n in session.execute(query).all():
+        counts[experiment_id][Status(status).value] = n
+        counts[experiment_id]["total"] += n
+    return counts
 
 
 def get_run(session: Session, *, run_id: int, detail: bool = False) -> Run:

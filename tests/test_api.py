@@ -116,6 +116,8 @@ def test_list_is_newest_first_filtered_and_paginated(client: TestClient) -> None
     assert [e["id"] for e in page3["items"]] == [ids[0]] and page3["next"] is None
     cancelled = client.get(f"{API}/experiments", params={"status": "cancelled"}).json()
     assert [e["id"] for e in cancelled["items"]] == [ids[0]]
+    assert cancelled["items"][0]["runs"] == {"total": 2, "cancelled": 2}
+    assert page["items"][0]["runs"] == {"total": 2, "queued": 2}
     assert client.get(f"{API}/experiments", params={"status": "nope"}).status_code == 422
     assert client.get(f"{API}/experiments", params={"cursor": "x"}).status_code == 422
     assert client.get(f"{API}/experiments", params={"limit": 0}).status_code == 422

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.artifacts import ArtifactStore
 from service.settings import Settings
@@ -16,21 +15,26 @@ from service.settings import Settings
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that do no blocking I/O are `async def`: FastAPI would otherwise run each
+# in the thread pool, and those hops cost more than the handlers' own work.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
-        yield session
+async def get_sessions(request: Request) -> sessionmaker[Session]:
+    # Handlers open a session around their queries only, so a connection goes back to
+    # the pool before the response is serialised and sent.
+    return request.app.state.sessions
 
 
-def get_artifacts(request: Request) -> ArtifactStore:
+async def get_artifacts(request: Request) -> ArtifactStore:
     return request.app.state.artifacts
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
@@ -46,11 +50,11 @@ def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None)
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid token")
 
 
-def require_write(settings: SettingsDep, credentials: Credentials) -> None:
+async def require_write(settings: SettingsDep, credentials: Credentials) -> None:
     _check(settings, credentials)
 
 
-def require_read(settings: SettingsDep, credentials: Credentials) -> None:
+async def require_read(settings: SettingsDep, credentials: Credentials) -> None:
     if settings.protect_reads:
         _check(settings, credentials)
 

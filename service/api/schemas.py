@@ -45,8 +45,22 @@ class ExperimentOut(_FromRow):
     links: dict[str, str]
 
 
+class ExperimentItem(BaseModel):
+    """An experiment in a list: its runs as counts (the detail endpoint lists them)."""
+
+    id: int
+    name: str
+    status: Status
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    runs: dict[str, int]  # status → count, plus "total"
+    links: dict[str, str]
+
+
 class ExperimentPage(BaseModel):
-    items: list[ExperimentOut]
+    items: list[ExperimentItem]
     next: str | None  # cursor for the next (older) page
 
 

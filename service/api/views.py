@@ -7,6 +7,7 @@ from typing import Any
 from service.api.schemas import (
     ArtifactOut,
     EpochOut,
+    ExperimentItem,
     ExperimentOut,
     LrTrialOut,
     RunDetail,
@@ -28,7 +29,7 @@ def run_summary(run: Run) -> RunSummary:
     )
 
 
-def experiment_out(experiment: Experiment, dashboard: str | None = None) -> ExperimentOut:
+def _links(experiment: Experiment, dashboard: str | None) -> dict[str, str]:
     links = {
         "self": f"{API}/experiments/{experiment.id}",
         "results": f"{API}/experiments/{experiment.id}/results",
@@ -36,6 +37,20 @@ def experiment_out(experiment: Experiment, dashboard: str | None = None) -> Expe
     }
     if dashboard:
         links["ray_dashboard"] = f"{dashboard.rstrip('/')}/#/jobs"
+    return links
+
+
+def experiment_item(experiment: Experiment, counts: dict[str, int],
+                    dashboard: str | None = None) -> ExperimentItem:
+    return ExperimentItem(
+        id=experiment.id, name=experiment.name, status=experiment.status,
+        error=experiment.error, created_at=experiment.created_at,
+        started_at=experiment.started_at, finished_at=experiment.finished_at,
+        runs=counts, links=_links(experiment, dashboard))
+
+
+def experiment_out(experiment: Experiment, dashboard: str | None = None) -> ExperimentOut:
+    links = _links(experiment, dashboard)
     return ExperimentOut(
         id=experiment.id, name=experiment.name, status=experiment.status,
         error=experiment.error, created_at=experiment.created_at,

@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from models.catalog import DATASETS
 from service import repository as repo
 from service import results as table
-from service.api.deps import ArtifactsDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep, WriteAccess
 from service.api.schemas import DryRun, ExperimentOut, ExperimentPage
-from service.api.views import experiment_out
+from service.api.views import experiment_item, experiment_out
 from service.db import transaction
 from service.settings import Settings
 from service.spec import ExperimentSpec
@@ -98,22 +98,26 @@ def create_experiment(
 
 @router.get("", response_model=ExperimentPage, dependencies=[ReadAccess])
 def list_experiments(
-    request: Request, session: SessionDep,
+    request: Request, sessions: SessionsDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> ExperimentPage:
-    page, next_id = repo.list_experiments(session, status=status_, limit=limit,
-                                          before_id=int(cursor) if cursor else None)
+    with sessions() as session:
+        page, next_id = repo.list_experiments(session, status=status_, limit=limit,
+                                              before_id=int(cursor) if cursor else None)
+        counts = repo.run_counts(session, experiment_ids=[e.id for e in page])
     dashboard = request.app.state.dashboard_url()
-    return ExperimentPage(items=[experiment_out(e, dashboard) for e in page],
+    return ExperimentPage(items=[experiment_item(e, counts[e.id], dashboard) for e in page],
                           next=str(next_id) if next_id is not None else None)
 
 
 @router.get("/{experiment_id}", response_model=ExperimentOut, dependencies=[ReadAccess])
-def get_experiment(request: Request, session: SessionDep, experiment_id: int) -> ExperimentOut:
-    return experiment_out(repo.get_experiment(session, experiment_id=experiment_id),
-                          request.app.state.dashboard_url())
+def get_experiment(request: Request, sessions: SessionsDep, experiment_id: int
+                   ) -> ExperimentOut:
+    with sessions() as session:
+        experiment = repo.get_experiment(session, experiment_id=experiment_id)
+    return experiment_out(experiment, request.app.state.dashboard_url())
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentOut,
@@ -140,13 +144,14 @@ def delete_experiment(request: Request, artifacts: ArtifactsDep, experiment_id: 
 
 @router.get("/{experiment_id}/results", dependencies=[ReadAccess],
             responses={200: {"content": {"text/csv": {}, "text/markdown": {}}}})
-def get_results(session: SessionDep, experiment_id: int,
+def get_results(sessions: SessionsDep, experiment_id: int,
                 format: Literal["json", "csv", "markdown"] = "json") -> Any:
-    rows = table.rows(repo.results(session, experiment_id=experiment_id))
+    with sessions() as session:
+        rows = table.rows(repo.results(session, experiment_id=experiment_id))
+        experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
     if format == "csv":
         return PlainTextResponse(table.to_csv(rows), media_type="text/csv")
     if format == "markdown":
-        experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
         title = experiment.name or f"Experiment {experiment_id}"
         return PlainTextResponse(table.to_markdown(rows, title), media_type="text/markdown")
     return {"experiment_id": experiment_id, "columns": list(table.COLUMNS), "rows": rows}
