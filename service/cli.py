@@ -153,3 +153,7 @@ def db_upgrade(revision: str = "head") -> None:
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    app()

@@ -117,7 +117,8 @@ class Dispatcher:
             try:
                 self.executor.submit(ticket)
                 log.info("submitted %s", ticket.job_id)
-            except Unavailable as exc:
+            except Exception as exc:  # not submitted: back to the queue, tried again later
+                log.warning("could not submit %s: %s", ticket.job_id, exc)
                 self.executor_error = str(exc)
                 with transaction(self.sessions) as s:
                     repo.set_run(s, run_id=ticket.run_id, status=Status.queued, phase=None,

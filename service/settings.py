@@ -29,6 +29,9 @@ class Settings(BaseSettings):
                                   "default: home/data")
     weights_dir: str | None = Field(default=None, description="pretrained weights folder; "
                                     "default: home/weights")
+    tune_storage_url: str | None = Field(default=None, description="Ray Tune storage for "
+                                         "trial checkpoints; shared on multi-node clusters; "
+                                         "default: home/ray_results")
     max_runs_per_experiment: int = Field(default=48, ge=1)
     max_epochs: int = Field(default=200, ge=1)
     max_in_flight: int = Field(default=4, ge=1, description="runs on Ray at once")
@@ -51,6 +54,10 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         return self.artifact_url or str(self.home_path / "artifacts")
+
+    @property
+    def tune_storage(self) -> str:
+        return self.tune_storage_url or str(self.home_path / "ray_results")
 
     @property
     def data_path(self) -> str:
