@@ -63,7 +63,8 @@ def seed(url: str, n_experiments: int) -> None:
             for d in DATASETS:
                 for m in MODELS:
                     run_id += 1
-                    runs.append({"id": run_id, "experiment_id": e, "model": m, "dataset": d,
+                    runs.append({"id": run_id, "experiment_id": e, "uid": f"{run_id:012x}",
+                         "model": m, "dataset": d,
                                  "status": "succeeded", "phase": None, "epoch": 15,
                                  "epochs_total": 15, "lr": 1e-3, "attempt": 0,
                                  "created_at": now, "updated_at": now, "started_at": now,

@@ -67,7 +67,7 @@ class Executor(Protocol):
 def job_id_for(run: Run) -> str:
     # Readable in the Ray dashboard's job list.
     return (f"aelab-e{run.experiment_id}-r{run.id}-{run.model}-{run.dataset}"
-            f"-a{run.attempt}").replace("_", "-")
+            f"-a{run.attempt}-{run.uid}").replace("_", "-")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +80,8 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     experiment_id: Mapped[int] = mapped_column(
         ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    # Random per run: Ray job ids stay unique across databases sharing one Ray cluster.
+    uid: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex[:12])
     model: Mapped[str] = mapped_column(String(64))
     dataset: Mapped[str] = mapped_column(String(64))
     status: Mapped[Status] = mapped_column(_status, default=Status.queued, index=True)

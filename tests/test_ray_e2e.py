@@ -71,7 +71,7 @@ def test_experiment_runs_on_ray_and_results_are_served(ray_settings: Settings) -
         assert done["links"]["ray_dashboard"].startswith(ray_settings.ray_address)
 
         ok = runs[("baseline", "synthetic")]
-        assert ok["ray_job_id"] == f"aelab-e{exp['id']}-r{ok['id']}-baseline-synthetic-a0"
+        assert ok["ray_job_id"].startswith(f"aelab-e{exp['id']}-r{ok['id']}-baseline-synthetic-a0-")
         jobs = app.state.dispatcher.executor.client().list_jobs()
         assert ok["ray_job_id"] in {j.submission_id for j in jobs}
 

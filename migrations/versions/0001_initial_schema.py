@@ -47,6 +47,7 @@ def upgrade() -> None:
     op.create_table('runs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('experiment_id', sa.Integer(), nullable=False),
+    sa.Column('uid', sa.String(length=32), nullable=False),
     sa.Column('model', sa.String(length=64), nullable=False),
     sa.Column('dataset', sa.String(length=64), nullable=False),
     sa.Column('status', sa.Enum('queued', 'running', 'succeeded', 'failed', 'cancelled', name='status', native_enum=False, length=16), nullable=False),
