@@ -37,7 +37,13 @@ def free_port() -> int:
 
 def use_token_auth(state_dir: Path) -> str:
     """Token auth for a head we own: one token file under ``state_dir``, announced to
-    this process (job clients) and inherited by the head (and so by every job)."""
+    this process (job clients) and inherited by the head (and so by every job). A token
+    this process was already given (RAY_AUTH_TOKEN[_PATH]) wins: Ray reads it once."""
+    if os.environ.get("RAY_AUTH_MODE") == "token":
+        if os.environ.get("RAY_AUTH_TOKEN"):
+            return os.environ["RAY_AUTH_TOKEN"]
+        if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+            return Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
     state_dir.mkdir(parents=True, exist_ok=True)
     token_file = state_dir / "auth_token"
     if not token_file.is_file():

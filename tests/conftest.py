@@ -5,8 +5,16 @@ from pathlib import Path
 
 import pytest
 
-# Never let a test reach the network for data or weights.
-os.environ.setdefault("AELAB_OFFLINE", "1")
+# Ray token auth for every cluster the tests start, set before anything imports Ray
+# (Ray reads the mode and token once per process).
+if "RAY_AUTH_TOKEN" not in os.environ and "RAY_AUTH_TOKEN_PATH" not in os.environ:
+    import secrets
+    import tempfile
+
+    _token = Path(tempfile.mkdtemp(prefix="aelab-test-ray-")) / "auth_token"
+    _token.write_text(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(_token)
+os.environ["RAY_AUTH_MODE"] = "token"
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ def cluster(tmp_path: Path):
 
 def test_trial_resumes_from_its_checkpoint_when_its_node_dies(cluster, tmp_path: Path) -> None:
     import ray
+    from ray.util.state import list_actors
 
     from workers.ray_run import RaySteps, Resources
 
@@ -54,7 +55,7 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(cluster, tmp_path:
     def kill_trial_node(metrics: dict) -> None:
         # After epoch 2 is checkpointed, take away the node the trial runs on.
         if metrics["epoch"] == 2 and not killed:
-            actors = ray.util.state.list_actors(filters=[("state", "=", "ALIVE")])
+            actors = list_actors(filters=[("state", "=", "ALIVE")])
             node = next(a.node_id for a in actors if a.node_id in by_id)
             killed.append(node)
             c.remove_node(by_id[node])
