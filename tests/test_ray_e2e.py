@@ -138,9 +138,10 @@ def test_killing_the_api_mid_experiment_loses_and_duplicates_nothing(
         assert done["status"] == "succeeded", done
         assert all(r["attempt"] == 0 for r in done["runs"])  # never re-submitted
         jobs = RayExecutor(ray_settings.ray_address, job_env={}).client().list_jobs()
-        ids = [j.submission_id for j in jobs
-               if (j.submission_id or "").startswith(f"aelab-e{exp['id']}-")]
-        assert sorted(ids) == sorted(r["ray_job_id"] for r in done["runs"])
+        for run in done["runs"]:  # one Ray job per run: its uid ends the job id
+            uid = run["ray_job_id"].rsplit("-", 1)[1]
+            assert [j.submission_id for j in jobs if (j.submission_id or "").endswith(uid)] \
+                == [run["ray_job_id"]]
         for run in done["runs"]:
             epochs = _get(f"{base}/runs/{run['id']}")["epochs"]
             assert [e["epoch"] for e in epochs] == list(range(1, 7))

@@ -33,7 +33,7 @@ class RunSummary(_FromRow):
     links: dict[str, str]
 
 
-class ExperimentOut(_FromRow):
+class _ExperimentBase(_FromRow):
     id: int
     name: str
     status: Status
@@ -41,22 +41,17 @@ class ExperimentOut(_FromRow):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    runs: list[RunSummary]
     links: dict[str, str]
 
 
-class ExperimentItem(BaseModel):
+class ExperimentOut(_ExperimentBase):
+    runs: list[RunSummary]
+
+
+class ExperimentItem(_ExperimentBase):
     """An experiment in a list: its runs as counts (the detail endpoint lists them)."""
 
-    id: int
-    name: str
-    status: Status
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
     runs: dict[str, int]  # status → count, plus "total"
-    links: dict[str, str]
 
 
 class ExperimentPage(BaseModel):

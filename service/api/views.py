@@ -40,23 +40,21 @@ def _links(experiment: Experiment, dashboard: str | None) -> dict[str, str]:
     return links
 
 
+def _experiment_fields(experiment: Experiment, dashboard: str | None) -> dict[str, Any]:
+    return {"id": experiment.id, "name": experiment.name, "status": experiment.status,
+            "error": experiment.error, "created_at": experiment.created_at,
+            "started_at": experiment.started_at, "finished_at": experiment.finished_at,
+            "links": _links(experiment, dashboard)}
+
+
 def experiment_item(experiment: Experiment, counts: dict[str, int],
                     dashboard: str | None = None) -> ExperimentItem:
-    return ExperimentItem(
-        id=experiment.id, name=experiment.name, status=experiment.status,
-        error=experiment.error, created_at=experiment.created_at,
-        started_at=experiment.started_at, finished_at=experiment.finished_at,
-        runs=counts, links=_links(experiment, dashboard))
+    return ExperimentItem(**_experiment_fields(experiment, dashboard), runs=counts)
 
 
 def experiment_out(experiment: Experiment, dashboard: str | None = None) -> ExperimentOut:
-    links = _links(experiment, dashboard)
-    return ExperimentOut(
-        id=experiment.id, name=experiment.name, status=experiment.status,
-        error=experiment.error, created_at=experiment.created_at,
-        started_at=experiment.started_at, finished_at=experiment.finished_at,
-        runs=[run_summary(r) for r in experiment.runs], links=links,
-    )
+    return ExperimentOut(**_experiment_fields(experiment, dashboard),
+                         runs=[run_summary(r) for r in experiment.runs])
 
 
 def measures_dict(m: Measure | None) -> dict[str, Any] | None:
