@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(log_to_driver=True)
     steps = RaySteps(res)
     print(f"aelab run {req.name}: {res.gpus} GPU, {res.cpus} CPU per trial", flush=True)
-    ok = run_pipeline(req, store, search=steps.search, final_train=steps.train)
+    ok = run_pipeline(req, store, search=steps.search, final_train=steps.train,
+                      train_classifier=steps.train_classifier)
     with transaction(sessions) as s:
         refreshed = repo.get_run(s, run_id=req.run_id)
         print(f"aelab run {req.name}: {refreshed.status.value}"

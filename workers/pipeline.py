@@ -19,6 +19,7 @@ log = logging.getLogger("aelab.run")
 
 LrSearch = Callable[[RunRequest, Any, RunStore], tuple[float, list[dict[str, Any]]]]
 FinalTrain = Callable[[RunRequest, Any, float, RunStore], Any]  # → models.training.TrainResult
+TrainClassifier = Callable[[RunRequest, Any], tuple[bytes, float]]  # → (weights, accuracy)
 
 
 def local_search(req: RunRequest, data: Any, store: RunStore
@@ -104,7 +105,8 @@ def evaluate_run(req: RunRequest, result: Any, data: Any, classifier_blob: bytes
 
 
 def run_pipeline(req: RunRequest, store: RunStore, *, search: LrSearch = local_search,
-                 final_train: FinalTrain = local_train) -> bool:
+                 final_train: FinalTrain = local_train,
+                 train_classifier: TrainClassifier | None = None) -> bool:
     """Execute the run, reporting through ``store``. A failure ends this run alone, with
     its error recorded; returns whether the run succeeded."""
     try:
@@ -122,7 +124,7 @@ def run_pipeline(req: RunRequest, store: RunStore, *, search: LrSearch = local_s
         if req.spec["classifier"]["enabled"]:
             blob, original = store.reference_classifier(
                 req.classifier_key(), req.dataset,
-                lambda: train_reference_classifier(req, data))
+                lambda: (train_classifier or train_reference_classifier)(req, data))
         measures, png, weights = evaluate_run(req, result, data, blob, original)
         store.save_artifact("samples.png", "samples", png, "image/png")
         store.save_artifact("model.pt", "weights", weights, "application/octet-stream")

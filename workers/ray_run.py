@@ -236,6 +236,14 @@ class RaySteps:
         best["chosen"] = True
         return best["lr"], trials
 
+    def train_classifier(self, req: RunRequest, data: Any) -> tuple[bytes, float]:
+        """The reference classifier, trained as a Ray task on a GPU worker."""
+        from workers.pipeline import train_reference_classifier
+
+        task = ray.remote(train_reference_classifier).options(
+            num_gpus=self.res.gpus, num_cpus=self.res.cpus, name=f"{req.name}-classifier")
+        return ray.get(task.remote(req, data))
+
     def train(self, req: RunRequest, data: Any, lr: float, store: RunStore) -> Any:
         from models.recipes import build_model
         from models.training import EpochMetrics, TrainResult, resolve_device
