@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                     max_failures=int(os.environ.get("AELAB_MAX_TRIAL_FAILURES", "3")),
                     storage=settings.tune_storage)
     ray.init(log_to_driver=True)
+    if res.gpus > 0 and not ray.cluster_resources().get("GPU"):
+        # A CPU-only cluster: a GPU request would wait forever; train on the CPU instead.
+        print("aelab: the cluster has no GPUs; this run trains on CPUs", flush=True)
+        res.gpus = 0.0
     steps = RaySteps(res)
     print(f"aelab run {req.name}: {res.gpus} GPU, {res.cpus} CPU per trial", flush=True)
     ok = run_pipeline(req, store, search=steps.search, final_train=steps.train,
