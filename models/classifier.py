@@ -26,7 +26,7 @@ from models.data import (
 )
 from models.recipes import make_optimizer, make_scheduler
 from models.training import autocast, resolve_device
-from models.weights import WeightsSource, load_state_dict
+from models.weights import WeightsSource, resnet34_body_state
 
 ClassifierArch = Literal["resnet34", "small"]
 
@@ -68,12 +68,7 @@ class Classifier(nn.Module):
     def load_imagenet_body(self, weights: WeightsSource) -> None:
         if self.arch != "resnet34":
             raise ValueError(f"no ImageNet weights for the {self.arch!r} classifier")
-        state = load_state_dict("resnet34", weights)
-        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-        self.body.load_state_dict({
-            f"{names.index(k.split('.')[0])}.{k.split('.', 1)[1]}": t
-            for k, t in state.items() if not k.startswith("fc.")
-        })
+        self.body.load_state_dict(resnet34_body_state(weights))
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """fastai's three groups: stem + layer1-2 | layer3-4 | head."""

@@ -16,7 +16,7 @@ from models.architectures import (
 )
 from models.catalog import IMAGE_SIZE, Variant, get_variant
 from models.losses import build_loss
-from models.weights import WeightsSource, load_state_dict
+from models.weights import WeightsSource, resnet34_body_state
 
 Schedule = Literal["seed", "one_cycle"]
 
@@ -69,13 +69,7 @@ def build_model(variant: Variant | str, *, latent_dim: int | None = None, pretra
     model = get_architecture(v.architecture, **kwargs)
     if v.pretrained_encoder and pretrained:
         assert isinstance(model, ResNetAutoencoder)
-        state = load_state_dict("resnet34", weights or WeightsSource())
-        body_state = {k: t for k, t in state.items() if not k.startswith("fc.")}
-        resnet_children = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
-                           "layer4"]
-        renamed = {f"{resnet_children.index(k.split('.')[0])}.{k.split('.', 1)[1]}": t
-                   for k, t in body_state.items()}
-        model.body.load_state_dict(renamed)
+        model.body.load_state_dict(resnet34_body_state(weights or WeightsSource()))
     return model
 
 

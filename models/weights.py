@@ -80,3 +80,13 @@ def resolve_weights_file(name: WeightsName, source: WeightsSource) -> Path:
 def load_state_dict(name: WeightsName, source: WeightsSource) -> dict[str, torch.Tensor]:
     path = resolve_weights_file(name, source)
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+RESNET_BODY = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def resnet34_body_state(source: WeightsSource) -> dict[str, torch.Tensor]:
+    """ImageNet ResNet34 weights keyed for ``nn.Sequential(*children[:-2])`` (no fc)."""
+    state = load_state_dict("resnet34", source)
+    return {f"{RESNET_BODY.index(k.split('.')[0])}.{k.split('.', 1)[1]}": t
+            for k, t in state.items() if not k.startswith("fc.")}

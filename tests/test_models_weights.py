@@ -38,6 +38,11 @@ def test_placed_resnet_weights_are_loaded_into_the_encoder(home: Path) -> None:
     model = build_model("pretrained_resnet", weights=source)
     assert torch.equal(model.body[0].weight, stand_in["conv1.weight"])
     assert torch.equal(model.body[7][2].conv2.weight, stand_in["layer4.2.conv2.weight"])
+    from models.classifier import Classifier
+
+    classifier = Classifier(10)
+    classifier.load_imagenet_body(source)
+    assert torch.equal(classifier.body[1].running_mean, stand_in["bn1.running_mean"])
 
 
 def test_torch_hub_cache_is_used_too(home: Path) -> None:
