@@ -69,6 +69,7 @@ class LocalRayHead:
         self.gcs_port = free_port()
         self.dashboard_port = dashboard_port or free_port()
         # Ray's socket paths must stay short: a private folder under /tmp, not deep paths.
+        self.owns_temp_dir = temp_dir is None
         self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="aelab-ray-")
         ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
         cmd = [ray, "start", "--head", "--block", f"--port={self.gcs_port}",
@@ -118,6 +119,8 @@ class LocalRayHead:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+            if self.owns_temp_dir:  # the session logs of a head that is gone
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
         self.record.unlink(missing_ok=True)
 
 
