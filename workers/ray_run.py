@@ -41,7 +41,7 @@ class Resources:
         return {"cpu": self.cpus, "gpu": self.gpus}
 
 
-def _device(gpus: float) -> str | None:
+def _device(gpus: float) -> str:
     # A logically assigned GPU with no CUDA present falls back to the CPU in training.
     return "cuda" if gpus > 0 else "cpu"
 
@@ -54,11 +54,15 @@ def _save(ckpt: dict[str, Any]) -> tune.Checkpoint:
     return tune.Checkpoint.from_directory(folder)
 
 
+def _read(checkpoint: tune.Checkpoint) -> bytes:
+    with checkpoint.as_directory() as folder:
+        return (Path(folder) / CHECKPOINT_FILE).read_bytes()
+
+
 def _load(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     from models.training import load_checkpoint
 
-    with checkpoint.as_directory() as folder:
-        return load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    return load_checkpoint(_read(checkpoint))
 
 
 class _Progress(tune.Callback):
@@ -99,12 +103,9 @@ def _train_trainable(config: dict[str, Any], req: RunRequest, data: Any,
     if config.get("phase1_epochs"):
         train_config.phase1_epochs = config["phase1_epochs"]
     train_config.device = _device(config["gpus"])
-    node = ray.get_runtime_context().get_node_id()
 
     def on_epoch(metrics: Any, ckpt: dict[str, Any]) -> None:
-        tune.report({**asdict(metrics), "node_id": node,
-                     "resumed_from": resume_from["epoch"] if resume_from else 0},
-                    checkpoint=_save(ckpt))
+        tune.report(asdict(metrics), checkpoint=_save(ckpt))
 
     try:
         train(train_config, data, on_epoch=on_epoch, resume_from=resume_from)
@@ -179,9 +180,7 @@ class RaySteps:
         result = grid[0]
         if result.error:
             raise result.error
-        from models.training import save_checkpoint
-
-        self.phase1 = save_checkpoint(_load(result.checkpoint))
+        self.phase1 = _read(result.checkpoint)
         return self.phase1
 
     def search(self, req: RunRequest, data: Any, store: RunStore
@@ -223,7 +222,7 @@ class RaySteps:
             if r.metrics is None or "val_loss" not in r.metrics:
                 continue
             history = r.metrics_dataframe
-            losses = [v for v in history["val_loss"].tolist()] if history is not None else []
+            losses = history["val_loss"].tolist() if history is not None else []
             finite = [v for v in losses if math.isfinite(v)]
             trials.append({"method": "tune", "lr": r.config["lr"],
                            "loss": min(finite) if finite else None,
