@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import torch
 from torch import nn
@@ -164,13 +164,13 @@ def accuracy(classifier: nn.Module, images: ImageSet, *, device: torch.device | 
 
 
 def save_classifier(model: Classifier, config: ClassifierConfig, accuracy_: float,
-                    path: Path | str) -> None:
+                    path: Path | str | BinaryIO) -> None:
     torch.save({"state": model.state_dict(), "num_classes": model.num_classes,
                 "arch": model.arch,
                 "config": asdict(config), "accuracy": accuracy_}, path)
 
 
-def load_classifier(path: Path | str, device: torch.device | str = "cpu"
+def load_classifier(path: Path | str | BinaryIO, device: torch.device | str = "cpu"
                     ) -> tuple[Classifier, float]:
     blob = torch.load(path, map_location="cpu", weights_only=False)
     model = Classifier(blob["num_classes"], blob.get("arch", "resnet34"))

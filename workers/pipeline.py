@@ -62,9 +62,7 @@ def local_train(req: RunRequest, data: Any, lr: float, store: RunStore) -> Any:
 def train_reference_classifier(req: RunRequest, data: Any) -> tuple[bytes, float]:
     import io
 
-    import torch
-
-    from models.classifier import ClassifierConfig, train_classifier
+    from models.classifier import ClassifierConfig, save_classifier, train_classifier
 
     c = req.spec["classifier"]
     config = ClassifierConfig(arch=c["arch"], frozen_epochs=c["frozen_epochs"],
@@ -73,8 +71,7 @@ def train_reference_classifier(req: RunRequest, data: Any) -> tuple[bytes, float
                               batch_size=req.spec["batch_size"])
     model, accuracy = train_classifier(config, data)
     buffer = io.BytesIO()
-    torch.save({"state": model.state_dict(), "num_classes": model.num_classes,
-                "arch": model.arch, "config": asdict(config), "accuracy": accuracy}, buffer)
+    save_classifier(model, config, accuracy, buffer)
     return buffer.getvalue(), accuracy
 
 
@@ -93,8 +90,7 @@ def evaluate_run(req: RunRequest, result: Any, data: Any, classifier_blob: bytes
     device = next(model.parameters()).device
     classifier = None
     if classifier_blob is not None:
-        path = io.BytesIO(classifier_blob)
-        classifier, _ = load_classifier(path, device)  # type: ignore[arg-type]
+        classifier, _ = load_classifier(io.BytesIO(classifier_blob), device)
     measures = evaluate(model, data.test, device=device, classifier=classifier)
     row = {**measures.as_dict(), "original_accuracy": original_accuracy,
            "training_time_s": result.seconds, **model_facts(model, model.latent_dim)}
