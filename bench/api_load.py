@@ -29,8 +29,9 @@ import aiohttp
 import httpx
 from sqlalchemy import create_engine, insert, text
 
-from service.migrate import upgrade
-from service.tables import EpochMetric, Experiment, LrTrial, Measure, Run
+from service.persistence.migrate import upgrade
+from service.persistence.tables import EpochMetric, Experiment, LrTrial, Measure, Run
+from service.spec import ExperimentSpec
 
 MODELS = ["baseline", "pixel_shuffle", "progressive_resizing", "pretrained_resnet", "resnet",
           "feature_loss"]
@@ -58,6 +59,9 @@ def seed(url: str, n_experiments: int) -> None:
              "created_at": now, "started_at": now, "finished_at": now}
             for e in range(1, n_experiments + 1)])
         runs, epochs, trials, measures = [], [], [], []
+        run_specs = {(r.model, r.dataset): r.model_dump(mode="json") for r in
+                     ExperimentSpec.model_validate({**SPEC, "models": MODELS,
+                                                    "datasets": DATASETS}).run_specs()}
         run_id = 0
         for e in range(1, n_experiments + 1):
             for d in DATASETS:
@@ -67,6 +71,7 @@ def seed(url: str, n_experiments: int) -> None:
                          "model": m, "dataset": d,
                                  "status": "succeeded", "phase": None, "epoch": 15,
                                  "epochs_total": 15, "lr": 1e-3, "attempt": 0,
+                                 "spec": run_specs[(m, d)],
                                  "created_at": now, "updated_at": now, "started_at": now,
                                  "finished_at": now})
                     epochs += [{"run_id": run_id, "epoch": k, "phase": "phase2", "size": 32,

@@ -22,7 +22,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.ray_executor import LocalRayHead, RayExecutor
+from service.orchestration.ray_executor import LocalRayHead, RayExecutor
 from service.settings import Settings
 
 API = "/api/v1"

@@ -3,8 +3,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import pool
 
-from service.db import make_engine
-from service.tables import Base
+from service.persistence.db import make_engine
+from service.persistence.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -32,7 +32,13 @@ class Variant:
 
     @property
     def needs_pretrained_weights(self) -> bool:
-        return self.pretrained_encoder or self.loss == "feature"
+        return bool(self.pretrained_weights)
+
+    @property
+    def pretrained_weights(self) -> tuple[str, ...]:
+        """Weights files (``models.assets`` names) it loads when pretrained."""
+        return (("resnet34",) if self.pretrained_encoder else ()) + \
+            (("vgg16_bn",) if self.loss == "feature" else ())
 
 
 VARIANTS: dict[str, Variant] = {

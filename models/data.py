@@ -259,6 +259,14 @@ def install_offline_mnist(root: Path) -> Path:
     return raw
 
 
+def ensure_downloaded(name: str, root: Path) -> None:
+    """Download ``name`` into ``root`` through torchvision (raises DatasetUnavailable)."""
+    if name == "mnist" and mnist_offline_source() is not None:
+        install_offline_mnist(root)
+        return
+    _torchvision_split(name, root, True, download=True)
+
+
 @lru_cache(maxsize=4)
 def _load_full(name: str, root: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     """Whole train and test splits, loaded once per process (shared by every trial)."""

@@ -14,6 +14,20 @@ MNIST_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+               "test_batch", "batches.meta")
+
+
+def dataset_folder(name: str, root: Path) -> Path:
+    """The folder under the data root that holds ``name``'s files (torchvision layout)."""
+    return root / "MNIST" / "raw" if name == "mnist" else root / CIFAR_FOLDER
+
+
+def dataset_files(name: str) -> tuple[str, ...]:
+    """The files ``name`` needs in :func:`dataset_folder` (none for generated datasets)."""
+    if get_dataset_info(name).offline:
+        return ()
+    return MNIST_FILES if name == "mnist" else CIFAR_FILES
 
 
 def mnist_offline_source() -> Path | None:

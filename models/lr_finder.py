@@ -31,13 +31,24 @@ class RangeTestResult:
         return min(self.losses) if self.losses else math.nan
 
 
-def steepest_descent(lrs: list[float], losses: list[float], skip_end: int = 5) -> float:
-    """LR where the smoothed loss falls fastest per log-LR step."""
-    ls = np.asarray(losses[: len(losses) - skip_end] if len(losses) > skip_end + 2 else losses)
-    if len(ls) < 2:
-        return lrs[0]
-    grads = np.gradient(ls, np.log10(np.asarray(lrs[: len(ls)])))
-    return float(lrs[int(np.argmin(grads))])
+def steepest_descent(lrs: list[float], losses: list[float], skip_start: int = 10,
+                     skip_end: int = 5) -> float:
+    """The LR suggested by a range-test curve, read as fastai's ``Recorder.plot`` does.
+
+    ``lrs``/``losses``: the sweep's learning rates (exponentially spaced, rising) and its
+    smoothed losses, same length ≥ 1. The first ``skip_start`` and last ``skip_end`` points
+    are dropped (the noisy start and the divergence), then the point where the loss falls
+    fastest per step (``np.gradient(losses).argmin()``; steps are equal in log LR) is the
+    suggestion. Source: fastai v1 ``basic_train.Recorder.plot(suggestion=True)``. When
+    fewer than 2 points remain (a sweep that diverged early), the fallback is fastai's
+    other rule: the LR of the lowest loss, divided by 10.
+    """
+    if len(lrs) != len(losses) or not lrs:
+        raise ValueError("need as many losses as learning rates, at least one")
+    kept = losses[skip_start: len(losses) - skip_end]
+    if len(kept) < 2:
+        return float(lrs[int(np.argmin(losses))] / 10)
+    return float(lrs[skip_start + int(np.argmin(np.gradient(np.asarray(kept))))])
 
 
 def range_test(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,

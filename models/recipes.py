@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
@@ -16,48 +13,10 @@ from models.architectures import (
 )
 from models.catalog import IMAGE_SIZE, Variant, get_variant
 from models.losses import build_loss
+from models.plan import Phase
 from models.weights import WeightsSource, resnet34_body_state
 
-Schedule = Literal["seed", "one_cycle"]
-
-PHASE1_LR = 3e-3  # fastai's default max_lr, used by every phase 1 of the study
 DISCRIMINATIVE_SPAN = 1e4  # slice(1e-6, 1e-2): the lowest group gets max_lr / 1e4
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One one-cycle phase: ``epochs`` at ``size`` px with top learning rate ``lr``."""
-
-    name: str
-    epochs: int
-    lr: float
-    size: int = IMAGE_SIZE
-    frozen_encoder: bool = False  # pretrained arm, phase 1: only the decoder learns
-    discriminative: bool = False  # pretrained arm, phase 2: 10 geometric LR groups
-    new_optimizer: bool = False  # the study's unfreeze() built a fresh optimiser
-
-
-def plan_phases(variant: Variant, *, epochs: int, lr: float, schedule: Schedule,
-                phase1_epochs: int = 5, phase1_lr: float = PHASE1_LR) -> list[Phase]:
-    """The seed schedule is the study's: phase 1 (5 epochs at 3e-3; 16 px for progressive
-    resizing; frozen encoder for the pretrained arm), then the rest at ``lr``. With fewer
-    epochs phase 1 shrinks so phase 2 keeps at least one. ``one_cycle`` is one phase."""
-    if epochs < 1:
-        raise ValueError("epochs must be at least 1")
-    pretrained = variant.pretrained_encoder
-    if schedule == "one_cycle":
-        return [Phase("train", epochs, lr, discriminative=pretrained)]
-    first = min(phase1_epochs, epochs - 1)
-    phases = []
-    if first > 0:
-        phases.append(Phase(
-            "phase1", first, phase1_lr,
-            size=IMAGE_SIZE // 2 if variant.progressive else IMAGE_SIZE,
-            frozen_encoder=pretrained,
-        ))
-    phases.append(Phase("phase2", epochs - first, lr, discriminative=pretrained,
-                        new_optimizer=pretrained and first > 0))
-    return phases
 
 
 def build_model(variant: Variant | str, *, latent_dim: int | None = None, pretrained: bool = True,

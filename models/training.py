@@ -30,21 +30,25 @@ from models.data import (
     steps_per_epoch,
     to_float,
 )
-from models.recipes import (
+from models.plan import (
+    PHASE1_EPOCHS,
     PHASE1_LR,
+    EpochMetrics,
     Phase,
     Schedule,
+    plan_phases,
+)
+from models.recipes import (
     build_model,
     build_training_loss,
     enter_phase,
     make_optimizer,
     make_scheduler,
     param_groups,
-    plan_phases,
 )
 from models.weights import WeightsSource
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the plan travels with the checkpoint
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,7 +62,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3  # top LR of the last phase (phase 2 of the seed schedule)
     schedule: Schedule = "seed"
-    phase1_epochs: int = 5
+    phase1_epochs: int = PHASE1_EPOCHS
     phase1_lr: float = PHASE1_LR
     weight_decay: float = 0.01
     latent_dim: int | None = None  # None: the study's (1000, or 1024 for ResNet encoders)
@@ -71,6 +75,7 @@ class TrainConfig:
     device: str | None = None  # None: CUDA when present, else CPU
     channels_last: bool | None = None  # None: on CUDA only (it slows small convs on the CPU)
     compile: bool = False
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
 
     def __post_init__(self) -> None:
         get_variant(self.variant)  # raises a KeyError listing the valid names
@@ -86,20 +91,6 @@ class TrainConfig:
         return plan_phases(get_variant(self.variant), epochs=self.epochs, lr=self.lr,
                            schedule=self.schedule, phase1_epochs=self.phase1_epochs,
                            phase1_lr=self.phase1_lr)
-
-
-@dataclass
-class EpochMetrics:
-    epoch: int  # 1-based, counted over all phases
-    phase: str
-    size: int
-    lr: float  # the top group's learning rate at the end of the epoch
-    train_loss: float
-    val_loss: float
-    val_mse: float
-    val_mae: float
-    seconds: float
-    images_per_s: float
 
 
 @dataclass
@@ -163,6 +154,8 @@ class TrainingSession:
         self.config = config
         self.data = data
         self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.model = build_model(config.variant, latent_dim=config.latent_dim,
                                  pretrained=config.pretrained, weights=config.weights,
@@ -204,6 +197,7 @@ class TrainingSession:
             "version": CHECKPOINT_VERSION,
             "config": asdict(self.config),
             "epoch": self.epoch,
+            "plan": [p.shape() for p in self.phases],
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -217,6 +211,12 @@ class TrainingSession:
         if ckpt["config"]["variant"] != self.config.variant:
             raise ValueError(f"checkpoint is of {ckpt['config']['variant']!r}, "
                              f"not {self.config.variant!r}")
+        plan = [p.shape() for p in self.phases]
+        if ckpt["plan"] != plan:
+            # A slice of another plan (e.g. a phase-1 run planned with fewer epochs) would
+            # restore an optimiser and schedule that this plan does not have.
+            raise ValueError(f"checkpoint was made under another plan: {ckpt['plan']} "
+                             f"is not {plan}")
         self.epoch = ckpt["epoch"]
         # Rebuild optimiser and schedule as they were in the checkpoint's phase (every
         # phase that keeps its predecessor's optimiser has the same groups), then load.
@@ -269,10 +269,16 @@ class TrainingSession:
                              f"{self.config.batch_size}")
         return (loss_sum / steps).item(), seconds
 
-    def run(self, on_epoch: EpochCallback | None) -> None:
-        total = sum(p.epochs for p in self.phases)
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def run(self, on_epoch: EpochCallback | None, stop_after: int | None = None) -> None:
+        """Train the plan's epochs after ``self.epoch``, up to epoch ``stop_after``
+        (1-based, inclusive; None: to the end of the plan)."""
+        last = self.total_epochs if stop_after is None else min(stop_after, self.total_epochs)
         current = self.phase_at(self.epoch)[0] if self.epoch else -1
-        for epoch in range(self.epoch + 1, total + 1):
+        for epoch in range(self.epoch + 1, last + 1):
             index, phase = self.phase_at(epoch)
             if index != current:
                 self.start_phase(phase)
@@ -298,12 +304,18 @@ class TrainingSession:
 
 
 def train(config: TrainConfig, data: DataSplits, *, on_epoch: EpochCallback | None = None,
-          resume_from: dict[str, Any] | None = None) -> TrainResult:
-    """Train ``config.variant`` on ``data``; returns the model (eval mode) and its history."""
+          resume_from: dict[str, Any] | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train ``config.variant`` on ``data``; returns the model (eval mode) and its history.
+
+    ``resume_from`` continues a checkpoint of the same plan (ValueError otherwise);
+    ``stop_after`` stops after that epoch of the plan (e.g. the end of phase 1), so every
+    caller trains a slice of one plan and never re-plans.
+    """
     session = TrainingSession(config, data)
     if resume_from is not None:
         session.restore(resume_from)
-    session.run(on_epoch)
+    session.run(on_epoch, stop_after=stop_after)
     session.model.eval()
     return TrainResult(session.model, session.history,
                        sum(m.seconds for m in session.history))

@@ -13,16 +13,11 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
-from torchvision.models import ResNet34_Weights, VGG16_BN_Weights
 
-WeightsName = Literal["resnet34", "vgg16_bn"]
-_WEIGHTS = {
-    "resnet34": ResNet34_Weights.IMAGENET1K_V1,
-    "vgg16_bn": VGG16_BN_Weights.IMAGENET1K_V1,
-}
+from models.assets import WEIGHTS_URLS, WeightsName, weights_filename, weights_folders
+
 DOWNLOAD_TIMEOUT_S = 30
 
 
@@ -39,14 +34,6 @@ class WeightsSource:
     download: bool = True
 
 
-def weights_filename(name: WeightsName) -> str:
-    return os.path.basename(_WEIGHTS[name].url)
-
-
-def _hub_dir() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def _download(url: str, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with (urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
@@ -57,17 +44,17 @@ def _download(url: str, dest: Path) -> None:
 
 def resolve_weights_file(name: WeightsName, source: WeightsSource) -> Path:
     filename = weights_filename(name)
-    candidates = [d / filename for d in (source.folder, _hub_dir()) if d is not None]
+    candidates = [d / filename for d in weights_folders(source.folder)]
     for path in candidates:
         if path.is_file():
             return path
     target = candidates[0]
     if source.download:
         try:
-            _download(_WEIGHTS[name].url, target)
+            _download(WEIGHTS_URLS[name], target)
             return target
         except OSError as exc:
-            reason = f"download from {_WEIGHTS[name].url} failed ({exc})"
+            reason = f"download from {WEIGHTS_URLS[name]} failed ({exc})"
     else:
         reason = "downloads are disabled"
     where = " or ".join(str(p.parent) for p in candidates)

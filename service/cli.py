@@ -3,14 +3,18 @@ loads torch and ``train`` never loads the web stack."""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import typer
+
+from models.catalog import list_datasets, list_variants
+from workers.spec import ClassifierArch, LrMethodName, Schedule, Validation
 
 app = typer.Typer(help="aelab: autoencoder-compression experiments.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets on this machine.", no_args_is_help=True)
@@ -19,90 +23,107 @@ db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
-def _home() -> Path:
-    return Path(os.environ.get("AELAB_HOME", "~/.aelab")).expanduser()
+def _choices(name: str, values: Any) -> Any:
+    """A typer choice type from a Literal or a list of names (exit 2 names the valid ones)."""
+    names = get_args(values) if get_origin(values) is Literal else tuple(values)
+    return enum.StrEnum(name, {v: v for v in names})
+
+
+def _settings() -> Any:
+    from service.settings import Settings
+
+    return Settings()
+
+
+ModelChoice = _choices("ModelChoice", list_variants())
+DatasetChoice = _choices("DatasetChoice", list_datasets())
+ScheduleChoice = _choices("ScheduleChoice", Schedule)
+ValidationChoice = _choices("ValidationChoice", Validation)
+LrMethodChoice = _choices("LrMethodChoice", LrMethodName)
+ClassifierChoice = _choices("ClassifierChoice", ClassifierArch)
 
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="variant name, e.g. baseline")] = "baseline",
-    dataset: Annotated[str, typer.Option(help="mnist, cifar10 or synthetic")] = "synthetic",
+    model: Annotated[ModelChoice, typer.Option(help="variant")] = ModelChoice("baseline"),
+    dataset: Annotated[DatasetChoice, typer.Option()] = DatasetChoice("synthetic"),
     epochs: int = 2,
     batch_size: int = 128,
-    lr: Annotated[float | None, typer.Option(help="top LR of the last phase "
-                                                   "(default: the study's)")] = None,
-    schedule: str = "seed",
+    lr: Annotated[float | None, typer.Option(
+        help="top LR of the last phase for --lr-search fixed (default: the study's)")] = None,
+    lr_search: Annotated[LrMethodChoice, typer.Option(
+        help="fixed or range_test (tune needs the service's Ray cluster)")
+    ] = LrMethodChoice("fixed"),
+    range_test_steps: int = 100,
+    schedule: Annotated[ScheduleChoice, typer.Option()] = ScheduleChoice("seed"),
+    latent_dim: Annotated[int | None, typer.Option(help="default: the variant's")] = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
-    validation: str = "holdout",
+    validation: Annotated[ValidationChoice, typer.Option()] = ValidationChoice("holdout"),
     augment: bool = True,
-    pretrained: Annotated[bool, typer.Option(help="ImageNet weights where the variant "
-                                                   "uses them")] = True,
-    classifier_epochs: Annotated[int, typer.Option(help="train a reference classifier for "
-                                                         "this many epochs (0: skip)")] = 0,
+    pretrained: Annotated[bool, typer.Option(
+        help="ImageNet weights where the variant uses them")] = True,
+    classifier_epochs: Annotated[int, typer.Option(
+        help="train a reference classifier for this many epochs (0: skip)")] = 0,
+    classifier_arch: Annotated[ClassifierChoice, typer.Option()] = ClassifierChoice("small"),
+    classifier_pretrained: bool = False,
     seed: int = 0,
-    out: Annotated[Path | None, typer.Option(help="folder for samples.png, "
-                                                   "measures.json and checkpoint.pt")] = None,
-    data_root: Path | None = None,
-    download: Annotated[bool, typer.Option(help="download missing datasets/weights")] = True,
+    cpus: Annotated[float, typer.Option(help="torch threads, as cpus_per_run")] = 1.0,
+    out: Annotated[Path | None, typer.Option(
+        help="folder for history.json, measures.json, samples.png and model.pt")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="default: AELAB_DATA_ROOT")] = None,
+    download: Annotated[bool | None, typer.Option(
+        help="download missing datasets/weights (default: AELAB_ALLOW_DOWNLOAD)")] = None,
     device: str | None = None,
 ) -> None:
-    """Train one variant on one dataset locally (no Ray) and print its measures."""
-    from models.catalog import get_variant
-    from models.classifier import ClassifierConfig, train_classifier
-    from models.data import DatasetUnavailable, load_dataset
-    from models.metrics import evaluate, model_facts
-    from models.samples import sample_grid
-    from models.training import TrainConfig, TrainingDiverged, save_checkpoint
-    from models.training import train as run_training
-    from models.weights import WeightsUnavailable
+    """Train one variant on one dataset in this process (no Ray, no server) through the
+    service's own pipeline, and print its measures. Reads the service's settings."""
+    from pydantic import ValidationError
 
+    from workers.spec import RunSpec
+
+    if str(lr_search) == "tune":
+        typer.echo("error: --lr-search tune needs a Ray cluster: submit the spec to the "
+                   "service (aelab serve), or use fixed or range_test here", err=True)
+        raise typer.Exit(2)
     try:
-        variant = get_variant(model)
-        root = data_root or _home() / "data"
-        data = load_dataset(dataset, root, train_limit=train_limit, test_limit=test_limit,
-                            validation=validation, seed=seed,  # type: ignore[arg-type]
-                            download=download)
-        config = TrainConfig(model, epochs=epochs, batch_size=batch_size,
-                             lr=lr or variant.seed_lr.get(dataset, 1e-3), schedule=schedule,  # type: ignore[arg-type]
-                             augment=augment, pretrained=pretrained, seed=seed, device=device,
-                             weights_dir=str(_home() / "weights"), allow_download=download)
-        typer.echo(f"{model} on {dataset}: {len(data.train)} train / {len(data.val)} val / "
-                   f"{len(data.test)} test images, {epochs} epochs, lr {config.lr:g}")
-
-        def progress(m, _ckpt) -> None:  # type: ignore[no-untyped-def]
-            typer.echo(f"  epoch {m.epoch:>3}/{epochs} {m.phase} {m.size}px  "
-                       f"train {m.train_loss:.5f}  val {m.val_loss:.5f}  "
-                       f"val mse {m.val_mse:.5f}  {m.seconds:.1f}s  "
-                       f"{m.images_per_s:.0f} img/s")
-
-        checkpoint: dict = {}
-        result = run_training(config, data, on_epoch=lambda m, c: (progress(m, c),
-                                                                    checkpoint.update(c)))
-        classifier = None
-        original_accuracy = None
-        if classifier_epochs > 0:
-            typer.echo(f"training the reference classifier for {classifier_epochs} epochs…")
-            classifier, original_accuracy = train_classifier(
-                ClassifierConfig(frozen_epochs=classifier_epochs, unfrozen_epochs=0,
-                                 pretrained=False, seed=seed, device=device), data)
-        device_used = next(result.model.parameters()).device
-        measures = evaluate(result.model, data.test, device=device_used, classifier=classifier)
-    except (KeyError, ValueError, DatasetUnavailable, WeightsUnavailable,
-            TrainingDiverged) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        spec = RunSpec.model_validate({
+            "model": str(model), "dataset": str(dataset), "epochs": epochs,
+            "batch_size": batch_size, "schedule": str(schedule), "latent_dim": latent_dim,
+            "seed": seed, "pretrained": pretrained,
+            "lr_search": {"method": str(lr_search), "lr": lr,
+                          "range_test_steps": range_test_steps},
+            "data": {"train_limit": train_limit, "test_limit": test_limit,
+                     "validation": str(validation), "augment": augment},
+            "resources": {"gpus_per_run": 0, "cpus_per_run": cpus},
+            "classifier": {"enabled": classifier_epochs > 0, "arch": str(classifier_arch),
+                           "frozen_epochs": classifier_epochs, "unfrozen_epochs": 0,
+                           "pretrained": classifier_pretrained},
+        })
+    except ValidationError as exc:
+        for e in exc.errors():
+            typer.echo(f"error: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}", err=True)
         raise typer.Exit(2) from exc
-    report = {"model": model, "dataset": dataset, **measures.as_dict(),
-              "original_accuracy": original_accuracy, "training_time_s": result.seconds,
-              "lr": config.lr, **model_facts(result.model, result.model.latent_dim)}
-    typer.echo(json.dumps(report, indent=2))
-    folder = out or Path(f"aelab-{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "samples.png").write_bytes(sample_grid(result.model, data.test,
-                                                     device=device_used))
-    (folder / "measures.json").write_text(json.dumps(report, indent=2))
-    save_checkpoint(checkpoint, folder / "checkpoint.pt")
-    typer.echo(f"wrote {folder}/samples.png, measures.json, checkpoint.pt")
+
+    from workers.pipeline import LocalSteps, run_pipeline
+    from workers.store import DirStore
+
+    settings = _settings()
+    env = settings.run_env(device=device)
+    env = dataclasses.replace(
+        env, data_root=str(data_root) if data_root else env.data_root,
+        allow_download=env.allow_download if download is None else download)
+    folder = out or Path(f"aelab-{spec.model}-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    store = DirStore(folder, classifier_cache=settings.home_path / "classifiers",
+                     total_epochs=spec.epochs, echo=typer.echo)
+    typer.echo(f"{spec.model} on {spec.dataset}: {spec.epochs} epochs, "
+               f"lr_search {spec.lr_search.method}, writing to {folder}")
+    if not run_pipeline(spec, store, LocalSteps(env)):
+        status = json.loads((folder / "status.json").read_text())
+        typer.echo(f"error: {status['error']}", err=True)
+        raise typer.Exit(1)
+    typer.echo((folder / "measures.json").read_text())
+    typer.echo(f"wrote {folder}/history.json, measures.json, samples.png, model.pt")
 
 
 @data_app.command("install-mnist")
@@ -111,7 +132,7 @@ def install_mnist(root: Path | None = None) -> None:
     from models.data import DatasetUnavailable, install_offline_mnist
 
     try:
-        folder = install_offline_mnist(root or _home() / "data")
+        folder = install_offline_mnist(root or Path(_settings().data_path))
     except DatasetUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -131,7 +152,7 @@ def serve(
     import uvicorn
 
     from service.api.app import create_app
-    from service.ray_executor import RayExecutor
+    from service.orchestration.ray_executor import RayExecutor
     from service.settings import Settings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -143,10 +164,9 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply Alembic migrations to DATABASE_URL (default: the SQLite file)."""
-    from service.migrate import current, upgrade
-    from service.settings import Settings
+    from service.persistence.migrate import current, upgrade
 
-    url = Settings().sqlalchemy_url
+    url = _settings().sqlalchemy_url
     upgrade(url, revision)
     typer.echo(f"database at revision {current(url)}")
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from models.catalog import DATASETS, VARIANTS
-from service.tables import Measure, Run
+from service.persistence.tables import Measure, Run
 
 COLUMNS = ("run_id", "model", "dataset", "mae", "mse", "psnr", "ssim", "classifier_accuracy",
-           "original_accuracy", "training_time_s", "lr", "latent_dim", "compression_ratio",
-           "params", "status")
+           "original_accuracy", "training_time_s", "search_time_s", "wall_time_s", "lr",
+           "latent_dim", "compression_ratio", "params", "status")
+MEASURE_COLUMNS = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
+                   "training_time_s", "search_time_s", "wall_time_s", "latent_dim",
+                   "compression_ratio", "params")
 
 
 def rows(pairs: list[tuple[Run, Measure | None]]) -> list[dict[str, Any]]:
@@ -19,8 +25,7 @@ def rows(pairs: list[tuple[Run, Measure | None]]) -> list[dict[str, Any]]:
     for run, m in pairs:
         row: dict[str, Any] = {"run_id": run.id, "model": run.model, "dataset": run.dataset,
                                "lr": run.lr, "status": run.status.value}
-        for key in ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
-                    "training_time_s", "latent_dim", "compression_ratio", "params"):
+        for key in MEASURE_COLUMNS:
             row[key] = getattr(m, key) if m is not None else None
         out.append({k: row[k] for k in COLUMNS})
     return out
@@ -67,3 +72,24 @@ def to_markdown(table: list[dict[str, Any]], title: str = "") -> str:
                 f"| {_duration(r['training_time_s'])} | {lr} | {r['status']} |")
         parts.append("")
     return "\n".join(parts)
+
+
+def to_json(table: list[dict[str, Any]], title: str = "", experiment_id: int = 0) -> str:
+    return json.dumps({"experiment_id": experiment_id, "columns": list(COLUMNS),
+                       "rows": table})
+
+
+@dataclass(frozen=True)
+class Format:
+    """A results format: its media type and how a table becomes its text."""
+
+    media_type: str
+    render: Callable[[list[dict[str, Any]], str, int], str]
+
+
+FORMATS: dict[str, Format] = {
+    "json": Format("application/json", to_json),
+    "csv": Format("text/csv; charset=utf-8", lambda table, title, _id: to_csv(table)),
+    "markdown": Format("text/markdown; charset=utf-8",
+                       lambda table, title, _id: to_markdown(table, title)),
+}

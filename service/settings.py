@@ -1,22 +1,38 @@
-"""Service settings: one pydantic-settings class, read once and injected (never at import)."""
+"""Service settings: one pydantic-settings class, read once and injected (never at import).
+
+The settings are the only environment: a run's job gets what it needs from them through
+:func:`job_environment` (one function, every field by its own variable name), and the job
+driver reads them back with ``Settings()``. Secrets never travel that way: the database
+URL reaches drivers through their node's own environment or a file only its owner can read
+(:meth:`Settings.database_url_for_jobs`).
+"""
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.context import RunEnv
+
+ENV_PREFIX = "AELAB_"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AELAB_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
     home: Path = Field(default=Path("~/.aelab"), description="state folder: DB, artifacts, data")
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("AELAB_DATABASE_URL", "DATABASE_URL"),
-        description="SQLAlchemy URL; default: SQLite file under home",
-    )
+        description="SQLAlchemy URL; default: SQLite file under home. A secret: never put "
+        "in a job's environment")
+    database_url_file: Path | None = Field(
+        default=None, description="a file holding the database URL (used when database_url "
+        "is unset; how job drivers get it)")
     api_token: SecretStr | None = Field(default=None, description="Bearer token for writes")
     protect_reads: bool = Field(default=False, description="require the token for reads too")
     ray_address: str | None = Field(
@@ -29,9 +45,13 @@ class Settings(BaseSettings):
                                   "default: home/data")
     weights_dir: str | None = Field(default=None, description="pretrained weights folder; "
                                     "default: home/weights")
+    allow_download: bool = Field(default=True, description="download missing datasets and "
+                                 "weights (off: fail naming the files to place)")
     tune_storage_url: str | None = Field(default=None, description="Ray Tune storage for "
                                          "trial checkpoints; shared on multi-node clusters; "
                                          "default: home/ray_results")
+    max_trial_failures: int = Field(default=3, ge=0, description="retries of a training "
+                                    "trial that lost its worker")
     max_runs_per_experiment: int = Field(default=48, ge=1)
     max_epochs: int = Field(default=200, ge=1)
     max_in_flight: int = Field(default=4, ge=1, description="runs on Ray at once")
@@ -49,7 +69,11 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home_path / 'aelab.db'}"
+        if self.database_url:
+            return self.database_url
+        if self.database_url_file is not None:
+            return self.database_url_file.expanduser().read_text().strip()
+        return f"sqlite:///{self.home_path / 'aelab.db'}"
 
     @property
     def artifact_root(self) -> str:
@@ -66,3 +90,68 @@ class Settings(BaseSettings):
     @property
     def weights_path(self) -> str:
         return self.weights_dir or str(self.home_path / "weights")
+
+    def run_env(self, storage_key: str = "run", device: str | None = None) -> RunEnv:
+        """What a run needs from these settings (paths, downloads, trial storage)."""
+        return RunEnv(data_root=self.data_path, weights_dir=self.weights_path,
+                      allow_download=self.allow_download, tune_storage=self.tune_storage,
+                      storage_key=storage_key, max_trial_failures=self.max_trial_failures,
+                      device=device)
+
+    def database_url_for_jobs(self) -> Path | None:
+        """A file holding the database URL for job drivers (mode 0600, under home), or
+        None when drivers derive it themselves (the default SQLite file under home)."""
+        if self.database_url_file is not None:
+            return self.database_url_file
+        if not self.database_url:
+            return None
+        folder = self.home_path / "secrets"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / "database_url"
+        tmp = path.with_name(".database_url.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.database_url)
+        os.replace(tmp, path)
+        return path
+
+
+# Settings a job's environment never carries, and why.
+NOT_FOR_JOBS = {
+    "database_url": "a secret: drivers read database_url_file or their node's environment",
+    "api_token": "a secret the drivers do not need",
+    "ray_address": "a job runs inside its cluster, and Ray gives its driver the address",
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable a setting is read from (its first alias, or the prefix)."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def job_environment(settings: Settings) -> dict[str, str]:
+    """The environment variables a run's job needs to rebuild these settings: every set
+    setting but those in :data:`NOT_FOR_JOBS`, plus the database URL *file* (a path, not
+    the secret) and ``TORCH_HOME`` when set."""
+    env: dict[str, str] = {}
+    for field in Settings.model_fields:
+        if field in NOT_FOR_JOBS:
+            continue
+        value = settings.home_path if field == "home" else getattr(settings, field)
+        if value is not None:
+            env[env_name(field)] = _env_value(value)
+    secret_file = settings.database_url_for_jobs()
+    if secret_file is not None:
+        env[env_name("database_url_file")] = str(secret_file)
+    if "TORCH_HOME" in os.environ:
+        env["TORCH_HOME"] = os.environ["TORCH_HOME"]
+    return env

@@ -18,6 +18,31 @@ os.environ["RAY_AUTH_MODE"] = "token"
 
 
 @pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray head for the whole session (4 CPUs, 2 fake GPUs, token auth on):
+    the API's jobs run on it, and in-process tests join it as drivers."""
+    from service.orchestration.ray_executor import LocalRayHead, RayExecutor
+
+    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray"), num_cpus=4, num_gpus=2)
+    RayExecutor(head.dashboard_url, job_env={}, head=head).wait_until_up(180)
+    yield head
+    import ray
+
+    ray.shutdown()
+    head.stop()
+
+
+@pytest.fixture()
+def ray_driver(ray_head):
+    """This test process as a driver on the session's head."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=ray_head.gcs_address, log_to_driver=False)
+    return ray_head
+
+
+@pytest.fixture(scope="session")
 def synthetic_splits():
     from models.data import load_dataset
 
@@ -85,7 +110,7 @@ def db_url(request, tmp_path: Path):
     url = request.getfixturevalue("postgres_database")
     from sqlalchemy import create_engine, text
 
-    from service.migrate import upgrade
+    from service.persistence.migrate import upgrade
 
     upgrade(url)
     yield url

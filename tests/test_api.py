@@ -166,6 +166,55 @@ def test_catalog_lists_variants_and_dataset_availability(client: TestClient) -> 
     assert datasets["cifar10"]["available"] is False  # no files in this test's home
 
 
+def test_catalog_says_which_weights_this_deployment_holds(client: TestClient, settings,
+                                                          monkeypatch) -> None:
+    from pathlib import Path
+
+    monkeypatch.setenv("TORCH_HOME", str(Path(settings.weights_path).parent / "torch"))
+    body = client.get(f"{API}/catalog").json()
+    variants = {v["name"]: v for v in body["variants"]}
+    weights = {w["name"]: w for w in body["weights"]}
+    assert variants["pretrained_resnet"]["pretrained_weights"] == ["resnet34"]
+    assert variants["feature_loss"]["pretrained_weights"] == ["vgg16_bn"]
+    assert variants["baseline"]["pretrained_weights"] == []
+    assert variants["baseline"]["pretrained_weights_present"] is True
+    assert variants["pretrained_resnet"]["pretrained_weights_present"] is False
+    assert weights["resnet34"] == {"name": "resnet34", "file": "resnet34-b627a593.pth",
+                                   "folder": settings.weights_path, "present": False}
+    assert body["classifier_pretrained_weights_present"] is False
+    Path(settings.weights_path).mkdir(parents=True)
+    (Path(settings.weights_path) / "resnet34-b627a593.pth").write_bytes(b"stand-in")
+    body = client.get(f"{API}/catalog").json()
+    assert {v["name"]: v for v in body["variants"]}["pretrained_resnet"][
+        "pretrained_weights_present"] is True
+    assert body["classifier_pretrained_weights_present"] is True
+
+
+def test_dry_run_lists_what_the_spec_needs_and_what_is_missing(client: TestClient,
+                                                               settings) -> None:
+    r = client.post(f"{API}/experiments", params={"dry_run": True}, json={
+        "models": ["feature_loss", "baseline"], "datasets": ["cifar10", "synthetic"]})
+    body = r.json()
+    needed = {(n["kind"], n["name"]): n for n in body["needs"]}
+    assert set(needed) == {("dataset", "cifar10"), ("weights", "vgg16_bn"),
+                           ("weights", "resnet34")}
+    assert needed[("weights", "vgg16_bn")]["files"] == ["vgg16_bn-6c64b313.pth"]
+    assert needed[("dataset", "cifar10")]["folder"].endswith("cifar-10-batches-py")
+    assert "test_batch" in needed[("dataset", "cifar10")]["files"]
+    assert {(m["kind"], m["name"]) for m in body["missing"]} == set(needed)
+    offline = client.post(f"{API}/experiments", params={"dry_run": True}, json={
+        "models": ["baseline"], "datasets": ["synthetic"], "pretrained": False,
+        "classifier": {"pretrained": False}}).json()
+    assert offline["needs"] == [] and offline["missing"] == []
+
+
+def test_logs_of_a_run_that_never_started_are_empty(client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SMALL).json()
+    logs = client.get(f"{API}/runs/{exp['runs'][0]['id']}/logs").json()
+    assert logs["text"] == "" and logs["source"] == "none" and not logs["complete"]
+    assert client.get(f"{API}/runs/999/logs").status_code == 404
+
+
 def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
@@ -218,7 +267,7 @@ import sys
 from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.settings import Settings
-import service.cli, service.run_store, service.dispatcher
+import service.cli, service.orchestration.run_store, service.orchestration.dispatcher
 app = create_app(Settings(home={str(tmp_path)!r}))
 with TestClient(app) as c:
     assert c.get('/api/v1/catalog').status_code == 200

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from service.artifacts import ArtifactError, ArtifactStore
+from service.persistence.artifacts import ArtifactError, ArtifactStore
 
 
 def test_put_is_atomic_and_checksummed(tmp_path: Path) -> None:

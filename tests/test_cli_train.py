@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -26,17 +28,52 @@ def test_short_cli_run_beats_the_mean_training_image(home: Path) -> None:
     assert measures["mse"] < 0.8 * trivial_mse
     assert measures["params"] == 3_080_629 and measures["latent_dim"] == 1000
     assert Image.open(out / "samples.png").size[0] > 0
-    assert (out / "checkpoint.pt").stat().st_size > 1_000_000
+    assert (out / "model.pt").stat().st_size > 1_000_000
+    history = json.loads((out / "history.json").read_text())
+    assert [(h["epoch"], h["phase"], h["size"]) for h in history] == [
+        (1, "phase1", 32), (2, "phase1", 32), (3, "phase1", 32), (4, "phase2", 32)]
 
 
-def test_cli_names_a_bad_variant(home: Path) -> None:
-    result = CliRunner().invoke(app, ["train", "--model", "vae", "--out", str(home / "x")])
+@pytest.mark.parametrize("option,value,valid", [
+    ("--model", "vae", "'baseline', 'pixel_shuffle'"),
+    ("--validation", "bogus", "'holdout', 'test'"),
+    ("--schedule", "cosine", "'seed', 'one_cycle'"),
+    ("--lr-search", "grid", "'tune', 'range_test', 'fixed'"),
+    ("--dataset", "imagenet", "'mnist', 'cifar10', 'synthetic'"),
+])
+def test_cli_choices_exit_2_naming_the_valid_values(home: Path, option: str, value: str,
+                                                    valid: str) -> None:
+    result = CliRunner().invoke(app, ["train", option, value, "--out", str(home / "x")])
     assert result.exit_code == 2
-    assert "unknown variant 'vae'" in result.output
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # unwrap rich's box
+    assert f"'{value}' is not one of" in text and valid in text
+    assert not (home / "x").exists()
 
 
-def test_cli_reports_missing_dataset_files(home: Path) -> None:
+def test_cli_tune_needs_a_ray_cluster(home: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--lr-search", "tune", "--out", str(home / "x")])
+    assert result.exit_code == 2 and "needs a Ray cluster" in result.output
+
+
+def test_cli_invalid_spec_values_exit_2_naming_the_field(home: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--train-limit", "3", "--out", str(home / "x")])
+    assert result.exit_code == 2 and "data.train_limit" in result.output
+
+
+def test_cli_reports_missing_dataset_files_before_training(home: Path) -> None:
     result = CliRunner().invoke(app, ["train", "--dataset", "cifar10", "--data-root",
-                                      str(home / "empty"), "--no-download"])
-    assert result.exit_code == 2
-    assert "cifar-10-batches-py" in result.output
+                                      str(home / "empty"), "--no-download",
+                                      "--out", str(home / "x")])
+    assert result.exit_code == 1
+    assert "cifar-10-batches-py" in result.output and "test_batch" in result.output
+    assert "PreflightFailed" in result.output
+    assert not (home / "x" / "history.json").exists()  # zero epochs trained
+
+
+def test_cli_reads_the_services_settings(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AELAB_DATA_ROOT", str(home / "from-settings"))
+    monkeypatch.setenv("AELAB_ALLOW_DOWNLOAD", "false")
+    result = CliRunner().invoke(app, ["train", "--dataset", "cifar10", "--out", str(home / "x")])
+    assert result.exit_code == 1
+    assert str(home / "from-settings" / "cifar-10-batches-py") in result.output
+    assert "downloads are off" in result.output

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service.dispatcher import Dispatcher, JobState, RunTicket
 from service.errors import Unavailable
+from service.orchestration.dispatcher import Dispatcher, JobRequest, JobState
 
 API = "/api/v1"
 SPEC = {"models": ["baseline", "pixel_shuffle"], "datasets": ["synthetic"]}
@@ -14,15 +14,15 @@ SPEC = {"models": ["baseline", "pixel_shuffle"], "datasets": ["synthetic"]}
 class FakeExecutor:
     def __init__(self) -> None:
         self.jobs: dict[str, JobState] = {}
-        self.submitted: list[RunTicket] = []
+        self.submitted: list[JobRequest] = []
         self.stopped: list[str] = []
         self.down = False
 
-    def submit(self, ticket: RunTicket) -> None:
+    def submit(self, job: JobRequest) -> None:
         if self.down:
             raise Unavailable("ray is down")
-        self.submitted.append(ticket)
-        self.jobs.setdefault(ticket.job_id, JobState.running)
+        self.submitted.append(job)
+        self.jobs.setdefault(job.job_id, JobState.running)
 
     def state(self, job_id: str) -> JobState | None:
         return self.jobs.get(job_id)
@@ -33,6 +33,9 @@ class FakeExecutor:
 
     def failure_reason(self, job_id: str) -> str:
         return f"job {job_id} crashed: CUDA out of memory"
+
+    def logs(self, job_id: str) -> str | None:
+        return f"log of {job_id}\n" if job_id in self.jobs else None
 
     def check(self) -> None:
         if self.down:
@@ -63,7 +66,8 @@ def test_admits_oldest_first_up_to_the_limit_with_readable_job_ids(client: TestC
         [r["id"] for r in first["runs"]] + [second["runs"][0]["id"]]
     ticket = executor.submitted[0]
     assert ticket.job_id.startswith(f"aelab-e{first['id']}-r{ticket.run_id}-baseline-synthetic-a0-")
-    assert ticket.gpus == 1.0 and ticket.cpus == 1.0
+    assert ticket.metadata == {"experiment": str(first["id"]), "run": str(ticket.run_id),
+                               "model": "baseline", "dataset": "synthetic"}
     assert [r["status"] for r in runs(client, first["id"])] == ["running", "running"]
     assert runs(client, second["id"])[1]["status"] == "queued"
     exp = client.get(f"{API}/experiments/{first['id']}").json()

@@ -6,14 +6,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from service.migrate import current, upgrade
-from service.tables import Base
+from service.persistence.migrate import current, upgrade
+from service.persistence.tables import Base
 
 
 def test_upgrade_builds_the_schema_and_autogenerate_finds_no_drift(db_url: str) -> None:
     upgrade(db_url)
     upgrade(db_url)  # idempotent
-    assert current(db_url) == "0001"
+    assert current(db_url) == "0002"
     engine = create_engine(db_url)
     try:
         tables = set(inspect(engine).get_table_names())

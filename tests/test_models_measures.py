@@ -104,6 +104,19 @@ def test_steepest_descent_finds_the_steepest_point() -> None:
     assert 3e-4 < steepest_descent(lrs, losses, skip_end=0) < 3e-3
 
 
+def test_suggestion_reads_the_curve_as_fastais_recorder() -> None:
+    """A 20-step sweep: a noisy plunge at step 3 (the start the issue saw chosen), the
+    real descent steepest at step 14, then divergence. fastai skips the first 10 and the
+    last 5 points and takes the steepest remaining step."""
+    lrs = [1e-7 * 10 ** (8 * i / 19) for i in range(20)]
+    losses = [0.30, 0.30, 0.29, 0.10, 0.28, 0.28, 0.28, 0.28, 0.27, 0.27,
+              0.26, 0.25, 0.23, 0.20, 0.12, 0.11, 0.10, 0.40, 0.90, 2.00]
+    assert steepest_descent(lrs, losses) == lrs[14]
+    assert steepest_descent(lrs, losses, skip_start=0, skip_end=0) == lrs[2]  # naive read
+    # Too short to skip (diverged early): the lowest loss's LR / 10.
+    assert steepest_descent(lrs[:12], losses[:12]) == pytest.approx(lrs[3] / 10)
+
+
 def test_range_test_sweeps_exponentially_and_restores_weights(tiny_splits) -> None:
     config = TrainConfig("baseline", epochs=1, batch_size=16, pretrained=False, augment=False)
     result = lr_range_test(config, tiny_splits.train, start_lr=1e-6, end_lr=10, num_steps=30)

@@ -8,8 +8,10 @@ import torch
 from models.catalog import VARIANTS
 from models.data import normalize, to_float
 from models.losses import FEATURE_LAYERS, FEATURE_WEIGHTS, FeatureLoss, gram_matrix
-from models.recipes import build_model, param_groups, plan_phases
+from models.plan import plan_phases
+from models.recipes import build_model, param_groups
 from models.training import (
+    CHECKPOINT_VERSION,
     TrainConfig,
     TrainingDiverged,
     TrainingSession,
@@ -158,4 +160,33 @@ def test_checkpoint_round_trips_through_bytes(tiny_splits) -> None:
     train(tiny_config("baseline", epochs=1), tiny_splits, on_epoch=lambda m, c: saved.update(c))
     restored = load_checkpoint(save_checkpoint(saved))
     assert restored["epoch"] == 1 and restored["config"]["variant"] == "baseline"
-    assert torch.load(io.BytesIO(save_checkpoint(saved)), weights_only=False)["version"] == 1
+    assert torch.load(io.BytesIO(save_checkpoint(saved)), weights_only=False)["version"] \
+        == CHECKPOINT_VERSION
+
+
+@pytest.mark.parametrize("name", ["progressive_resizing", "pretrained_resnet"])
+def test_phase1_is_the_plan_stopped_and_the_rest_resumes_it(name: str, tiny_splits) -> None:
+    """A phase-1 run is the final plan stopped after phase 1; resuming it finishes the same
+    plan (for the pretrained arm: a frozen 1-group optimiser, then a fresh 7-group one)."""
+    config = tiny_config(name, epochs=4, phase1_epochs=2)
+    saved: dict = {}
+    first = train(config, tiny_splits, stop_after=2, on_epoch=lambda m, c: saved.update(
+        {"blob": save_checkpoint(c)}))
+    assert [(m.epoch, m.phase) for m in first.history] == [(1, "phase1"), (2, "phase1")]
+    rest = train(tiny_config(name, epochs=4, phase1_epochs=2, lr=1e-3), tiny_splits,
+                 resume_from=load_checkpoint(saved["blob"]))
+    assert [(m.epoch, m.phase, m.size) for m in rest.history] == [
+        (1, "phase1", 16 if name == "progressive_resizing" else 32),
+        (2, "phase1", 16 if name == "progressive_resizing" else 32),
+        (3, "phase2", 32), (4, "phase2", 32)]
+
+
+def test_a_checkpoint_of_another_plan_is_refused(tiny_splits) -> None:
+    """The bug this guards: a phase-1 run planned as `epochs=5` has 4 phase-1 epochs and
+    1 phase-2 epoch; its checkpoint must not be resumed into the 15-epoch plan."""
+    saved: dict = {}
+    train(tiny_config("pretrained_resnet", epochs=3, phase1_epochs=5), tiny_splits,
+          on_epoch=lambda m, c: saved.update(c))
+    with pytest.raises(ValueError, match="another plan"):
+        train(tiny_config("pretrained_resnet", epochs=4, phase1_epochs=5), tiny_splits,
+              resume_from=saved)

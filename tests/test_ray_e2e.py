@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.api.app import create_app
-from service.ray_executor import LocalRayHead, RayExecutor, free_port
+from service.orchestration.ray_executor import LocalRayHead, RayExecutor, free_port
 from service.settings import Settings
 from tests.utils import API, experiment, wait_for
 
@@ -26,15 +26,6 @@ TINY = {"epochs": 2, "batch_size": 32, "data": {"train_limit": 256, "test_limit"
         "classifier": {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
                        "pretrained": False},
         "resources": {"gpus_per_run": 1, "cpus_per_run": 1}, "pretrained": False}
-
-
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory):
-    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray"), num_cpus=4, num_gpus=2)
-    executor = RayExecutor(head.dashboard_url, job_env={}, head=head)
-    executor.wait_until_up(180)
-    yield head
-    head.stop()
 
 
 @pytest.fixture()

@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils import MemoryStore
-from workers.request import RunRequest
+from workers.context import RunEnv, load_data
+from workers.spec import RunSpec
+from workers.store import MemoryStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SPEC = {"epochs": 6, "batch_size": 32, "schedule": "one_cycle", "latent_dim": None, "seed": 0,
-        "pretrained": False,
-        "data": {"train_limit": 512, "test_limit": 64, "validation": "holdout",
-                 "augment": False},
-        "classifier": {"enabled": False}, "resources": {"gpus_per_run": 1, "cpus_per_run": 1},
-        "lr_search": {"method": "fixed", "lr": 3e-3, "num_samples": 1, "budget_epochs": 1,
-                      "min_lr": 1e-4, "max_lr": 1e-2, "range_test_steps": 100}}
+SPEC = RunSpec(model="baseline", dataset="synthetic", epochs=6, batch_size=32,
+               schedule="one_cycle", pretrained=False,
+               data={"train_limit": 512, "test_limit": 64, "augment": False},
+               classifier={"enabled": False},
+               lr_search={"method": "fixed", "lr": 3e-3})
 
 
 @pytest.fixture()
@@ -26,7 +25,7 @@ def cluster(tmp_path: Path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from service.ray_executor import use_token_auth
+    from service.orchestration.ray_executor import use_token_auth
 
     use_token_auth(tmp_path / "ray")
     c = Cluster(initialize_head=True, head_node_args={
@@ -46,29 +45,28 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(cluster, tmp_path:
     import ray
     from ray.util.state import list_actors
 
-    from workers.ray_run import RaySteps, Resources
+    from workers.ray_run import RaySteps
 
     c, workers = cluster
     by_id = {w.node_id: w for w in workers}
     killed: list[str] = []
 
-    def kill_trial_node(metrics: dict) -> None:
+    def kill_trial_node(metrics) -> None:
         # After epoch 2 is checkpointed, take away the node the trial runs on.
-        if metrics["epoch"] == 2 and not killed:
+        if metrics.epoch == 2 and not killed:
             actors = list_actors(filters=[("state", "=", "ALIVE")])
             node = next(a.node_id for a in actors if a.node_id in by_id)
             killed.append(node)
             c.remove_node(by_id[node])
 
     store = MemoryStore(on_epoch=kill_trial_node)
-    req = RunRequest(1, 1, "baseline", "synthetic", SPEC, data_root=str(tmp_path),
-                     weights_dir=str(tmp_path))
-    steps = RaySteps(Resources(gpus=1, cpus=1, max_failures=3,
-                               storage=str(tmp_path / "tune")))
-    result = steps.train(req, req.load_data(), 3e-3, store)
+    env = RunEnv(data_root=str(tmp_path), weights_dir=str(tmp_path),
+                 tune_storage=str(tmp_path / "tune"), max_trial_failures=3)
+    steps = RaySteps(env, gpus=1, cpus=1)
+    result = steps.train(SPEC, load_data(SPEC, env), 3e-3, None, store)
 
     assert killed, "the trial never reached epoch 2"
-    epochs = [m["epoch"] for m in store.epochs]
+    epochs = [m.epoch for m in store.epochs]
     assert epochs[:2] == [1, 2]
     assert epochs.count(1) == 1, f"restarted from epoch 0: {epochs}"
     assert epochs[-1] == 6 and sorted(set(epochs)) == [1, 2, 3, 4, 5, 6]

@@ -8,10 +8,11 @@ import io
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service import repository as repo
-from service.run_store import DbRunStore
-from workers.pipeline import run_pipeline
-from workers.request import RunRequest
+from service.orchestration.run_store import DbRunStore
+from service.persistence import repository as repo
+from workers.context import RunEnv
+from workers.pipeline import LocalSteps, run_pipeline
+from workers.spec import RunSpec
 
 API = "/api/v1"
 SPEC = {"name": "tiny study", "models": ["baseline", "pixel_shuffle"],
@@ -28,16 +29,15 @@ def execute_runs(client: TestClient, experiment: dict, lr: dict[str, float] | No
     outcomes = []
     for run in experiment["runs"]:
         with app.state.sessions() as s:
-            row = repo.get_run(s, run_id=run["id"], detail=True)
-            spec = dict(row.experiment.spec)
+            spec = RunSpec.model_validate(repo.get_run(s, run_id=run["id"]).spec)
         if lr and run["model"] in lr:
-            spec = {**spec, "lr_search": {**spec["lr_search"], "lr": lr[run["model"]]}}
+            spec = spec.model_copy(update={
+                "lr_search": spec.lr_search.model_copy(update={"lr": lr[run["model"]]})})
         with app.state.sessions.begin() as s:
             repo.set_run(s, run_id=run["id"], status=repo.Status.running)
-        req = RunRequest(run["id"], experiment["id"], run["model"], run["dataset"], spec,
-                         data_root="/unused", weights_dir="/unused")
         store = DbRunStore(app.state.sessions, app.state.artifacts, run["id"])
-        outcomes.append(run_pipeline(req, store))
+        env = RunEnv(data_root="/unused", weights_dir="/unused", allow_download=False)
+        outcomes.append(run_pipeline(spec, store, LocalSteps(env)))
     return outcomes
 
 

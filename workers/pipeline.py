@@ -1,85 +1,127 @@
-"""One run, start to end: data → LR search → final training → evaluation → artifacts.
+"""One run, start to end — the one pipeline every path executes:
 
-The steps that need a scheduler (LR search, final training) are passed in, so the same
-pipeline runs on Ray (workers.ray_run) or in-process (``local_search``/``local_train``).
+preflight → data → phase 1 (when the LR search starts from it) → LR search → final
+training (finishing the same plan) → evaluation → artifacts.
+
+The steps that need a scheduler are behind :class:`Steps`: :class:`LocalSteps` runs them
+in-process (``aelab train``, tests), ``workers.ray_run.RaySteps`` on Ray Tune (the
+service's job driver). The LR search is a method of ``workers.lr_search``.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import traceback
-from collections.abc import Callable
-from dataclasses import asdict
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from workers.request import RunRequest
-from workers.store import RunCancelled, RunStore
+from workers.context import (
+    RunEnv,
+    classifier_config,
+    classifier_key,
+    load_data,
+    one_line_error,
+    plan,
+    train_config,
+)
+from workers.lr_search import SearchJob, get_method, phase1_epochs
+from workers.preflight import preflight
+from workers.spec import RunSpec
+from workers.store import RunCancelled, RunStore, StaleAttempt
+
+if TYPE_CHECKING:
+    from models.data import DataSplits
+    from models.training import TrainResult
 
 log = logging.getLogger("aelab.run")
 
-LrSearch = Callable[[RunRequest, Any, RunStore], tuple[float, list[dict[str, Any]]]]
-FinalTrain = Callable[[RunRequest, Any, float, RunStore], Any]  # → models.training.TrainResult
-TrainClassifier = Callable[[RunRequest, Any], tuple[bytes, float]]  # → (weights, accuracy)
+
+class Steps(Protocol):
+    """The scheduled steps of a run: in-process or on Ray."""
+
+    kind: str
+    env: RunEnv
+
+    def phase1(self, spec: RunSpec, data: DataSplits, store: RunStore) -> bytes:
+        """Train the plan up to the end of phase 1 (recording its epochs); returns the
+        checkpoint there."""
+
+    def train(self, spec: RunSpec, data: DataSplits, lr: float, start: bytes | None,
+              store: RunStore) -> TrainResult:
+        """Finish the plan with ``lr`` for its last phase, from ``start`` (or from init),
+        recording every epoch; returns the trained model and the whole history."""
+
+    def train_classifier(self, spec: RunSpec, data: DataSplits) -> tuple[bytes, float]:
+        """The reference classifier's serialised weights and its test accuracy."""
 
 
-def local_search(req: RunRequest, data: Any, store: RunStore
-                 ) -> tuple[float, list[dict[str, Any]]]:
-    """`fixed` and `range_test` without a scheduler; `tune` needs Ray."""
-    method = req.spec["lr_search"]["method"]
-    if method == "fixed":
-        lr = req.default_lr
-        return lr, [{"method": "fixed", "lr": lr, "loss": None, "iterations": 0,
-                     "stopped_early": False, "chosen": True}]
-    if method == "range_test":
-        from models.lr_finder import lr_range_test
-
-        result = lr_range_test(req.train_config(), data.train,
-                               num_steps=req.spec["lr_search"]["range_test_steps"])
-        return result.suggestion, range_test_trials(result)
-    raise ValueError(f"lr_search method {method!r} needs Ray")
+def check_cancelled(store: RunStore) -> None:
+    if store.is_cancelled():
+        raise RunCancelled("cancelled")
 
 
-def range_test_trials(result: Any) -> list[dict[str, Any]]:
-    """The sweep as trial rows: every point, the suggestion marked chosen."""
-    best = min(range(len(result.lrs)), key=lambda i: abs(result.lrs[i] - result.suggestion))
-    return [{"method": "range_test", "lr": lr, "loss": loss, "iterations": i + 1,
-             "stopped_early": result.diverged and i == len(result.lrs) - 1,
-             "chosen": i == best}
-            for i, (lr, loss) in enumerate(zip(result.lrs, result.losses, strict=True))]
+def train_classifier_blob(spec: RunSpec, env: RunEnv, data: DataSplits,
+                          device: str | None = None) -> tuple[bytes, float]:
+    """Train the reference classifier in this process: (weights, test accuracy)."""
+    from models.classifier import save_classifier, train_classifier
 
-
-def local_train(req: RunRequest, data: Any, lr: float, store: RunStore) -> Any:
-    from models.training import train
-
-    def on_epoch(metrics: Any, _checkpoint: dict[str, Any]) -> None:
-        store.record_epoch(asdict(metrics))
-        if store.is_cancelled():
-            raise RunCancelled("cancelled")
-
-    return train(req.train_config(lr), data, on_epoch=on_epoch)
-
-
-def train_reference_classifier(req: RunRequest, data: Any) -> tuple[bytes, float]:
-    import io
-
-    from models.classifier import ClassifierConfig, save_classifier, train_classifier
-
-    c = req.spec["classifier"]
-    config = ClassifierConfig(arch=c["arch"], frozen_epochs=c["frozen_epochs"],
-                              unfrozen_epochs=c["unfrozen_epochs"], pretrained=c["pretrained"],
-                              weights_dir=req.weights_dir, seed=req.spec["seed"],
-                              batch_size=req.spec["batch_size"])
+    config = classifier_config(spec, env, device)
     model, accuracy = train_classifier(config, data)
     buffer = io.BytesIO()
     save_classifier(model, config, accuracy, buffer)
     return buffer.getvalue(), accuracy
 
 
-def evaluate_run(req: RunRequest, result: Any, data: Any, classifier_blob: bytes | None,
-                 original_accuracy: float | None) -> tuple[dict[str, Any], bytes, bytes]:
-    """(measures, samples PNG, final weights) of a trained model."""
-    import io
+class LocalSteps:
+    """The scheduled steps in this process: no Ray (``aelab train``, unit tests)."""
 
+    kind = "local"
+
+    def __init__(self, env: RunEnv) -> None:
+        self.env = env
+
+    def _train(self, spec: RunSpec, data: DataSplits, lr: float | None, start: bytes | None,
+               store: RunStore, stop_after: int | None) -> tuple[TrainResult, bytes | None]:
+        from models.training import load_checkpoint, save_checkpoint, train
+
+        last: dict[str, Any] = {}
+
+        def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
+            store.record_epoch(metrics)
+            last["checkpoint"] = checkpoint
+            check_cancelled(store)
+
+        result = train(train_config(spec, self.env, lr), data, on_epoch=on_epoch,
+                       resume_from=load_checkpoint(start) if start else None,
+                       stop_after=stop_after)
+        blob = save_checkpoint(last["checkpoint"]) if "checkpoint" in last else start
+        return result, blob
+
+    def phase1(self, spec: RunSpec, data: DataSplits, store: RunStore) -> bytes:
+        _, blob = self._train(spec, data, None, None, store, phase1_epochs(spec))
+        assert blob is not None
+        return blob
+
+    def train(self, spec: RunSpec, data: DataSplits, lr: float, start: bytes | None,
+              store: RunStore) -> TrainResult:
+        return self._train(spec, data, lr, start, store, None)[0]
+
+    def train_classifier(self, spec: RunSpec, data: DataSplits) -> tuple[bytes, float]:
+        return train_classifier_blob(spec, self.env, data)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    measures: dict[str, Any]
+    samples_png: bytes
+    weights: bytes
+
+
+def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
+                 classifier_blob: bytes | None, original_accuracy: float | None
+                 ) -> Evaluation:
+    """Test-set measures, the sample figure and the final weights of a trained model."""
     import torch
 
     from models.classifier import load_classifier
@@ -95,42 +137,59 @@ def evaluate_run(req: RunRequest, result: Any, data: Any, classifier_blob: bytes
     row = {**measures.as_dict(), "original_accuracy": original_accuracy,
            "training_time_s": result.seconds, **model_facts(model, model.latent_dim)}
     weights = io.BytesIO()
-    torch.save({"model": req.model, "latent_dim": model.latent_dim,
-                "state": model.state_dict()}, weights)
-    return row, sample_grid(model, data.test, device=device), weights.getvalue()
+    torch.save({"model": spec.model, "latent_dim": model.latent_dim,
+                "spec": spec.model_dump(mode="json"), "state": model.state_dict()}, weights)
+    return Evaluation(row, sample_grid(model, data.test, device=device), weights.getvalue())
 
 
-def run_pipeline(req: RunRequest, store: RunStore, *, search: LrSearch = local_search,
-                 final_train: FinalTrain = local_train,
-                 train_classifier: TrainClassifier | None = None) -> bool:
-    """Execute the run, reporting through ``store``. A failure ends this run alone, with
-    its error recorded; returns whether the run succeeded."""
+def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps) -> bool:
+    """Execute the run, reporting through ``store``. A failure ends this run alone, its
+    error recorded as one line (the traceback goes to the log); returns success."""
+    env = steps.env
+    started = time.perf_counter()
     try:
+        store.set_phase("preflight")
+        key = classifier_key(spec)
+        ready = spec.classifier.enabled and store.has_reference_classifier(key)
+        preflight(spec, data_root=env.data_root, weights_dir=env.weights_dir,
+                  allow_download=env.allow_download, classifier_ready=ready)
         store.set_phase("data")
-        data = req.load_data()
+        data = load_data(spec, env)
+        method = get_method(spec.lr_search.method)
+        start = None
+        if method.needs_phase1 and len(plan(spec)) > 1:
+            store.set_phase("train")  # phase 1 is the final model's first epochs
+            start = steps.phase1(spec, data, store)
+            check_cancelled(store)
         store.set_phase("lr_search")
-        lr, trials = search(req, data, store)
-        store.record_lr_trials(trials, lr)
-        if store.is_cancelled():
-            raise RunCancelled("cancelled")
+        searched = time.perf_counter()
+        found = method.search(steps, SearchJob(spec, data, start, store))
+        search_time = time.perf_counter() - searched
+        store.record_lr_trials(found.trials, found.lr)
+        check_cancelled(store)
         store.set_phase("train")
-        result = final_train(req, data, lr, store)
+        result = steps.train(spec, data, found.lr, start, store)
+        check_cancelled(store)
         store.set_phase("evaluate")
         blob, original = None, None
-        if req.spec["classifier"]["enabled"]:
+        if spec.classifier.enabled:
             blob, original = store.reference_classifier(
-                req.classifier_key(), req.dataset,
-                lambda: (train_classifier or train_reference_classifier)(req, data))
-        measures, png, weights = evaluate_run(req, result, data, blob, original)
-        store.save_artifact("samples.png", "samples", png, "image/png")
-        store.save_artifact("model.pt", "weights", weights, "application/octet-stream")
-        store.record_measures(measures)
+                key, spec.dataset, lambda: steps.train_classifier(spec, data))
+        evaluation = evaluate_run(spec, result, data, blob, original)
+        store.save_artifact("samples.png", "samples", evaluation.samples_png, "image/png")
+        store.save_artifact("model.pt", "weights", evaluation.weights,
+                            "application/octet-stream")
+        store.record_measures({**evaluation.measures, "search_time_s": search_time,
+                               "wall_time_s": time.perf_counter() - started})
         store.succeed()
         return True
     except RunCancelled:
-        log.info("run %s cancelled", req.name)
+        log.info("run %s cancelled", spec.label())
+        return False
+    except StaleAttempt as exc:
+        log.warning("run %s: %s; this driver stops", spec.label(), exc)
         return False
     except Exception as exc:  # a run fails alone, with its error recorded
-        log.error("run %s failed:\n%s", req.name, traceback.format_exc())
-        store.fail(f"{type(exc).__name__}: {exc}")
+        log.exception("run %s failed", spec.label())
+        store.fail(one_line_error(exc))
         return False

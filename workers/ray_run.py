@@ -1,68 +1,46 @@
-"""The run pipeline's scheduled steps on Ray Tune. Thin: Tune adapts config, resources,
-reporting and checkpoints around ``models.training.train``.
+"""The pipeline's scheduled steps on Ray Tune. Thin: Tune adapts resources, reporting,
+checkpoints and retries around ``models.training.train``; every trial trains a slice of
+the run's one plan (``workers.context.plan``):
 
-- LR search ``tune``: phase 1 once (seed schedule), then ``num_samples`` trials that fork
-  from its checkpoint over a log-uniform range, stopped early by ASHA.
-- LR search ``range_test``: the study's sweep, run as one Tune trial (on a GPU worker).
-- Final training: one Tune trial, a checkpoint per epoch, ``FailureConfig`` retries; a
-  trial that loses its node resumes from its last epoch elsewhere.
+- phase 1: the plan stopped after phase 1 (one trial);
+- a ``tune`` search trial: the plan resumed from the end of phase 1 with the trial's LR,
+  stopped ``min(budget, phase-2 epochs)`` epochs later (ASHA may stop it sooner);
+- ``range_test``: the study's sweep from the end of phase 1 (one trial);
+- final training: the plan resumed from the end of phase 1 with the chosen LR, to the
+  end; a checkpoint per epoch and ``FailureConfig`` retries, so a trial that loses its
+  node resumes from its last epoch elsewhere.
+
+Trial folders live under ``env.tune_storage / env.storage_key`` (one folder per run).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
 
-from workers.pipeline import range_test_trials
-from workers.request import RunRequest
+from workers.context import RunEnv, train_config
+from workers.lr_search import SearchJob, phase1_epochs
+from workers.spec import RunSpec
 from workers.store import RunCancelled, RunStore
+
+if TYPE_CHECKING:
+    from models.data import DataSplits
+    from models.training import TrainResult
 
 log = logging.getLogger("aelab.ray_run")
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-@dataclass
-class Resources:
-    gpus: float = 0.0
-    cpus: float = 1.0
-    max_failures: int = 3
-    storage: str = field(default_factory=lambda: os.path.join(tempfile.gettempdir(),
-                                                              "aelab-ray-results"))
-
-    def tune(self) -> dict[str, float]:
-        return {"cpu": self.cpus, "gpu": self.gpus}
-
-
-def _device(gpus: float) -> str:
-    # A logically assigned GPU with no CUDA present falls back to the CPU in training.
-    return "cuda" if gpus > 0 else "cpu"
-
-
-def _save(ckpt: dict[str, Any]) -> tune.Checkpoint:
-    from models.training import save_checkpoint
-
-    folder = tempfile.mkdtemp(prefix="aelab-ckpt-")
-    save_checkpoint(ckpt, Path(folder) / CHECKPOINT_FILE)
-    return tune.Checkpoint.from_directory(folder)
-
-
 def _read(checkpoint: tune.Checkpoint) -> bytes:
     with checkpoint.as_directory() as folder:
         return (Path(folder) / CHECKPOINT_FILE).read_bytes()
-
-
-def _load(checkpoint: tune.Checkpoint) -> dict[str, Any]:
-    from models.training import load_checkpoint
-
-    return load_checkpoint(_read(checkpoint))
 
 
 class _Progress(tune.Callback):
@@ -74,16 +52,16 @@ class _Progress(tune.Callback):
         self.cancelled = False
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles callbacks into its experiment state; the store (DB engine) stays
-        # in this process.
+        # Tune pickles callbacks into its experiment state; the store stays here.
         return {**self.__dict__, "store": None}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         if self.record_epochs and "train_loss" in result:
-            keys = ("epoch", "phase", "size", "lr", "train_loss", "val_loss", "val_mse",
-                    "val_mae", "seconds", "images_per_s")
-            self.store.record_epoch({k: result[k] for k in keys})
+            from models.plan import EpochMetrics
+
+            fields = EpochMetrics.__dataclass_fields__
+            self.store.record_epoch(EpochMetrics(**{k: result[k] for k in fields}))
         if self.store.is_cancelled():
             self.cancelled = True
             raise RunCancelled("cancelled")
@@ -92,172 +70,155 @@ class _Progress(tune.Callback):
 # --- trainables (run in Tune's trial actors) ------------------------------------------
 
 
-def _train_trainable(config: dict[str, Any], req: RunRequest, data: Any,
-                     start: bytes | None) -> None:
-    from models.training import TrainingDiverged, load_checkpoint, train
+def _plan_trainable(config: dict[str, Any], spec: RunSpec, env: RunEnv, data: DataSplits,
+                    start: bytes | None) -> None:
+    """Train a slice of the plan: LR ``config["lr"]``, up to ``config["stop_after"]``."""
+    from models.plan import format_epoch
+    from models.training import TrainingDiverged, load_checkpoint, save_checkpoint, train
 
     resume = tune.get_checkpoint()
-    resume_from = _load(resume) if resume is not None else (
-        load_checkpoint(start) if start is not None else None)
-    train_config = req.train_config(config["lr"], epochs=config.get("epochs"))
-    if config.get("phase1_epochs"):
-        train_config.phase1_epochs = config["phase1_epochs"]
-    train_config.device = _device(config["gpus"])
+    if resume is not None:  # a retry of this trial: continue from its last epoch
+        resume_from = load_checkpoint(_read(resume))
+    else:
+        resume_from = load_checkpoint(start) if start is not None else None
 
-    def on_epoch(metrics: Any, ckpt: dict[str, Any]) -> None:
-        tune.report(asdict(metrics), checkpoint=_save(ckpt))
+    def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
+        prefix = f"lr-search trial, lr {config['lr']:.3g}: " if config["search"] else ""
+        print(prefix + format_epoch(metrics, spec.epochs), flush=True)  # the run's job log
+        if config["search"]:  # a search trial is scored, never resumed: no checkpoint
+            tune.report(asdict(metrics))
+            return
+        # report() persists the checkpoint to the run's storage before it returns.
+        with tempfile.TemporaryDirectory(prefix="aelab-ckpt-") as folder:
+            save_checkpoint(checkpoint, Path(folder) / CHECKPOINT_FILE)
+            tune.report(asdict(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        train(train_config, data, on_epoch=on_epoch, resume_from=resume_from)
+        train(train_config(spec, env, config["lr"], config["device"]), data,
+              on_epoch=on_epoch, resume_from=resume_from, stop_after=config["stop_after"])
     except TrainingDiverged as exc:
-        if not config.get("search"):
+        if not config["search"]:
             raise
         tune.report({"val_loss": math.inf, "diverged": str(exc)})  # a bad LR, not a bug
 
 
-def _range_test_trainable(config: dict[str, Any], req: RunRequest, data: Any,
-                          start: bytes | None) -> None:
-    from models.lr_finder import lr_range_test
-    from models.training import load_checkpoint
+def _range_test_trainable(config: dict[str, Any], spec: RunSpec, env: RunEnv,
+                          data: DataSplits, start: bytes | None) -> None:
+    from workers.lr_search import range_test_result
 
-    train_config = req.train_config()
-    train_config.device = _device(config["gpus"])
-    result = lr_range_test(train_config, data.train,
-                           resume_from=load_checkpoint(start) if start else None,
-                           num_steps=config["steps"])
-    tune.report({"suggestion": result.suggestion, "lrs": result.lrs, "losses": result.losses,
-                 "diverged": result.diverged})
+    r = range_test_result(SearchJob(spec, data, start, store=None),  # type: ignore[arg-type]
+                          env, config["device"])
+    tune.report({"suggestion": r.suggestion, "lrs": r.lrs, "losses": r.losses,
+                 "diverged": r.diverged})
 
 
-# --- steps the pipeline calls (in the run's driver) -----------------------------------
-
-
-def _fit(trainable: Any, *, name: str, param_space: dict[str, Any], res: Resources,
-         store: RunStore, record_epochs: bool, num_samples: int = 1,
-         scheduler: Any = None, max_failures: int = 0, **params: Any) -> tune.ResultGrid:
-    progress = _Progress(store, record_epochs)
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, **params), res.tune()),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=scheduler,
-                                    metric="val_loss" if scheduler else None,
-                                    mode="min" if scheduler else None),
-        run_config=tune.RunConfig(
-            name=name, storage_path=res.storage, callbacks=[progress], verbose=0,
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    try:
-        grid = tuner.fit()
-    except Exception:
-        if progress.cancelled:
-            raise RunCancelled("cancelled") from None
-        raise
-    if progress.cancelled:
-        raise RunCancelled("cancelled")
-    return grid
+# --- the steps (called in the run's driver) -------------------------------------------
 
 
 class RaySteps:
-    """LR search and final training for one run, on Tune. Holds the phase-1 checkpoint so
-    the final training continues from it, as the study's phase 2 did."""
+    """The scheduled steps of one run on Ray Tune, with the run's trial resources."""
 
-    def __init__(self, res: Resources) -> None:
-        self.res = res
-        self.phase1: bytes | None = None
+    kind = "ray"
 
-    def _phase1(self, req: RunRequest, data: Any, store: RunStore) -> bytes | None:
-        config = req.train_config()
-        phases = config.phases()
-        if config.schedule != "seed" or len(phases) < 2:
-            return None
-        grid = _fit(_train_trainable, name=f"{req.name}-phase1", res=self.res, store=store,
-                    record_epochs=True, max_failures=self.res.max_failures,
-                    param_space={"lr": phases[0].lr, "epochs": phases[0].epochs,
-                                 "gpus": self.res.gpus},
-                    req=req, data=data, start=None)
+    def __init__(self, env: RunEnv, *, gpus: float, cpus: float) -> None:
+        self.env = env
+        self.gpus = gpus
+        self.cpus = cpus
+
+    @property
+    def device(self) -> str:
+        # A logically assigned GPU with no CUDA present falls back to the CPU in training.
+        return "cuda" if self.gpus > 0 else "cpu"
+
+    def _fit(self, trainable: Any, *, step: str, param_space: dict[str, Any],
+             store: RunStore | None, record_epochs: bool, num_samples: int = 1,
+             scheduler: Any = None, max_failures: int = 0, **params: Any) -> tune.ResultGrid:
+        callbacks = [_Progress(store, record_epochs)] if store is not None else []
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(trainable, **params),
+                                {"cpu": self.cpus, "gpu": self.gpus}),
+            param_space={**param_space, "device": self.device},
+            tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=scheduler,
+                                        metric="val_loss" if scheduler else None,
+                                        mode="min" if scheduler else None),
+            run_config=tune.RunConfig(
+                name=step, storage_path=f"{self.env.tune_storage}/{self.env.storage_key}",
+                callbacks=callbacks, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+        try:
+            grid = tuner.fit()
+        except Exception:
+            if callbacks and callbacks[0].cancelled:
+                raise RunCancelled("cancelled") from None
+            raise
+        if callbacks and callbacks[0].cancelled:
+            raise RunCancelled("cancelled")
+        return grid
+
+    def _one(self, grid: tune.ResultGrid) -> Any:
         result = grid[0]
         if result.error:
             raise result.error
-        self.phase1 = _read(result.checkpoint)
-        return self.phase1
+        return result
 
-    def search(self, req: RunRequest, data: Any, store: RunStore
-               ) -> tuple[float, list[dict[str, Any]]]:
-        s = req.spec["lr_search"]
-        if s["method"] == "fixed":
-            from workers.pipeline import local_search
+    def phase1(self, spec: RunSpec, data: DataSplits, store: RunStore) -> bytes:
+        grid = self._fit(_plan_trainable, step="phase1", store=store, record_epochs=True,
+                         max_failures=self.env.max_trial_failures,
+                         param_space={"lr": spec.fixed_lr, "search": False,
+                                      "stop_after": phase1_epochs(spec)},
+                         spec=spec, env=self.env, data=data, start=None)
+        return _read(self._one(grid).checkpoint)
 
-            return local_search(req, data, store)
-        start = self._phase1(req, data, store)
-        if s["method"] == "range_test":
-            grid = _fit(_range_test_trainable, name=f"{req.name}-range-test", res=self.res,
-                        store=store, record_epochs=False,
-                        param_space={"steps": s["range_test_steps"], "gpus": self.res.gpus},
-                        req=req, data=data, start=start)
-            r = grid[0]
-            if r.error:
-                raise r.error
-            m = r.metrics
-            from models.lr_finder import RangeTestResult
-
-            result = RangeTestResult(m["lrs"], m["losses"], m["suggestion"], m["diverged"])
-            return result.suggestion, range_test_trials(result)
+    def tune_trials(self, job: SearchJob, budget: int) -> list[tuple[float, list[float]]]:
+        """Run the ``tune`` method's trials: (lr, validation loss per epoch) each."""
         from ray.tune.schedulers import ASHAScheduler
 
-        # Trials fork from the end of phase 1 (when there is one) and train `budget` more.
-        base = req.train_config().phases()[0].epochs if start is not None else 0
-        budget = s["budget_epochs"]
-        grid = _fit(
-            _train_trainable, name=f"{req.name}-lr-search", res=self.res, store=store,
-            record_epochs=False, num_samples=s["num_samples"],
+        s = job.spec.lr_search
+        grid = self._fit(
+            _plan_trainable, step="lr_search", store=job.store, record_epochs=False,
+            num_samples=s.num_samples,
             scheduler=ASHAScheduler(max_t=budget, grace_period=1, reduction_factor=2),
-            param_space={"lr": tune.loguniform(s["min_lr"], s["max_lr"]),
-                         "epochs": base + budget, "phase1_epochs": base,
-                         "gpus": self.res.gpus, "search": True},
-            req=req, data=data, start=start)
-        trials = []
+            param_space={"lr": tune.loguniform(s.min_lr, s.max_lr), "search": True,
+                         "stop_after": phase1_epochs(job.spec) + budget},
+            spec=job.spec, env=self.env, data=job.data, start=job.start)
+        out = []
         for r in grid:
-            if r.metrics is None or "val_loss" not in r.metrics:
-                continue
             history = r.metrics_dataframe
-            losses = history["val_loss"].tolist() if history is not None else []
-            finite = [v for v in losses if math.isfinite(v)]
-            trials.append({"method": "tune", "lr": r.config["lr"],
-                           "loss": min(finite) if finite else None,
-                           "iterations": len(losses), "stopped_early": len(losses) < budget,
-                           "chosen": False})
-        ranked = [t for t in trials if t["loss"] is not None]
-        if not ranked:
-            raise RuntimeError("every LR-search trial diverged or failed: narrow the range")
-        best = min(ranked, key=lambda t: t["loss"])
-        best["chosen"] = True
-        return best["lr"], trials
+            losses = (history["val_loss"].tolist()
+                      if history is not None and "val_loss" in history else [])
+            out.append((float(r.config["lr"]), [float(v) for v in losses]))
+        return out
 
-    def train_classifier(self, req: RunRequest, data: Any) -> tuple[bytes, float]:
-        """The reference classifier, trained as a Ray task on a GPU worker."""
-        from workers.pipeline import train_reference_classifier
+    def range_test(self, job: SearchJob) -> dict[str, Any]:
+        grid = self._fit(_range_test_trainable, step="range_test", store=job.store,
+                         record_epochs=False, param_space={},
+                         spec=job.spec, env=self.env, data=job.data, start=job.start)
+        return self._one(grid).metrics
 
-        task = ray.remote(train_reference_classifier).options(
-            num_gpus=self.res.gpus, num_cpus=self.res.cpus, name=f"{req.name}-classifier")
-        return ray.get(task.remote(req, data))
-
-    def train(self, req: RunRequest, data: Any, lr: float, store: RunStore) -> Any:
+    def train(self, spec: RunSpec, data: DataSplits, lr: float, start: bytes | None,
+              store: RunStore) -> TrainResult:
+        from models.plan import EpochMetrics
         from models.recipes import build_model
-        from models.training import EpochMetrics, TrainResult, resolve_device
+        from models.training import TrainResult, load_checkpoint, resolve_device
 
-        grid = _fit(_train_trainable, name=f"{req.name}-train", res=self.res, store=store,
-                    record_epochs=True, max_failures=self.res.max_failures,
-                    param_space={"lr": lr, "gpus": self.res.gpus},
-                    req=req, data=data, start=self.phase1)
-        result = grid[0]
-        if result.error:
-            raise result.error
-        ckpt = _load(result.checkpoint)
-        config = req.train_config(lr)
-        model = build_model(config.variant, latent_dim=config.latent_dim, pretrained=False)
-        model.load_state_dict(ckpt["model"])
-        model.to(resolve_device(_device(self.res.gpus))).eval()
-        history = [EpochMetrics(**m) for m in ckpt["history"]]
+        grid = self._fit(_plan_trainable, step="train", store=store, record_epochs=True,
+                         max_failures=self.env.max_trial_failures,
+                         param_space={"lr": lr, "search": False, "stop_after": None},
+                         spec=spec, env=self.env, data=data, start=start)
+        checkpoint = load_checkpoint(_read(self._one(grid).checkpoint))
+        model = build_model(spec.model, latent_dim=spec.latent_dim, pretrained=False)
+        model.load_state_dict(checkpoint["model"])
+        model.to(resolve_device(self.device)).eval()
+        history = [EpochMetrics(**m) for m in checkpoint["history"]]
         return TrainResult(model, history, sum(m.seconds for m in history))
+
+    def train_classifier(self, spec: RunSpec, data: DataSplits) -> tuple[bytes, float]:
+        """The reference classifier, trained as a Ray task with the run's resources."""
+        from workers.pipeline import train_classifier_blob
+
+        task = ray.remote(train_classifier_blob).options(
+            num_gpus=self.gpus, num_cpus=self.cpus, name=f"{spec.label()}-classifier")
+        return ray.get(task.remote(spec, self.env, data, self.device))

@@ -1,30 +1,63 @@
-"""The narrow interface a run reports through. ``service`` implements it on the DB;
-``workers`` never imports ``service``."""
+"""The narrow interface a run reports through, and two plain implementations of it.
+
+``service`` implements :class:`RunStore` on the database (``DbRunStore``); ``workers``
+never imports ``service``. :class:`MemoryStore` keeps a run in memory (tests, notebooks);
+:class:`DirStore` writes it to a folder (``aelab train``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
+
+from models.plan import EpochMetrics, format_epoch
 
 
 class RunCancelled(RuntimeError):
     """The user cancelled the run while it was executing."""
 
 
+class StaleAttempt(RuntimeError):
+    """This driver's attempt is no longer the run's current one: its writes are refused."""
+
+
+@dataclass(frozen=True)
+class LrTrial:
+    """One LR-search trial (a Tune trial, a range-test point or the fixed LR)."""
+
+    method: str
+    lr: float
+    loss: float | None  # best validation loss (tune), smoothed loss (range_test), None
+    iterations: int  # epochs (tune) or steps (range_test) it ran
+    stopped_early: bool
+    chosen: bool
+
+
+ClassifierTrainer = Callable[[], tuple[bytes, float]]
+
+
 class RunStore(Protocol):
     def set_phase(self, phase: str) -> None:
-        """data, lr_search, train or evaluate."""
+        """preflight, data, train, lr_search or evaluate."""
 
-    def record_epoch(self, metrics: dict[str, Any]) -> None: ...
+    def record_epoch(self, metrics: EpochMetrics) -> None: ...
 
-    def record_lr_trials(self, trials: list[dict[str, Any]], chosen_lr: float) -> None: ...
+    def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None: ...
 
     def record_measures(self, measures: dict[str, Any]) -> None: ...
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None: ...
 
+    def has_reference_classifier(self, key: str) -> bool:
+        """Whether the classifier ``key`` is already trained (its weights need no files)."""
+
     def reference_classifier(self, key: str, dataset: str,
-                             train: Callable[[], tuple[bytes, float]]) -> tuple[bytes, float]:
+                             train: ClassifierTrainer) -> tuple[bytes, float]:
         """The classifier stored under ``key`` (weights, test accuracy); trains it with
         ``train`` when nobody has, and waits when somebody else is training it."""
 
@@ -33,3 +66,127 @@ class RunStore(Protocol):
     def succeed(self) -> None: ...
 
     def fail(self, error: str) -> None: ...
+
+
+class MemoryStore:
+    """A :class:`RunStore` that keeps everything in memory."""
+
+    def __init__(self, on_epoch: Callable[[EpochMetrics], None] | None = None) -> None:
+        self.phases: list[str] = []
+        self.epochs: list[EpochMetrics] = []
+        self.trials: list[LrTrial] = []
+        self.lr: float | None = None
+        self.measures: dict[str, Any] | None = None
+        self.artifacts: dict[str, bytes] = {}
+        self.classifiers: dict[str, tuple[bytes, float]] = {}
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.cancelled = False
+        self.on_epoch = on_epoch
+
+    def set_phase(self, phase: str) -> None:
+        self.phases.append(phase)
+
+    def record_epoch(self, metrics: EpochMetrics) -> None:
+        self.epochs.append(metrics)
+        if self.on_epoch:
+            self.on_epoch(metrics)
+
+    def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
+        self.trials, self.lr = list(trials), chosen_lr
+
+    def record_measures(self, measures: dict[str, Any]) -> None:
+        self.measures = dict(measures)
+
+    def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
+        self.artifacts[name] = data
+
+    def has_reference_classifier(self, key: str) -> bool:
+        return key in self.classifiers
+
+    def reference_classifier(self, key: str, dataset: str,
+                             train: ClassifierTrainer) -> tuple[bytes, float]:
+        if key not in self.classifiers:
+            self.classifiers[key] = train()
+        return self.classifiers[key]
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+    def succeed(self) -> None:
+        self.outcome = "succeeded"
+
+    def fail(self, error: str) -> None:
+        self.outcome, self.error = "failed", error
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class DirStore:
+    """A :class:`RunStore` writing one run to ``folder``: ``history.json``,
+    ``lr_trials.json``, ``measures.json``, ``status.json`` and every artifact by name.
+    Reference classifiers are cached in ``classifier_cache`` (shared across runs), so a
+    second local run on the same data reuses the first one's."""
+
+    def __init__(self, folder: Path, *, classifier_cache: Path | None = None,
+                 total_epochs: int | None = None, echo: Callable[[str], None] = print) -> None:
+        self.folder = folder
+        self.total = total_epochs
+        self.classifier_cache = classifier_cache or folder
+        self.echo = echo
+        self.history: list[EpochMetrics] = []
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _json(self, name: str, value: Any) -> None:
+        _write_atomic(self.folder / name, json.dumps(value, indent=2).encode())
+
+    def set_phase(self, phase: str) -> None:
+        self.echo(f"[{phase}]")
+
+    def record_epoch(self, metrics: EpochMetrics) -> None:
+        self.history = [m for m in self.history if m.epoch != metrics.epoch] + [metrics]
+        self._json("history.json", [asdict(m) for m in self.history])
+        self.echo("  " + format_epoch(metrics, self.total))
+
+    def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
+        self._json("lr_trials.json", {"chosen_lr": chosen_lr,
+                                      "trials": [asdict(t) for t in trials]})
+        self.echo(f"  learning rate: {chosen_lr:.3g} ({trials[0].method if trials else '-'})")
+
+    def record_measures(self, measures: dict[str, Any]) -> None:
+        self._json("measures.json", measures)
+
+    def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
+        _write_atomic(self.folder / name, data)
+
+    def _classifier_path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self.classifier_cache / f"classifier-{digest}.pt"
+
+    def has_reference_classifier(self, key: str) -> bool:
+        return self._classifier_path(key).is_file()
+
+    def reference_classifier(self, key: str, dataset: str,
+                             train: ClassifierTrainer) -> tuple[bytes, float]:
+        path = self._classifier_path(key)
+        meta = path.with_suffix(".json")
+        if path.is_file() and meta.is_file():
+            return path.read_bytes(), json.loads(meta.read_text())["accuracy"]
+        blob, accuracy = train()
+        self.classifier_cache.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, blob)
+        _write_atomic(meta, json.dumps({"key": key, "accuracy": accuracy}).encode())
+        return blob, accuracy
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def succeed(self) -> None:
+        self._json("status.json", {"status": "succeeded"})
+
+    def fail(self, error: str) -> None:
+        self._json("status.json", {"status": "failed", "error": error})

@@ -13,13 +13,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.api.routes import catalog, experiments, health, runs
-from service.artifacts import ArtifactError, ArtifactStore
-from service.db import make_engine, make_sessionmaker
-from service.dispatcher import Dispatcher, Executor
 from service.errors import Conflict, NotFound, Unavailable
-from service.migrate import upgrade
+from service.orchestration.dispatcher import Dispatcher, Executor
+from service.persistence.artifacts import ArtifactError, ArtifactStore
+from service.persistence.db import make_engine, make_sessionmaker
+from service.persistence.migrate import upgrade
+from service.persistence.tables import Run
 from service.settings import Settings
-from service.tables import Run
 
 log = logging.getLogger("aelab.api")
 ExecutorFactory = Callable[[Settings], Executor]
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None,
         if executor_factory is not None:
             executor = executor_factory(settings)
             dispatcher = Dispatcher(app.state.sessions, executor,
+                                    artifacts=app.state.artifacts,
                                     max_in_flight=settings.max_in_flight,
                                     interval_s=settings.dispatch_interval_s,
                                     reconcile_every=max(1, round(settings.reconcile_interval_s
@@ -110,9 +111,9 @@ def create_app(settings: Settings | None = None,
         if (d := dispatcher()) is not None:
             d.cancel(running)
         else:  # nothing executes them here: they end now
-            from service import repository as repo
-            from service.db import transaction
-            from service.tables import Status
+            from service.persistence import repository as repo
+            from service.persistence.db import transaction
+            from service.persistence.tables import Status
 
             with transaction(app.state.sessions) as s:
                 for run in running:
@@ -131,6 +132,15 @@ def create_app(settings: Settings | None = None,
             return f"unreachable: {exc}"[:500]
         return "ok"
 
+    def job_logs(job_id: str) -> str | None:
+        d = dispatcher()
+        if d is None:
+            return None
+        try:
+            return d.executor.logs(job_id)
+        except Unavailable:
+            return None
+
     def dashboard_url() -> str | None:
         if settings.public_dashboard_url:
             return settings.public_dashboard_url
@@ -141,6 +151,7 @@ def create_app(settings: Settings | None = None,
     app.state.stop_runs = stop_runs
     app.state.ray_status = ray_status
     app.state.dashboard_url = dashboard_url
+    app.state.job_logs = job_logs
 
     _install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")

@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.artifacts import ArtifactStore
+from service.persistence.artifacts import ArtifactStore
 from service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False)

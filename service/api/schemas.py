@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from service.tables import Status
+from service.states import Status
 
 
 class _FromRow(BaseModel):
@@ -64,6 +64,8 @@ class DryRun(BaseModel):
     spec: dict[str, Any]
     runs: list[dict[str, str]]
     estimate: dict[str, float | int]
+    needs: list[dict[str, Any]]  # files the runs need, as the API host sees them
+    missing: list[dict[str, Any]]  # those absent here (workers may still hold them)
 
 
 class EpochOut(_FromRow):
@@ -114,6 +116,8 @@ class VariantOut(BaseModel):
     latent_dim: int
     params: int
     needs_pretrained_weights: bool
+    pretrained_weights: list[str]  # weights files it loads with pretrained: true
+    pretrained_weights_present: bool  # all of them on the API host
     seed_lr: dict[str, float]
 
 
@@ -127,6 +131,25 @@ class DatasetOut(BaseModel):
     available: bool
 
 
+class WeightsOut(BaseModel):
+    name: str
+    file: str
+    folder: str  # where to place it
+    present: bool
+
+
 class Catalog(BaseModel):
     variants: list[VariantOut]
     datasets: list[DatasetOut]
+    weights: list[WeightsOut]
+    classifier_pretrained_weights_present: bool  # the reference classifier's (ResNet34)
+
+
+class LogOut(BaseModel):
+    run_id: int
+    status: Status
+    source: str  # saved (job.log artifact), ray (live from the cluster), none (not started)
+    offset: int
+    next_offset: int  # pass as ?offset= to read what comes next
+    text: str
+    complete: bool  # the run ended and this is its saved log: nothing more will come

@@ -13,7 +13,7 @@ from service.api.schemas import (
     RunDetail,
     RunSummary,
 )
-from service.tables import Experiment, Measure, Run
+from service.persistence.tables import Experiment, Measure, Run
 
 API = "/api/v1"
 
@@ -25,7 +25,8 @@ def run_summary(run: Run) -> RunSummary:
         progress=round(min(run.epoch / run.epochs_total, 1.0), 4) if run.epochs_total else 0.0,
         lr=run.lr, attempt=run.attempt, error=run.error, ray_job_id=run.ray_job_id,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
-        links={"self": f"{API}/runs/{run.id}", "samples": f"{API}/runs/{run.id}/samples.png"},
+        links={"self": f"{API}/runs/{run.id}", "samples": f"{API}/runs/{run.id}/samples.png",
+               "logs": f"{API}/runs/{run.id}/logs"},
     )
 
 
@@ -66,7 +67,7 @@ def measures_dict(m: Measure | None) -> dict[str, Any] | None:
 def run_detail(run: Run) -> RunDetail:
     summary = run_summary(run)
     return RunDetail(
-        **summary.model_dump(), experiment_id=run.experiment_id, spec=run.experiment.spec,
+        **summary.model_dump(), experiment_id=run.experiment_id, spec=run.spec,
         lr_trials=[LrTrialOut.model_validate(t) for t in run.lr_trials],
         epochs=[EpochOut.model_validate(e) for e in run.epochs],
         measures=measures_dict(run.measures),

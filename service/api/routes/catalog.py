@@ -1,4 +1,4 @@
-"""/catalog: the variants and datasets a spec may name."""
+"""/catalog: the variants and datasets a spec may name, and what this deployment holds."""
 
 from __future__ import annotations
 
@@ -6,24 +6,38 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
+from models.assets import WEIGHTS_URLS, find_weights, weights_filename, weights_folders
 from models.catalog import DATASETS, VARIANTS
 from models.dataset_files import is_available
 from service.api.deps import ReadAccess, SettingsDep
-from service.api.schemas import Catalog, DatasetOut, VariantOut
+from service.api.schemas import Catalog, DatasetOut, VariantOut, WeightsOut
 
 router = APIRouter(tags=["catalog"], dependencies=[ReadAccess])
 
 
 @router.get("/catalog", response_model=Catalog)
 def catalog(settings: SettingsDep) -> Catalog:
+    """Variants, datasets and pretrained weights. ``available``/``present`` describe the
+    API host; on a cluster the workers may hold files it lacks (a run's preflight is the
+    guarantee)."""
     root = Path(settings.data_path)
+    weights = {name: WeightsOut(name=name, file=weights_filename(name),  # type: ignore[arg-type]
+                                folder=str(weights_folders(settings.weights_path)[0]),
+                                present=find_weights(name,  # type: ignore[arg-type]
+                                                     settings.weights_path) is not None)
+               for name in WEIGHTS_URLS}
     return Catalog(
         variants=[VariantOut(name=v.name, title=v.title, description=v.description,
                              latent_dim=v.latent_dim, params=v.params,
                              needs_pretrained_weights=v.needs_pretrained_weights,
+                             pretrained_weights=[w for w in v.pretrained_weights],
+                             pretrained_weights_present=all(
+                                 weights[w].present for w in v.pretrained_weights),
                              seed_lr=v.seed_lr) for v in VARIANTS.values()],
         datasets=[DatasetOut(name=d.name, title=d.title, description=d.description,
                              num_classes=d.num_classes, train_size=d.train_size,
                              test_size=d.test_size, available=is_available(d.name, root))
                   for d in DATASETS.values()],
+        weights=list(weights.values()),
+        classifier_pretrained_weights_present=weights["resnet34"].present,
     )

@@ -6,26 +6,28 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse
 from sqlalchemy.exc import IntegrityError
 
 from models.catalog import DATASETS
-from service import repository as repo
 from service import results as table
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep, WriteAccess
 from service.api.schemas import DryRun, ExperimentOut, ExperimentPage
 from service.api.views import experiment_item, experiment_out
-from service.db import transaction
+from service.persistence import repository as repo
+from service.persistence.db import transaction
+from service.persistence.tables import Status
 from service.settings import Settings
 from service.spec import ExperimentSpec
-from service.tables import Status
+from workers import lr_search
+from workers.preflight import requirements
+from workers.spec import RunSpec
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
 
 def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
     errors = []
-    runs = len(spec.grid())
+    runs = len(spec.run_specs())
     if runs > settings.max_runs_per_experiment:
         errors.append({"type": "too_many_runs", "loc": ("body", "models"),
                        "msg": f"{runs} runs (models × datasets) exceed the limit of "
@@ -38,24 +40,40 @@ def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
         raise RequestValidationError(errors)
 
 
+def train_images(run: RunSpec) -> int:
+    """Training images of a run (after the hold-out split)."""
+    size = DATASETS[run.dataset].train_size
+    n = run.data.train_limit or round(size * (0.9 if run.data.validation == "holdout" else 1))
+    return min(n, size)
+
+
 def estimate(spec: ExperimentSpec) -> dict[str, float | int]:
     """Epochs and images the experiment will process: a rough size, not a time."""
-    search = {"tune": spec.lr_search.num_samples * spec.lr_search.budget_epochs,
-              "fixed": 0}
-    total_images = 0
+    runs = spec.run_specs()
     search_epochs = 0.0
-    for _, dataset in spec.grid():
-        n = spec.data.train_limit or round(DATASETS[dataset].train_size *
-                                           (0.9 if spec.data.validation == "holdout" else 1))
-        per_run_search = search.get(spec.lr_search.method,
-                                    spec.lr_search.range_test_steps * spec.batch_size / n)
-        search_epochs += per_run_search
-        total_images += round((spec.epochs + per_run_search) * n)
+    total_images = 0
+    for run in runs:
+        n = train_images(run)
+        per_run = lr_search.estimate(run, n)
+        search_epochs += per_run["lr_search_epochs"]
+        total_images += round((run.epochs + per_run["lr_search_epochs"]) * n)
     classifier_epochs = (spec.classifier.frozen_epochs + spec.classifier.unfrozen_epochs) \
         * len(spec.datasets) if spec.classifier.enabled else 0
-    return {"runs": len(spec.grid()), "train_epochs": spec.epochs * len(spec.grid()),
+    return {"runs": len(runs), "train_epochs": sum(r.epochs for r in runs),
             "lr_search_epochs": round(search_epochs, 2),
             "classifier_epochs": classifier_epochs, "images_processed": total_images}
+
+
+def needs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
+    """Files the experiment's runs need, as seen from this (API) host."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in spec.run_specs():
+        for r in requirements(run, data_root=settings.data_path,
+                              weights_dir=settings.weights_path):
+            found[(r.kind, r.name)] = {"kind": r.kind, "name": r.name, "purpose": r.purpose,
+                                       "files": list(r.files), "folder": r.folder,
+                                       "present": r.present}
+    return list(found.values())
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess],
@@ -70,9 +88,12 @@ def create_experiment(
     _check_limits(spec, settings)
     if dry_run:
         response.status_code = status.HTTP_200_OK
+        required = needs(spec, settings)
         return DryRun(spec=spec.model_dump(mode="json"),
-                      runs=[{"model": m, "dataset": d} for m, d in spec.grid()],
-                      estimate=estimate(spec))
+                      runs=[{"model": r.model, "dataset": r.dataset}
+                            for r in spec.run_specs()],
+                      estimate=estimate(spec), needs=required,
+                      missing=[n for n in required if not n["present"]])
     sessions = request.app.state.sessions
     if idempotency_key:
         with sessions() as s:
@@ -142,16 +163,17 @@ def delete_experiment(request: Request, artifacts: ArtifactsDep, experiment_id: 
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
+
+
 @router.get("/{experiment_id}/results", dependencies=[ReadAccess],
-            responses={200: {"content": {"text/csv": {}, "text/markdown": {}}}})
+            responses={200: {"content": {f.media_type.split(";")[0]: {}
+                                         for f in table.FORMATS.values()}}})
 def get_results(sessions: SessionsDep, experiment_id: int,
-                format: Literal["json", "csv", "markdown"] = "json") -> Any:
+                format: ResultFormat = "json") -> Response:
     with sessions() as session:
         rows = table.rows(repo.results(session, experiment_id=experiment_id))
         experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
-    if format == "csv":
-        return PlainTextResponse(table.to_csv(rows), media_type="text/csv")
-    if format == "markdown":
-        title = experiment.name or f"Experiment {experiment_id}"
-        return PlainTextResponse(table.to_markdown(rows, title), media_type="text/markdown")
-    return {"experiment_id": experiment_id, "columns": list(table.COLUMNS), "rows": rows}
+    fmt = table.FORMATS[format]
+    title = experiment.name or f"Experiment {experiment_id}"
+    return Response(fmt.render(rows, title, experiment_id), media_type=fmt.media_type)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Response
+from typing import Annotated
 
-from service import repository as repo
+from fastapi import APIRouter, Path, Query, Request, Response
+
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep
-from service.api.schemas import RunDetail
+from service.api.schemas import LogOut, RunDetail
 from service.api.views import run_detail
-from service.artifacts import ArtifactError
 from service.errors import NotFound
+from service.persistence import repository as repo
+from service.persistence.artifacts import ArtifactError
+from service.states import Status
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[ReadAccess])
 
@@ -42,3 +45,34 @@ def get_samples(sessions: SessionsDep, artifacts: ArtifactsDep, run_id: int) -> 
 def get_artifact(sessions: SessionsDep, artifacts: ArtifactsDep, run_id: int,
                  name: str = Path(max_length=200)) -> Response:
     return _artifact_response(sessions, artifacts, run_id, name)
+
+
+@router.get("/{run_id}/logs", response_model=LogOut)
+def get_logs(request: Request, sessions: SessionsDep, artifacts: ArtifactsDep, run_id: int,
+             offset: Annotated[int, Query(ge=0, description="characters already read")] = 0
+             ) -> LogOut:
+    """The run's driver log from ``offset`` on: the saved ``job.log`` once the run ended
+    (also after its Ray cluster is gone), Ray's live copy while it runs. Follow a running
+    run by calling again with ``next_offset``."""
+    with sessions() as session:
+        run = repo.get_run(session, run_id=run_id, detail=True)
+        saved = next((a for a in run.artifacts if a.name == "job.log"), None)
+        status, job_id = run.status, run.ray_job_id
+    text: str | None = None
+    source = "saved"
+    if saved is not None:
+        try:
+            text = artifacts.read(saved.uri).decode("utf-8", errors="replace")
+        except (ArtifactError, FileNotFoundError):
+            text = None
+    if text is None and job_id is not None:
+        text, source = request.app.state.job_logs(job_id), "ray"
+    if text is None:
+        if status == Status.queued or job_id is None:
+            text, source = "", "none"
+        else:
+            raise NotFound("log", f"of run {run_id}: the driver log was lost with its Ray "
+                                  "head (no saved job.log)")
+    complete = status.finished and source == "saved"
+    return LogOut(run_id=run_id, status=status, source=source, offset=offset,
+                  next_offset=max(len(text), offset), text=text[offset:], complete=complete)

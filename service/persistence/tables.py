@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from service.states import FINISHED, Status  # noqa: F401  (re-exported)
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -39,19 +40,6 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Status(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (Status.succeeded, Status.failed, Status.cancelled)
-
-
-FINISHED = (Status.succeeded, Status.failed, Status.cancelled)
 _status = Enum(Status, name="status", native_enum=False, length=16,
                values_callable=lambda e: [m.value for m in e])
 Timestamp = DateTime(timezone=True)
@@ -88,6 +76,7 @@ class Run(Base):
     phase: Mapped[str | None] = mapped_column(String(32))  # data, lr_search, train, evaluate
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs_total: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the run contract (workers.spec)
     lr: Mapped[float | None] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     ray_job_id: Mapped[str | None] = mapped_column(String(128))
@@ -151,7 +140,9 @@ class Measure(Base):
     n_images: Mapped[int] = mapped_column(Integer)
     classifier_accuracy: Mapped[float | None] = mapped_column(Float)
     original_accuracy: Mapped[float | None] = mapped_column(Float)
-    training_time_s: Mapped[float] = mapped_column(Float)
+    training_time_s: Mapped[float] = mapped_column(Float)  # every epoch of the final model
+    search_time_s: Mapped[float | None] = mapped_column(Float)  # the LR search alone
+    wall_time_s: Mapped[float | None] = mapped_column(Float)  # preflight → evaluated
     params: Mapped[int] = mapped_column(BigInteger)
     latent_dim: Mapped[int] = mapped_column(Integer)
     compression_ratio: Mapped[float] = mapped_column(Float)

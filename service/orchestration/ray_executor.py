@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -21,9 +22,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from service.dispatcher import JobState, RunTicket
 from service.errors import Unavailable
-from service.settings import Settings
+from service.orchestration.dispatcher import JobRequest, JobState
+from service.settings import Settings, job_environment
 
 log = logging.getLogger("aelab.ray")
 HEAD_START_TIMEOUT_S = 120
@@ -64,6 +65,7 @@ class LocalRayHead:
     def __init__(self, *, state_dir: Path, dashboard_port: int = 0,
                  num_cpus: int | None = None, num_gpus: int | None = None,
                  temp_dir: str | None = None) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
         use_token_auth(state_dir)
         self.record = state_dir / "head.json"
         self.gcs_port = free_port()
@@ -191,16 +193,14 @@ class RayExecutor:
     def dashboard_url(self) -> str | None:
         return self.address
 
-    def submit(self, ticket: RunTicket) -> None:
-        env = {**self.job_env, "AELAB_GPUS_PER_RUN": str(ticket.gpus),
-               "AELAB_CPUS_PER_RUN": str(ticket.cpus)}
+    def submit(self, job: JobRequest) -> None:
         try:
             self.client().submit_job(
-                entrypoint=f"{sys.executable} -m service.run_job --run-id {ticket.run_id}",
-                submission_id=ticket.job_id,
-                runtime_env={"env_vars": env},
-                metadata={"experiment": str(ticket.experiment_id), "run": str(ticket.run_id),
-                          "model": ticket.model, "dataset": ticket.dataset},
+                entrypoint=f"{sys.executable} -m service.orchestration.run_job "
+                           f"--run-id {job.run_id}",
+                submission_id=job.job_id,
+                runtime_env={"env_vars": self.job_env},
+                metadata=job.metadata,
                 entrypoint_num_cpus=0,
             )
         except Unavailable:
@@ -209,7 +209,7 @@ class RayExecutor:
             if "already exists" in str(exc):
                 return  # submitted before a crash: the job is running, nothing to do
             # Unreachable, or up but not ready ("No available agent"): try again later.
-            raise Unavailable(f"submitting {ticket.job_id}: {exc}") from exc
+            raise Unavailable(f"submitting {job.job_id}: {exc}") from exc
 
     def state(self, job_id: str) -> JobState | None:
         try:
@@ -230,30 +230,43 @@ class RayExecutor:
                 raise Unavailable(str(exc)) from exc
 
     def failure_reason(self, job_id: str) -> str:
+        """One line: the last error the job's log shows, else Ray's own message."""
         try:
             info = self.client().get_job_info(job_id)
             logs = self.client().get_job_logs(job_id)
         except Exception as exc:
-            return f"job {job_id} ended; its details are unavailable ({exc})"
-        tail = "\n".join(logs.strip().splitlines()[-20:])
-        return f"{info.message or 'job failed'}\n{tail}".strip()[:10_000]
+            return f"job {job_id} ended; its details are unavailable ({type(exc).__name__})"
+        return last_error_line(logs) or first_line(info.message or "the job failed")
+
+    def logs(self, job_id: str) -> str | None:
+        """The job driver's log as Ray keeps it, or None when Ray does not know the job."""
+        try:
+            return self.client().get_job_logs(job_id)
+        except Unavailable:
+            raise
+        except Exception as exc:
+            if "does not exist" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise Unavailable(str(exc)) from exc
 
     def close(self) -> None:
         if self.head is not None:
             self.head.stop()
 
 
-def job_environment(settings: Settings) -> dict[str, str]:
-    """What a run's driver needs to reach the same DB, artifacts, data and weights."""
-    env = {
-        "AELAB_HOME": str(settings.home_path),
-        "AELAB_DATABASE_URL": settings.sqlalchemy_url,
-        "AELAB_ARTIFACT_URL": settings.artifact_root,
-        "AELAB_DATA_ROOT": settings.data_path,
-        "AELAB_WEIGHTS_DIR": settings.weights_path,
-        "AELAB_TUNE_STORAGE": settings.tune_storage,
-    }
-    for passthrough in ("TORCH_HOME", "AELAB_MAX_TRIAL_FAILURES"):
-        if passthrough in os.environ:
-            env[passthrough] = os.environ[passthrough]
-    return env
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed)\b.*)$")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def first_line(text: str, limit: int = 500) -> str:
+    line = next((ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()), "")
+    return line[:limit]
+
+
+def last_error_line(log: str) -> str | None:
+    """The last ``SomeError: message`` line of a log (ANSI codes dropped), if any."""
+    for line in reversed(_ANSI.sub("", log).splitlines()):
+        match = _ERROR_LINE.match(line.strip())
+        if match:
+            return match.group(1)[:500]
+    return None

@@ -3,40 +3,50 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import repository as repo
-from service.artifacts import ArtifactStore
-from service.db import transaction
-from service.tables import ReferenceClassifier, Run, Status, utcnow
-from workers.store import RunCancelled
+from models.plan import EpochMetrics
+from service.persistence import repository as repo
+from service.persistence.artifacts import ArtifactStore
+from service.persistence.db import transaction
+from service.persistence.tables import ReferenceClassifier, Run, Status, utcnow
+from workers.store import ClassifierTrainer, LrTrial, RunCancelled
 
 CLASSIFIER_STALE = timedelta(hours=6)  # a trainer silent this long is presumed dead
 CLASSIFIER_POLL_S = 2.0
 
 
 class DbRunStore:
+    """Reports one run to the database. With ``log_path`` (the driver's own log), the log
+    is saved as the run's ``job.log`` artifact before any terminal state is recorded."""
+
     def __init__(self, sessions: sessionmaker[Session], artifacts: ArtifactStore,
-                 run_id: int) -> None:
+                 run_id: int, *, log_path: Path | None = None) -> None:
         self.sessions = sessions
         self.artifacts = artifacts
         self.run_id = run_id
+        self.log_path = log_path
+
+    def save_log(self) -> None:
+        if self.log_path is not None and self.log_path.is_file():
+            self.save_artifact("job.log", "log", self.log_path.read_bytes(),
+                               "text/plain; charset=utf-8")
 
     def set_phase(self, phase: str) -> None:
         with transaction(self.sessions) as s:
             repo.set_run(s, run_id=self.run_id, phase=phase)
 
-    def record_epoch(self, metrics: dict[str, Any]) -> None:
+    def record_epoch(self, metrics: EpochMetrics) -> None:
         with transaction(self.sessions) as s:
             repo.record_epoch(s, run_id=self.run_id, metrics=metrics)
 
-    def record_lr_trials(self, trials: list[dict[str, Any]], chosen_lr: float) -> None:
+    def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
         with transaction(self.sessions) as s:
             repo.record_lr_trials(s, run_id=self.run_id, trials=trials, chosen_lr=chosen_lr)
 
@@ -57,11 +67,13 @@ class DbRunStore:
         return status in (Status.cancelled, None)
 
     def succeed(self) -> None:
+        self.save_log()
         with transaction(self.sessions) as s:
             repo.finish_run(s, run_id=self.run_id, status=Status.succeeded)
             repo.set_run(s, run_id=self.run_id, phase=None)
 
     def fail(self, error: str) -> None:
+        self.save_log()
         with transaction(self.sessions) as s:
             repo.finish_run(s, run_id=self.run_id, status=Status.failed, error=error[:10_000])
 
@@ -90,8 +102,13 @@ class DbRunStore:
         except IntegrityError:  # another run inserted the row first
             return False
 
+    def has_reference_classifier(self, key: str) -> bool:
+        with self.sessions() as s:
+            row = s.get(ReferenceClassifier, key)
+            return row is not None and row.status == Status.succeeded
+
     def reference_classifier(self, key: str, dataset: str,
-                             train: Callable[[], tuple[bytes, float]]) -> tuple[bytes, float]:
+                             train: ClassifierTrainer) -> tuple[bytes, float]:
         while True:
             claim = self._claim(key, dataset)
             if isinstance(claim, ReferenceClassifier):

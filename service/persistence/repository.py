@@ -3,35 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, defer, selectinload
 
+from models.plan import EpochMetrics
 from service.errors import Conflict, NotFound
-from service.spec import ExperimentSpec
-from service.tables import (
+from service.persistence.tables import (
     FINISHED,
     Artifact,
     EpochMetric,
     Experiment,
-    LrTrial,
     Measure,
     Run,
     Status,
     utcnow,
 )
+from service.persistence.tables import (
+    LrTrial as LrTrialRow,
+)
+from service.spec import ExperimentSpec
+from workers.store import LrTrial
 
 
 def create_experiment(session: Session, *, spec: ExperimentSpec,
                       idempotency_key: str | None = None) -> Experiment:
-    """One experiment row and one queued run per (model, dataset), in the caller's
-    transaction."""
+    """One experiment row and one queued run per grid point, each holding its own run
+    spec, in the caller's transaction."""
     experiment = Experiment(name=spec.name, spec=spec.model_dump(mode="json"),
                             status=Status.queued, idempotency_key=idempotency_key)
-    experiment.runs = [Run(model=m, dataset=d, status=Status.queued, epochs_total=spec.epochs)
-                       for m, d in spec.grid()]
+    experiment.runs = [Run(model=r.model, dataset=r.dataset, status=Status.queued,
+                           epochs_total=r.epochs, spec=r.model_dump(mode="json"))
+                       for r in spec.run_specs()]
     session.add(experiment)
     session.flush()
     return experiment
@@ -105,6 +111,11 @@ def find_artifact(session: Session, *, run_id: int, name: str) -> Artifact:
     if artifact is None:
         raise NotFound("artifact", f"{name!r} of run {run_id}")
     return artifact
+
+
+def has_artifact(session: Session, *, run_id: int, name: str) -> bool:
+    return session.scalar(select(func.count()).select_from(Artifact).where(
+        Artifact.run_id == run_id, Artifact.name == name)) > 0
 
 
 def request_cancel(session: Session, *, experiment_id: int) -> tuple[Experiment, list[Run]]:
@@ -197,20 +208,19 @@ def finish_run(session: Session, *, run_id: int, status: Status, error: str | No
     return changed
 
 
-def record_epoch(session: Session, *, run_id: int, metrics: dict[str, Any]) -> None:
+def record_epoch(session: Session, *, run_id: int, metrics: EpochMetrics) -> None:
     # A resumed run reports an epoch again: the newest report wins.
     session.execute(EpochMetric.__table__.delete().where(
-        EpochMetric.run_id == run_id, EpochMetric.epoch == metrics["epoch"]))
-    fields = {c.name for c in EpochMetric.__table__.columns} - {"id", "run_id"}
-    session.add(EpochMetric(run_id=run_id, **{k: metrics[k] for k in fields}))
-    set_run(session, run_id=run_id, epoch=metrics["epoch"])
+        EpochMetric.run_id == run_id, EpochMetric.epoch == metrics.epoch))
+    session.add(EpochMetric(run_id=run_id, **asdict(metrics)))
+    set_run(session, run_id=run_id, epoch=metrics.epoch)
 
 
-def record_lr_trials(session: Session, *, run_id: int, trials: list[dict[str, Any]],
+def record_lr_trials(session: Session, *, run_id: int, trials: Sequence[LrTrial],
                      chosen_lr: float) -> None:
-    session.execute(LrTrial.__table__.delete().where(LrTrial.run_id == run_id))
+    session.execute(LrTrialRow.__table__.delete().where(LrTrialRow.run_id == run_id))
     for t in trials:
-        session.add(LrTrial(run_id=run_id, **t))
+        session.add(LrTrialRow(run_id=run_id, **asdict(t)))
     set_run(session, run_id=run_id, lr=chosen_lr)
 
 

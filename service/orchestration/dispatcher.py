@@ -15,10 +15,11 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import repository as repo
-from service.db import transaction
 from service.errors import Unavailable
-from service.tables import Run, Status
+from service.persistence import repository as repo
+from service.persistence.artifacts import ArtifactStore
+from service.persistence.db import transaction
+from service.persistence.tables import Run, Status
 
 log = logging.getLogger("aelab.dispatcher")
 
@@ -32,22 +33,19 @@ class JobState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class RunTicket:
-    """What an executor needs to start one run."""
+class JobRequest:
+    """One run's job: its id and the run it executes. The job's driver reads everything
+    else (the run spec) from the run's row."""
 
     job_id: str
     run_id: int
-    experiment_id: int
-    model: str
-    dataset: str
-    gpus: float
-    cpus: float
+    metadata: dict[str, str]  # shown beside the job in the Ray dashboard
 
 
 class Executor(Protocol):
     """Runs the worker pipeline of one run somewhere (Ray: one Ray job per run)."""
 
-    def submit(self, ticket: RunTicket) -> None:
+    def submit(self, job: JobRequest) -> None:
         """Start the run; submitting a job id that already exists must be a no-op."""
 
     def state(self, job_id: str) -> JobState | None:
@@ -55,7 +53,11 @@ class Executor(Protocol):
 
     def stop(self, job_id: str) -> None: ...
 
-    def failure_reason(self, job_id: str) -> str: ...
+    def failure_reason(self, job_id: str) -> str:
+        """One line a person can act on: why the job ended."""
+
+    def logs(self, job_id: str) -> str | None:
+        """The job driver's log so far, or None when the executor does not know the job."""
 
     def check(self) -> None:
         """Raise :class:`service.errors.Unavailable` when the executor cannot be reached."""
@@ -78,6 +80,8 @@ class Dispatcher:
     interval_s: float = 2.0
     reconcile_every: int = 15  # ticks
     executor_error: str | None = None
+    artifacts: ArtifactStore | None = None  # where driver logs fetched from Ray are kept
+    _logs_pending: dict[int, str] = field(default_factory=dict)  # run id → job id
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -95,6 +99,7 @@ class Dispatcher:
             return
         self.executor_error = None
         self.follow(reconcile=reconcile)
+        self.collect_logs()
         self.admit()
 
     def admit(self) -> int:
@@ -103,27 +108,26 @@ class Dispatcher:
             if free <= 0:
                 return 0
             runs = list(repo.queued_runs(s, limit=free))
-            tickets = []
+            jobs = []
             for run in runs:
-                spec = run.experiment.spec
-                ticket = RunTicket(job_id_for(run), run.id, run.experiment_id, run.model,
-                                   run.dataset, spec["resources"]["gpus_per_run"],
-                                   spec["resources"]["cpus_per_run"])
+                job = JobRequest(job_id_for(run), run.id, {
+                    "experiment": str(run.experiment_id), "run": str(run.id),
+                    "model": run.model, "dataset": run.dataset})
                 repo.set_run(s, run_id=run.id, status=Status.running, phase="submitted",
-                             ray_job_id=ticket.job_id, started_at=repo.utcnow(), error=None)
+                             ray_job_id=job.job_id, started_at=repo.utcnow(), error=None)
                 repo.refresh_experiment_status(s, experiment_id=run.experiment_id)
-                tickets.append(ticket)
-        for ticket in tickets:  # after the commit: the job id is durable first
+                jobs.append(job)
+        for job in jobs:  # after the commit: the job id is durable first
             try:
-                self.executor.submit(ticket)
-                log.info("submitted %s", ticket.job_id)
+                self.executor.submit(job)
+                log.info("submitted %s", job.job_id)
             except Exception as exc:  # not submitted: back to the queue, tried again later
-                log.warning("could not submit %s: %s", ticket.job_id, exc)
+                log.warning("could not submit %s: %s", job.job_id, exc)
                 self.executor_error = str(exc)
                 with transaction(self.sessions) as s:
-                    repo.set_run(s, run_id=ticket.run_id, status=Status.queued, phase=None,
+                    repo.set_run(s, run_id=job.run_id, status=Status.queued, phase=None,
                                  ray_job_id=None, started_at=None)
-        return len(tickets)
+        return len(jobs)
 
     def follow(self, reconcile: bool = False) -> None:
         """Finish runs whose job ended without the run saying so; re-queue runs the
@@ -145,6 +149,7 @@ class Dispatcher:
             if state in (JobState.failed, JobState.stopped, JobState.succeeded):
                 reason = (self.executor.failure_reason(job_id) if state != JobState.succeeded
                           else "the job ended without reporting a result")
+                self.keep_log(run_id, job_id)  # the driver could not save it itself
                 with transaction(self.sessions) as s:
                     status = Status.cancelled if state == JobState.stopped else Status.failed
                     repo.finish_run(s, run_id=run_id, status=status, error=reason)
@@ -159,6 +164,40 @@ class Dispatcher:
             with transaction(self.sessions) as s:
                 repo.finish_run(s, run_id=run.id, status=Status.cancelled,
                                 error="cancelled by the user")
+            if run.ray_job_id:
+                self._logs_pending[run.id] = run.ray_job_id
+
+    # --- driver logs the drivers could not save (cancel, kill) --------------------------
+
+    def keep_log(self, run_id: int, job_id: str) -> bool:
+        """Save the job's log from Ray as the run's ``job.log`` unless it has one; True
+        when the run has a log afterwards (or Ray no longer knows the job)."""
+        if self.artifacts is None:
+            return True
+        with self.sessions() as s:
+            if repo.has_artifact(s, run_id=run_id, name="job.log"):
+                return True
+        text = self.executor.logs(job_id)
+        if text is None:
+            return True  # lost with its head: the logs endpoint says so
+        stored = self.artifacts.put(f"run-{run_id}", "job.log", text.encode())
+        with transaction(self.sessions) as s:
+            repo.record_artifact(s, run_id=run_id, name="job.log", kind="log",
+                                 uri=stored.uri, content_type="text/plain; charset=utf-8",
+                                 size=stored.size, checksum=stored.checksum)
+        return True
+
+    def collect_logs(self) -> None:
+        """Keep the logs of cancelled runs once their jobs have stopped."""
+        for run_id, job_id in list(self._logs_pending.items()):
+            state = self.executor.state(job_id)
+            if state in (JobState.pending, JobState.running):
+                continue
+            try:
+                self.keep_log(run_id, job_id)
+            except Exception as exc:  # best effort: the live log stays on Ray
+                log.warning("could not keep the log of run %s: %s", run_id, exc)
+            self._logs_pending.pop(run_id, None)
 
     # --- background loop --------------------------------------------------------------
 

@@ -24,7 +24,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 def current(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    from service.db import make_engine
+    from service.persistence.db import make_engine
 
     engine = make_engine(url)
     try:

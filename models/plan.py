@@ -1,0 +1,94 @@
+"""A run's training schedule as data: one plan of one-cycle phases (torch-free).
+
+Every path trains slices of the same plan: the phase-1 run is the plan stopped after
+phase 1, an LR-search trial continues it into phase 2, final training finishes it. Nothing
+re-plans (see ``models.training.TrainingSession.restore``, which refuses a checkpoint made
+under another plan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from models.catalog import IMAGE_SIZE, Variant
+
+Schedule = Literal["seed", "one_cycle"]
+
+PHASE1_LR = 3e-3  # fastai's default max_lr, used by every phase 1 of the study
+PHASE1_EPOCHS = 5  # the study's fit_one_cycle(5) before lr_find
+
+
+@dataclass
+class EpochMetrics:
+    """What one trained epoch reports: the run's history is a list of these."""
+
+    epoch: int  # 1-based, counted over all phases
+    phase: str
+    size: int
+    lr: float  # the top group's learning rate at the end of the epoch
+    train_loss: float
+    val_loss: float
+    val_mse: float
+    val_mae: float
+    seconds: float
+    images_per_s: float
+
+
+def format_epoch(m: EpochMetrics, total: int | None = None) -> str:
+    """The one-line progress report of an epoch, as ``aelab train`` and job logs print it."""
+    of = f"/{total}" if total else ""
+    return (f"epoch {m.epoch:>3}{of} {m.phase} {m.size}px  train {m.train_loss:.5f}  "
+            f"val {m.val_loss:.5f}  val mse {m.val_mse:.5f}  {m.seconds:.1f}s  "
+            f"{m.images_per_s:.0f} img/s")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One one-cycle phase: ``epochs`` at ``size`` px with top learning rate ``lr``."""
+
+    name: str
+    epochs: int
+    lr: float
+    size: int = IMAGE_SIZE
+    frozen_encoder: bool = False  # pretrained arm, phase 1: only the decoder learns
+    discriminative: bool = False  # pretrained arm, phase 2: 10 geometric LR groups
+    new_optimizer: bool = False  # the study's unfreeze() built a fresh optimiser
+
+    def shape(self) -> dict[str, Any]:
+        """Everything but the LR: what a checkpoint's plan must agree on to be resumed."""
+        d = asdict(self)
+        d.pop("lr")
+        return d
+
+
+def plan_phases(variant: Variant, *, epochs: int, lr: float, schedule: Schedule,
+                phase1_epochs: int = PHASE1_EPOCHS,
+                phase1_lr: float = PHASE1_LR) -> list[Phase]:
+    """The seed schedule is the study's: phase 1 (5 epochs at 3e-3; 16 px for progressive
+    resizing; frozen encoder for the pretrained arm), then the rest at ``lr``. With fewer
+    epochs phase 1 shrinks so phase 2 keeps at least one. ``one_cycle`` is one phase.
+
+    Raises ValueError when ``epochs`` < 1.
+    """
+    if epochs < 1:
+        raise ValueError("epochs must be at least 1")
+    pretrained = variant.pretrained_encoder
+    if schedule == "one_cycle":
+        return [Phase("train", epochs, lr, discriminative=pretrained)]
+    first = min(phase1_epochs, epochs - 1)
+    phases = []
+    if first > 0:
+        phases.append(Phase(
+            "phase1", first, phase1_lr,
+            size=IMAGE_SIZE // 2 if variant.progressive else IMAGE_SIZE,
+            frozen_encoder=pretrained,
+        ))
+    phases.append(Phase("phase2", epochs - first, lr, discriminative=pretrained,
+                        new_optimizer=pretrained and first > 0))
+    return phases
+
+
+def epoch_plan(phases: list[Phase]) -> list[tuple[str, int]]:
+    """(phase name, image size) of every epoch, 1-based order: what a history must equal."""
+    return [(p.name, p.size) for p in phases for _ in range(p.epochs)]

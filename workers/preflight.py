@@ -1,0 +1,121 @@
+"""Preflight: every file a run will need, checked before any training.
+
+:func:`requirements` is torch-free: the API lists it in ``dry_run`` and ``/catalog``.
+:func:`preflight` runs first in every run (on the node that executes it); where downloads
+are allowed it fetches what is missing, then fails naming every file still missing and
+the folder to place it in — in seconds, with zero epochs trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.assets import (
+    WEIGHTS_PURPOSE,
+    WeightsName,
+    find_weights,
+    weights_filename,
+    weights_folders,
+)
+from models.catalog import get_dataset_info, get_variant
+from models.dataset_files import dataset_files, dataset_folder, is_available
+from workers.spec import RunSpec
+
+
+class PreflightFailed(RuntimeError):
+    """Files the run needs are missing (or unusable); the message names each one."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One thing a run needs: a dataset's files or a weights file."""
+
+    kind: str  # "dataset" | "weights"
+    name: str  # dataset name or weights name
+    purpose: str
+    files: tuple[str, ...]
+    folder: str  # where to place them
+    present: bool
+
+    def describe(self) -> str:
+        return f"{self.purpose}: place {', '.join(self.files)} in {self.folder}"
+
+
+def weights_needed(spec: RunSpec, *, classifier_ready: bool = False) -> list[WeightsName]:
+    """Pretrained weights ``spec`` loads: its encoder, its loss and its classifier."""
+    variant = get_variant(spec.model)
+    names: list[WeightsName] = []
+    if spec.pretrained and variant.pretrained_encoder:
+        names.append("resnet34")
+    if spec.pretrained and variant.loss == "feature":
+        names.append("vgg16_bn")
+    c = spec.classifier
+    if c.enabled and c.pretrained and c.arch == "resnet34" and not classifier_ready:
+        names.append("resnet34")
+    return list(dict.fromkeys(names))
+
+
+def weights_requirement(name: WeightsName, weights_dir: str) -> Requirement:
+    return Requirement("weights", name, WEIGHTS_PURPOSE[name], (weights_filename(name),),
+                       str(weights_folders(weights_dir)[0]),
+                       find_weights(name, weights_dir) is not None)
+
+
+def dataset_requirement(name: str, data_root: str) -> Requirement:
+    root = Path(data_root).expanduser()
+    info = get_dataset_info(name)
+    return Requirement("dataset", name, f"dataset {name} ({info.title})", dataset_files(name),
+                       str(dataset_folder(name, root)), is_available(name, root))
+
+
+def requirements(spec: RunSpec, *, data_root: str, weights_dir: str,
+                 classifier_ready: bool = False) -> list[Requirement]:
+    """What ``spec`` needs on the node that runs it, each marked present or not."""
+    needs = []
+    if not get_dataset_info(spec.dataset).offline:
+        needs.append(dataset_requirement(spec.dataset, data_root))
+    needs += [weights_requirement(n, weights_dir)
+              for n in weights_needed(spec, classifier_ready=classifier_ready)]
+    return needs
+
+
+def preflight(spec: RunSpec, *, data_root: str, weights_dir: str, allow_download: bool,
+              classifier_ready: bool = False) -> list[Requirement]:
+    """Make sure every file ``spec`` needs is here (downloading when allowed); raise
+    :class:`PreflightFailed` naming every missing one. Returns the requirements."""
+    needs = requirements(spec, data_root=data_root, weights_dir=weights_dir,
+                         classifier_ready=classifier_ready)
+    problems = []
+    for need in needs:
+        if need.present:
+            continue
+        if allow_download:
+            problem = _fetch(need, data_root=data_root, weights_dir=weights_dir)
+            if problem is None:
+                continue
+        else:
+            problem = "downloads are off"
+        problems.append(f"{need.describe()} ({problem})")
+    if problems:
+        hint = "; or set pretrained: false / classifier.pretrained: false for random init" \
+            if any(n.kind == "weights" and not n.present for n in needs) else ""
+        raise PreflightFailed(f"{len(problems)} missing: " + "; ".join(problems) + hint)
+    return needs
+
+
+def _fetch(need: Requirement, *, data_root: str, weights_dir: str) -> str | None:
+    """Download ``need`` (torch-side code); None on success, else why it failed."""
+    try:
+        if need.kind == "weights":
+            from models.weights import WeightsSource, resolve_weights_file
+
+            resolve_weights_file(need.name,  # type: ignore[arg-type]
+                                 WeightsSource(Path(weights_dir), download=True))
+        else:
+            from models.data import ensure_downloaded
+
+            ensure_downloaded(need.name, Path(data_root).expanduser())
+    except Exception as exc:  # offline, refused, truncated: say so, try the next file
+        return f"download failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return None

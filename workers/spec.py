@@ -1,0 +1,123 @@
+"""The run contract: one typed, torch-free description of a run, from the API to the trainer.
+
+The service stores one :class:`RunSpec` per run row (JSON); the job driver validates it
+back with ``RunSpec.model_validate``. The experiment spec (``service.spec``) composes the
+same option models and adds only what spans runs (the grid, the name). Nothing about a run
+travels as loose dict keys or extra environment variables.
+
+Importable without torch and Ray: the API validates specs with it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.catalog import DATASETS, VARIANTS, get_variant
+
+VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
+DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+# The LR-search registry (workers.lr_search.METHODS) has exactly these names; a test
+# checks that the two agree.
+LrMethodName = Literal["tune", "range_test", "fixed"]
+Schedule = Literal["seed", "one_cycle"]
+Validation = Literal["holdout", "test"]
+ClassifierArch = Literal["resnet34", "small"]
+
+DEFAULT_LR = 1e-3  # the `fixed` method's LR where the study picked none for the dataset
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LrSearch(_Strict):
+    method: LrMethodName = Field(
+        default="tune", description="tune: Ray Tune + ASHA over [min_lr, max_lr] from the end "
+        "of phase 1; range_test: the study's LR range test from the end of phase 1; fixed: "
+        "use lr (default: the study's hand-picked one)")
+    num_samples: int = Field(default=8, ge=1, le=64, description="Tune trials per run")
+    min_lr: float = Field(default=1e-5, gt=0, lt=10)
+    max_lr: float = Field(default=1e-1, gt=0, le=10)
+    budget_epochs: int = Field(default=2, ge=1, le=20,
+                               description="phase-2 epochs per Tune trial (at most phase 2)")
+    range_test_steps: int = Field(default=100, ge=10, le=1000)
+    lr: float | None = Field(default=None, gt=0, le=10, description="for method=fixed")
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.min_lr >= self.max_lr:
+            raise ValueError("min_lr must be below max_lr")
+        return self
+
+
+class DataOptions(_Strict):
+    train_limit: int | None = Field(default=None, ge=16, description="cap on training images")
+    test_limit: int | None = Field(default=None, ge=1, description="first N test images")
+    validation: Validation = Field(
+        default="holdout", description="holdout: 10% of train; test: the study's way")
+    augment: bool = True
+
+
+class Resources(_Strict):
+    gpus_per_run: float = Field(default=1.0, ge=0, le=8, description="fractional allowed")
+    cpus_per_run: float = Field(default=1.0, gt=0, le=64,
+                                description="CPUs per trial; also torch's thread count")
+
+    @property
+    def threads(self) -> int:
+        """torch intra-op threads for this run's training, the same on every path."""
+        return max(1, int(self.cpus_per_run))
+
+
+class ClassifierBudget(_Strict):
+    enabled: bool = True
+    arch: ClassifierArch = "resnet34"
+    frozen_epochs: int = Field(default=11, ge=0, le=100)
+    unfrozen_epochs: int = Field(default=10, ge=0, le=100)
+    pretrained: bool = True
+
+    @model_validator(mode="after")
+    def _weights_exist(self) -> Self:
+        if self.arch == "small" and self.pretrained:
+            raise ValueError("the small classifier has no ImageNet weights: set "
+                             "classifier.pretrained to false")
+        return self
+
+
+class TrainingOptions(_Strict):
+    """What every run of an experiment shares: budget, schedule, search, data, resources."""
+
+    epochs: int = Field(default=15, ge=1)
+    batch_size: int = Field(default=128, ge=1, le=4096)
+    schedule: Schedule = "seed"
+    lr_search: LrSearch = Field(default_factory=LrSearch)
+    data: DataOptions = Field(default_factory=DataOptions)
+    resources: Resources = Field(default_factory=Resources)
+    classifier: ClassifierBudget = Field(default_factory=ClassifierBudget)
+    pretrained: bool = Field(default=True, description="ImageNet weights where a variant "
+                             "uses them; false: random init (offline-friendly)")
+
+
+class RunSpec(TrainingOptions):
+    """Everything one run needs to execute, and nothing else."""
+
+    model: VariantName
+    dataset: DatasetName
+    latent_dim: int | None = Field(default=None, ge=1, le=8192,
+                                   description="None: the variant's (1000, or 1024)")
+    seed: int = Field(default=0, ge=0)
+
+    @property
+    def fixed_lr(self) -> float:
+        """The `fixed` method's LR: the spec's, else the study's hand-picked phase-2 LR."""
+        return self.lr_search.lr or get_variant(self.model).seed_lr.get(self.dataset,
+                                                                        DEFAULT_LR)
+
+    @property
+    def effective_latent_dim(self) -> int:
+        return self.latent_dim or get_variant(self.model).latent_dim
+
+    def label(self) -> str:
+        return f"{self.model}-{self.dataset}"
