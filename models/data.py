@@ -8,14 +8,17 @@ the device. No per-sample PIL transforms run in the training loop.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import math
+import os
 import shutil
 import socket
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -25,8 +28,11 @@ from models.catalog import DATASETS, IMAGE_SIZE, get_dataset_info
 from models.dataset_files import (  # noqa: F401  (re-exported)
     CIFAR_FOLDER,
     MNIST_FILES,
+    check_dataset,
+    gz_ok,
     is_available,
     mnist_offline_source,
+    raw_mnist_ok,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -212,14 +218,33 @@ def _expected_files(name: str, root: Path) -> str:
     return f"{root / CIFAR_FOLDER}/ (data_batch_1..5, test_batch, batches.meta)"
 
 
-def _extract_placed_mnist(root: Path) -> None:
-    # torchvision reads the un-gzipped files and only extracts them inside download().
-    from torchvision.datasets.utils import extract_archive
+def _atomic_copy(write: Callable[[BinaryIO], None], dest: Path) -> None:
+    """Write ``dest`` through a temporary file and a rename: readers (other runs on this
+    node) never see a partial file, and a failure leaves none behind."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
+
+def _extract_placed_mnist(root: Path) -> None:
+    """Extract each verified ``.gz`` whose extracted file is missing or bad (torchvision
+    reads the extracted files and extracts only inside its own download())."""
     raw = root / "MNIST" / "raw"
     for f in MNIST_FILES:
-        if (raw / f).is_file() and not (raw / f.removesuffix(".gz")).is_file():
-            extract_archive(str(raw / f), str(raw))
+        target = raw / f.removesuffix(".gz")
+        if raw_mnist_ok(target) or not gz_ok(raw / f):
+            continue  # fine already, or a bad .gz the dataset check names
+
+        def gunzip(out: BinaryIO, source: Path = raw / f) -> None:
+            with gzip.open(source, "rb") as src:
+                shutil.copyfileobj(src, out)
+
+        _atomic_copy(gunzip, target)
 
 
 def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> ImageSet:
@@ -227,6 +252,11 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> Im
 
     if name == "mnist":
         _extract_placed_mnist(root)
+    check = check_dataset(name, root)
+    if check.status == "corrupt":
+        raise DatasetUnavailable(f"dataset {name!r} has corrupt files: "
+                                 f"{'; '.join(check.problems)}. Delete them (a run downloads "
+                                 "them again when it may) or place good copies.")
     cls = datasets.MNIST if name == "mnist" else datasets.CIFAR10
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
@@ -254,8 +284,13 @@ def install_offline_mnist(root: Path) -> Path:
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for f in MNIST_FILES:
-        if not (raw / f).is_file():
-            shutil.copyfile(source / f, raw / f)
+        if not (raw / f).is_file():  # a corrupt file placed by the user stays: it is named
+
+            def copy(out: BinaryIO, source: Path = source / f) -> None:
+                with source.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+
+            _atomic_copy(copy, raw / f)
     return raw
 
 

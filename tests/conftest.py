@@ -34,12 +34,12 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture()
 def ray_driver(ray_head):
-    """This test process as a driver on the session's head."""
+    """This test process as a driver on the session's head (disconnected afterwards)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=ray_head.gcs_address, log_to_driver=False)
-    return ray_head
+    ray.init(address=ray_head.gcs_address, log_to_driver=False)
+    yield ray_head
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

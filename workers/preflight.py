@@ -19,7 +19,7 @@ from models.assets import (
     weights_folders,
 )
 from models.catalog import get_dataset_info, get_variant
-from models.dataset_files import dataset_files, dataset_folder, is_available
+from models.dataset_files import check_dataset, dataset_files, dataset_folder
 from workers.spec import RunSpec
 
 
@@ -36,9 +36,12 @@ class Requirement:
     purpose: str
     files: tuple[str, ...]
     folder: str  # where to place them
-    present: bool
+    present: bool  # present and whole
+    problem: str | None = None  # e.g. which file is corrupt
 
     def describe(self) -> str:
+        if self.problem:
+            return f"{self.purpose}: {self.problem}"
         return f"{self.purpose}: place {', '.join(self.files)} in {self.folder}"
 
 
@@ -65,8 +68,12 @@ def weights_requirement(name: WeightsName, weights_dir: str) -> Requirement:
 def dataset_requirement(name: str, data_root: str) -> Requirement:
     root = Path(data_root).expanduser()
     info = get_dataset_info(name)
+    check = check_dataset(name, root)
+    problem = None
+    if check.status == "corrupt":
+        problem = "; ".join(check.problems) + ": delete or replace it"
     return Requirement("dataset", name, f"dataset {name} ({info.title})", dataset_files(name),
-                       str(dataset_folder(name, root)), is_available(name, root))
+                       str(dataset_folder(name, root)), check.status == "available", problem)
 
 
 def requirements(spec: RunSpec, *, data_root: str, weights_dir: str,
@@ -90,17 +97,18 @@ def preflight(spec: RunSpec, *, data_root: str, weights_dir: str, allow_download
     for need in needs:
         if need.present:
             continue
-        if allow_download:
-            problem = _fetch(need, data_root=data_root, weights_dir=weights_dir)
-            if problem is None:
-                continue
-        else:
-            problem = "downloads are off"
-        problems.append(f"{need.describe()} ({problem})")
+        if need.problem:  # corrupt: a download would not replace it, a person must
+            problems.append(need.describe())
+            continue
+        reason = _fetch(need, data_root=data_root, weights_dir=weights_dir) \
+            if allow_download else "downloads are off"
+        if reason is not None:
+            problems.append(f"{need.describe()} ({reason})")
     if problems:
         hint = "; or set pretrained: false / classifier.pretrained: false for random init" \
             if any(n.kind == "weights" and not n.present for n in needs) else ""
-        raise PreflightFailed(f"{len(problems)} missing: " + "; ".join(problems) + hint)
+        raise PreflightFailed("files this run needs are missing or unusable on this node: "
+                              + "; ".join(problems) + hint)
     return needs
 
 

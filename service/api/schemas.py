@@ -128,7 +128,9 @@ class DatasetOut(BaseModel):
     num_classes: int
     train_size: int
     test_size: int
-    available: bool
+    available: bool  # present and whole on the API host
+    status: str  # available, missing or corrupt ("present but corrupt")
+    problems: list[str]  # each missing or corrupt file, by path
 
 
 class WeightsOut(BaseModel):

@@ -7,12 +7,19 @@ from pathlib import Path
 from fastapi import APIRouter
 
 from models.assets import WEIGHTS_URLS, find_weights, weights_filename, weights_folders
-from models.catalog import DATASETS, VARIANTS
-from models.dataset_files import is_available
+from models.catalog import DATASETS, VARIANTS, DatasetInfo
+from models.dataset_files import DatasetCheck, check_dataset
 from service.api.deps import ReadAccess, SettingsDep
 from service.api.schemas import Catalog, DatasetOut, VariantOut, WeightsOut
 
 router = APIRouter(tags=["catalog"], dependencies=[ReadAccess])
+
+
+def _dataset(d: DatasetInfo, check: DatasetCheck) -> DatasetOut:
+    return DatasetOut(name=d.name, title=d.title, description=d.description,
+                      num_classes=d.num_classes, train_size=d.train_size,
+                      test_size=d.test_size, available=check.status == "available",
+                      status=check.status, problems=list(check.problems))
 
 
 @router.get("/catalog", response_model=Catalog)
@@ -34,10 +41,7 @@ def catalog(settings: SettingsDep) -> Catalog:
                              pretrained_weights_present=all(
                                  weights[w].present for w in v.pretrained_weights),
                              seed_lr=v.seed_lr) for v in VARIANTS.values()],
-        datasets=[DatasetOut(name=d.name, title=d.title, description=d.description,
-                             num_classes=d.num_classes, train_size=d.train_size,
-                             test_size=d.test_size, available=is_available(d.name, root))
-                  for d in DATASETS.values()],
+        datasets=[_dataset(d, check_dataset(d.name, root)) for d in DATASETS.values()],
         weights=list(weights.values()),
         classifier_pretrained_weights_present=weights["resnet34"].present,
     )
