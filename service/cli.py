@@ -158,7 +158,8 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     app_ = create_app(settings, executor_factory=RayExecutor.from_settings)
-    uvicorn.run(app_, host=host, port=port, log_level=log_level)
+    # Ctrl-C / SIGTERM end the process within seconds even with clients connected.
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3)
 
 
 @db_app.command("upgrade")

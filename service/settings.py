@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     start_dispatcher: bool = True
     dashboard_port: int = Field(default=8265, description="local head's dashboard (0: free)")
+    ray_head_dead_after_s: float = Field(default=30.0, gt=0, description="an embedded head "
+                                         "silent this long, with its GCS port closed, is "
+                                         "dead: cleaned up and replaced")
+    max_run_attempts: int = Field(default=3, ge=1, description="attempts of a run whose job "
+                                  "was lost (head or node gone) before it fails")
+    classifier_heartbeat_s: float = Field(default=20.0, gt=0, description="how often a "
+                                          "reference-classifier trainer says it is alive")
+    classifier_claim_expiry_s: float = Field(default=120.0, gt=0, description="a trainer "
+                                             "silent this long has its claim taken over")
+    db_retry_s: float = Field(default=600.0, ge=0, description="how long a job driver "
+                              "retries a write while the database is unreachable")
     public_dashboard_url: str | None = Field(default=None, description="dashboard link shown "
                                              "to users, when it differs from the Ray address")
 
@@ -114,6 +125,11 @@ class Settings(BaseSettings):
             f.write(self.database_url)
         os.replace(tmp, path)
         return path
+
+
+def run_storage_key(run_id: int, uid: str) -> str:
+    """The folder of a run's Tune trials under the Tune storage."""
+    return f"run-{run_id}-{uid}"
 
 
 # Settings a job's environment never carries, and why.

@@ -117,7 +117,8 @@ def db_url(request, tmp_path: Path):
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE experiments, runs, epoch_metrics, lr_trials, measures, "
-                          "artifacts, reference_classifiers RESTART IDENTITY CASCADE"))
+                          "artifacts, reference_classifiers, run_attempts "
+                          "RESTART IDENTITY CASCADE"))
     engine.dispose()
 
 
@@ -142,3 +143,30 @@ def client(app):
 
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def private_postgres():
+    """A PostgreSQL cluster of this test session's own (password auth, a free port),
+    that tests may stop and start."""
+    import shutil
+
+    from tests.procs import PG_BIN, PrivatePostgres
+
+    if not (PG_BIN / "initdb").is_file() or shutil.which("runuser") is None:
+        pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}")
+    pg = PrivatePostgres()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def lifecycle_db(request, tmp_path: Path) -> str:
+    """A database URL for tests with real processes: a SQLite file, or a fresh database
+    on the session's private PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'aelab.db'}"
+    import uuid
+
+    return request.getfixturevalue("private_postgres").database(
+        f"aelab_{uuid.uuid4().hex[:8]}")

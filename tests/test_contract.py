@@ -23,7 +23,9 @@ NON_DEFAULT = {
     "max_trial_failures": 5, "max_runs_per_experiment": 7, "max_epochs": 9,
     "max_in_flight": 3, "dispatch_interval_s": 0.25, "reconcile_interval_s": 12.5,
     "migrate_on_start": False, "start_dispatcher": False, "dashboard_port": 9999,
-    "public_dashboard_url": "http://ray.example:8265",
+    "public_dashboard_url": "http://ray.example:8265", "ray_head_dead_after_s": 7.5,
+    "max_run_attempts": 5, "classifier_heartbeat_s": 2.5, "classifier_claim_expiry_s": 9.0,
+    "db_retry_s": 33.0,
 }
 
 

@@ -13,6 +13,8 @@ SPEC = {"models": ["baseline", "pixel_shuffle"], "datasets": ["synthetic"]}
 
 class FakeExecutor:
     def __init__(self) -> None:
+        self.session = "session-1"
+        self.gone: set[str] = set()
         self.jobs: dict[str, JobState] = {}
         self.submitted: list[JobRequest] = []
         self.stopped: list[str] = []
@@ -45,6 +47,19 @@ class FakeExecutor:
     def dashboard_url(self) -> str:
         return "http://ray-head:8265"
 
+    @property
+    def cluster_id(self) -> str | None:
+        return None if self.down else self.session
+
+    def is_gone(self, cluster: str) -> bool:
+        return cluster in self.gone
+
+    def restart(self) -> None:
+        """The cluster restarts: its jobs are gone, it answers as a new session."""
+        self.gone.add(self.session)
+        self.session = f"session-{len(self.gone) + 1}"
+        self.jobs.clear()
+
 
 def make(client: TestClient, max_in_flight: int = 3) -> tuple[Dispatcher, FakeExecutor]:
     executor = FakeExecutor()
@@ -67,7 +82,7 @@ def test_admits_oldest_first_up_to_the_limit_with_readable_job_ids(client: TestC
     ticket = executor.submitted[0]
     assert ticket.job_id.startswith(f"aelab-e{first['id']}-r{ticket.run_id}-baseline-synthetic-a0-")
     assert ticket.metadata == {"experiment": str(first["id"]), "run": str(ticket.run_id),
-                               "model": "baseline", "dataset": "synthetic"}
+                               "model": "baseline", "dataset": "synthetic", "attempt": "0"}
     assert [r["status"] for r in runs(client, first["id"])] == ["running", "running"]
     assert runs(client, second["id"])[1]["status"] == "queued"
     exp = client.get(f"{API}/experiments/{first['id']}").json()
@@ -77,30 +92,95 @@ def test_admits_oldest_first_up_to_the_limit_with_readable_job_ids(client: TestC
     assert len(executor.submitted) == 3  # nothing more until a slot frees
 
 
-def test_a_crashed_job_fails_its_run_with_the_reason(client: TestClient) -> None:
+def test_a_crashed_driver_requeues_its_run_with_the_reason(client: TestClient) -> None:
     exp = client.post(f"{API}/experiments", json=SPEC).json()
     dispatcher, executor = make(client)
     dispatcher.tick()
-    executor.jobs[executor.submitted[0].job_id] = JobState.failed
+    executor.jobs[executor.submitted[0].job_id] = JobState.failed  # died without reporting
     dispatcher.tick()
     crashed, alive = runs(client, exp["id"])
-    assert crashed["status"] == "failed" and "CUDA out of memory" in crashed["error"]
-    assert alive["status"] == "running"
+    assert crashed["status"] == "running" and crashed["attempt"] == 1
+    detail = client.get(f"{API}/runs/{crashed['id']}").json()
+    assert "CUDA out of memory" in detail["attempts"][0]["error"]
+    assert alive["status"] == "running" and alive["attempt"] == 0
 
 
-def test_runs_ray_forgot_are_requeued_once_and_never_duplicated(client: TestClient) -> None:
+def test_a_job_stopped_outside_aelab_cancels_its_run(client: TestClient) -> None:
     exp = client.post(f"{API}/experiments", json=SPEC).json()
     dispatcher, executor = make(client)
     dispatcher.tick()
-    lost = executor.submitted[0].job_id
-    del executor.jobs[lost]  # e.g. the Ray cluster restarted
-    dispatcher.tick()  # not reconciling: a fresh submit may not be visible yet
-    assert runs(client, exp["id"])[0]["status"] == "running"
-    dispatcher.tick(reconcile=True)
-    run = runs(client, exp["id"])[0]
-    assert run["attempt"] == 1
+    executor.jobs[executor.submitted[0].job_id] = JobState.stopped  # `ray job stop`
+    dispatcher.tick()
+    stopped = runs(client, exp["id"])[0]
+    assert stopped["status"] == "cancelled" and stopped["error"] == "its Ray job was stopped"
+
+
+def test_runs_lost_with_their_cluster_are_requeued_once_and_never_duplicated(
+        client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    executor.restart()  # the Ray cluster restarted: a new session, its jobs gone
+    dispatcher.tick()
+    run = client.get(f"{API}/runs/{exp['runs'][0]['id']}").json()
+    assert run["attempt"] == 1 and run["status"] == "running"
     assert "-a1-" in executor.submitted[-1].job_id  # re-admitted in the same pass
     assert len([t for t in executor.submitted if t.run_id == run["id"]]) == 2
+    first, second = run["attempts"]
+    assert (first["attempt"], first["status"], first["cluster"]) == (0, "failed", "session-1")
+    assert "its Ray cluster (session-1) is gone" in first["error"]
+    assert (second["attempt"], second["status"], second["cluster"]) == (1, "running",
+                                                                      "session-2")
+    dispatcher.tick(reconcile=True)  # nothing more to do: attempt 1 runs on session-2
+    assert len(executor.submitted) == 4
+
+
+def test_a_job_its_own_cluster_never_saw_is_submitted_again_not_requeued(
+        client: TestClient) -> None:
+    """A crash between recording the job and submitting it: same attempt, same job id."""
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    lost = executor.submitted[0]
+    del executor.jobs[lost.job_id]
+    dispatcher.tick()  # not reconciling: nothing
+    assert len(executor.submitted) == 2
+    dispatcher.tick(reconcile=True)
+    assert executor.submitted[-1] == lost and executor.jobs[lost.job_id] == "RUNNING"
+    assert runs(client, exp["id"])[0]["attempt"] == 0
+
+
+def test_a_job_unknown_to_a_different_cluster_is_left_alone(client: TestClient) -> None:
+    """The restarted-service bug: asking a second head about the first head's job."""
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    executor.session = "some-other-head"  # alive elsewhere, not confirmed gone
+    executor.jobs.clear()
+    dispatcher.tick(reconcile=True)
+    assert [r["attempt"] for r in runs(client, exp["id"])] == [0, 0]
+    assert [r["status"] for r in runs(client, exp["id"])] == ["running", "running"]
+    assert len(executor.submitted) == 2
+
+
+def test_attempts_are_capped_and_every_attempts_error_stays(client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json={**SPEC, "models": ["baseline"]}).json()
+    dispatcher, executor = make(client)
+    dispatcher.max_attempts = 3
+    dispatcher.tick()
+    for _ in range(3):
+        executor.jobs[executor.submitted[-1].job_id] = JobState.failed  # the driver died
+        dispatcher.tick()
+    run = client.get(f"{API}/runs/{exp['runs'][0]['id']}").json()
+    assert run["status"] == "failed" and run["attempt"] == 2
+    assert run["error"].startswith("gave up after 3 attempts; the last one was lost: its "
+                                   "driver died: job ") and "CUDA out of memory" in run["error"]
+    assert [(a["attempt"], a["status"]) for a in run["attempts"]] == [
+        (0, "failed"), (1, "failed"), (2, "failed")]
+    assert all("CUDA out of memory" in a["error"] for a in run["attempts"])
+    assert len(executor.submitted) == 3
+    dispatcher.tick(reconcile=True)
+    assert len(executor.submitted) == 3  # never again
 
 
 def test_ray_down_keeps_the_api_up_and_resumes_later(client: TestClient) -> None:

@@ -191,5 +191,8 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps) -> bool:
         return False
     except Exception as exc:  # a run fails alone, with its error recorded
         log.exception("run %s failed", spec.label())
-        store.fail(one_line_error(exc))
+        try:
+            store.fail(one_line_error(exc))
+        except (RunCancelled, StaleAttempt) as refused:
+            log.warning("run %s: its failure was not recorded: %s", spec.label(), refused)
         return False

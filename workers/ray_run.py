@@ -28,7 +28,7 @@ from ray import tune
 from workers.context import RunEnv, train_config
 from workers.lr_search import SearchJob, phase1_epochs
 from workers.spec import RunSpec
-from workers.store import RunCancelled, RunStore
+from workers.store import RunCancelled, RunStore, StaleAttempt
 
 if TYPE_CHECKING:
     from models.data import DataSplits
@@ -44,12 +44,13 @@ def _read(checkpoint: tune.Checkpoint) -> bytes:
 
 
 class _Progress(tune.Callback):
-    """Runs in the driver: forwards epochs to the store, stops on cancellation."""
+    """Runs in the driver: forwards epochs to the store; stops the Tune run when the run
+    was cancelled or this driver's attempt was replaced (``stop``: why)."""
 
     def __init__(self, store: RunStore, record_epochs: bool) -> None:
         self.store = store
         self.record_epochs = record_epochs
-        self.cancelled = False
+        self.stop: RunCancelled | StaleAttempt | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state; the store stays here.
@@ -57,14 +58,17 @@ class _Progress(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        if self.record_epochs and "train_loss" in result:
-            from models.plan import EpochMetrics
+        try:
+            if self.record_epochs and "train_loss" in result:
+                from models.plan import EpochMetrics
 
-            fields = EpochMetrics.__dataclass_fields__
-            self.store.record_epoch(EpochMetrics(**{k: result[k] for k in fields}))
-        if self.store.is_cancelled():
-            self.cancelled = True
-            raise RunCancelled("cancelled")
+                fields = EpochMetrics.__dataclass_fields__
+                self.store.record_epoch(EpochMetrics(**{k: result[k] for k in fields}))
+            if self.store.is_cancelled():
+                raise RunCancelled("cancelled")
+        except (RunCancelled, StaleAttempt) as exc:
+            self.stop = exc
+            raise
 
 
 # --- trainables (run in Tune's trial actors) ------------------------------------------
@@ -151,11 +155,11 @@ class RaySteps:
         try:
             grid = tuner.fit()
         except Exception:
-            if callbacks and callbacks[0].cancelled:
-                raise RunCancelled("cancelled") from None
+            if callbacks and callbacks[0].stop is not None:
+                raise callbacks[0].stop from None
             raise
-        if callbacks and callbacks[0].cancelled:
-            raise RunCancelled("cancelled")
+        if callbacks and callbacks[0].stop is not None:
+            raise callbacks[0].stop
         return grid
 
     def _one(self, grid: tune.ResultGrid) -> Any:

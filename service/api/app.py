@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service.api.routes import catalog, experiments, health, runs
 from service.errors import Conflict, NotFound, Unavailable
@@ -25,11 +25,12 @@ log = logging.getLogger("aelab.api")
 ExecutorFactory = Callable[[Settings], Executor]
 
 
-def _error(status: int, message: str, request_id: str | None = None) -> JSONResponse:
+def _error(status: int, message: str, request_id: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"detail": message}
     if request_id:
         body["request_id"] = request_id
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -46,12 +47,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(404, str(exc))
 
     @app.exception_handler(Unavailable)
-    @app.exception_handler(OperationalError)
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         log.warning("dependency unavailable: %s", exc)
-        return _error(503, f"service unavailable: {type(exc).__name__}")
+        return _error(503, f"service unavailable: {exc}")
 
     @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+            log.warning("database unavailable: %s", type(exc.orig).__name__)
+            return _error(503, "service unavailable: the database cannot be reached",
+                          headers={"Retry-After": "5"})
+        return await unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id = uuid.uuid4().hex[:12]
@@ -74,6 +81,7 @@ def create_app(settings: Settings | None = None,
             executor = executor_factory(settings)
             dispatcher = Dispatcher(app.state.sessions, executor,
                                     artifacts=app.state.artifacts,
+                                    max_attempts=settings.max_run_attempts,
                                     max_in_flight=settings.max_in_flight,
                                     interval_s=settings.dispatch_interval_s,
                                     reconcile_every=max(1, round(settings.reconcile_interval_s
@@ -86,9 +94,13 @@ def create_app(settings: Settings | None = None,
         finally:
             if dispatcher is not None:
                 dispatcher.stop()
+                try:
+                    in_flight = dispatcher.in_flight()
+                except Exception:  # the database is away: keep whatever may be running
+                    in_flight = -1
                 close = getattr(dispatcher.executor, "close", None)
                 if close is not None:
-                    close()
+                    close(in_flight=in_flight)
             app.state.engine.dispose()
 
     app = FastAPI(title="aelab", version="0.1.0", lifespan=lifespan,
@@ -121,16 +133,13 @@ def create_app(settings: Settings | None = None,
                                     error="cancelled by the user")
 
     def ray_status() -> str:
+        """What the dispatcher's last pass found (readiness never blocks on Ray)."""
         d = dispatcher()
         if d is None:
             return "disabled"
         if d.executor_error:
             return f"unreachable: {d.executor_error}"[:500]
-        try:
-            d.executor.check()
-        except Unavailable as exc:
-            return f"unreachable: {exc}"[:500]
-        return "ok"
+        return "ok" if d.executor.cluster_id else "not checked yet"
 
     def job_logs(job_id: str) -> str | None:
         d = dispatcher()

@@ -100,9 +100,20 @@ class ArtifactOut(_FromRow):
     url: str
 
 
+class AttemptOut(_FromRow):
+    attempt: int
+    job_id: str
+    cluster: str | None  # the Ray session it was submitted to
+    status: Status
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
 class RunDetail(RunSummary):
     experiment_id: int
     spec: dict[str, Any]
+    attempts: list[AttemptOut]  # every submission of the run, each with how it ended
     lr_trials: list[LrTrialOut]
     epochs: list[EpochOut]
     measures: dict[str, Any] | None

@@ -6,6 +6,7 @@ from typing import Any
 
 from service.api.schemas import (
     ArtifactOut,
+    AttemptOut,
     EpochOut,
     ExperimentItem,
     ExperimentOut,
@@ -68,6 +69,7 @@ def run_detail(run: Run) -> RunDetail:
     summary = run_summary(run)
     return RunDetail(
         **summary.model_dump(), experiment_id=run.experiment_id, spec=run.spec,
+        attempts=[AttemptOut.model_validate(a) for a in run.attempts],
         lr_trials=[LrTrialOut.model_validate(t) for t in run.lr_trials],
         epochs=[EpochOut.model_validate(e) for e in run.epochs],
         measures=measures_dict(run.measures),

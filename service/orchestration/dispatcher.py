@@ -1,8 +1,17 @@
 """The dispatcher: admits queued runs onto an executor, follows them, reconciles.
 
-The DB is the source of truth for the API; the executor (Ray) for what is running. Every
-run gets a deterministic job id (run id + attempt) that is written to the DB *before* the
-submit, so a crash between the two can never start a run twice.
+The DB is the source of truth for the API; the executor (Ray) for what is running.
+
+- Every run attempt gets a job id (run, attempt, uid) that is written to the DB, with the
+  cluster it goes to, *before* the submit; submitting an existing job id is a no-op. A crash
+  between the two can never start a run twice: on reconcile, a job its own cluster does not
+  know was never started and is submitted then, under the same id.
+- A run is re-queued (as a new attempt) only when its job is lost: the cluster that ran it
+  is confirmed gone, or the job ended without the run reporting an outcome (its driver
+  died). A job unknown to a *different* cluster is never a reason. Attempts are capped
+  (``max_attempts``); every attempt's end stays on the run.
+- Job drivers fence their writes with their attempt (``run_store``), so a driver that was
+  replaced can change nothing.
 """
 
 from __future__ import annotations
@@ -32,13 +41,17 @@ class JobState(enum.StrEnum):
     stopped = "STOPPED"
 
 
+ENDED = (JobState.succeeded, JobState.failed, JobState.stopped)
+
+
 @dataclass(frozen=True)
 class JobRequest:
-    """One run's job: its id and the run it executes. The job's driver reads everything
-    else (the run spec) from the run's row."""
+    """One attempt of one run. The job's driver reads everything else (the run spec)
+    from the run's row, and writes only while ``attempt`` is the run's current one."""
 
     job_id: str
     run_id: int
+    attempt: int
     metadata: dict[str, str]  # shown beside the job in the Ray dashboard
 
 
@@ -63,6 +76,13 @@ class Executor(Protocol):
         """Raise :class:`service.errors.Unavailable` when the executor cannot be reached."""
 
     @property
+    def cluster_id(self) -> str | None:
+        """Identity of the cluster jobs go to now (a Ray session), once checked."""
+
+    def is_gone(self, cluster: str) -> bool:
+        """Whether the cluster ``cluster`` is confirmed gone (and with it its jobs)."""
+
+    @property
     def dashboard_url(self) -> str | None: ...
 
 
@@ -79,9 +99,11 @@ class Dispatcher:
     max_in_flight: int = 4
     interval_s: float = 2.0
     reconcile_every: int = 15  # ticks
+    max_attempts: int = 3
     executor_error: str | None = None
     artifacts: ArtifactStore | None = None  # where driver logs fetched from Ray are kept
     _logs_pending: dict[int, str] = field(default_factory=dict)  # run id → job id
+    _foreign_warned: set[int] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -93,7 +115,7 @@ class Dispatcher:
         try:
             self.executor.check()
         except Unavailable as exc:
-            if self.executor_error is None:
+            if self.executor_error != str(exc):
                 log.warning("executor unreachable: %s", exc)
             self.executor_error = str(exc)
             return
@@ -103,18 +125,18 @@ class Dispatcher:
         self.admit()
 
     def admit(self) -> int:
+        cluster = self.executor.cluster_id
         with transaction(self.sessions) as s:
             free = self.max_in_flight - len(repo.running_runs(s))
             if free <= 0:
                 return 0
-            runs = list(repo.queued_runs(s, limit=free))
             jobs = []
-            for run in runs:
-                job = JobRequest(job_id_for(run), run.id, {
+            for run in repo.queued_runs(s, limit=free):
+                job = JobRequest(job_id_for(run), run.id, run.attempt, {
                     "experiment": str(run.experiment_id), "run": str(run.id),
-                    "model": run.model, "dataset": run.dataset})
-                repo.set_run(s, run_id=run.id, status=Status.running, phase="submitted",
-                             ray_job_id=job.job_id, started_at=repo.utcnow(), error=None)
+                    "model": run.model, "dataset": run.dataset, "attempt": str(run.attempt)})
+                repo.start_attempt(s, run_id=run.id, attempt=run.attempt, job_id=job.job_id,
+                                   cluster=cluster)
                 repo.refresh_experiment_status(s, experiment_id=run.experiment_id)
                 jobs.append(job)
         for job in jobs:  # after the commit: the job id is durable first
@@ -125,34 +147,64 @@ class Dispatcher:
                 log.warning("could not submit %s: %s", job.job_id, exc)
                 self.executor_error = str(exc)
                 with transaction(self.sessions) as s:
-                    repo.set_run(s, run_id=job.run_id, status=Status.queued, phase=None,
-                                 ray_job_id=None, started_at=None)
+                    repo.unsubmit(s, run_id=job.run_id, attempt=job.attempt)
         return len(jobs)
 
     def follow(self, reconcile: bool = False) -> None:
-        """Finish runs whose job ended without the run saying so; re-queue runs the
-        executor no longer knows (only checked when reconciling: a fresh submit may not
-        be visible yet)."""
-        with transaction(self.sessions) as s:
-            running = [(r.id, r.ray_job_id, r.attempt) for r in repo.running_runs(s)]
-        for run_id, job_id, attempt in running:
+        """Settle runs whose job ended without the run saying so, or was lost with its
+        cluster. Jobs their own cluster does not know are submitted then (only checked
+        when reconciling: they were never started)."""
+        with self.sessions() as s:
+            running = [(r.id, r.ray_job_id, r.attempt, r.cluster, r.experiment_id, r.model,
+                        r.dataset) for r in repo.running_runs(s)]
+        here = self.executor.cluster_id
+        for run_id, job_id, attempt, cluster, experiment_id, model, dataset in running:
             if job_id is None:
+                continue
+            if cluster != here:
+                if cluster is None or self.executor.is_gone(cluster):
+                    self.lost(run_id, attempt, f"its Ray cluster ({cluster or 'unknown'}) "
+                                                "is gone")
+                elif run_id not in self._foreign_warned:
+                    self._foreign_warned.add(run_id)
+                    log.warning("run %s: its job %s is on Ray cluster %s, not the one this "
+                                "service reaches (%s); left alone", run_id, job_id, cluster,
+                                here)
                 continue
             state = self.executor.state(job_id)
             if state is None:
                 if reconcile:
-                    with transaction(self.sessions) as s:
-                        log.warning("run %s: job %s unknown to Ray; re-queued", run_id, job_id)
-                        repo.set_run(s, run_id=run_id, status=Status.queued, phase=None,
-                                     ray_job_id=None, attempt=attempt + 1)
+                    log.warning("run %s: job %s was never started (a crash before its "
+                                "submit); submitting it now", run_id, job_id)
+                    self.executor.submit(JobRequest(job_id, run_id, attempt, {
+                        "experiment": str(experiment_id), "run": str(run_id),
+                        "model": model, "dataset": dataset, "attempt": str(attempt)}))
                 continue
-            if state in (JobState.failed, JobState.stopped, JobState.succeeded):
-                reason = (self.executor.failure_reason(job_id) if state != JobState.succeeded
-                          else "the job ended without reporting a result")
-                self.keep_log(run_id, job_id)  # the driver could not save it itself
+            if state not in ENDED:
+                continue
+            self.keep_log(run_id, job_id)  # the driver could not save it itself
+            if state == JobState.stopped:
                 with transaction(self.sessions) as s:
-                    status = Status.cancelled if state == JobState.stopped else Status.failed
-                    repo.finish_run(s, run_id=run_id, status=status, error=reason)
+                    repo.finish_run(s, run_id=run_id, status=Status.cancelled,
+                                    error="its Ray job was stopped", attempt=attempt)
+                continue
+            reason = (self.executor.failure_reason(job_id) if state == JobState.failed
+                      else "the job ended without reporting a result")
+            self.lost(run_id, attempt, f"its driver died: {reason}")
+
+    def lost(self, run_id: int, attempt: int, reason: str) -> None:
+        """The run's current attempt is lost: re-queue it, or fail it at the cap."""
+        with transaction(self.sessions) as s:
+            if attempt + 1 >= self.max_attempts:
+                log.error("run %s: attempt %s lost (%s); %s attempts made, giving up",
+                          run_id, attempt, reason, attempt + 1)
+                repo.finish_run(s, run_id=run_id, status=Status.failed, attempt=attempt,
+                                error=f"gave up after {attempt + 1} attempts; the last "
+                                      f"one was lost: {reason}")
+            else:
+                log.warning("run %s: attempt %s lost (%s); re-queued as attempt %s",
+                            run_id, attempt, reason, attempt + 1)
+                repo.requeue(s, run_id=run_id, attempt=attempt, reason=reason)
 
     def cancel(self, runs: list[Run]) -> None:
         for run in runs:
@@ -167,33 +219,35 @@ class Dispatcher:
             if run.ray_job_id:
                 self._logs_pending[run.id] = run.ray_job_id
 
+    def in_flight(self) -> int:
+        with self.sessions() as s:
+            return len(repo.running_runs(s))
+
     # --- driver logs the drivers could not save (cancel, kill) --------------------------
 
-    def keep_log(self, run_id: int, job_id: str) -> bool:
-        """Save the job's log from Ray as the run's ``job.log`` unless it has one; True
-        when the run has a log afterwards (or Ray no longer knows the job)."""
+    def keep_log(self, run_id: int, job_id: str) -> None:
+        """Save the job's log from Ray as the run's ``job.log`` unless it has one (a log
+        Ray no longer has is reported as lost by the logs endpoint)."""
         if self.artifacts is None:
-            return True
+            return
         with self.sessions() as s:
             if repo.has_artifact(s, run_id=run_id, name="job.log"):
-                return True
+                return
         text = self.executor.logs(job_id)
         if text is None:
-            return True  # lost with its head: the logs endpoint says so
+            return
         stored = self.artifacts.put(f"run-{run_id}", "job.log", text.encode())
         with transaction(self.sessions) as s:
             repo.record_artifact(s, run_id=run_id, name="job.log", kind="log",
                                  uri=stored.uri, content_type="text/plain; charset=utf-8",
                                  size=stored.size, checksum=stored.checksum)
-        return True
 
     def collect_logs(self) -> None:
         """Keep the logs of cancelled runs once their jobs have stopped."""
         for run_id, job_id in list(self._logs_pending.items()):
-            state = self.executor.state(job_id)
-            if state in (JobState.pending, JobState.running):
-                continue
             try:
+                if self.executor.state(job_id) in (JobState.pending, JobState.running):
+                    continue
                 self.keep_log(run_id, job_id)
             except Exception as exc:  # best effort: the live log stays on Ray
                 log.warning("could not keep the log of run %s: %s", run_id, exc)
@@ -209,19 +263,20 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 3.0) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout_s)
 
     def _loop(self) -> None:
         ticks = 0
         while not self._stop.is_set():
             try:
                 self.tick(reconcile=ticks % self.reconcile_every == 0)
-            except Exception:  # the loop must outlive any one bad pass
-                log.exception("dispatcher pass failed")
+            except Exception as exc:  # the loop must outlive any one bad pass (DB down…)
+                log.warning("dispatcher pass failed: %s: %s", type(exc).__name__,
+                            str(exc).splitlines()[0][:300] if str(exc) else "")
             ticks += 1
             self._wake.wait(self.interval_s)
             self._wake.clear()

@@ -1,26 +1,41 @@
 """The Executor on Ray: one Ray job per run, through Ray's job-submission API.
 
 Each run appears in the Ray dashboard's job list under its readable id, with its logs;
-stopping the job stops its Tune trials and frees their GPUs. Without ``RAY_ADDRESS`` a
-local head (with dashboard) is started and owned by this process.
+stopping the job stops its Tune trials and frees their GPUs.
+
+Which cluster a job went to matters: a run is re-queued only when the cluster that ran
+its job says the job is gone, or that cluster is confirmed gone. A cluster is known by its
+Ray *session* (``/api/version``'s ``session_name``, unique to one start of a head).
+
+Without ``RAY_ADDRESS`` the service runs an *embedded* head (:class:`EmbeddedHead`):
+started in the background (the API answers at once), recorded in
+``AELAB_HOME/ray/head.json``, probed with the cluster's token, re-adopted with its runs by
+a restarted service, and — only when confirmed dead — cleaned up (every process of it and
+its temp folder) and replaced. With ``RAY_ADDRESS`` the cluster is never started, stopped or
+cleaned by aelab.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.request
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from service.errors import Unavailable
 from service.orchestration.dispatcher import JobRequest, JobState
@@ -28,6 +43,7 @@ from service.settings import Settings, job_environment
 
 log = logging.getLogger("aelab.ray")
 HEAD_START_TIMEOUT_S = 120
+PROBE_TIMEOUT_S = 5.0
 
 
 def free_port() -> int:
@@ -41,10 +57,9 @@ def use_token_auth(state_dir: Path) -> str:
     this process (job clients) and inherited by the head (and so by every job). A token
     this process was already given (RAY_AUTH_TOKEN[_PATH]) wins: Ray reads it once."""
     if os.environ.get("RAY_AUTH_MODE") == "token":
-        if os.environ.get("RAY_AUTH_TOKEN"):
-            return os.environ["RAY_AUTH_TOKEN"]
-        if os.environ.get("RAY_AUTH_TOKEN_PATH"):
-            return Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+        token = ray_auth_token()
+        if token:
+            return token
     state_dir.mkdir(parents=True, exist_ok=True)
     token_file = state_dir / "auth_token"
     if not token_file.is_file():
@@ -55,28 +70,112 @@ def use_token_auth(state_dir: Path) -> str:
     return token_file.read_text().strip()
 
 
-class LocalRayHead:
-    """`ray start --head --block` as a child process: it stops when we stop it.
+def ray_auth_token() -> str | None:
+    """The Ray token this process uses (RAY_AUTH_TOKEN, or the file RAY_AUTH_TOKEN_PATH)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"]
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path and Path(path).is_file():
+        return Path(path).read_text().strip()
+    return None
 
-    Its address is written to ``state_dir/head.json``: a service restarted after a crash
-    finds the head (and the runs on it) still alive and reuses it.
-    """
+
+def probe(dashboard: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
+    """The session name of the Ray cluster answering at ``dashboard``, asked with this
+    process's Ray token. Raises :class:`Unavailable` with the reason when it does not
+    answer (a 401 means the token is not that cluster's)."""
+    token = ray_auth_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        r = httpx.get(f"{dashboard.rstrip('/')}/api/version", headers=headers,
+                      timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"Ray at {dashboard}: {type(exc).__name__}: {exc}") from exc
+    if r.status_code in (401, 403):
+        raise Unavailable(f"Ray at {dashboard} refused this service's token "
+                          f"(HTTP {r.status_code}): set RAY_AUTH_TOKEN to the cluster's")
+    if r.status_code != 200:
+        raise Unavailable(f"Ray at {dashboard}: HTTP {r.status_code}")
+    return str(r.json()["session_name"])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _port_open(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _processes_of(temp_dir: str, gcs: str) -> list[int]:
+    """Processes that belong to one head: their command line names its temp folder
+    (raylet, GCS, dashboard, workers) or their environment its GCS address (job drivers,
+    which Ray starts in sessions of their own). Linux /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if temp_dir.encode() in cmdline or f"RAY_ADDRESS={gcs}\0".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _kill(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+@dataclass
+class HeadRecord:
+    """What ``head.json`` remembers of a local head."""
+
+    dashboard: str
+    gcs: str
+    pid: int  # the `ray start --block` process, leader of its process group
+    temp_dir: str
+    started: float  # time.time()
+    session: str | None = None
+
+
+class LocalRayHead:
+    """`ray start --head --block` in a process group of its own: it outlives this
+    process (a restarted service re-adopts it) and stops when we stop it."""
 
     def __init__(self, *, state_dir: Path, dashboard_port: int = 0,
                  num_cpus: int | None = None, num_gpus: int | None = None,
-                 temp_dir: str | None = None) -> None:
+                 temp_dir: str | None = None, record: HeadRecord | None = None) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         use_token_auth(state_dir)
-        self.record = state_dir / "head.json"
-        self.gcs_port = free_port()
-        self.dashboard_port = dashboard_port or free_port()
+        self.state_dir = state_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        if record is not None:  # adopting a head a previous service started
+            self.record = record
+            return
+        gcs_port = free_port()
+        dashboard_port = dashboard_port or free_port()
         # Ray's socket paths must stay short: a private folder under /tmp, not deep paths.
-        self.owns_temp_dir = temp_dir is None
-        self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="aelab-ray-")
+        temp_dir = temp_dir or tempfile.mkdtemp(prefix="aelab-ray-")
         ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-        cmd = [ray, "start", "--head", "--block", f"--port={self.gcs_port}",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-               f"--temp-dir={self.temp_dir}", "--disable-usage-stats", "--include-dashboard=true"]
+        cmd = [ray, "start", "--head", "--block", f"--port={gcs_port}",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+               f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"]
         # Ray's agents default to fixed ports; a second Ray on the machine would collide.
         for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                      "runtime-env-agent-port", "metrics-export-port",
@@ -87,73 +186,226 @@ class LocalRayHead:
         if num_gpus is not None:
             cmd.append(f"--num-gpus={num_gpus}")
         log.info("starting a local Ray head: %s", " ".join(cmd))
-        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        self.record.write_text(json.dumps({"dashboard": self.dashboard_url,
-                                           "pid": self.process.pid}))
+        # Its output goes to a file, not a pipe: the head outlives this process.
+        with (state_dir / "head.log").open("ab") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.record = HeadRecord(f"http://127.0.0.1:{dashboard_port}",
+                                 f"127.0.0.1:{gcs_port}", self.process.pid, temp_dir,
+                                 time.time())
+        self.save()
 
-    @classmethod
-    def running(cls, state_dir: Path) -> str | None:
-        """The dashboard URL of a head recorded under ``state_dir`` that still answers."""
-        record = state_dir / "head.json"
-        if not record.is_file():
-            return None
-        use_token_auth(state_dir)
-        url = json.loads(record.read_text())["dashboard"]
+    # --- the record ---------------------------------------------------------------------
+
+    @property
+    def record_path(self) -> Path:
+        return self.state_dir / "head.json"
+
+    def save(self) -> None:
+        tmp = self.record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.record)))
+        os.replace(tmp, self.record_path)
+
+    @staticmethod
+    def load(state_dir: Path) -> HeadRecord | None:
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=3):
-                return url
-        except OSError:
+            return HeadRecord(**json.loads((state_dir / "head.json").read_text()))
+        except (OSError, ValueError, TypeError):
             return None
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
+        return self.record.dashboard
 
     @property
     def gcs_address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
+        return self.record.gcs
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+    # --- life and death -----------------------------------------------------------------
+
+    def exited(self) -> bool:
+        """Whether the head's `ray start` process is gone."""
+        if self.process is not None:
+            return self.process.poll() is not None
+        return not _pid_alive(self.record.pid)
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return (self.state_dir / "head.log").read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop every process of this head and remove its temp folder and record."""
+        record = self.record
+        if not self.exited():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pid, signal.SIGTERM)  # `ray start --block` stops its own
+            deadline = time.monotonic() + timeout_s
+            while not self.exited() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Kill whatever is left of this head (SIGKILL) and remove its traces."""
+        record = self.record
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pid, signal.SIGKILL)
+        if self.process is not None:
             try:
-                self.process.wait(timeout=60)
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-            if self.owns_temp_dir:  # the session logs of a head that is gone
-                shutil.rmtree(self.temp_dir, ignore_errors=True)
-        self.record.unlink(missing_ok=True)
+                log.warning("the Ray head process %s did not exit", record.pid)
+        deadline = time.monotonic() + 10
+        while (left := _processes_of(record.temp_dir, record.gcs)) and \
+                time.monotonic() < deadline:  # SIGKILL is delivered, not awaited: wait
+            _kill(left, signal.SIGKILL)
+            time.sleep(0.2)
+        if left:
+            log.warning("processes %s of the dead Ray head would not die", left)
+        for _ in range(3):  # a dying process may still write a file into it
+            shutil.rmtree(record.temp_dir, ignore_errors=True)
+            if not os.path.exists(record.temp_dir):
+                break
+            time.sleep(0.5)
+        if record.session:
+            mark_dead(self.state_dir, record.session)
+        if (current := self.load(self.state_dir)) is not None and current.pid == record.pid:
+            self.record_path.unlink(missing_ok=True)
+
+
+def dead_sessions(state_dir: Path) -> set[str]:
+    try:
+        return set(json.loads((state_dir / "dead_sessions.json").read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+def mark_dead(state_dir: Path, session: str) -> None:
+    """Remember a cluster confirmed dead and cleaned up: its runs may be re-queued."""
+    sessions = sorted(dead_sessions(state_dir) | {session})[-1000:]
+    tmp = state_dir / "dead_sessions.tmp"
+    tmp.write_text(json.dumps(sessions))
+    os.replace(tmp, state_dir / "dead_sessions.json")
+
+
+class EmbeddedHead:
+    """The service's own local head: adopted if a previous service left one alive,
+    started in the background otherwise, replaced when confirmed dead."""
+
+    def __init__(self, state_dir: Path, *, dashboard_port: int = 8265,
+                 dead_after_s: float = 30.0) -> None:
+        self.state_dir = state_dir
+        self.dashboard_port = dashboard_port
+        self.dead_after_s = dead_after_s
+        self.head: LocalRayHead | None = None
+        self.session: str | None = None
+        self._silent_since: float | None = None
+        self._lock = threading.Lock()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        use_token_auth(state_dir)
+
+    def ensure(self) -> str:
+        """The head's dashboard URL once it answers; raises :class:`Unavailable` with
+        what is happening meanwhile (starting, dead and being replaced)."""
+        with self._lock:
+            if self.head is None:
+                self.head = self._adopt_or_start()
+            head = self.head
+            try:
+                session = probe(head.dashboard_url, timeout_s=2.0)
+            except Unavailable as exc:
+                self._unanswered(head, exc)
+                raise
+            if session != head.record.session:
+                head.record.session = session
+                head.save()
+                log.info("local Ray head up (session %s), dashboard at %s", session,
+                         head.dashboard_url)
+                print(f"aelab: local Ray head up, dashboard at {head.dashboard_url}",
+                      flush=True)
+            self.session = session
+            self._silent_since = None
+            return head.dashboard_url
+
+    def _adopt_or_start(self) -> LocalRayHead:
+        record = LocalRayHead.load(self.state_dir)
+        if record is not None:
+            head = LocalRayHead(state_dir=self.state_dir, record=record)
+            if not head.exited():
+                log.info("adopting the local Ray head recorded in %s (pid %s)",
+                         self.state_dir / "head.json", record.pid)
+                print(f"aelab: re-adopting the local Ray head at {record.dashboard}",
+                      flush=True)
+                return head
+            log.warning("the recorded local Ray head (pid %s) is gone: cleaning it up",
+                        record.pid)
+            head.cleanup()
+        return LocalRayHead(state_dir=self.state_dir, dashboard_port=self.dashboard_port)
+
+    def _unanswered(self, head: LocalRayHead, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._silent_since is None:
+            self._silent_since = now
+        starting = head.record.session is None and \
+            time.time() - head.record.started < HEAD_START_TIMEOUT_S
+        # Dead: its process is gone, or it stopped answering and its GCS port is closed. A
+        # head that is merely slow (a loaded machine) is never killed: its runs live on it.
+        dead = head.exited() or (not starting and now - self._silent_since > self.dead_after_s
+                                 and not _port_open(head.gcs_address))
+        if not dead:
+            if starting:
+                raise Unavailable("starting the local Ray head") from exc
+            return
+        log.error("the local Ray head (pid %s) is dead: %s; cleaning it up and starting "
+                  "a new one. Its log ends with: %s", head.record.pid, exc,
+                  head.log_tail(500))
+        head.cleanup()
+        self.head = None
+        self.session = None
+        self._silent_since = None
+        raise Unavailable("the local Ray head died; starting a new one") from exc
+
+    def dead(self, session: str) -> bool:
+        return session in dead_sessions(self.state_dir)
+
+    def close(self, *, in_flight: int) -> None:
+        """Stop the head with nothing in flight; otherwise leave it for the next start."""
+        head = self.head
+        if head is None or head.exited():
+            return
+        if in_flight:
+            print(f"aelab: left the local Ray head running with {in_flight} run(s) in "
+                  f"flight (dashboard {head.dashboard_url}); the next `aelab serve` re-adopts "
+                  f"them. To stop it now: kill -TERM -{head.record.pid}", flush=True)
+            return
+        head.stop()
 
 
 class RayExecutor:
-    def __init__(self, address: str, *, job_env: dict[str, str],
-                 head: LocalRayHead | None = None) -> None:
+    def __init__(self, address: str | None, *, job_env: dict[str, str],
+                 head: LocalRayHead | EmbeddedHead | None = None) -> None:
+        if isinstance(head, LocalRayHead):  # tests hand in a head they started
+            address = address or head.dashboard_url
+            head = None
         self.address = address
         self.job_env = job_env
-        self.head = head
+        self.embedded = head
+        self.session: str | None = None
         self._client: Any = None
+        self._client_address: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayExecutor:
-        head = None
+        """Join ``RAY_ADDRESS``, or run an embedded head (started in the background)."""
         address = settings.ray_address
-        state_dir = settings.home_path / "ray"
-        if not address:
-            address = LocalRayHead.running(state_dir)
-            if address:
-                print(f"aelab: reusing the local Ray head at {address}", flush=True)
-        if not address:
-            head = LocalRayHead(state_dir=state_dir, dashboard_port=settings.dashboard_port)
-            address = head.dashboard_url
-        elif not address.startswith(("http://", "https://")):
+        if address and not address.startswith(("http://", "https://")):
             # A GCS address (host:6379): the job API lives on the dashboard port.
             address = f"http://{address.split(':')[0]}:8265"
-        executor = cls(address, job_env=job_environment(settings), head=head)
-        if head is not None:
-            executor.wait_until_up(HEAD_START_TIMEOUT_S)
-            print(f"aelab: local Ray head up, dashboard at {address}", flush=True)
-        return executor
+        embedded = None if address else EmbeddedHead(
+            settings.home_path / "ray", dashboard_port=settings.dashboard_port,
+            dead_after_s=settings.ray_head_dead_after_s)
+        return cls(address, job_env=job_environment(settings), head=embedded)
 
     def wait_until_up(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -161,33 +413,48 @@ class RayExecutor:
             try:
                 self.check()
                 return
-            except Unavailable as exc:
-                process = self.head.process if self.head is not None else None
-                if process is not None and process.poll() is not None:
-                    err = process.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-                    raise RuntimeError(f"the local Ray head exited: {err}") from exc
+            except Unavailable:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(1)
+                time.sleep(0.5)
 
     def client(self) -> Any:
-        if self._client is None:
+        if self.embedded is not None:
+            self.address = self.embedded.ensure()
+        if self._client is None or self._client_address != self.address:
             from ray.job_submission import JobSubmissionClient
 
             try:
                 self._client = JobSubmissionClient(self.address)
+                self._client_address = self.address
             except Exception as exc:  # ConnectionError, auth errors, …
                 raise Unavailable(f"Ray at {self.address}: {exc}") from exc
         return self._client
 
     def check(self) -> None:
+        """Raise :class:`Unavailable` unless the cluster answers; learn its session."""
+        if self.embedded is not None:
+            self.address = self.embedded.ensure()
+            self.session = self.embedded.session
+            return
+        assert self.address is not None
         try:
-            self.client().get_version()
+            self.session = probe(self.address)
         except Unavailable:
-            raise
-        except Exception as exc:
             self._client = None
-            raise Unavailable(f"Ray at {self.address}: {exc}") from exc
+            raise
+
+    @property
+    def cluster_id(self) -> str | None:
+        """The session of the cluster jobs go to now (known after a successful check)."""
+        return self.session
+
+    def is_gone(self, cluster: str) -> bool:
+        """Whether the cluster ``cluster`` is confirmed gone, so its jobs are: the
+        embedded head cleaned it up, or ``RAY_ADDRESS`` now answers as another session."""
+        if self.embedded is not None:
+            return self.embedded.dead(cluster)
+        return self.session is not None and cluster != self.session
 
     @property
     def dashboard_url(self) -> str | None:
@@ -197,7 +464,7 @@ class RayExecutor:
         try:
             self.client().submit_job(
                 entrypoint=f"{sys.executable} -m service.orchestration.run_job "
-                           f"--run-id {job.run_id}",
+                           f"--run-id {job.run_id} --attempt {job.attempt}",
                 submission_id=job.job_id,
                 runtime_env={"env_vars": self.job_env},
                 metadata=job.metadata,
@@ -225,6 +492,8 @@ class RayExecutor:
     def stop(self, job_id: str) -> None:
         try:
             self.client().stop_job(job_id)
+        except Unavailable:
+            raise
         except Exception as exc:
             if "does not exist" not in str(exc):
                 raise Unavailable(str(exc)) from exc
@@ -249,9 +518,9 @@ class RayExecutor:
                 return None
             raise Unavailable(str(exc)) from exc
 
-    def close(self) -> None:
-        if self.head is not None:
-            self.head.stop()
+    def close(self, *, in_flight: int = 0) -> None:
+        if self.embedded is not None:
+            self.embedded.close(in_flight=in_flight)
 
 
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed)\b.*)$")

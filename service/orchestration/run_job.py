@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from service.orchestration.run_store import DbRunStore
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import make_engine, make_sessionmaker
-from service.settings import Settings
+from service.settings import Settings, run_storage_key
 from service.states import Status
 
 
@@ -51,9 +52,19 @@ class Tee:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--run-id", type=int, required=True)
+    parser.add_argument("--attempt", type=int, required=True,
+                        help="the attempt this job is; its writes are refused once the "
+                             "run has moved on to another")
     args = parser.parse_args(argv)
 
-    log_path = Path(tempfile.mkdtemp(prefix="aelab-job-")) / "job.log"
+    folder = Path(tempfile.mkdtemp(prefix="aelab-job-"))
+    try:
+        return _drive(args.run_id, args.attempt, folder / "job.log")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _drive(run_id: int, attempt: int, log_path: Path) -> int:
     log_file = log_path.open("w", encoding="utf-8")
     sys.stdout = Tee(sys.stdout, log_file)  # type: ignore[assignment]
     sys.stderr = Tee(sys.stderr, log_file)  # type: ignore[assignment]
@@ -63,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     engine = make_engine(settings.sqlalchemy_url)
     sessions = make_sessionmaker(engine)
     with sessions() as s:
-        run = repo.get_run(s, run_id=args.run_id)
-        if run.status != Status.running:
-            print(f"run {run.id} is {run.status.value}; nothing to do")
+        run = repo.get_run(s, run_id=run_id)
+        if run.status != Status.running or run.attempt != attempt:
+            print(f"run {run.id} is {run.status.value} at attempt {run.attempt}; attempt "
+                  f"{attempt} has nothing to do")
             return 0
-        storage_key = f"run-{run.id}-{run.uid}"
+        storage_key = run_storage_key(run.id, run.uid)
         raw_spec = dict(run.spec)
 
     import ray
@@ -77,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     from workers.spec import RunSpec
 
     spec = RunSpec.model_validate(raw_spec)
-    store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), args.run_id,
-                       log_path=log_path)
+    store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), run_id,
+                       attempt=attempt, log_path=log_path, retry_s=settings.db_retry_s,
+                       heartbeat_s=settings.classifier_heartbeat_s,
+                       claim_expiry_s=settings.classifier_claim_expiry_s)
     ray.init(log_to_driver=True)
     gpus, cpus = spec.resources.gpus_per_run, spec.resources.cpus_per_run
     if gpus > 0 and not ray.cluster_resources().get("GPU"):
@@ -86,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         print("aelab: the cluster has no GPUs; this run trains on CPUs", flush=True)
         gpus = 0.0
     steps = RaySteps(settings.run_env(storage_key), gpus=gpus, cpus=cpus)
-    print(f"aelab run {args.run_id} ({spec.label()}): {gpus} GPU, {cpus} CPU per trial; "
-          f"lr_search {spec.lr_search.method}, {spec.epochs} epochs", flush=True)
+    print(f"aelab run {run_id} ({spec.label()}), attempt {attempt}: {gpus} GPU, {cpus} CPU "
+          f"per trial; lr_search {spec.lr_search.method}, {spec.epochs} epochs", flush=True)
     ok = run_pipeline(spec, store, steps)
     with sessions() as s:
-        refreshed = repo.get_run(s, run_id=args.run_id)
-        print(f"aelab run {args.run_id}: {refreshed.status.value}"
+        refreshed = repo.get_run(s, run_id=run_id)
+        print(f"aelab run {run_id}: {refreshed.status.value}"
               + (f" — {refreshed.error}" if refreshed.error else ""), flush=True)
     return 0 if ok or refreshed.status in (Status.failed, Status.cancelled) else 1
 

@@ -1,14 +1,29 @@
-"""The DB-backed :class:`workers.store.RunStore` that a run's driver reports through."""
+"""The DB-backed :class:`workers.store.RunStore` that a run's driver reports through.
+
+- **Fenced**: every write runs in a transaction that first holds the run for this
+  driver's attempt (``repository.fence``); once the run moved on (re-queued as another
+  attempt, cancelled, finished) the write is refused with :class:`StaleAttempt` or
+  :class:`RunCancelled`, and the pipeline stops. Artifacts go to a folder of their
+  attempt, so a stale driver never overwrites the current one's files.
+- **Patient**: while the database is unreachable a write is retried with backoff for up to
+  ``retry_s``; every write is idempotent (epochs by number, trials and measures replaced),
+  so nothing recorded before or during an outage is lost or doubled.
+- **Shared work with a heartbeat**: the reference classifier is claimed by one run, whose
+  trainer heartbeats; a claim silent for ``claim_expiry_s`` is taken over.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.plan import EpochMetrics
@@ -16,22 +31,68 @@ from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
 from service.persistence.tables import ReferenceClassifier, Run, Status, utcnow
-from workers.store import ClassifierTrainer, LrTrial, RunCancelled
+from workers.store import ClassifierTrainer, LrTrial, RunCancelled, StaleAttempt
 
-CLASSIFIER_STALE = timedelta(hours=6)  # a trainer silent this long is presumed dead
+log = logging.getLogger("aelab.run_store")
+T = TypeVar("T")
 CLASSIFIER_POLL_S = 2.0
 
 
+def _disconnected(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
 class DbRunStore:
-    """Reports one run to the database. With ``log_path`` (the driver's own log), the log
-    is saved as the run's ``job.log`` artifact before any terminal state is recorded."""
+    """Reports attempt ``attempt`` of run ``run_id`` to the database. With ``log_path``
+    (the driver's own log), the log is saved as the run's ``job.log`` artifact before any
+    terminal state is recorded."""
 
     def __init__(self, sessions: sessionmaker[Session], artifacts: ArtifactStore,
-                 run_id: int, *, log_path: Path | None = None) -> None:
+                 run_id: int, *, attempt: int = 0, log_path: Path | None = None,
+                 retry_s: float = 600.0, heartbeat_s: float = 20.0,
+                 claim_expiry_s: float = 120.0) -> None:
         self.sessions = sessions
         self.artifacts = artifacts
         self.run_id = run_id
+        self.attempt = attempt
         self.log_path = log_path
+        self.retry_s = retry_s
+        self.heartbeat_s = heartbeat_s
+        self.claim_expiry = timedelta(seconds=claim_expiry_s)
+        self.owner = f"run-{run_id}-a{attempt}"
+
+    # --- the two disciplines: retry while the DB is away, fence every write ------------
+
+    def _retry(self, work: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.5
+        while True:
+            try:
+                return work()
+            except DBAPIError as exc:
+                if not _disconnected(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unreachable (%s); retrying in %.1fs",
+                            type(exc.orig).__name__ if exc.orig else type(exc).__name__,
+                            delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _write(self, fn: Callable[[Session], T]) -> T:
+        def attempt() -> T:
+            with transaction(self.sessions) as s:
+                refused = repo.fence(s, run_id=self.run_id, attempt=self.attempt)
+                if refused == Status.cancelled:
+                    raise RunCancelled("cancelled")
+                if refused is not None:
+                    raise StaleAttempt(f"attempt {self.attempt} of run {self.run_id} is no "
+                                       f"longer current (the run is {refused.value})")
+                return fn(s)
+
+        return self._retry(attempt)
+
+    # --- RunStore ---------------------------------------------------------------------
 
     def save_log(self) -> None:
         if self.log_path is not None and self.log_path.is_file():
@@ -39,78 +100,99 @@ class DbRunStore:
                                "text/plain; charset=utf-8")
 
     def set_phase(self, phase: str) -> None:
-        with transaction(self.sessions) as s:
-            repo.set_run(s, run_id=self.run_id, phase=phase)
+        self._write(lambda s: repo.set_run(s, run_id=self.run_id, phase=phase))
 
     def record_epoch(self, metrics: EpochMetrics) -> None:
-        with transaction(self.sessions) as s:
-            repo.record_epoch(s, run_id=self.run_id, metrics=metrics)
+        self._write(lambda s: repo.record_epoch(s, run_id=self.run_id, metrics=metrics))
 
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
-        with transaction(self.sessions) as s:
-            repo.record_lr_trials(s, run_id=self.run_id, trials=trials, chosen_lr=chosen_lr)
+        self._write(lambda s: repo.record_lr_trials(s, run_id=self.run_id, trials=trials,
+                                                    chosen_lr=chosen_lr))
 
     def record_measures(self, measures: dict[str, Any]) -> None:
-        with transaction(self.sessions) as s:
-            repo.record_measures(s, run_id=self.run_id, measures=measures)
+        self._write(lambda s: repo.record_measures(s, run_id=self.run_id, measures=measures))
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
-        stored = self.artifacts.put(f"run-{self.run_id}", name, data)
-        with transaction(self.sessions) as s:
-            repo.record_artifact(s, run_id=self.run_id, name=name, kind=kind, uri=stored.uri,
-                                 content_type=content_type, size=stored.size,
-                                 checksum=stored.checksum)
+        self._write(lambda s: None)  # refuse before writing a file for a stale attempt
+        stored = self.artifacts.put(f"run-{self.run_id}/a{self.attempt}", name, data)
+        self._write(lambda s: repo.record_artifact(
+            s, run_id=self.run_id, name=name, kind=kind, uri=stored.uri,
+            content_type=content_type, size=stored.size, checksum=stored.checksum))
 
     def is_cancelled(self) -> bool:
-        with self.sessions() as s:
-            status = s.scalar(select(Run.status).where(Run.id == self.run_id))
-        return status in (Status.cancelled, None)
+        """True once the run no longer belongs to this attempt as a running run."""
+        def read() -> bool:
+            with self.sessions() as s:
+                row = s.execute(select(Run.status, Run.attempt)
+                                .where(Run.id == self.run_id)).one_or_none()
+            return row is None or row[0] != Status.running or row[1] != self.attempt
+
+        return self._retry(read)
 
     def succeed(self) -> None:
         self.save_log()
-        with transaction(self.sessions) as s:
-            repo.finish_run(s, run_id=self.run_id, status=Status.succeeded)
-            repo.set_run(s, run_id=self.run_id, phase=None)
+        self._write(lambda s: repo.finish_run(s, run_id=self.run_id, status=Status.succeeded,
+                                              attempt=self.attempt))
 
     def fail(self, error: str) -> None:
         self.save_log()
-        with transaction(self.sessions) as s:
-            repo.finish_run(s, run_id=self.run_id, status=Status.failed, error=error[:10_000])
+        self._write(lambda s: repo.finish_run(s, run_id=self.run_id, status=Status.failed,
+                                              error=error[:10_000], attempt=self.attempt))
 
-    # --- the reference classifier: trained once, shared --------------------------------
+    # --- the reference classifier: trained once, shared ---------------------------------
+
+    def has_reference_classifier(self, key: str) -> bool:
+        def read() -> bool:
+            with self.sessions() as s:
+                row = s.get(ReferenceClassifier, key)
+                return row is not None and row.status == Status.succeeded
+
+        return self._retry(read)
 
     def _claim(self, key: str, dataset: str) -> ReferenceClassifier | bool:
         """The finished row, True when this caller must train, False to wait."""
         try:
             with transaction(self.sessions) as s:
+                now = utcnow()
                 row = s.get(ReferenceClassifier, key)
                 if row is None:
-                    s.add(ReferenceClassifier(key=key, dataset=dataset, status=Status.running))
+                    s.add(ReferenceClassifier(key=key, dataset=dataset, status=Status.running,
+                                              owner=self.owner, heartbeat_at=now,
+                                              updated_at=now))
                     return True
                 if row.status == Status.succeeded:
                     return row
-                stale = row.updated_at.replace(tzinfo=row.updated_at.tzinfo or utcnow().tzinfo) \
-                    < utcnow() - CLASSIFIER_STALE
-                if row.status == Status.failed or stale:
+                beat = row.heartbeat_at or row.updated_at
+                beat = beat.replace(tzinfo=beat.tzinfo or now.tzinfo)
+                if row.status == Status.failed or beat < now - self.claim_expiry:
+                    if row.status == Status.running:
+                        log.warning("the reference classifier %s: its trainer (%s) is "
+                                    "silent since %s; taking it over", key, row.owner, beat)
                     taken = s.execute(
                         update(ReferenceClassifier)
                         .where(ReferenceClassifier.key == key,
                                ReferenceClassifier.updated_at == row.updated_at)
-                        .values(status=Status.running, updated_at=utcnow(), error=None))
+                        .values(status=Status.running, owner=self.owner, heartbeat_at=now,
+                                updated_at=now, error=None))
                     return taken.rowcount == 1  # type: ignore[attr-defined]
                 return False
         except IntegrityError:  # another run inserted the row first
             return False
 
-    def has_reference_classifier(self, key: str) -> bool:
-        with self.sessions() as s:
-            row = s.get(ReferenceClassifier, key)
-            return row is not None and row.status == Status.succeeded
+    def _heartbeat(self, key: str, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_s):
+            try:
+                with transaction(self.sessions) as s:
+                    s.execute(update(ReferenceClassifier).where(
+                        ReferenceClassifier.key == key, ReferenceClassifier.owner == self.owner)
+                        .values(heartbeat_at=utcnow(), updated_at=utcnow()))
+            except DBAPIError as exc:  # a missed beat; the next one may land
+                log.warning("classifier heartbeat failed: %s", type(exc).__name__)
 
     def reference_classifier(self, key: str, dataset: str,
                              train: ClassifierTrainer) -> tuple[bytes, float]:
         while True:
-            claim = self._claim(key, dataset)
+            claim = self._retry(lambda: self._claim(key, dataset))
             if isinstance(claim, ReferenceClassifier):
                 assert claim.uri is not None and claim.accuracy is not None
                 return self.artifacts.read(claim.uri), claim.accuracy
@@ -119,17 +201,27 @@ class DbRunStore:
             if self.is_cancelled():
                 raise RunCancelled("cancelled while waiting for the reference classifier")
             time.sleep(CLASSIFIER_POLL_S)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(key, stop), daemon=True,
+                                name="aelab-classifier-heartbeat")
+        beat.start()
         try:
             blob, accuracy = train()
             stored = self.artifacts.put("classifiers", f"{key}.pt", blob)
         except BaseException as exc:
-            with transaction(self.sessions) as s:
-                s.execute(update(ReferenceClassifier).where(ReferenceClassifier.key == key)
-                          .values(status=Status.failed, error=str(exc)[:2000],
-                                  updated_at=utcnow()))
+            stop.set()
+            error = str(exc)[:2000]
+            self._retry(lambda: self._release(key, Status.failed, error=error))
             raise
-        with transaction(self.sessions) as s:
-            s.execute(update(ReferenceClassifier).where(ReferenceClassifier.key == key)
-                      .values(status=Status.succeeded, uri=stored.uri, accuracy=accuracy,
-                              updated_at=utcnow()))
+        stop.set()
+        self._retry(lambda: self._release(key, Status.succeeded, uri=stored.uri,
+                                          accuracy=accuracy))
         return blob, accuracy
+
+    def _release(self, key: str, status: Status, **values: Any) -> None:
+        with transaction(self.sessions) as s:
+            s.execute(update(ReferenceClassifier)
+                      .where(ReferenceClassifier.key == key,
+                             ReferenceClassifier.owner == self.owner)
+                      .values(status=status, updated_at=utcnow(), heartbeat_at=utcnow(),
+                              **values))

@@ -47,8 +47,9 @@ class ArtifactStore:
         return ("/" if self.root.startswith("/") else "") + normalised
 
     def put(self, key: str, name: str, data: bytes) -> StoredArtifact:
-        if not SAFE_NAME.match(name) or not SAFE_NAME.match(key):
-            raise ArtifactError(f"bad artifact name {name!r}")
+        """Store ``data`` as ``key/name``; ``key`` may have several ``/``-separated parts."""
+        if not SAFE_NAME.match(name) or not all(SAFE_NAME.match(k) for k in key.split("/")):
+            raise ArtifactError(f"bad artifact name {key!r}/{name!r}")
         folder = f"{self.root}/{key}"
         final = f"{folder}/{name}"
         tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
@@ -69,3 +70,13 @@ class ArtifactStore:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
 
+
+def remove_tree(url: str, key: str) -> None:
+    """Remove the folder ``key`` under the fsspec ``url`` (e.g. a run's Tune trials),
+    wherever it lives: local disk, s3://…; nothing happens when it does not exist."""
+    if not SAFE_NAME.match(key):
+        raise ArtifactError(f"bad folder name {key!r}")
+    fs, root = url_to_fs(url)
+    path = f"{root.rstrip('/')}/{key}"
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

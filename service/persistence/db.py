@@ -34,6 +34,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         return engine
+    if parsed.get_backend_name() == "postgresql":
+        # Never hang on a database that went away: fail the connect, report 503, retry.
+        kwargs.setdefault("connect_args", {"connect_timeout": 5})
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

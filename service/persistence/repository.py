@@ -19,6 +19,7 @@ from service.persistence.tables import (
     Experiment,
     Measure,
     Run,
+    RunAttempt,
     Status,
     utcnow,
 )
@@ -90,7 +91,7 @@ def get_run(session: Session, *, run_id: int, detail: bool = False) -> Run:
     if detail:
         query = query.options(selectinload(Run.epochs), selectinload(Run.lr_trials),
                               selectinload(Run.measures), selectinload(Run.artifacts),
-                              selectinload(Run.experiment))
+                              selectinload(Run.attempts), selectinload(Run.experiment))
     run = session.scalars(query).one_or_none()
     if run is None:
         raise NotFound("run", run_id)
@@ -136,15 +137,16 @@ def request_cancel(session: Session, *, experiment_id: int) -> tuple[Experiment,
     return experiment, running
 
 
-def delete_experiment(session: Session, *, experiment_id: int) -> list[int]:
-    """Delete a finished experiment with its rows; returns its run ids (for artifacts)."""
+def delete_experiment(session: Session, *, experiment_id: int) -> list[tuple[int, str]]:
+    """Delete a finished experiment with its rows; returns each run's (id, uid), which
+    name its artifact and trial-storage folders."""
     experiment = get_experiment(session, experiment_id=experiment_id)
     if experiment.status not in FINISHED:
         raise Conflict(f"experiment {experiment_id} is {experiment.status.value}: "
                        "cancel it first")
-    run_ids = [r.id for r in experiment.runs]
+    runs = [(r.id, r.uid) for r in experiment.runs]
     session.delete(experiment)
-    return run_ids
+    return runs
 
 
 # --- what the dispatcher and the run store need ------------------------------------------
@@ -193,19 +195,80 @@ def set_run(session: Session, *, run_id: int, **values: Any) -> None:
 
 
 def finish_run(session: Session, *, run_id: int, status: Status, error: str | None = None,
-               only_if: Sequence[Status] = (Status.running,)) -> bool:
-    """Move a run to a final status unless it already left ``only_if``; True if it did."""
+               only_if: Sequence[Status] = (Status.running,),
+               attempt: int | None = None) -> bool:
+    """Move a run to a final status unless it already left ``only_if`` (or, given
+    ``attempt``, moved on to another attempt); True if it did. Its current attempt's row
+    ends with it."""
     now: datetime = utcnow()
-    result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status.in_(only_if))
-        .values(status=status, error=error, finished_at=now, updated_at=now))
+    query = update(Run).where(Run.id == run_id, Run.status.in_(only_if))
+    if attempt is not None:
+        query = query.where(Run.attempt == attempt)
+    result = session.execute(query.values(status=status, error=error, finished_at=now,
+                                          updated_at=now, phase=None))
     changed = result.rowcount > 0  # type: ignore[attr-defined]
     if changed:
         run = session.get(Run, run_id)
         assert run is not None
         session.refresh(run)
+        end_attempt(session, run_id=run_id, attempt=run.attempt, status=status, error=error)
         refresh_experiment_status(session, experiment_id=run.experiment_id)
     return changed
+
+
+def start_attempt(session: Session, *, run_id: int, attempt: int, job_id: str,
+                  cluster: str | None) -> None:
+    """The run's attempt goes to ``job_id`` on ``cluster``: recorded before the submit."""
+    set_run(session, run_id=run_id, status=Status.running, phase="submitted",
+            ray_job_id=job_id, cluster=cluster, started_at=utcnow(), error=None)
+    session.add(RunAttempt(run_id=run_id, attempt=attempt, job_id=job_id, cluster=cluster,
+                           status=Status.running))
+
+
+def unsubmit(session: Session, *, run_id: int, attempt: int) -> None:
+    """A submit that failed: the run goes back to the queue as the same attempt."""
+    session.execute(RunAttempt.__table__.delete().where(RunAttempt.run_id == run_id,
+                                                        RunAttempt.attempt == attempt))
+    set_run(session, run_id=run_id, status=Status.queued, phase=None, ray_job_id=None,
+            cluster=None, started_at=None)
+
+
+def end_attempt(session: Session, *, run_id: int, attempt: int, status: Status,
+                error: str | None) -> None:
+    session.execute(update(RunAttempt).where(
+        RunAttempt.run_id == run_id, RunAttempt.attempt == attempt,
+        RunAttempt.finished_at.is_(None)).values(status=status, error=error,
+                                                 finished_at=utcnow()))
+
+
+def requeue(session: Session, *, run_id: int, attempt: int, reason: str) -> bool:
+    """Attempt ``attempt`` was lost: the run is queued again as the next attempt, from
+    scratch (its epochs and LR trials are cleared; the attempt's error stays)."""
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.attempt == attempt,
+                          Run.status == Status.running)
+        .values(status=Status.queued, attempt=attempt + 1, phase=None, ray_job_id=None,
+                cluster=None, epoch=0, lr=None, updated_at=utcnow()))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        return False
+    end_attempt(session, run_id=run_id, attempt=attempt, status=Status.failed, error=reason)
+    session.execute(EpochMetric.__table__.delete().where(EpochMetric.run_id == run_id))
+    session.execute(LrTrialRow.__table__.delete().where(LrTrialRow.run_id == run_id))
+    return True
+
+
+def fence(session: Session, *, run_id: int, attempt: int) -> Status | None:
+    """Hold the run for a write by its driver of ``attempt``: None when that attempt is
+    the run's current one and running (the row is then locked until the transaction
+    ends), else the status that refuses the write (``cancelled``, or ``queued``/… when
+    another attempt owns the run; ``running`` when a later attempt runs)."""
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.attempt == attempt,
+                          Run.status == Status.running).values(updated_at=utcnow()))
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return None
+    status = session.scalar(select(Run.status).where(Run.id == run_id))
+    return status if status is not None else Status.cancelled
 
 
 def record_epoch(session: Session, *, run_id: int, metrics: EpochMetrics) -> None:

@@ -80,6 +80,8 @@ class Run(Base):
     lr: Mapped[float | None] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     ray_job_id: Mapped[str | None] = mapped_column(String(128))
+    # The Ray session (one start of a head) its current job was submitted to.
+    cluster: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -95,6 +97,25 @@ class Run(Base):
         cascade="all, delete-orphan", passive_deletes=True)
     artifacts: Mapped[list[Artifact]] = relationship(
         order_by="Artifact.id", cascade="all, delete-orphan", passive_deletes=True)
+    attempts: Mapped[list[RunAttempt]] = relationship(
+        order_by="RunAttempt.attempt", cascade="all, delete-orphan", passive_deletes=True)
+
+
+class RunAttempt(Base):
+    """One submission of a run: its job, the cluster it went to, and how it ended."""
+
+    __tablename__ = "run_attempts"
+    __table_args__ = (UniqueConstraint("run_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(128))
+    cluster: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[Status] = mapped_column(_status, default=Status.running)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class EpochMetric(Base):
@@ -176,3 +197,5 @@ class ReferenceClassifier(Base):
     accuracy: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    owner: Mapped[str | None] = mapped_column(String(64))  # run-<id>-a<attempt> training it
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)  # the trainer is alive

@@ -14,9 +14,10 @@ from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep,
 from service.api.schemas import DryRun, ExperimentOut, ExperimentPage
 from service.api.views import experiment_item, experiment_out
 from service.persistence import repository as repo
+from service.persistence.artifacts import remove_tree
 from service.persistence.db import transaction
 from service.persistence.tables import Status
-from service.settings import Settings
+from service.settings import Settings, run_storage_key
 from service.spec import ExperimentSpec
 from workers import lr_search
 from workers.preflight import requirements
@@ -155,11 +156,15 @@ def cancel_experiment(request: Request, experiment_id: int) -> ExperimentOut:
 
 @router.delete("/{experiment_id}", status_code=status.HTTP_204_NO_CONTENT,
                dependencies=[WriteAccess])
-def delete_experiment(request: Request, artifacts: ArtifactsDep, experiment_id: int) -> Response:
+def delete_experiment(request: Request, settings: SettingsDep, artifacts: ArtifactsDep,
+                      experiment_id: int) -> Response:
+    """Delete a finished experiment: its rows, its runs' artifacts and their Tune trial
+    folders (checkpoints), on local disk or fsspec storage alike."""
     with transaction(request.app.state.sessions) as s:
-        run_ids = repo.delete_experiment(s, experiment_id=experiment_id)
-    for run_id in run_ids:
+        runs = repo.delete_experiment(s, experiment_id=experiment_id)
+    for run_id, uid in runs:
         artifacts.delete_prefix(f"run-{run_id}")
+        remove_tree(settings.tune_storage, run_storage_key(run_id, uid))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
