@@ -28,6 +28,12 @@ def run_migrations_online() -> None:
         return
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
     with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # Batch mode rebuilds SQLite tables (copy, drop, rename); with foreign keys on,
+            # dropping a parent would cascade-delete its children. The pragma only takes
+            # effect outside a transaction, hence the commit.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
         context.configure(connection=conn, target_metadata=target_metadata,
                           render_as_batch=True)
         with context.begin_transaction():

@@ -8,7 +8,9 @@ and URLs against torchvision's weights API.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -49,4 +51,35 @@ def find_weights(name: WeightsName, weights_dir: str | Path | None) -> Path | No
     for folder in weights_folders(weights_dir):
         if (folder / filename).is_file():
             return folder / filename
+    return None
+
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 hex digest of ``path``, cached by (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _sha_cache[key] = digest.hexdigest()
+    return _sha_cache[key]
+
+
+def weights_problem(name: WeightsName, path: Path) -> str | None:
+    """Why the file at ``path`` is not ``name``'s weights, or None when it is.
+
+    torchvision names each file after the first hex digits of its SHA-256
+    (``resnet34-b627a593.pth``); ``torch.hub`` checks downloads against that prefix, and so
+    does this (truncated or replaced files fail it)."""
+    match = re.search(r"-([a-f0-9]+)\.", weights_filename(name))
+    assert match is not None
+    digest = sha256_of(path)
+    if not digest.startswith(match.group(1)):
+        return (f"{path} is corrupt (SHA-256 {digest[:12]}… does not start with "
+                f"{match.group(1)}, size {path.stat().st_size} B)")
     return None

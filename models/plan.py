@@ -26,7 +26,7 @@ class EpochMetrics:
     epoch: int  # 1-based, counted over all phases
     phase: str
     size: int
-    lr: float  # the top group's learning rate at the end of the epoch
+    lr: float  # the top group's learning rate at the epoch's last optimiser step
     train_loss: float
     val_loss: float
     val_mse: float

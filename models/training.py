@@ -173,6 +173,7 @@ class TrainingSession:
         self.scheduler: torch.optim.lr_scheduler.OneCycleLR | None = None
         self.history: list[EpochMetrics] = []
         self.epoch = 0  # epochs completed
+        self.last_lr = 0.0  # the top group's LR at the last optimiser step
 
     def phase_at(self, epoch: int) -> tuple[int, Phase]:
         """The phase that epoch ``epoch`` (1-based) belongs to."""
@@ -245,6 +246,7 @@ class TrainingSession:
         loss = self.loss_fn(out.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.last_lr = self.optimizer.param_groups[-1]["lr"]  # the LR this step used
         self.optimizer.step()
         self.scheduler.step()
         return loss.detach()
@@ -293,7 +295,7 @@ class TrainingSession:
             seen = steps_per_epoch(len(self.data.train), self.config.batch_size)
             metrics = EpochMetrics(
                 epoch=epoch, phase=phase.name, size=phase.size,
-                lr=self.optimizer.param_groups[-1]["lr"], train_loss=train_loss,
+                lr=self.last_lr, train_loss=train_loss,
                 val_loss=val_loss, val_mse=val_mse, val_mae=val_mae, seconds=seconds,
                 images_per_s=seen * self.config.batch_size / seconds,
             )

@@ -42,6 +42,13 @@ def _download(url: str, dest: Path) -> None:
     os.replace(tmp.name, dest)
 
 
+def download_weights(name: WeightsName, folder: Path) -> Path:
+    """Download ``name``'s weights into ``folder`` (atomically; OSError when offline)."""
+    target = folder / weights_filename(name)
+    _download(WEIGHTS_URLS[name], target)
+    return target
+
+
 def resolve_weights_file(name: WeightsName, source: WeightsSource) -> Path:
     filename = weights_filename(name)
     candidates = [d / filename for d in weights_folders(source.folder)]
@@ -66,7 +73,11 @@ def resolve_weights_file(name: WeightsName, source: WeightsSource) -> Path:
 
 def load_state_dict(name: WeightsName, source: WeightsSource) -> dict[str, torch.Tensor]:
     path = resolve_weights_file(name, source)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or not a state dict: name the file, not torch
+        raise WeightsUnavailable(f"{path} is not a readable {name} weights file "
+                                 f"({type(exc).__name__}): delete or replace it") from exc
 
 
 RESNET_BODY = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")

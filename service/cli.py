@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -114,6 +115,12 @@ def train(
         env, data_root=str(data_root) if data_root else env.data_root,
         allow_download=env.allow_download if download is None else download)
     folder = out or Path(f"aelab-{spec.model}-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.mkdir(parents=True, exist_ok=True)
+    # Details (tracebacks included) go to the run's log file; the terminal gets progress
+    # and one line per error.
+    handler = logging.FileHandler(folder / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     store = DirStore(folder, classifier_cache=settings.home_path / "classifiers",
                      total_epochs=spec.epochs, echo=typer.echo)
     typer.echo(f"{spec.model} on {spec.dataset}: {spec.epochs} epochs, "
@@ -121,9 +128,11 @@ def train(
     if not run_pipeline(spec, store, LocalSteps(env)):
         status = json.loads((folder / "status.json").read_text())
         typer.echo(f"error: {status['error']}", err=True)
+        typer.echo(f"(details: {folder / 'run.log'})", err=True)
         raise typer.Exit(1)
     typer.echo((folder / "measures.json").read_text())
-    typer.echo(f"wrote {folder}/history.json, measures.json, samples.png, model.pt")
+    written = ", ".join(sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")))
+    typer.echo(f"wrote {folder}/: {written}")
 
 
 @data_app.command("install-mnist")

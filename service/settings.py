@@ -154,10 +154,11 @@ def _env_value(value: Any) -> str:
     return str(value)
 
 
-def job_environment(settings: Settings) -> dict[str, str]:
+def job_environment(settings: Settings, *, database_url_file: Path | None = None
+                    ) -> dict[str, str]:
     """The environment variables a run's job needs to rebuild these settings: every set
-    setting but those in :data:`NOT_FOR_JOBS`, plus the database URL *file* (a path, not
-    the secret) and ``TORCH_HOME`` when set."""
+    setting but those in :data:`NOT_FOR_JOBS`, plus ``database_url_file`` (a path, not
+    the secret: see :meth:`Settings.database_url_for_jobs`) and ``TORCH_HOME`` when set."""
     env: dict[str, str] = {}
     for field in Settings.model_fields:
         if field in NOT_FOR_JOBS:
@@ -165,9 +166,8 @@ def job_environment(settings: Settings) -> dict[str, str]:
         value = settings.home_path if field == "home" else getattr(settings, field)
         if value is not None:
             env[env_name(field)] = _env_value(value)
-    secret_file = settings.database_url_for_jobs()
-    if secret_file is not None:
-        env[env_name("database_url_file")] = str(secret_file)
+    if database_url_file is not None:
+        env[env_name("database_url_file")] = str(database_url_file)
     if "TORCH_HOME" in os.environ:
         env["TORCH_HOME"] = os.environ["TORCH_HOME"]
     return env

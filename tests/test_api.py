@@ -170,6 +170,8 @@ def test_catalog_says_which_weights_this_deployment_holds(client: TestClient, se
                                                           monkeypatch) -> None:
     from pathlib import Path
 
+    from models.assets import WEIGHTS_URLS
+
     monkeypatch.setenv("TORCH_HOME", str(Path(settings.weights_path).parent / "torch"))
     body = client.get(f"{API}/catalog").json()
     variants = {v["name"]: v for v in body["variants"]}
@@ -180,14 +182,37 @@ def test_catalog_says_which_weights_this_deployment_holds(client: TestClient, se
     assert variants["baseline"]["pretrained_weights_present"] is True
     assert variants["pretrained_resnet"]["pretrained_weights_present"] is False
     assert weights["resnet34"] == {"name": "resnet34", "file": "resnet34-b627a593.pth",
-                                   "folder": settings.weights_path, "present": False}
+                                   "folder": settings.weights_path, "present": False,
+                                   "problem": None}
     assert body["classifier_pretrained_weights_present"] is False
     Path(settings.weights_path).mkdir(parents=True)
-    (Path(settings.weights_path) / "resnet34-b627a593.pth").write_bytes(b"stand-in")
+    placed = Path(settings.weights_path) / "resnet34-b627a593.pth"
+    placed.write_bytes(b"garbage")  # present but not the weights: named as corrupt
+    body = client.get(f"{API}/catalog").json()
+    resnet = {w["name"]: w for w in body["weights"]}["resnet34"]
+    assert resnet["present"] is False and "is corrupt (SHA-256" in resnet["problem"]
+    # A whole file: its SHA-256 starts as its name says (a 3-digit name keeps the search
+    # for such bytes short; the real names carry 8).
+    monkeypatch.setitem(WEIGHTS_URLS, "resnet34", "https://x/resnet34-b62.pth")
+    placed.unlink()
+    (Path(settings.weights_path) / "resnet34-b62.pth").write_bytes(
+        _bytes_with_sha256_prefix("b62"))
     body = client.get(f"{API}/catalog").json()
     assert {v["name"]: v for v in body["variants"]}["pretrained_resnet"][
         "pretrained_weights_present"] is True
     assert body["classifier_pretrained_weights_present"] is True
+
+
+def _bytes_with_sha256_prefix(prefix: str) -> bytes:
+    """Bytes whose SHA-256 hex digest starts with ``prefix`` (a short one: brute force)."""
+    import hashlib
+    import itertools
+
+    for i in itertools.count():
+        data = f"stand-in {i}".encode()
+        if hashlib.sha256(data).hexdigest().startswith(prefix):
+            return data
+    raise AssertionError
 
 
 def test_dry_run_lists_what_the_spec_needs_and_what_is_missing(client: TestClient,

@@ -66,7 +66,8 @@ def test_cli_reports_missing_dataset_files_before_training(home: Path) -> None:
                                       "--out", str(home / "x")])
     assert result.exit_code == 1
     assert "cifar-10-batches-py" in result.output and "test_batch" in result.output
-    assert "PreflightFailed" in result.output
+    assert "PreflightFailed" in result.output and "Traceback" not in result.output
+    assert "Traceback" in (home / "x" / "run.log").read_text()  # details go to the log
     assert not (home / "x" / "history.json").exists()  # zero epochs trained
 
 

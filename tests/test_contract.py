@@ -59,13 +59,15 @@ def test_the_database_password_never_travels_in_the_job_environment(
     _clear_env(monkeypatch)
     url = "postgresql+psycopg://aelab:hunter2-secret@db:5432/aelab"
     settings = Settings(_env_file=None, home=tmp_path, database_url=url)
-    env = job_environment(settings)
+    assert not (tmp_path / "secrets").exists()
+    env = job_environment(settings, database_url_file=settings.database_url_for_jobs())
     assert not any("hunter2" in v for v in env.values())
     secret = Path(env[env_name("database_url_file")])
     assert secret.read_text() == url
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     # The default SQLite file needs no secret file: drivers derive it from the home.
-    sqlite = job_environment(Settings(_env_file=None, home=tmp_path / "other"))
+    other = Settings(_env_file=None, home=tmp_path / "other")
+    sqlite = job_environment(other, database_url_file=other.database_url_for_jobs())
     assert env_name("database_url_file") not in sqlite
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -115,4 +117,4 @@ def test_errors_are_one_clean_line() -> None:
     assert one_line_error(wrapped) == ("TrainingDiverged: training loss is nan at epoch 3: "
                                        "training diverged")
     assert one_line_error(ValueError("\x1b[31mred\x1b[0m\nsecond line")) == "ValueError: red"
-    assert len(one_line_error(RuntimeError("x" * 2000))) == 500
+    assert len(one_line_error(RuntimeError("x" * 2000))) == 1000

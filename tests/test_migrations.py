@@ -13,7 +13,7 @@ from service.persistence.tables import Base
 def test_upgrade_builds_the_schema_and_autogenerate_finds_no_drift(db_url: str) -> None:
     upgrade(db_url)
     upgrade(db_url)  # idempotent
-    assert current(db_url) == "0003"
+    assert current(db_url) == "0004"
     engine = create_engine(db_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -22,5 +22,51 @@ def test_upgrade_builds_the_schema_and_autogenerate_finds_no_drift(db_url: str) 
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
+    finally:
+        engine.dispose()
+
+
+def test_ids_are_never_reused_after_delete(client) -> None:
+    spec = {"models": ["baseline"], "datasets": ["synthetic"]}
+    first = client.post("/api/v1/experiments", json=spec).json()
+    client.post(f"/api/v1/experiments/{first['id']}/cancel")
+    assert client.delete(f"/api/v1/experiments/{first['id']}").status_code == 204
+    second = client.post("/api/v1/experiments", json=spec).json()
+    assert second["id"] > first["id"]
+    assert second["runs"][0]["id"] > first["runs"][0]["id"]
+    assert client.get(f"/api/v1/runs/{first['runs'][0]['id']}").status_code == 404
+
+
+def test_upgrading_a_sqlite_database_with_rows_keeps_them_and_their_children(tmp_path
+                                                                            ) -> None:
+    """0004 rebuilds SQLite tables: children must survive (no cascade on the rebuild)."""
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0003")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO experiments (id, name, spec, status, created_at) "
+                          "VALUES (7, 'old', '{}', 'succeeded', '2026-01-01')"))
+        conn.execute(text(
+            "INSERT INTO runs (id, experiment_id, uid, model, dataset, status, epoch, "
+            "epochs_total, spec, attempt, created_at, updated_at) VALUES (9, 7, 'u', "
+            "'baseline', 'synthetic', 'succeeded', 1, 1, '{}', 0, '2026-01-01', "
+            "'2026-01-01')"))
+        conn.execute(text("INSERT INTO epoch_metrics (run_id, epoch, phase, size, lr, "
+                          "train_loss, val_loss, val_mse, val_mae, seconds, images_per_s) "
+                          "VALUES (9, 1, 'phase2', 32, 0.001, 1, 1, 1, 1, 1, 1)"))
+    engine.dispose()
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT count(*) FROM epoch_metrics")).scalar() == 1
+            conn.execute(text("DELETE FROM runs WHERE id = 9"))
+            conn.execute(text("INSERT INTO runs (experiment_id, uid, model, dataset, status, "
+                              "epoch, epochs_total, spec, attempt, created_at, updated_at) "
+                              "VALUES (7, 'v', 'baseline', 'synthetic', 'queued', 0, 1, "
+                              "'{}', 0, '2026-01-01', '2026-01-01')"))
+            assert conn.execute(text("SELECT max(id) FROM runs")).scalar() == 10
     finally:
         engine.dispose()

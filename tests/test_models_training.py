@@ -190,3 +190,11 @@ def test_a_checkpoint_of_another_plan_is_refused(tiny_splits) -> None:
     with pytest.raises(ValueError, match="another plan"):
         train(tiny_config("pretrained_resnet", epochs=4, phase1_epochs=5), tiny_splits,
               resume_from=saved)
+
+
+def test_an_epochs_lr_is_the_one_its_last_step_used(tiny_splits) -> None:
+    """One-cycle ends at max_lr / (25 · 1e4) on its last step; reading the LR after the
+    scheduler's final step instead reported a value past the end of the curve."""
+    result = train(tiny_config("baseline", epochs=2, schedule="one_cycle", lr=3e-3),
+                   tiny_splits)
+    assert result.history[-1].lr == pytest.approx(3e-3 / 25 / 1e4, rel=1e-6)

@@ -5,6 +5,7 @@ and driver logs are served."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
@@ -180,6 +181,32 @@ def test_default_spec_without_weights_fails_in_seconds_naming_the_file(
         tail = client.get(f"{API}/runs/{run['id']}/logs",
                           params={"offset": logs["next_offset"] - 20}).json()
         assert tail["text"] == logs["text"][-20:]
+
+
+def test_following_a_log_with_offsets_reads_the_same_text_as_the_saved_log(
+        ray_head: LocalRayHead, tmp_path: Path) -> None:
+    app = create_app(_settings(ray_head, tmp_path / "home"),
+                     executor_factory=RayExecutor.from_settings)
+    with TestClient(app) as client:
+        exp = client.post(f"{API}/experiments", json={
+            **TINY, "models": ["baseline"], "datasets": ["synthetic"], "epochs": 6,
+            "data": {"train_limit": 512, "test_limit": 32},
+            "lr_search": {"method": "fixed"}}).json()
+        run_id = exp["runs"][0]["id"]
+        followed, offset, sources = "", 0, set()
+        while True:
+            page = client.get(f"{API}/runs/{run_id}/logs", params={"offset": offset}).json()
+            assert page["offset"] == offset
+            followed += page["text"]
+            offset = page["next_offset"]
+            sources.add(page["source"])
+            if page["complete"]:
+                break
+            time.sleep(0.3)
+        saved = client.get(f"{API}/runs/{run_id}/logs").json()["text"]
+    assert "ray" in sources and "saved" in sources  # it switched source on the way
+    assert "epoch   6/6" in saved
+    assert followed.startswith(saved) or saved.startswith(followed)
 
 
 def test_a_finished_runs_log_is_served_after_its_ray_cluster_is_gone(

@@ -95,7 +95,7 @@ def load_data(spec: RunSpec, env: RunEnv) -> DataSplits:
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def one_line_error(exc: BaseException, limit: int = 500) -> str:
+def one_line_error(exc: BaseException, limit: int = 1000) -> str:
     """``"Type: message"`` on one line: Ray's task/Tune wrappers unwrapped to the error that
     was raised, ANSI colour codes and tracebacks dropped, at most ``limit`` characters."""
     seen: set[int] = set()

@@ -55,6 +55,12 @@ class Steps(Protocol):
     def train_classifier(self, spec: RunSpec, data: DataSplits) -> tuple[bytes, float]:
         """The reference classifier's serialised weights and its test accuracy."""
 
+    def check(self, spec: RunSpec) -> None:
+        """Refuse, before any training, a run these steps cannot execute."""
+
+    def finish(self) -> None:
+        """Release what the steps kept for the run (e.g. trial checkpoints)."""
+
 
 def check_cancelled(store: RunStore) -> None:
     if store.is_cancelled():
@@ -110,6 +116,12 @@ class LocalSteps:
     def train_classifier(self, spec: RunSpec, data: DataSplits) -> tuple[bytes, float]:
         return train_classifier_blob(spec, self.env, data)
 
+    def check(self, spec: RunSpec) -> None:
+        return None
+
+    def finish(self) -> None:
+        return None
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -153,6 +165,7 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps) -> bool:
         ready = spec.classifier.enabled and store.has_reference_classifier(key)
         preflight(spec, data_root=env.data_root, weights_dir=env.weights_dir,
                   allow_download=env.allow_download, classifier_ready=ready)
+        steps.check(spec)
         store.set_phase("data")
         data = load_data(spec, env)
         method = get_method(spec.lr_search.method)
@@ -196,3 +209,5 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps) -> bool:
         except (RunCancelled, StaleAttempt) as refused:
             log.warning("run %s: its failure was not recorded: %s", spec.label(), refused)
         return False
+    finally:
+        steps.finish()

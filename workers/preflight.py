@@ -13,10 +13,12 @@ from pathlib import Path
 
 from models.assets import (
     WEIGHTS_PURPOSE,
+    WEIGHTS_URLS,
     WeightsName,
     find_weights,
     weights_filename,
     weights_folders,
+    weights_problem,
 )
 from models.catalog import get_dataset_info, get_variant
 from models.dataset_files import check_dataset, dataset_files, dataset_folder
@@ -41,8 +43,8 @@ class Requirement:
 
     def describe(self) -> str:
         if self.problem:
-            return f"{self.purpose}: {self.problem}"
-        return f"{self.purpose}: place {', '.join(self.files)} in {self.folder}"
+            return self.problem
+        return f"{', '.join(self.files)} in {self.folder} ({self.purpose})"
 
 
 def weights_needed(spec: RunSpec, *, classifier_ready: bool = False) -> list[WeightsName]:
@@ -60,9 +62,13 @@ def weights_needed(spec: RunSpec, *, classifier_ready: bool = False) -> list[Wei
 
 
 def weights_requirement(name: WeightsName, weights_dir: str) -> Requirement:
+    path = find_weights(name, weights_dir)
+    problem = weights_problem(name, path) if path is not None else None
+    if problem:
+        problem += ": delete or replace it"
     return Requirement("weights", name, WEIGHTS_PURPOSE[name], (weights_filename(name),),
                        str(weights_folders(weights_dir)[0]),
-                       find_weights(name, weights_dir) is not None)
+                       path is not None and problem is None, problem)
 
 
 def dataset_requirement(name: str, data_root: str) -> Requirement:
@@ -105,25 +111,30 @@ def preflight(spec: RunSpec, *, data_root: str, weights_dir: str, allow_download
         if reason is not None:
             problems.append(f"{need.describe()} ({reason})")
     if problems:
-        hint = "; or set pretrained: false / classifier.pretrained: false for random init" \
-            if any(n.kind == "weights" and not n.present for n in needs) else ""
-        raise PreflightFailed("files this run needs are missing or unusable on this node: "
-                              + "; ".join(problems) + hint)
+        hint = (" Or train from random initialisation: pretrained: false, "
+                "classifier.pretrained: false (aelab train: --no-pretrained)"
+                if any(n.kind == "weights" and not n.present for n in needs) else "")
+        raise PreflightFailed("missing or unusable on this node: " + "; ".join(problems)
+                              + "." + hint)
     return needs
 
 
 def _fetch(need: Requirement, *, data_root: str, weights_dir: str) -> str | None:
-    """Download ``need`` (torch-side code); None on success, else why it failed."""
+    """Download ``need`` (torch-side code); None on success, else a short reason."""
     try:
         if need.kind == "weights":
-            from models.weights import WeightsSource, resolve_weights_file
+            from models.weights import download_weights
 
-            resolve_weights_file(need.name,  # type: ignore[arg-type]
-                                 WeightsSource(Path(weights_dir), download=True))
+            download_weights(need.name, Path(weights_dir))  # type: ignore[arg-type]
+            path = find_weights(need.name, weights_dir)  # type: ignore[arg-type]
+            if path is None or weights_problem(need.name, path):  # type: ignore[arg-type]
+                return f"the download from {WEIGHTS_URLS[need.name]} was not whole"
         else:
             from models.data import ensure_downloaded
 
             ensure_downloaded(need.name, Path(data_root).expanduser())
     except Exception as exc:  # offline, refused, truncated: say so, try the next file
-        return f"download failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        cause = exc.__cause__ or exc
+        reason = str(getattr(cause, "reason", "") or cause).splitlines()
+        return f"download failed: {type(cause).__name__}: {(reason or [''])[0][:120]}"
     return None

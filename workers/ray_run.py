@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from models.training import TrainResult
 
 log = logging.getLogger("aelab.ray_run")
+
+
+class ResourcesUnavailable(RuntimeError):
+    """The run asks for more than any node of the cluster has."""
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -128,6 +132,30 @@ class RaySteps:
         self.env = env
         self.gpus = gpus
         self.cpus = cpus
+
+    def check(self, spec: RunSpec) -> None:
+        """Refuse a run no node of this cluster can hold (it would wait forever)."""
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        for name, asked, field in (("CPU", self.cpus, "cpus_per_run"),
+                                   ("GPU", self.gpus, "gpus_per_run")):
+            most = max((r.get(name, 0.0) for r in nodes), default=0.0)
+            if asked > most:
+                raise ResourcesUnavailable(
+                    f"resources.{field} {asked:g} exceeds every node of this Ray cluster "
+                    f"(at most {most:g} {name}s on one node): lower it or add a node")
+
+    def finish(self) -> None:
+        """Remove the run's trial folders: the run's outcome is recorded, and a new
+        attempt starts from scratch (DELETE removes what a killed driver left)."""
+        from fsspec.core import url_to_fs
+
+        fs, root = url_to_fs(self.env.tune_storage)
+        path = f"{root.rstrip('/')}/{self.env.storage_key}"
+        try:
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+        except OSError as exc:
+            log.warning("could not remove the trial folder %s: %s", path, exc)
 
     @property
     def device(self) -> str:

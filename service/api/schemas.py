@@ -148,7 +148,8 @@ class WeightsOut(BaseModel):
     name: str
     file: str
     folder: str  # where to place it
-    present: bool
+    present: bool  # present and whole (its SHA-256 prefix checked)
+    problem: str | None = None  # e.g. "… is corrupt"
 
 
 class Catalog(BaseModel):

@@ -44,6 +44,8 @@ from service.settings import Settings, job_environment
 log = logging.getLogger("aelab.ray")
 HEAD_START_TIMEOUT_S = 120
 PROBE_TIMEOUT_S = 5.0
+RESTART_BACKOFF_S = 30.0  # after a failed start, before the next attempt
+DEFAULT_DASHBOARD_PORT = 8265
 
 
 def free_port() -> int:
@@ -109,6 +111,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _port_open(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     try:
@@ -120,8 +131,11 @@ def _port_open(address: str) -> bool:
 
 def _processes_of(temp_dir: str, gcs: str) -> list[int]:
     """Processes that belong to one head: their command line names its temp folder
-    (raylet, GCS, dashboard, workers) or their environment its GCS address (job drivers,
-    which Ray starts in sessions of their own). Linux /proc."""
+    (raylet, GCS, dashboard, workers) or their environment its GCS port (job drivers,
+    which Ray starts in sessions of their own, with RAY_ADDRESS=<node ip>:<port>).
+    Linux /proc."""
+    driver = re.compile(rb"(?:^|\0)RAY_ADDRESS=[^\0]*:" + gcs.rsplit(":", 1)[1].encode()
+                        + rb"\0")
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -131,7 +145,7 @@ def _processes_of(temp_dir: str, gcs: str) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if temp_dir.encode() in cmdline or f"RAY_ADDRESS={gcs}\0".encode() in environ:
+        if temp_dir.encode() in cmdline or driver.search(environ):
             found.append(int(entry.name))
     return found
 
@@ -224,10 +238,28 @@ class LocalRayHead:
     # --- life and death -----------------------------------------------------------------
 
     def exited(self) -> bool:
-        """Whether the head's `ray start` process is gone."""
+        """Whether the head's `ray start` process is gone (for an adopted head: no live
+        process with its pid runs with its temp folder, so a reused pid is not it)."""
         if self.process is not None:
             return self.process.poll() is not None
-        return not _pid_alive(self.record.pid)
+        try:
+            cmdline = Path(f"/proc/{self.record.pid}/cmdline").read_bytes()
+        except OSError:
+            return not _pid_alive(self.record.pid)
+        return self.record.temp_dir.encode() not in cmdline
+
+    def owns(self, session: str) -> bool:
+        """Whether ``session`` is this head's: Ray names a session after the pid of the
+        process that started it, so another cluster on our port never passes for ours."""
+        return session.endswith(f"_{self.record.pid}")
+
+    def failure(self) -> str:
+        """Why the head stopped, from its log: the last line that says so."""
+        lines = [ln.strip() for ln in self.log_tail(20_000).splitlines() if ln.strip()]
+        for line in reversed(lines):
+            if re.search(r"error|occupied|failed|exception", line, re.IGNORECASE):
+                return line[:300]
+        return lines[-1][:300] if lines else "no output"
 
     def log_tail(self, n: int = 2000) -> str:
         try:
@@ -301,6 +333,7 @@ class EmbeddedHead:
         self.head: LocalRayHead | None = None
         self.session: str | None = None
         self._silent_since: float | None = None
+        self._failed: tuple[float, str] | None = None  # when and why a start failed
         self._lock = threading.Lock()
         state_dir.mkdir(parents=True, exist_ok=True)
         use_token_auth(state_dir)
@@ -310,10 +343,17 @@ class EmbeddedHead:
         what is happening meanwhile (starting, dead and being replaced)."""
         with self._lock:
             if self.head is None:
+                if self._failed and time.monotonic() - self._failed[0] < RESTART_BACKOFF_S:
+                    raise Unavailable(f"the local Ray head failed to start: {self._failed[1]}")
                 self.head = self._adopt_or_start()
             head = self.head
             try:
                 session = probe(head.dashboard_url, timeout_s=2.0)
+                if not head.owns(session):
+                    raise Unavailable(
+                        f"another Ray cluster ({session}) answers at {head.dashboard_url}, "
+                        "not the head aelab started: set AELAB_DASHBOARD_PORT to a free "
+                        "port (0 picks one)")
             except Unavailable as exc:
                 self._unanswered(head, exc)
                 raise
@@ -341,7 +381,16 @@ class EmbeddedHead:
             log.warning("the recorded local Ray head (pid %s) is gone: cleaning it up",
                         record.pid)
             head.cleanup()
-        return LocalRayHead(state_dir=self.state_dir, dashboard_port=self.dashboard_port)
+        port = self.dashboard_port
+        if port and not _port_free(port):
+            if port != DEFAULT_DASHBOARD_PORT:
+                self._failed = (time.monotonic(), f"its dashboard port {port} "
+                                "(AELAB_DASHBOARD_PORT) is taken; set a free one, or 0")
+                raise Unavailable(f"the local Ray head cannot start: {self._failed[1]}")
+            port = 0
+            log.warning("the Ray dashboard's default port %s is taken (another Ray?): the "
+                        "local head uses a free port instead", DEFAULT_DASHBOARD_PORT)
+        return LocalRayHead(state_dir=self.state_dir, dashboard_port=port)
 
     def _unanswered(self, head: LocalRayHead, exc: Exception) -> None:
         now = time.monotonic()
@@ -357,6 +406,15 @@ class EmbeddedHead:
             if starting:
                 raise Unavailable("starting the local Ray head") from exc
             return
+        if head.record.session is None:  # it never came up
+            reason = head.failure()
+            log.error("the local Ray head failed to start: %s (full log: %s)", reason,
+                      self.state_dir / "head.log")
+            head.cleanup()
+            self.head = None
+            self._silent_since = None
+            self._failed = (now, reason)
+            raise Unavailable(f"the local Ray head failed to start: {reason}") from exc
         log.error("the local Ray head (pid %s) is dead: %s; cleaning it up and starting "
                   "a new one. Its log ends with: %s", head.record.pid, exc,
                   head.log_tail(500))
@@ -405,7 +463,8 @@ class RayExecutor:
         embedded = None if address else EmbeddedHead(
             settings.home_path / "ray", dashboard_port=settings.dashboard_port,
             dead_after_s=settings.ray_head_dead_after_s)
-        return cls(address, job_env=job_environment(settings), head=embedded)
+        env = job_environment(settings, database_url_file=settings.database_url_for_jobs())
+        return cls(address, job_env=env, head=embedded)
 
     def wait_until_up(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -464,7 +523,8 @@ class RayExecutor:
         try:
             self.client().submit_job(
                 entrypoint=f"{sys.executable} -m service.orchestration.run_job "
-                           f"--run-id {job.run_id} --attempt {job.attempt}",
+                           f"--run-id {job.run_id} --attempt {job.attempt} "
+                           f"--job-id {job.job_id}",
                 submission_id=job.job_id,
                 runtime_env={"env_vars": self.job_env},
                 metadata=job.metadata,
@@ -505,7 +565,8 @@ class RayExecutor:
             logs = self.client().get_job_logs(job_id)
         except Exception as exc:
             return f"job {job_id} ended; its details are unavailable ({type(exc).__name__})"
-        return last_error_line(logs) or first_line(info.message or "the job failed")
+        return last_error_line(logs) or exit_reason(info.message or "") or \
+            first_line(info.message or "the job failed")
 
     def logs(self, job_id: str) -> str | None:
         """The job driver's log as Ray keeps it, or None when Ray does not know the job."""
@@ -525,6 +586,24 @@ class RayExecutor:
 
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed)\b.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def exit_reason(message: str) -> str | None:
+    """"the driver exited with code 137 (SIGKILL: …)" from Ray's job message, if it has
+    an exit code."""
+    match = re.search(r"exit code (-?\d+)", message)
+    if match is None:
+        return None
+    code = int(match.group(1))
+    signum = code - 128 if code > 128 else -code if code < 0 else 0
+    why = ""
+    if signum:
+        try:
+            why = f" ({signal.Signals(signum).name}"
+        except ValueError:
+            why = f" (signal {signum}"
+        why += ": killed, e.g. out of memory)" if signum == signal.SIGKILL else ")"
+    return f"the driver exited with code {code}{why}"
 
 
 def first_line(text: str, limit: int = 500) -> str:

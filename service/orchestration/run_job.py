@@ -55,16 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attempt", type=int, required=True,
                         help="the attempt this job is; its writes are refused once the "
                              "run has moved on to another")
+    parser.add_argument("--job-id", default=None, help="this Ray job's submission id")
     args = parser.parse_args(argv)
 
     folder = Path(tempfile.mkdtemp(prefix="aelab-job-"))
     try:
-        return _drive(args.run_id, args.attempt, folder / "job.log")
+        return _drive(args.run_id, args.attempt, args.job_id, folder / "job.log")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _drive(run_id: int, attempt: int, log_path: Path) -> int:
+def _drive(run_id: int, attempt: int, job_id: str | None, log_path: Path) -> int:
     log_file = log_path.open("w", encoding="utf-8")
     sys.stdout = Tee(sys.stdout, log_file)  # type: ignore[assignment]
     sys.stderr = Tee(sys.stderr, log_file)  # type: ignore[assignment]
@@ -79,7 +80,8 @@ def _drive(run_id: int, attempt: int, log_path: Path) -> int:
             print(f"run {run.id} is {run.status.value} at attempt {run.attempt}; attempt "
                   f"{attempt} has nothing to do")
             return 0
-        storage_key = run_storage_key(run.id, run.uid)
+        # One folder per attempt: a stale driver cleaning up never touches the current one.
+        storage_key = f"{run_storage_key(run.id, run.uid)}/a{attempt}"
         raw_spec = dict(run.spec)
 
     import ray
@@ -89,11 +91,26 @@ def _drive(run_id: int, attempt: int, log_path: Path) -> int:
     from workers.spec import RunSpec
 
     spec = RunSpec.model_validate(raw_spec)
+    context = ray.init(log_to_driver=True)
+
+    def read_log() -> bytes:
+        """The log as Ray keeps it (what the logs endpoint served live, so offsets stay
+        valid), else this driver's own copy."""
+        if job_id and context.dashboard_url:
+            try:
+                from ray.job_submission import JobSubmissionClient
+
+                url = context.dashboard_url
+                url = url if url.startswith("http") else f"http://{url}"
+                return JobSubmissionClient(url).get_job_logs(job_id).encode()
+            except Exception as exc:  # the dashboard is busy or gone: keep our copy
+                print(f"aelab: saving the driver's own log ({type(exc).__name__})")
+        return log_path.read_bytes()
+
     store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), run_id,
-                       attempt=attempt, log_path=log_path, retry_s=settings.db_retry_s,
+                       attempt=attempt, log_reader=read_log, retry_s=settings.db_retry_s,
                        heartbeat_s=settings.classifier_heartbeat_s,
                        claim_expiry_s=settings.classifier_claim_expiry_s)
-    ray.init(log_to_driver=True)
     gpus, cpus = spec.resources.gpus_per_run, spec.resources.cpus_per_run
     if gpus > 0 and not ray.cluster_resources().get("GPU"):
         # A CPU-only cluster: a GPU request would wait forever; train on the CPU instead.

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
@@ -44,19 +43,20 @@ def _disconnected(exc: BaseException) -> bool:
 
 
 class DbRunStore:
-    """Reports attempt ``attempt`` of run ``run_id`` to the database. With ``log_path``
-    (the driver's own log), the log is saved as the run's ``job.log`` artifact before any
-    terminal state is recorded."""
+    """Reports attempt ``attempt`` of run ``run_id`` to the database. With ``log_reader``
+    (returning the driver's log), the log is saved as the run's ``job.log`` artifact
+    before any terminal state is recorded."""
 
     def __init__(self, sessions: sessionmaker[Session], artifacts: ArtifactStore,
-                 run_id: int, *, attempt: int = 0, log_path: Path | None = None,
+                 run_id: int, *, attempt: int = 0,
+                 log_reader: Callable[[], bytes] | None = None,
                  retry_s: float = 600.0, heartbeat_s: float = 20.0,
                  claim_expiry_s: float = 120.0) -> None:
         self.sessions = sessions
         self.artifacts = artifacts
         self.run_id = run_id
         self.attempt = attempt
-        self.log_path = log_path
+        self.log_reader = log_reader
         self.retry_s = retry_s
         self.heartbeat_s = heartbeat_s
         self.claim_expiry = timedelta(seconds=claim_expiry_s)
@@ -95,8 +95,8 @@ class DbRunStore:
     # --- RunStore ---------------------------------------------------------------------
 
     def save_log(self) -> None:
-        if self.log_path is not None and self.log_path.is_file():
-            self.save_artifact("job.log", "log", self.log_path.read_bytes(),
+        if self.log_reader is not None:
+            self.save_artifact("job.log", "log", self.log_reader(),
                                "text/plain; charset=utf-8")
 
     def set_phase(self, phase: str) -> None:

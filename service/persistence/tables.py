@@ -45,8 +45,14 @@ _status = Enum(Status, name="status", native_enum=False, length=16,
 Timestamp = DateTime(timezone=True)
 
 
+# Ids are never reused: SQLite would hand a deleted row's id to the next one without
+# AUTOINCREMENT (PostgreSQL's sequences never do).
+NEVER_REUSE = {"sqlite_autoincrement": True}
+
+
 class Experiment(Base):
     __tablename__ = "experiments"
+    __table_args__ = NEVER_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -64,6 +70,7 @@ class Experiment(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = NEVER_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     experiment_id: Mapped[int] = mapped_column(

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from models.assets import WEIGHTS_URLS, find_weights, weights_filename, weights_folders
+from models.assets import WEIGHTS_URLS
 from models.catalog import DATASETS, VARIANTS, DatasetInfo
 from models.dataset_files import DatasetCheck, check_dataset
 from service.api.deps import ReadAccess, SettingsDep
 from service.api.schemas import Catalog, DatasetOut, VariantOut, WeightsOut
+from workers.preflight import weights_requirement
 
 router = APIRouter(tags=["catalog"], dependencies=[ReadAccess])
 
@@ -28,11 +29,11 @@ def catalog(settings: SettingsDep) -> Catalog:
     API host; on a cluster the workers may hold files it lacks (a run's preflight is the
     guarantee)."""
     root = Path(settings.data_path)
-    weights = {name: WeightsOut(name=name, file=weights_filename(name),  # type: ignore[arg-type]
-                                folder=str(weights_folders(settings.weights_path)[0]),
-                                present=find_weights(name,  # type: ignore[arg-type]
-                                                     settings.weights_path) is not None)
-               for name in WEIGHTS_URLS}
+    weights = {}
+    for name in WEIGHTS_URLS:
+        need = weights_requirement(name, settings.weights_path)  # type: ignore[arg-type]
+        weights[name] = WeightsOut(name=name, file=need.files[0], folder=need.folder,
+                                   present=need.present, problem=need.problem)
     return Catalog(
         variants=[VariantOut(name=v.name, title=v.title, description=v.description,
                              latent_dim=v.latent_dim, params=v.params,

@@ -70,6 +70,8 @@ def get_logs(request: Request, sessions: SessionsDep, artifacts: ArtifactsDep, r
     if text is None:
         if status == Status.queued or job_id is None:
             text, source = "", "none"
+        elif not status.finished:
+            text, source = "", "ray"  # submitted, no output yet (or Ray busy): ask again
         else:
             raise NotFound("log", f"of run {run_id}: the driver log was lost with its Ray "
                                   "head (no saved job.log)")
