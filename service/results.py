@@ -1,10 +1,22 @@
-"""The study's results table, as JSON rows, CSV or Markdown."""
+"""The study's results table, as JSON rows, CSV or Markdown.
+
+One representation for numbers that are not finite, in every format: the strings
+``NaN``, ``Infinity`` and ``-Infinity`` (a PSNR of a perfect reconstruction is Infinity).
+A measure that was not taken is ``null`` in JSON, an empty cell in CSV and ``n/a`` in
+Markdown — never confused with an infinite one.
+
+User text is escaped where it lands: a CSV cell never starts a spreadsheet formula
+(OWASP's CSV-injection rule: a leading ``=``, ``+``, ``-``, ``@``, tab or CR gets a ``'``
+prefix), and Markdown cells and titles cannot break a table or start a line.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,18 +24,30 @@ from typing import Any
 from models.catalog import DATASETS, VARIANTS
 from service.persistence.tables import Measure, Run
 
-COLUMNS = ("run_id", "model", "dataset", "mae", "mse", "psnr", "ssim", "classifier_accuracy",
-           "original_accuracy", "training_time_s", "search_time_s", "wall_time_s", "lr",
-           "latent_dim", "compression_ratio", "params", "status")
+COLUMNS = ("run_id", "experiment", "model", "dataset", "mae", "mse", "psnr", "ssim",
+           "classifier_accuracy", "original_accuracy", "training_time_s", "search_time_s",
+           "wall_time_s", "lr", "latent_dim", "compression_ratio", "params", "status")
 MEASURE_COLUMNS = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
                    "training_time_s", "search_time_s", "wall_time_s", "latent_dim",
                    "compression_ratio", "params")
 
 
-def rows(pairs: list[tuple[Run, Measure | None]]) -> list[dict[str, Any]]:
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def finite_or_token(value: Any) -> Any:
+    """``value``, or its token (``NaN``/``Infinity``/``-Infinity``) when not finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE[str(value)]
+    return value
+
+
+def rows(pairs: list[tuple[Run, Measure | None]], experiment: str = "") -> list[dict[str, Any]]:
+    """One row per run, measures of runs without any as None."""
     out = []
     for run, m in pairs:
-        row: dict[str, Any] = {"run_id": run.id, "model": run.model, "dataset": run.dataset,
+        row: dict[str, Any] = {"run_id": run.id, "experiment": experiment,
+                               "model": run.model, "dataset": run.dataset,
                                "lr": run.lr, "status": run.status.value}
         for key in MEASURE_COLUMNS:
             row[key] = getattr(m, key) if m is not None else None
@@ -31,16 +55,43 @@ def rows(pairs: list[tuple[Run, Measure | None]]) -> list[dict[str, Any]]:
     return out
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell: text that a spreadsheet would run as a formula gets a ``'`` prefix;
+    numbers stay numbers (a negative number is not text); None is an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return "'" + value if value.startswith(FORMULA_START) else value
+    return finite_or_token(value)
+
+
 def to_csv(table: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(table)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in table)
     return buffer.getvalue()
 
 
+def md_text(value: str) -> str:
+    """Text safe in a Markdown table cell or heading: one line (control characters and
+    line separators become spaces, so it cannot add a heading or a row), ``|`` and ``\\``
+    escaped (it cannot add a column), HTML's ``<``, ``>`` and ``&`` as entities."""
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                   for c in value)
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").strip()
+
+
 def _num(value: float | None, digits: int = 6) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "n/a"
+    if not math.isfinite(value):
+        return finite_or_token(value)  # type: ignore[no-any-return]
+    return f"{value:.{digits}f}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -52,7 +103,7 @@ def _duration(seconds: float | None) -> str:
 
 def to_markdown(table: list[dict[str, Any]], title: str = "") -> str:
     """One table per dataset laid out like the study's, with the "Original images" row."""
-    parts = [f"# {title}\n"] if title else []
+    parts = [f"# {md_text(title)}\n"] if title else []
     for dataset in dict.fromkeys(r["dataset"] for r in table):
         ds_rows = [r for r in table if r["dataset"] == dataset]
         original = next((r["original_accuracy"] for r in ds_rows
@@ -67,16 +118,18 @@ def to_markdown(table: list[dict[str, Any]], title: str = "") -> str:
             method = VARIANTS[r["model"]].title if r["model"] in VARIANTS else r["model"]
             lr = "n/a" if r["lr"] is None else f"{r['lr']:.3g}"
             parts.append(
-                f"| {method} | {_num(r['mae'])} | {_num(r['mse'])} | {_num(r['psnr'], 2)} "
-                f"| {_num(r['ssim'], 4)} | {_num(r['classifier_accuracy'], 4)} "
-                f"| {_duration(r['training_time_s'])} | {lr} | {r['status']} |")
+                f"| {md_text(method)} | {_num(r['mae'])} | {_num(r['mse'])} "
+                f"| {_num(r['psnr'], 2)} | {_num(r['ssim'], 4)} "
+                f"| {_num(r['classifier_accuracy'], 4)} | {_duration(r['training_time_s'])} "
+                f"| {lr} | {md_text(r['status'])} |")
         parts.append("")
     return "\n".join(parts)
 
 
 def to_json(table: list[dict[str, Any]], title: str = "", experiment_id: int = 0) -> str:
+    safe = [{k: finite_or_token(v) for k, v in row.items()} for row in table]
     return json.dumps({"experiment_id": experiment_id, "columns": list(COLUMNS),
-                       "rows": table})
+                       "rows": safe}, allow_nan=False)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
                                          "default: home/ray_results")
     max_trial_failures: int = Field(default=3, ge=0, description="retries of a training "
                                     "trial that lost its worker")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="largest request "
+                                "body accepted (413 beyond; checked before it is read)")
     max_runs_per_experiment: int = Field(default=48, ge=1)
     max_epochs: int = Field(default=200, ge=1)
     max_in_flight: int = Field(default=4, ge=1, description="runs on Ray at once")

@@ -5,20 +5,33 @@ split held out of train)."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from workers.spec import DatasetName, RunSpec, TrainingOptions, VariantName
+from workers.spec import MAX_SEED, DatasetName, RunSpec, TrainingOptions, VariantName
 
 
 class ExperimentSpec(TrainingOptions):
-    name: str = Field(default="", max_length=200)
+    name: str = Field(default="", max_length=200,
+                      description="free text without control characters (no newlines)")
     models: list[VariantName] = Field(min_length=1, description="variant names (GET /catalog)")
     datasets: list[DatasetName] = Field(min_length=1)
     latent_dim: int | None = Field(default=None, ge=1, le=8192,
                                    description="None: each variant's (1000, or 1024)")
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # Control characters (NUL, newline, tab, …) would forge lines in exports, and
+        # PostgreSQL refuses NUL where SQLite stores it: both databases answer 422.
+        bad = sorted({f"U+{ord(c):04X}" for c in value
+                      if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")})
+        if bad:
+            raise ValueError(f"must not contain control characters ({', '.join(bad)})")
+        return value
 
     @model_validator(mode="after")
     def _unique(self) -> Self:

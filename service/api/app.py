@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from service.api.boundary import WRITE_METHODS, Boundary
 from service.api.routes import catalog, experiments, health, runs
+from service.api.schemas import errors
 from service.errors import Conflict, NotFound, Unavailable
 from service.orchestration.dispatcher import Dispatcher, Executor
 from service.persistence.artifacts import ArtifactError, ArtifactStore
@@ -33,7 +37,34 @@ def _error(status: int, message: str, request_id: str | None = None,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON can carry it: non-finite floats as ``"NaN"``/``"Infinity"``/
+    ``"-Infinity"`` (aelab's one representation), long strings and lists cut, other
+    objects as text — so a 422 never fails to render whatever a client sent."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 1000 else value[:1000] + "…"
+    if depth >= 5:
+        return "…"
+    if isinstance(value, dict):
+        return {str(k)[:200]: json_safe(v, depth + 1) for k, v in list(value.items())[:100]}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value[:100]]
+    return json_safe(str(value), depth + 1)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming every invalid field, in pydantic's shape, whatever the input held."""
+        errors = [{k: json_safe(v) for k, v in e.items() if k in ("type", "loc", "msg",
+                                                                   "input", "ctx")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
         return _error(404, str(exc))
@@ -163,7 +194,12 @@ def create_app(settings: Settings | None = None,
     app.state.job_logs = job_logs
 
     _install_error_handlers(app)
-    api = APIRouter(prefix="/api/v1")
+    # Outermost: the token and the body's size are checked before any of it is read.
+    app.add_middleware(Boundary, max_body_bytes=settings.max_body_bytes,
+                       token=lambda: settings.api_token,
+                       needs_token=lambda method, path: method in WRITE_METHODS
+                       and path.startswith("/api/"))
+    api = APIRouter(prefix="/api/v1", responses=errors(401, 403, 503))
     for module in (experiments, runs, catalog):
         api.include_router(module.router)
     app.include_router(api)

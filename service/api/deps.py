@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.boundary import token_problem
 from service.persistence.artifacts import ArtifactStore
 from service.settings import Settings
 
@@ -39,24 +39,25 @@ ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
-    if settings.api_token is None:
-        return
-    if credentials is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
-    expected = settings.api_token.get_secret_value().encode()
-    if not secrets.compare_digest(credentials.credentials.encode(), expected):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid token")
+def _check(settings: Settings, header: str | None) -> None:
+    problem = token_problem(settings.api_token, header)
+    if problem is not None:
+        raise HTTPException(problem[0], problem[1],
+                            headers={"WWW-Authenticate": "Bearer"} if problem[0] == 401
+                            else None)
 
 
 async def require_write(settings: SettingsDep, credentials: Credentials) -> None:
-    _check(settings, credentials)
+    """Writes need the bearer token (declared in the OpenAPI as HTTPBearer)."""
+    _check(settings, f"{credentials.scheme} {credentials.credentials}" if credentials
+           else None)
 
 
-async def require_read(settings: SettingsDep, credentials: Credentials) -> None:
+async def require_read(request: Request, settings: SettingsDep) -> None:
+    """Reads need the token only with AELAB_PROTECT_READS; the header is read here rather
+    than through HTTPBearer so the OpenAPI does not claim open reads need it."""
     if settings.protect_reads:
-        _check(settings, credentials)
+        _check(settings, request.headers.get("authorization"))
 
 
 WriteAccess = Depends(require_write)

@@ -10,8 +10,26 @@ from pydantic import BaseModel, ConfigDict
 from service.states import Status
 
 
+class ErrorOut(BaseModel):
+    """Every error but a 422 (which names each field in pydantic's shape)."""
+
+    detail: str
+    request_id: str | None = None  # 500s: quote it when reporting
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route answers."""
+    why = {400: "the body is not JSON text (not UTF-8)", 401: "the API token is missing",
+           403: "the API token is wrong", 404: "no such resource",
+           409: "not in a state that allows it", 413: "the request body is too large",
+           503: "the database is unreachable"}
+    return {code: {"model": ErrorOut, "description": why[code]} for code in codes}
+
+
 class _FromRow(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    # Non-finite numbers read "NaN", "Infinity", "-Infinity" (as in every results format);
+    # null means "not measured".
+    model_config = ConfigDict(from_attributes=True, ser_json_inf_nan="strings")
 
 
 class RunSummary(_FromRow):

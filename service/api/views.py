@@ -15,6 +15,7 @@ from service.api.schemas import (
     RunSummary,
 )
 from service.persistence.tables import Experiment, Measure, Run
+from service.results import finite_or_token
 
 API = "/api/v1"
 
@@ -60,9 +61,11 @@ def experiment_out(experiment: Experiment, dashboard: str | None = None) -> Expe
 
 
 def measures_dict(m: Measure | None) -> dict[str, Any] | None:
+    """A run's measures; non-finite values as their tokens (``service.results``)."""
     if m is None:
         return None
-    return {c.name: getattr(m, c.name) for c in Measure.__table__.columns if c.name != "run_id"}
+    return {c.name: finite_or_token(getattr(m, c.name))
+            for c in Measure.__table__.columns if c.name != "run_id"}
 
 
 def run_detail(run: Run) -> RunDetail:

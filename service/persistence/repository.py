@@ -49,8 +49,18 @@ def get_by_idempotency_key(session: Session, *, key: str) -> Experiment | None:
                            .options(selectinload(Experiment.runs))).one_or_none()
 
 
+MAX_ID = 2**31 - 1  # ids are INTEGER: PostgreSQL's int4 (SQLite's would go to 2**63 - 1)
+
+
+def _in_range(what: str, ident: int) -> None:
+    """Ids outside what a database stores name no row: 404, never a driver's overflow."""
+    if not 1 <= ident <= MAX_ID:
+        raise NotFound(what, ident)
+
+
 def get_experiment(session: Session, *, experiment_id: int, with_runs: bool = True
                    ) -> Experiment:
+    _in_range("experiment", experiment_id)
     query = select(Experiment).where(Experiment.id == experiment_id)
     if with_runs:
         query = query.options(selectinload(Experiment.runs))
@@ -67,7 +77,7 @@ def list_experiments(session: Session, *, status: Status | None = None, limit: i
         .order_by(Experiment.id.desc()).limit(limit + 1)
     if status is not None:
         query = query.where(Experiment.status == status)
-    if before_id is not None:
+    if before_id is not None and before_id <= MAX_ID:  # a larger cursor bounds nothing
         query = query.where(Experiment.id < before_id)
     rows = session.scalars(query).all()
     page = rows[:limit]
@@ -87,6 +97,7 @@ def run_counts(session: Session, *, experiment_ids: Sequence[int]
 
 
 def get_run(session: Session, *, run_id: int, detail: bool = False) -> Run:
+    _in_range("run", run_id)
     query = select(Run).where(Run.id == run_id)
     if detail:
         query = query.options(selectinload(Run.epochs), selectinload(Run.lr_trials),

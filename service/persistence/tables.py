@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -42,7 +44,42 @@ class Base(DeclarativeBase):
 
 _status = Enum(Status, name="status", native_enum=False, length=16,
                values_callable=lambda e: [m.value for m in e])
-Timestamp = DateTime(timezone=True)
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is UTC with an offset on the way in and out: SQLite keeps no time
+    zone and would hand back naive datetimes (PostgreSQL's timestamptz keeps it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: aelab stores UTC times with their offset")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = UTCDateTime()
+
+
+class Measured(TypeDecorator[float]):
+    """A float measure that keeps NaN: SQLite would store NaN as NULL ("not measured"), so
+    there it is stored as the text 'NaN' (a REAL column keeps text it cannot convert)."""
+
+    impl = Float
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        # Bypasses the SQLite dialect's own float coercion, which would turn 'NaN' back.
+        return lambda v: "NaN" if isinstance(v, float) and math.isnan(v) else v
+
+    def process_result_value(self, value: Any, dialect: Any) -> float | None:
+        return float(value) if isinstance(value, str) else value
 
 
 # Ids are never reused: SQLite would hand a deleted row's id to the next one without
@@ -161,20 +198,20 @@ class Measure(Base):
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"),
                                         primary_key=True)
-    mse: Mapped[float] = mapped_column(Float)
-    mae: Mapped[float] = mapped_column(Float)
-    psnr: Mapped[float] = mapped_column(Float)
-    ssim: Mapped[float] = mapped_column(Float)
+    mse: Mapped[float] = mapped_column(Measured)
+    mae: Mapped[float] = mapped_column(Measured)
+    psnr: Mapped[float] = mapped_column(Measured)
+    ssim: Mapped[float] = mapped_column(Measured)
     n_images: Mapped[int] = mapped_column(Integer)
-    classifier_accuracy: Mapped[float | None] = mapped_column(Float)
-    original_accuracy: Mapped[float | None] = mapped_column(Float)
-    training_time_s: Mapped[float] = mapped_column(Float)  # every epoch of the final model
-    search_time_s: Mapped[float | None] = mapped_column(Float)  # the LR search alone
-    wall_time_s: Mapped[float | None] = mapped_column(Float)  # preflight → evaluated
+    classifier_accuracy: Mapped[float | None] = mapped_column(Measured)
+    original_accuracy: Mapped[float | None] = mapped_column(Measured)
+    training_time_s: Mapped[float] = mapped_column(Measured)  # every epoch of the final model
+    search_time_s: Mapped[float | None] = mapped_column(Measured)  # the LR search alone
+    wall_time_s: Mapped[float | None] = mapped_column(Measured)  # preflight → evaluated
     params: Mapped[int] = mapped_column(BigInteger)
     latent_dim: Mapped[int] = mapped_column(Integer)
-    compression_ratio: Mapped[float] = mapped_column(Float)
-    compression_ratio_bytes: Mapped[float] = mapped_column(Float)
+    compression_ratio: Mapped[float] = mapped_column(Measured)
+    compression_ratio_bytes: Mapped[float] = mapped_column(Measured)
 
 
 class Artifact(Base):

@@ -23,7 +23,7 @@ def _dataset(d: DatasetInfo, check: DatasetCheck) -> DatasetOut:
                       status=check.status, problems=list(check.problems))
 
 
-@router.get("/catalog", response_model=Catalog)
+@router.get("/catalog", response_model=Catalog, operation_id="get_catalog")
 def catalog(settings: SettingsDep) -> Catalog:
     """Variants, datasets and pretrained weights. ``available``/``present`` describe the
     API host; on a cluster the workers may hold files it lacks (a run's preflight is the

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from models.catalog import DATASETS
 from service import results as table
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep, WriteAccess
-from service.api.schemas import DryRun, ExperimentOut, ExperimentPage
+from service.api.schemas import DryRun, ExperimentOut, ExperimentPage, errors
 from service.api.views import experiment_item, experiment_out
 from service.persistence import repository as repo
 from service.persistence.artifacts import remove_tree
@@ -21,13 +21,21 @@ from service.settings import Settings, run_storage_key
 from service.spec import ExperimentSpec
 from workers import lr_search
 from workers.preflight import requirements
-from workers.spec import RunSpec
+from workers.spec import RunSpec, data_limit_problems
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
 
 def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
-    errors = []
+    """What the spec alone cannot know: this deployment's limits and each dataset's size
+    (for dry runs and real POSTs alike). Raises a 422 naming each field."""
+    errors: list[dict[str, Any]] = []
+    for dataset in spec.datasets:
+        for loc, msg in data_limit_problems(spec.data, dataset, spec.batch_size):
+            errors.append({"type": "value_error", "loc": ("body", *loc), "msg": msg,
+                           "input": getattr(spec.data, loc[-1])})
+    if errors:
+        raise RequestValidationError(errors)
     runs = len(spec.run_specs())
     if runs > settings.max_runs_per_experiment:
         errors.append({"type": "too_many_runs", "loc": ("body", "models"),
@@ -77,14 +85,36 @@ def needs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
     return list(found.values())
 
 
+def _links(*targets: tuple[str, str, str]) -> dict[str, Any]:
+    return {name: {"operationId": op, "parameters": {param: "$response.body#/id"}}
+            for name, op, param in targets}
+
+
+CREATED_LINKS = {
+    **_links(("GetExperiment", "get_experiment", "experiment_id"),
+             ("GetResults", "get_results", "experiment_id"),
+             ("CancelExperiment", "cancel_experiment", "experiment_id"),
+             ("DeleteExperiment", "delete_experiment", "experiment_id")),
+    "GetRun": {"operationId": "get_run", "parameters": {"run_id": "$response.body#/runs/0/id"}},
+    "GetRunLogs": {"operationId": "get_run_logs",
+                   "parameters": {"run_id": "$response.body#/runs/0/id"}},
+}
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess],
-             response_model=ExperimentOut | DryRun,
-             responses={200: {"description": "replayed: the experiment of this Idempotency-Key"}})
+             operation_id="create_experiment", response_model=ExperimentOut | DryRun,
+             responses={200: {"description": "a dry run, or the replay of an "
+                                             "Idempotency-Key"},
+                        201: {"description": "created", "links": CREATED_LINKS},
+                        **errors(400, 413)})
 def create_experiment(
     request: Request, response: Response, settings: SettingsDep,
     spec: Annotated[ExperimentSpec, Body()],
     dry_run: Annotated[bool, Query(description="validate and estimate only")] = False,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(
+        min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+        description="makes retries safe: the same key and spec answer the first "
+                    "experiment (200); the same key with another spec is a 422")] = None,
 ) -> Any:
     _check_limits(spec, settings)
     if dry_run:
@@ -96,29 +126,40 @@ def create_experiment(
                       estimate=estimate(spec), needs=required,
                       missing=[n for n in required if not n["present"]])
     sessions = request.app.state.sessions
+
+    def replay(existing: Any) -> Any:
+        # The IETF Idempotency-Key draft: a key reused for another request is an error.
+        if existing.spec != spec.model_dump(mode="json"):
+            raise RequestValidationError([{
+                "type": "idempotency_key_reused", "loc": ("header", "idempotency-key"),
+                "msg": f"Idempotency-Key {idempotency_key!r} was used for experiment "
+                       f"{existing.id} with a different spec; use a new key",
+                "input": idempotency_key}])
+        response.status_code = status.HTTP_200_OK
+        return experiment_out(existing, request.app.state.dashboard_url())
+
     if idempotency_key:
         with sessions() as s:
             existing = repo.get_by_idempotency_key(s, key=idempotency_key)
         if existing is not None:
-            response.status_code = status.HTTP_200_OK
-            return experiment_out(existing, request.app.state.dashboard_url())
+            return replay(existing)
     try:
         with transaction(sessions) as s:
             experiment = repo.create_experiment(s, spec=spec, idempotency_key=idempotency_key)
             body = experiment_out(experiment, request.app.state.dashboard_url())
-    except IntegrityError:  # the same key raced us: answer with the winner
+    except IntegrityError:  # the same key raced us: answer as the winner's replay
         with sessions() as s:
             existing = repo.get_by_idempotency_key(s, key=idempotency_key or "")
         if existing is None:
             raise
-        response.status_code = status.HTTP_200_OK
-        return experiment_out(existing, request.app.state.dashboard_url())
+        return replay(existing)
     request.app.state.wake_dispatcher()
     response.headers["Location"] = body.links["self"]
     return body
 
 
-@router.get("", response_model=ExperimentPage, dependencies=[ReadAccess])
+@router.get("", response_model=ExperimentPage, dependencies=[ReadAccess],
+            operation_id="list_experiments")
 def list_experiments(
     request: Request, sessions: SessionsDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
@@ -134,7 +175,8 @@ def list_experiments(
                           next=str(next_id) if next_id is not None else None)
 
 
-@router.get("/{experiment_id}", response_model=ExperimentOut, dependencies=[ReadAccess])
+@router.get("/{experiment_id}", response_model=ExperimentOut, dependencies=[ReadAccess],
+            operation_id="get_experiment", responses=errors(404))
 def get_experiment(request: Request, sessions: SessionsDep, experiment_id: int
                    ) -> ExperimentOut:
     with sessions() as session:
@@ -143,6 +185,11 @@ def get_experiment(request: Request, sessions: SessionsDep, experiment_id: int
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentOut,
+             operation_id="cancel_experiment",
+             responses={200: {"description": "cancelled", "links": _links(
+                 ("DeleteExperiment", "delete_experiment", "experiment_id"),
+                 ("GetExperiment", "get_experiment", "experiment_id"))},
+                 **errors(404, 409, 413)},
              dependencies=[WriteAccess])
 def cancel_experiment(request: Request, experiment_id: int) -> ExperimentOut:
     sessions = request.app.state.sessions
@@ -155,6 +202,7 @@ def cancel_experiment(request: Request, experiment_id: int) -> ExperimentOut:
 
 
 @router.delete("/{experiment_id}", status_code=status.HTTP_204_NO_CONTENT,
+               operation_id="delete_experiment", responses=errors(404, 409, 413),
                dependencies=[WriteAccess])
 def delete_experiment(request: Request, settings: SettingsDep, artifacts: ArtifactsDep,
                       experiment_id: int) -> Response:
@@ -172,13 +220,15 @@ ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
 
 
 @router.get("/{experiment_id}/results", dependencies=[ReadAccess],
+            operation_id="get_results",
             responses={200: {"content": {f.media_type.split(";")[0]: {}
-                                         for f in table.FORMATS.values()}}})
+                                         for f in table.FORMATS.values()}},
+                       **errors(404)})
 def get_results(sessions: SessionsDep, experiment_id: int,
                 format: ResultFormat = "json") -> Response:
     with sessions() as session:
-        rows = table.rows(repo.results(session, experiment_id=experiment_id))
         experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
+        rows = table.rows(repo.results(session, experiment_id=experiment_id), experiment.name)
     fmt = table.FORMATS[format]
     title = experiment.name or f"Experiment {experiment_id}"
     return Response(fmt.render(rows, title, experiment_id), media_type=fmt.media_type)

@@ -9,12 +9,13 @@ from sqlalchemy import text
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", operation_id="healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", operation_id="readyz",
+            responses={503: {"description": "a dependency does not answer (which, why)"}})
 def readyz(request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
