@@ -28,8 +28,12 @@ ClassifierArch = Literal["resnet34", "small"]
 DEFAULT_LR = 1e-3  # the `fixed` method's LR where the study picked none for the dataset
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take seeds in [0, 2**32)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields and non-finite numbers (NaN, Infinity) are refused, naming the field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LrSearch(_Strict):
@@ -86,11 +90,47 @@ class ClassifierBudget(_Strict):
         return self
 
 
+def train_capacity(dataset: str, validation: Validation) -> int:
+    """The most training images ``dataset`` offers: its training split, less the 10 %
+    held out for validation under ``validation="holdout"`` (as ``models.data.load_dataset``
+    splits it)."""
+    size = DATASETS[dataset].train_size
+    return size if validation == "test" else size - max(1, round(size * 0.1))
+
+
+def data_limit_problems(data: DataOptions, dataset: str, batch_size: int
+                        ) -> list[tuple[tuple[str, ...], str]]:
+    """What is wrong with ``data``'s limits for ``dataset``: (field path, message) pairs.
+
+    Limits are refused rather than clamped, so a run never trains on less than its spec
+    says: ``train_limit`` at most :func:`train_capacity` and at least ``batch_size`` (the
+    training split must fill one batch); ``test_limit`` at most the test split."""
+    info = DATASETS[dataset]
+    problems = []
+    capacity = train_capacity(dataset, data.validation)
+    train = data.train_limit
+    if train is not None and train > capacity:
+        held = " less the 10% validation hold-out" if data.validation == "holdout" else ""
+        problems.append((("data", "train_limit"),
+                         f"train_limit {train} exceeds the {capacity} training images of "
+                         f"{dataset} ({info.train_size}{held})"))
+    if (train if train is not None else capacity) < batch_size:
+        problems.append((("data", "train_limit"),
+                         f"train_limit {train} is below batch_size {batch_size}: the "
+                         "training split must fill one batch"))
+    if data.test_limit is not None and data.test_limit > info.test_size:
+        problems.append((("data", "test_limit"),
+                         f"test_limit {data.test_limit} exceeds the {info.test_size} test "
+                         f"images of {dataset}"))
+    return problems
+
+
 class TrainingOptions(_Strict):
     """What every run of an experiment shares: budget, schedule, search, data, resources."""
 
     epochs: int = Field(default=15, ge=1)
-    batch_size: int = Field(default=128, ge=1, le=4096)
+    batch_size: int = Field(default=128, ge=2, le=4096,
+                            description="at least 2: BatchNorm needs two images")
     schedule: Schedule = "seed"
     lr_search: LrSearch = Field(default_factory=LrSearch)
     data: DataOptions = Field(default_factory=DataOptions)
@@ -107,7 +147,14 @@ class RunSpec(TrainingOptions):
     dataset: DatasetName
     latent_dim: int | None = Field(default=None, ge=1, le=8192,
                                    description="None: the variant's (1000, or 1024)")
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _fits_the_dataset(self) -> Self:
+        problems = data_limit_problems(self.data, self.dataset, self.batch_size)
+        if problems:
+            raise ValueError("; ".join(f"{'.'.join(loc)}: {msg}" for loc, msg in problems))
+        return self
 
     @property
     def fixed_lr(self) -> float:
