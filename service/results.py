@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.catalog import DATASETS, VARIANTS
+from service.api.schemas import ResultsTable
 from service.persistence.tables import Measure, Run
 
 COLUMNS = ("run_id", "model", "dataset", "mae", "mse", "psnr", "ssim", "classifier_accuracy",
@@ -75,8 +76,8 @@ def to_markdown(table: list[dict[str, Any]], title: str = "") -> str:
 
 
 def to_json(table: list[dict[str, Any]], title: str = "", experiment_id: int = 0) -> str:
-    return json.dumps({"experiment_id": experiment_id, "columns": list(COLUMNS),
-                       "rows": table})
+    return json.dumps(ResultsTable(experiment_id=experiment_id, columns=list(COLUMNS),
+                                   rows=table).model_dump(mode="json"))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Response bodies."""
+"""Response bodies, shared by the API and its Python client (``service.client``).
+
+Imports pydantic and ``service.states`` only: the client installs without the server's
+dependencies (SQLAlchemy, FastAPI, Ray, torch) and parses answers with these very models.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +56,39 @@ class ExperimentItem(_ExperimentBase):
     """An experiment in a list: its runs as counts (the detail endpoint lists them)."""
 
     runs: dict[str, int]  # status → count, plus "total"
+
+
+class FieldError(BaseModel):
+    """One problem of a refused request, as pydantic names it: ``loc`` is the path to the
+    field (``["body", "epochs"]``), ``type`` the machine-readable kind."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a 422 lists field errors, other codes say what went wrong;
+    a 500 carries the id its log line has."""
+
+    detail: str | list[FieldError]
+    request_id: str | None = None
+
+
+class Readiness(BaseModel):
+    """``/readyz``: ready when every check is ``ok`` (or ``disabled``); 503 otherwise."""
+
+    ready: bool
+    checks: dict[str, str]  # database, ray → ok, disabled or what is wrong
+
+
+class ResultsTable(BaseModel):
+    """``GET /experiments/{id}/results?format=json``: the study's table, one row per run
+    (``columns`` in order; a run without measures has them as null)."""
+
+    experiment_id: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
 
 
 class ExperimentPage(BaseModel):
