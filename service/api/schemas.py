@@ -6,12 +6,21 @@ dependencies (SQLAlchemy, FastAPI, Ray, torch) and parses answers with these ver
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from service.states import Status
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without an offset: say it."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Every timestamp in an answer is UTC with its offset, whatever the database kept.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class _FromRow(BaseModel):
@@ -31,9 +40,9 @@ class RunSummary(_FromRow):
     attempt: int
     error: str | None
     ray_job_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     links: dict[str, str]
 
 
@@ -42,9 +51,9 @@ class _ExperimentBase(_FromRow):
     name: str
     status: Status
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     links: dict[str, str]
 
 
@@ -133,7 +142,7 @@ class ArtifactOut(_FromRow):
     content_type: str
     size: int
     checksum: str
-    created_at: datetime
+    created_at: UtcDatetime
     url: str
 
 
@@ -143,8 +152,8 @@ class AttemptOut(_FromRow):
     cluster: str | None  # the Ray session it was submitted to
     status: Status
     error: str | None
-    started_at: datetime
-    finished_at: datetime | None
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None
 
 
 class RunDetail(RunSummary):
