@@ -315,7 +315,7 @@ def _follow(client: Client, experiment: ExperimentOut, url: str | None, *, as_js
             final = client.wait(exp_id, poll_s=poll_s)
             _print_json(final)
             return 0 if _all_succeeded(final) else EXIT_FAILED
-        name = f" “{experiment.name}”" if experiment.name else ""
+        name = f' "{experiment.name}"' if experiment.name else ""
         header = f"experiment {exp_id}{name}: {len(experiment.runs)} run(s) on {client.url}" \
                  " (Ctrl-C stops following; the experiment keeps running)"
         follower: LiveFollower | PlainFollower
@@ -475,9 +475,9 @@ def status(
         _print_json(experiment)
         return
     console = _console()
-    name = f" “{experiment.name}”" if experiment.name else ""
+    name = f' "{experiment.name}"' if experiment.name else ""
     console.print(f"experiment {experiment.id}{name}: {experiment.status.value}"
-                  + (f" — {experiment.error}" if experiment.error else ""))
+                  + (f": {experiment.error}" if experiment.error else ""))
     console.print(_runs_table(experiment.runs))
     if "ray_dashboard" in experiment.links:
         console.print(f"Ray dashboard: {experiment.links['ray_dashboard']}")
@@ -625,7 +625,7 @@ def run_info(
         return
     console = _console()
     console.print(f"run {run.id} {run.model}/{run.dataset} of experiment {run.experiment_id}"
-                  f": {run.status.value}" + (f" — {run.error}" if run.error else "")
+                  f": {run.status.value}" + (f": {run.error}" if run.error else "")
                   + (f", lr {run.lr:.3g}" if run.lr is not None else "")
                   + f", attempt {run.attempt}")
     if run.lr_trials:

@@ -164,7 +164,7 @@ class PlainFollower:
         if not run.status.finished:
             text += f", ETA {self.clocks.eta(run)}"
         if run.error and run.status != Status.succeeded:
-            text += f" — {run.error}"
+            text += f": {run.error}"
         return text
 
 

@@ -69,7 +69,7 @@ def test_plain_lines_one_per_change_without_colour() -> None:
                                    finished_at=NOW + timedelta(seconds=5))))
     assert lines == ["run 3 baseline/synthetic: queued",
                      "run 3 baseline/synthetic: train, epoch 5/10, elapsed 1:05, ETA 1:05",
-                     "run 3 baseline/synthetic: failed, epoch 5/10, elapsed 1:15 — "
+                     "run 3 baseline/synthetic: failed, epoch 5/10, elapsed 1:15: "
                      "RuntimeError: boom"]
 
 
