@@ -494,8 +494,7 @@ def results(
     """The study's results table, exactly as the API renders it (--json: --format json)."""
     fmt = "json" if as_json else format.value
     with _remote():
-        text = _client(url).results_text(experiment_id, fmt)  # type: ignore[arg-type]
-    _write(text)
+        _write(_client(url).results_text(experiment_id, fmt))  # type: ignore[arg-type]
 
 
 @app.command(rich_help_panel=REMOTE)
