@@ -361,15 +361,30 @@ class Client:
             self._get(f"{API}/experiments", params=params).content)
 
     def wait(self, experiment_id: int, *, timeout: float | None = None, poll_s: float = 2.0,
-             on_change: Callable[[ExperimentOut], None] | None = None) -> ExperimentOut:
+             on_change: Callable[[ExperimentOut], None] | None = None,
+             patience_s: float = 60.0) -> ExperimentOut:
         """Poll until the experiment has ended (succeeded, failed or cancelled) and return
         it. ``on_change`` is called with the experiment first and then whenever its status
         or a run's status, phase, epoch, LR or error changes. Raises :class:`WaitTimeout`
-        after ``timeout`` seconds (None: no limit); the experiment keeps running."""
+        after ``timeout`` seconds (None: no limit); the experiment keeps running. A server
+        that stops answering (restarting, its database away) is polled on for
+        ``patience_s`` seconds before :class:`Unreachable` or :class:`ServiceUnavailable`
+        is raised."""
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: tuple[Any, ...] | None = None
+        silent_since: float | None = None
         while True:
-            experiment = self.get(experiment_id)
+            try:
+                experiment = self.get(experiment_id)
+            except (Unreachable, ServiceUnavailable):
+                now = time.monotonic()
+                silent_since = now if silent_since is None else silent_since
+                if now - silent_since >= patience_s or \
+                        (deadline is not None and now >= deadline):
+                    raise
+                self._sleep(poll_s)
+                continue
+            silent_since = None
             key = _change_key(experiment)
             if key != seen:
                 seen = key

@@ -199,6 +199,16 @@ def test_wait_calls_back_once_per_change_and_returns_the_ended_experiment() -> N
     assert seen == [("running", 0), ("running", 1), ("succeeded", 2)]
 
 
+def test_wait_rides_out_a_server_restart_within_its_patience() -> None:
+    down = [httpx.ConnectError("refused")] * 4  # one get: a try and 3 retries
+    script = Script(ok(experiment_json()), *down,
+                    ok(experiment_json(status="succeeded",
+                                       runs=[run_json(status="succeeded", epoch=2)])))
+    assert client_for(script).wait(7, poll_s=0).status == "succeeded"
+    with pytest.raises(Unreachable):
+        client_for(Script(ok(experiment_json()), *down)).wait(7, poll_s=0, patience_s=0)
+
+
 def test_wait_times_out_leaving_the_experiment_alone() -> None:
     script = Script(*[ok(experiment_json())] * 50)
     with pytest.raises(WaitTimeout, match=r"experiment 7 still running after 0\.05 s") as late:
