@@ -211,7 +211,7 @@ def load_spec(source: SpecLike) -> dict[str, Any]:
         raise SpecError(f"{source}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
                         f": {exc}") from exc
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: a spec is a mapping (models, datasets, …), "
+        raise SpecError(f"{source}: a spec is a mapping (models, datasets, ...), "
                         f"not {type(data).__name__}")
     return data
 
