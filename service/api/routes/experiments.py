@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from models.catalog import DATASETS
 from service import results as table
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep, WriteAccess
-from service.api.schemas import DryRun, ExperimentOut, ExperimentPage, errors
+from service.api.schemas import DryRun, ExperimentOut, ExperimentPage, ResultsTable, errors
 from service.api.views import experiment_item, experiment_out
 from service.persistence import repository as repo
 from service.persistence.artifacts import remove_tree
@@ -221,7 +221,8 @@ ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
 
 @router.get("/{experiment_id}/results", dependencies=[ReadAccess],
             operation_id="get_results",
-            responses={200: {"content": {f.media_type.split(";")[0]: {}
+            responses={200: {"model": ResultsTable,
+                             "content": {f.media_type.split(";")[0]: {}
                                          for f in table.FORMATS.values()}},
                        **errors(404)})
 def get_results(sessions: SessionsDep, experiment_id: int,

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from service.api.schemas import Readiness
+
 router = APIRouter(tags=["health"])
 
 
@@ -14,8 +16,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="readyz",
-            responses={503: {"description": "a dependency does not answer (which, why)"}})
+@router.get("/readyz", operation_id="readyz", response_model=Readiness,
+            responses={503: {"model": Readiness,
+                             "description": "a dependency does not answer (which, why)"}})
 def readyz(request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -26,4 +29,5 @@ def readyz(request: Request) -> JSONResponse:
         checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:500]
     checks["ray"] = request.app.state.ray_status()
     ready = all(v in ("ok", "disabled") for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
+                        status_code=200 if ready else 503)
