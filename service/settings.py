@@ -50,8 +50,12 @@ class Settings(BaseSettings):
     tune_storage_url: str | None = Field(default=None, description="Ray Tune storage for "
                                          "trial checkpoints; shared on multi-node clusters; "
                                          "default: home/ray_results")
-    max_trial_failures: int = Field(default=3, ge=0, description="retries of a training "
-                                    "trial that lost its worker")
+    max_trial_failures: int = Field(default=3, ge=0, description="how often a run's step "
+                                    "may lose its runner (its node) and resume elsewhere")
+    runner_idle_s: float = Field(default=600.0, gt=0, description="a warm runner idle this "
+                                 "long is stopped, giving its GPU back")
+    training_niceness: int = Field(default=10, ge=0, le=19, description="nice level of "
+                                   "training processes (the API keeps the CPU it needs)")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="largest request "
                                 "body accepted (413 beyond; checked before it is read)")
     max_runs_per_experiment: int = Field(default=48, ge=1)
@@ -109,7 +113,7 @@ class Settings(BaseSettings):
         return RunEnv(data_root=self.data_path, weights_dir=self.weights_path,
                       allow_download=self.allow_download, tune_storage=self.tune_storage,
                       storage_key=storage_key, max_trial_failures=self.max_trial_failures,
-                      device=device)
+                      device=device, niceness=self.training_niceness)
 
     def database_url_for_jobs(self) -> Path | None:
         """A file holding the database URL for job drivers (mode 0600, under home), or

@@ -20,11 +20,9 @@ from service.api.app import create_app
 from service.orchestration.ray_executor import LocalRayHead, RayExecutor
 from service.settings import Settings
 from tests.utils import API, experiment, wait_for
-from workers.context import RunEnv, plan
+from workers.context import plan
 from workers.lr_search import METHODS
-from workers.pipeline import run_pipeline
 from workers.spec import RunSpec
-from workers.store import MemoryStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -38,38 +36,41 @@ TINY = {"epochs": 3, "batch_size": 16, "pretrained": False,
 
 # `tune` × every variant runs end to end in the study test below.
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"tune"}))
-def test_every_variant_trains_exactly_its_plan_on_ray(method: str, ray_driver,
+def test_every_variant_trains_exactly_its_plan_on_ray(method: str, ray_head: LocalRayHead,
                                                       tmp_path: Path) -> None:
-    from workers.ray_run import RaySteps
-
-    env = RunEnv(data_root=str(tmp_path), weights_dir=str(tmp_path), allow_download=False,
-                 tune_storage=str(tmp_path / "tune"))
-    failures = []
-    for model in VARIANTS:
-        spec = RunSpec.model_validate({**TINY, "model": model, "dataset": "synthetic",
-                                       "lr_search": {**TINY["lr_search"], "method": method}})
-        store = MemoryStore()
-        ok = run_pipeline(spec, store, RaySteps(env, gpus=1, cpus=1))
-        if not ok:
-            failures.append(f"{model}: {store.error}")
-            continue
-        # Phase 1 (2 epochs; 16 px for progressive resizing), then phase 2 — each epoch
-        # recorded once, whichever steps trained it.
-        expected = epoch_plan(plan(spec))
-        assert len(expected) == 3 and expected[0][0] == "phase1" and expected[2][0] == "phase2"
-        got = [(m.epoch, m.phase, m.size) for m in store.epochs]
-        assert got == [(i + 1, p, s) for i, (p, s) in enumerate(expected)], (model, got)
-        assert sum(t.chosen for t in store.trials) == 1
-        chosen = next(t for t in store.trials if t.chosen)
-        assert store.lr == chosen.lr
-        if method == "fixed":
-            assert store.trials[0].lr == VARIANTS[model].seed_lr.get("synthetic", 1e-3)
-        else:
-            assert 2 <= len(store.trials) <= 20
-        assert store.measures is not None and store.measures["search_time_s"] >= 0
-        assert store.measures["training_time_s"] == pytest.approx(
-            sum(m.seconds for m in store.epochs))
-    assert not failures, failures
+    app = create_app(_settings(ray_head, tmp_path / "home"),
+                     executor_factory=RayExecutor.from_settings)
+    with TestClient(app) as client:
+        r = client.post(f"{API}/experiments", json={
+            **TINY, "models": list(VARIANTS), "datasets": ["synthetic"],
+            "lr_search": {**TINY["lr_search"], "method": method}})
+        assert r.status_code == 201, r.text
+        done = wait_for(lambda: _finished(client, r.json()["id"]), 900, "the runs", 1)
+        failures = [(x["model"], x["error"]) for x in done["runs"]
+                    if x["status"] != "succeeded"]
+        assert not failures, failures
+        for summary in done["runs"]:
+            run = client.get(f"{API}/runs/{summary['id']}").json()
+            spec = RunSpec.model_validate(run["spec"])
+            # Phase 1 (2 epochs; 16 px for progressive resizing), then phase 2 — each
+            # epoch recorded once, whichever steps trained it.
+            expected = epoch_plan(plan(spec))
+            assert len(expected) == 3 and expected[0][0] == "phase1"
+            assert expected[2][0] == "phase2"
+            got = [(e["epoch"], e["phase"], e["size"]) for e in run["epochs"]]
+            assert got == [(i + 1, p, s) for i, (p, s) in enumerate(expected)], (
+                spec.model, got)
+            trials = run["lr_trials"]
+            assert sum(t["chosen"] for t in trials) == 1
+            assert run["lr"] == next(t["lr"] for t in trials if t["chosen"])
+            if method == "fixed":
+                assert trials[0]["lr"] == VARIANTS[spec.model].seed_lr.get("synthetic", 1e-3)
+            else:
+                assert 2 <= len(trials) <= 20
+            measures = run["measures"]
+            assert measures["search_time_s"] >= 0
+            assert measures["training_time_s"] == pytest.approx(
+                sum(e["seconds"] for e in run["epochs"]))
 
 
 def _settings(ray_head: LocalRayHead, home: Path, **kw) -> Settings:

@@ -1,23 +1,32 @@
-"""Several Ray nodes declaring fake GPUs: a worker node removed mid-training, and the
-final-training trial resumes from its last checkpoint on another node."""
+"""Several Ray nodes declaring fake GPUs: the node of the warm runner training a run is
+removed mid-training, and the step resumes from its last checkpoint on another node."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from workers.context import RunEnv, load_data
+from service.orchestration.run_store import DbRunStore, DbSessionOpener, sessions_for
+from service.persistence import repository as repo
+from service.persistence.artifacts import ArtifactStore
+from service.persistence.db import transaction
+from service.persistence.migrate import upgrade
+from service.settings import Settings, job_environment
+from service.spec import ExperimentSpec
+from workers.pipeline import run_pipeline
 from workers.spec import RunSpec
-from workers.store import MemoryStore
+from workers.warm import RunnerSteps
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SPEC = RunSpec(model="baseline", dataset="synthetic", epochs=6, batch_size=32,
-               schedule="one_cycle", pretrained=False,
-               data={"train_limit": 512, "test_limit": 64, "augment": False},
-               classifier={"enabled": False},
-               lr_search={"method": "fixed", "lr": 3e-3})
+SPEC = {"models": ["baseline"], "datasets": ["synthetic"], "epochs": 6, "batch_size": 32,
+        "schedule": "one_cycle", "pretrained": False,
+        "data": {"train_limit": 2048, "test_limit": 64, "augment": False},
+        "classifier": {"enabled": False}, "lr_search": {"method": "fixed", "lr": 3e-3},
+        "resources": {"gpus_per_run": 1, "cpus_per_run": 1}}
 
 
 @pytest.fixture()
@@ -41,35 +50,58 @@ def cluster(tmp_path: Path):
     c.shutdown()
 
 
-def test_trial_resumes_from_its_checkpoint_when_its_node_dies(cluster, tmp_path: Path) -> None:
-    import ray
+def test_a_step_resumes_from_its_checkpoint_when_its_runners_node_dies(
+        cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.util.state import list_actors
 
-    from workers.ray_run import RaySteps
-
     c, workers = cluster
+    home = tmp_path / "home"
+    settings = Settings(_env_file=None, home=home)
+    for key, value in job_environment(settings).items():
+        monkeypatch.setenv(key, value)  # the opener reads the same settings in the runner
+    upgrade(settings.sqlalchemy_url)
+    sessions = sessions_for(settings.sqlalchemy_url)
+    with transaction(sessions) as s:
+        run = repo.create_experiment(s, spec=ExperimentSpec.model_validate(SPEC)).runs[0]
+        repo.start_attempt(s, run_id=run.id, attempt=0, job_id="test-job", cluster="c")
+        spec = RunSpec.model_validate(run.spec)
+    store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), run.id)
+    printed: list[str] = []
+    key = f"run-{run.id}/a0"
+    steps = RunnerSteps(settings.run_env(key), gpus=1, cpus=1,
+                        opener=DbSessionOpener(run.id, 0, key), session=f"run-{run.id}-a0",
+                        env_vars=job_environment(settings), printer=printed.append)
+
     by_id = {w.node_id: w for w in workers}
     killed: list[str] = []
 
-    def kill_trial_node(metrics) -> None:
-        # After epoch 2 is checkpointed, take away the node the trial runs on.
-        if metrics.epoch == 2 and not killed:
-            actors = list_actors(filters=[("state", "=", "ALIVE")])
-            node = next(a.node_id for a in actors if a.node_id in by_id)
-            killed.append(node)
-            c.remove_node(by_id[node])
+    def kill_the_runners_node() -> None:
+        # Once epoch 2 is recorded (and checkpointed), take the runner's node away.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            with sessions() as s:
+                if repo.get_run(s, run_id=run.id).epoch >= 2:
+                    runner = next(a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                                  if a.class_name == "Runner")
+                    killed.append(runner.node_id)
+                    c.remove_node(by_id[runner.node_id])
+                    return
+            time.sleep(0.05)
 
-    store = MemoryStore(on_epoch=kill_trial_node)
-    env = RunEnv(data_root=str(tmp_path), weights_dir=str(tmp_path),
-                 tune_storage=str(tmp_path / "tune"), max_trial_failures=3)
-    steps = RaySteps(env, gpus=1, cpus=1)
-    result = steps.train(SPEC, load_data(SPEC, env), 3e-3, None, store)
+    killer = threading.Thread(target=kill_the_runners_node, daemon=True)
+    killer.start()
+    assert run_pipeline(spec, store, steps), printed[-20:]
+    killer.join(timeout=5)
 
-    assert killed, "the trial never reached epoch 2"
-    epochs = [m.epoch for m in store.epochs]
-    assert epochs[:2] == [1, 2]
-    assert epochs.count(1) == 1, f"restarted from epoch 0: {epochs}"
-    assert epochs[-1] == 6 and sorted(set(epochs)) == [1, 2, 3, 4, 5, 6]
-    assert [m.epoch for m in result.history] == [1, 2, 3, 4, 5, 6]
-    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    assert killed[0] not in alive
+    assert killed, "the run never reached epoch 2"
+    lost = [line for line in printed if "was lost during train" in line]
+    assert len(lost) == 1, printed
+    trained = [line.split()[1] for line in printed if line.startswith("epoch ")]
+    assert trained.count("1/6") == 1, f"restarted from epoch 0: {trained}"
+    assert trained[-1] == "6/6" and sorted(set(trained)) == [f"{i}/6" for i in range(1, 7)]
+    run_out = repo.get_run(sessions(), run_id=run.id, detail=True)
+    assert run_out.status.value == "succeeded"
+    assert [e.epoch for e in run_out.epochs] == [1, 2, 3, 4, 5, 6]
+    import ray
+
+    assert killed[0] not in {n["NodeID"] for n in ray.nodes() if n["Alive"]}

@@ -36,6 +36,7 @@ class RunEnv:
     storage_key: str = "run"
     max_trial_failures: int = 3
     device: str | None = None  # None: CUDA when present, else the CPU
+    niceness: int = 0  # training processes on the cluster run at this nice level
 
 
 def plan(spec: RunSpec, lr: float | None = None) -> list[Phase]:

@@ -17,15 +17,11 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from workers.context import RunEnv, plan
 from workers.spec import RunSpec
 from workers.store import LrTrial, RunStore
-
-if TYPE_CHECKING:
-    from models.data import DataSplits
-    from models.lr_finder import RangeTestResult
 
 
 class LrSearchUnavailable(RuntimeError):
@@ -33,10 +29,15 @@ class LrSearchUnavailable(RuntimeError):
 
 
 class SearchSteps(Protocol):
-    """What a method needs from the executing side (``LocalSteps`` or ``RaySteps``)."""
+    """What a method needs from the executing side (``workers.pipeline.Steps``)."""
 
     kind: str  # "local" or "ray"
     env: RunEnv
+
+    def range_test(self, spec: RunSpec, start: str | None) -> Any: ...
+
+    def tune_trials(self, spec: RunSpec, start: str | None, budget: int
+                    ) -> list[tuple[float, list[float]]]: ...
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,11 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SearchJob:
-    """One search: the run, its data, the end-of-phase-1 checkpoint (None when the plan
+    """One search: the run, the key of its end-of-phase-1 checkpoint (None when the plan
     has a single phase), the store it reports to."""
 
     spec: RunSpec
-    data: DataSplits
-    start: bytes | None
+    start: str | None
     store: RunStore
 
 
@@ -75,16 +75,9 @@ class LrSearchMethod(ABC):
     def estimate_epochs(self, spec: RunSpec, train_images: int) -> float:
         """Training epochs' worth of images the search processes (dry-run estimate)."""
 
+    @abstractmethod
     def search(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
-        if steps.kind == "ray":
-            return self.search_ray(steps, job)
-        return self.search_local(steps, job)
-
-    @abstractmethod
-    def search_local(self, steps: SearchSteps, job: SearchJob) -> SearchResult: ...
-
-    @abstractmethod
-    def search_ray(self, steps: SearchSteps, job: SearchJob) -> SearchResult: ...
+        """Choose the LR on ``steps`` (in-process, or on the Ray cluster)."""
 
 
 class Fixed(LrSearchMethod):
@@ -94,31 +87,14 @@ class Fixed(LrSearchMethod):
     def estimate_epochs(self, spec: RunSpec, train_images: int) -> float:
         return 0.0
 
-    def _result(self, job: SearchJob) -> SearchResult:
+    def search(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
         lr = job.spec.fixed_lr
         return SearchResult(lr, [LrTrial("fixed", lr, None, 0, False, True)])
 
-    def search_local(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
-        return self._result(job)
-
-    def search_ray(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
-        return self._result(job)
-
-
-def range_test_result(job: SearchJob, env: RunEnv, device: str | None = None
-                      ) -> RangeTestResult:
-    """The sweep itself (in-process): the plan's last phase, from ``job.start``."""
-    from models.lr_finder import lr_range_test
-    from models.training import load_checkpoint
-    from workers.context import train_config
-
-    config = train_config(job.spec, env, device=device)
-    return lr_range_test(config, job.data.train,
-                         resume_from=load_checkpoint(job.start) if job.start else None,
-                         num_steps=job.spec.lr_search.range_test_steps)
-
 
 class RangeTest(LrSearchMethod):
+    """The sweep runs where the run's model is: in-process, or on its warm runner."""
+
     name = "range_test"
     needs_phase1 = True
 
@@ -138,36 +114,29 @@ class RangeTest(LrSearchMethod):
                 for i, (lr, loss) in enumerate(zip(lrs, losses, strict=True))]
         return SearchResult(suggestion, rows)
 
-    def search_local(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
-        r = range_test_result(job, steps.env)
+    def search(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
+        r = steps.range_test(job.spec, job.start)
         return self.trials(r.lrs, r.losses, r.suggestion, r.diverged)
-
-    def search_ray(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
-        from workers.ray_run import RaySteps
-
-        assert isinstance(steps, RaySteps)
-        m = steps.range_test(job)
-        return self.trials(m["lrs"], m["losses"], m["suggestion"], m["diverged"])
 
 
 class Tune(LrSearchMethod):
+    """Ray Tune trials, each continuing the plan from the end of phase 1 with its LR for
+    ``min(budget, phase-2 epochs)`` epochs under ASHA (see :func:`run_tune_trials`)."""
+
     name = "tune"
     needs_phase1 = True
 
     def estimate_epochs(self, spec: RunSpec, train_images: int) -> float:
         return float(spec.lr_search.num_samples * trial_epochs(spec))
 
-    def search_local(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
-        raise LrSearchUnavailable("lr_search method 'tune' needs a Ray cluster: submit the "
-                                  "run to the service, or use fixed or range_test locally")
-
-    def search_ray(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
-        from workers.ray_run import RaySteps
-
-        assert isinstance(steps, RaySteps)
+    def search(self, steps: SearchSteps, job: SearchJob) -> SearchResult:
+        if steps.kind != "ray":
+            raise LrSearchUnavailable("lr_search method 'tune' needs a Ray cluster: submit "
+                                      "the run to the service, or use fixed or range_test "
+                                      "locally")
         budget = trial_epochs(job.spec)
         trials = []
-        for lr, losses in steps.tune_trials(job, budget):
+        for lr, losses in steps.tune_trials(job.spec, job.start, budget):
             finite = [v for v in losses if math.isfinite(v)]
             trials.append(LrTrial("tune", lr, min(finite) if finite else None, len(losses),
                                   len(losses) < budget or len(finite) < len(losses), False))
@@ -180,6 +149,68 @@ class Tune(LrSearchMethod):
         rows = [LrTrial(t.method, t.lr, t.loss, t.iterations, t.stopped_early, t is best)
                 for t in trials]
         return SearchResult(best.lr, rows)
+
+
+def _tune_trial(config: dict[str, Any], spec: RunSpec, env: RunEnv,
+                start: str | None) -> None:
+    """One Tune trial (in a Tune actor): the plan resumed from the end of phase 1 (read
+    from the run's checkpoint storage) with the trial's LR, up to ``stop_after``;
+    reports the validation loss of each epoch. A diverging LR scores infinity."""
+    import os
+
+    from ray import tune
+
+    from models.plan import format_epoch
+    from models.training import TrainingDiverged, load_checkpoint, train
+    from workers.context import load_data, train_config
+    from workers.pipeline import CheckpointStorage
+
+    os.nice(env.niceness) if env.niceness else None
+    blob = CheckpointStorage(env).read(start) if start else None
+
+    def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
+        print(f"lr-search trial, lr {config['lr']:.3g}: {format_epoch(metrics, spec.epochs)}",
+              flush=True)
+        tune.report({"val_loss": metrics.val_loss, "epoch": metrics.epoch})
+
+    try:
+        train(train_config(spec, env, config["lr"], config["device"]), load_data(spec, env),
+              on_epoch=on_epoch, resume_from=load_checkpoint(blob) if blob else None,
+              stop_after=config["stop_after"])
+    except TrainingDiverged as exc:
+        tune.report({"val_loss": math.inf, "diverged": str(exc)})
+
+
+def run_tune_trials(spec: RunSpec, env: RunEnv, start: str | None, budget: int, *,
+                    gpus: float, cpus: float) -> list[tuple[float, list[float]]]:
+    """The ``tune`` method's trials on Ray Tune (call from a Ray driver): ``num_samples``
+    log-uniform LRs in [min_lr, max_lr], each a Tune trial with the run's resources, ASHA
+    (grace 1 epoch, reduction 2) stopping the worse early; trial actors are reused across
+    samples. Returns (lr, validation loss per epoch) per trial."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = spec.lr_search
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_tune_trial, spec=spec, env=env,
+                                                 start=start), {"cpu": cpus, "gpu": gpus}),
+        param_space={"lr": tune.loguniform(s.min_lr, s.max_lr),
+                     "stop_after": phase1_epochs(spec) + budget,
+                     "device": "cuda" if gpus > 0 else "cpu"},
+        tune_config=tune.TuneConfig(num_samples=s.num_samples, metric="val_loss", mode="min",
+                                    reuse_actors=True,
+                                    scheduler=ASHAScheduler(max_t=budget, grace_period=1,
+                                                            reduction_factor=2)),
+        run_config=tune.RunConfig(name="lr_search", verbose=0,
+                                  storage_path=f"{env.tune_storage}/{env.storage_key}"),
+    )
+    out = []
+    for result in tuner.fit():
+        history = result.metrics_dataframe
+        losses = (history["val_loss"].tolist()
+                  if history is not None and "val_loss" in history else [])
+        out.append((float(result.config["lr"]), [float(v) for v in losses]))
+    return out
 
 
 METHODS: dict[str, LrSearchMethod] = {m.name: m for m in (Fixed(), RangeTest(), Tune())}

@@ -3,14 +3,17 @@
 preflight → data → phase 1 (when the LR search starts from it) → LR search → final
 training (finishing the same plan) → evaluation → artifacts.
 
-The steps that need a scheduler are behind :class:`Steps`: :class:`LocalSteps` runs them
-in-process (``aelab train``, tests), ``workers.ray_run.RaySteps`` on Ray Tune (the
-service's job driver). The LR search is a method of ``workers.lr_search``.
+The pipeline itself touches no tensors: everything that needs torch is a *step*, done by
+:class:`LocalSteps` in this process (``aelab train``, tests, and inside the warm runner
+actors of ``workers.warm``) or forwarded by ``workers.warm.RunnerSteps`` to a warm runner
+on the Ray cluster (the service's job driver). The LR search is a method of
+``workers.lr_search``.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -32,34 +35,66 @@ from workers.store import RunCancelled, RunStore, StaleAttempt
 
 if TYPE_CHECKING:
     from models.data import DataSplits
+    from models.lr_finder import RangeTestResult
     from models.training import TrainResult
 
 log = logging.getLogger("aelab.run")
 
 
 class Steps(Protocol):
-    """The scheduled steps of a run: in-process or on Ray."""
+    """The steps of a run that need torch, in this process or on a warm Ray runner. A
+    checkpoint travels between them as a key (:meth:`phase1`'s return value), never as
+    bytes through the pipeline."""
 
-    kind: str
+    kind: str  # "local" or "ray"
     env: RunEnv
 
-    def phase1(self, spec: RunSpec, data: DataSplits, store: RunStore) -> bytes:
+    def open(self, spec: RunSpec, store: RunStore) -> None:
+        """Start the run's session (``store`` is where in-process steps report)."""
+
+    def prepare(self, spec: RunSpec, classifier_ready: bool) -> None:
+        """Preflight on the node that trains (every file the run needs), check the
+        resources, load the data."""
+
+    def phase1(self, spec: RunSpec) -> str:
         """Train the plan up to the end of phase 1 (recording its epochs); returns the
-        checkpoint there."""
+        key of the checkpoint there."""
 
-    def train(self, spec: RunSpec, data: DataSplits, lr: float, start: bytes | None,
-              store: RunStore) -> TrainResult:
+    def range_test(self, spec: RunSpec, start: str | None) -> RangeTestPoints:
+        """The study's LR range test on the plan's last phase, from ``start``."""
+
+    def tune_trials(self, spec: RunSpec, start: str | None, budget: int
+                    ) -> list[tuple[float, list[float]]]:
+        """Ray Tune trials of the ``tune`` method: (lr, validation loss per epoch) each."""
+
+    def train(self, spec: RunSpec, lr: float, start: str | None) -> None:
         """Finish the plan with ``lr`` for its last phase, from ``start`` (or from init),
-        recording every epoch; returns the trained model and the whole history."""
+        recording every epoch; the trained model stays with the steps."""
 
-    def train_classifier(self, spec: RunSpec, data: DataSplits) -> tuple[bytes, float]:
+    def train_classifier(self, spec: RunSpec) -> tuple[bytes, float]:
         """The reference classifier's serialised weights and its test accuracy."""
 
-    def check(self, spec: RunSpec) -> None:
-        """Refuse, before any training, a run these steps cannot execute."""
+    def evaluate(self, spec: RunSpec, classifier: bytes | None,
+                 original_accuracy: float | None) -> dict[str, Any]:
+        """Test-set measures of the trained model; its sample figure and weights are saved
+        as the run's artifacts."""
 
     def finish(self) -> None:
-        """Release what the steps kept for the run (e.g. trial checkpoints)."""
+        """Release what the steps kept for the run (sessions, trial checkpoints)."""
+
+
+@dataclass(frozen=True)
+class RangeTestPoints:
+    """A range test's curve as plain numbers (it crosses processes)."""
+
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float
+    diverged: bool
+
+    @classmethod
+    def of(cls, r: RangeTestResult) -> RangeTestPoints:
+        return cls(list(r.lrs), list(r.losses), r.suggestion, r.diverged)
 
 
 def check_cancelled(store: RunStore) -> None:
@@ -79,48 +114,180 @@ def train_classifier_blob(spec: RunSpec, env: RunEnv, data: DataSplits,
     return buffer.getvalue(), accuracy
 
 
+class CheckpointStorage:
+    """Checkpoints of one run attempt under ``env.tune_storage / env.storage_key`` (any
+    fsspec URL, shared by the cluster's nodes): written each epoch through a temporary
+    name and a rename, so a step resumed on another node finds the last whole one."""
+
+    def __init__(self, env: RunEnv) -> None:
+        from fsspec.core import url_to_fs
+
+        self.fs, root = url_to_fs(env.tune_storage)
+        self.folder = f"{root.rstrip('/')}/{env.storage_key}"
+
+    def path(self, key: str) -> str:
+        return f"{self.folder}/{key}.pt"
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            with self.fs.open(self.path(key), "rb") as f:
+                return f.read()  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def write(self, key: str, data: bytes) -> None:
+        self.fs.makedirs(self.folder, exist_ok=True)
+        tmp = f"{self.folder}/.{key}.tmp"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        self.fs.mv(tmp, self.path(key))
+
+    def remove(self) -> None:
+        try:
+            if self.fs.exists(self.folder):
+                self.fs.rm(self.folder, recursive=True)
+        except OSError as exc:
+            log.warning("could not remove the checkpoints in %s: %s", self.folder, exc)
+
+
 class LocalSteps:
-    """The scheduled steps in this process: no Ray (``aelab train``, unit tests)."""
+    """The steps in this process. With ``persist``, every epoch's checkpoint is also
+    written to the run's storage, so a step re-run elsewhere (a warm runner on another
+    node, after this one died) resumes from the last epoch instead of from scratch."""
 
     kind = "local"
 
-    def __init__(self, env: RunEnv) -> None:
+    def __init__(self, env: RunEnv, *, persist: bool = False) -> None:
         self.env = env
+        self.storage = CheckpointStorage(env) if persist else None
+        self.store: RunStore | None = None
+        self.data: DataSplits | None = None
+        self.result: TrainResult | None = None
+        self.checkpoints: dict[str, bytes] = {}
 
-    def _train(self, spec: RunSpec, data: DataSplits, lr: float | None, start: bytes | None,
-               store: RunStore, stop_after: int | None) -> tuple[TrainResult, bytes | None]:
+    # --- the session ---------------------------------------------------------------------
+
+    def open(self, spec: RunSpec, store: RunStore) -> None:
+        self.store = store
+
+    def _data(self, spec: RunSpec) -> DataSplits:
+        if self.data is None:
+            self.data = load_data(spec, self.env)
+        return self.data
+
+    def _checkpoint(self, key: str | None) -> bytes | None:
+        if key is None:
+            return None
+        if key not in self.checkpoints and self.storage is not None:
+            blob = self.storage.read(key)
+            if blob is not None:
+                self.checkpoints[key] = blob
+        if key not in self.checkpoints:
+            raise RuntimeError(f"checkpoint {key!r} of this run is gone")
+        return self.checkpoints[key]
+
+    def _keep(self, key: str, blob: bytes) -> None:
+        self.checkpoints[key] = blob
+        if self.storage is not None:
+            self.storage.write(key, blob)
+
+    # --- the steps -----------------------------------------------------------------------
+
+    def prepare(self, spec: RunSpec, classifier_ready: bool) -> None:
+        env = self.env
+        preflight(spec, data_root=env.data_root, weights_dir=env.weights_dir,
+                  allow_download=env.allow_download, classifier_ready=classifier_ready)
+        self._data(spec)
+
+    def _train(self, spec: RunSpec, step: str, lr: float | None, start: str | None,
+               stop_after: int | None) -> None:
         from models.training import load_checkpoint, save_checkpoint, train
 
-        last: dict[str, Any] = {}
+        store = self.store
+        assert store is not None
+        progress = f"{step}-progress"
+        # A step re-run after its runner died continues from its own last epoch.
+        resume = (self.storage.read(progress) if self.storage is not None else None) \
+            or self._checkpoint(start)
 
         def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
+            if self.storage is not None:  # durable first: a recorded epoch is never redone
+                self.storage.write(progress, save_checkpoint(checkpoint))
             store.record_epoch(metrics)
             last["checkpoint"] = checkpoint
             check_cancelled(store)
 
-        result = train(train_config(spec, self.env, lr), data, on_epoch=on_epoch,
-                       resume_from=load_checkpoint(start) if start else None,
-                       stop_after=stop_after)
-        blob = save_checkpoint(last["checkpoint"]) if "checkpoint" in last else start
-        return result, blob
+        last: dict[str, Any] = {}
+        self.result = train(train_config(spec, self.env, lr), self._data(spec),
+                            on_epoch=on_epoch,
+                            resume_from=load_checkpoint(resume) if resume else None,
+                            stop_after=stop_after)
+        if "checkpoint" in last:
+            self._keep(step, save_checkpoint(last["checkpoint"]))
+        elif resume is not None:
+            self._keep(step, resume)
 
-    def phase1(self, spec: RunSpec, data: DataSplits, store: RunStore) -> bytes:
-        _, blob = self._train(spec, data, None, None, store, phase1_epochs(spec))
+    def phase1(self, spec: RunSpec) -> str:
+        self._train(spec, "phase1", None, None, phase1_epochs(spec))
+        return "phase1"
+
+    def range_test(self, spec: RunSpec, start: str | None) -> RangeTestPoints:
+        from models.lr_finder import lr_range_test
+        from models.training import load_checkpoint
+
+        blob = self._checkpoint(start)
+        result = lr_range_test(train_config(spec, self.env), self._data(spec).train,
+                               resume_from=load_checkpoint(blob) if blob else None,
+                               num_steps=spec.lr_search.range_test_steps)
+        return RangeTestPoints.of(result)
+
+    def tune_trials(self, spec: RunSpec, start: str | None, budget: int
+                    ) -> list[tuple[float, list[float]]]:
+        from workers.lr_search import LrSearchUnavailable
+
+        raise LrSearchUnavailable("lr_search method 'tune' needs a Ray cluster: submit the "
+                                  "run to the service, or use fixed or range_test locally")
+
+    def train(self, spec: RunSpec, lr: float, start: str | None) -> None:
+        self._train(spec, "train", lr, start, None)
+
+    def train_classifier(self, spec: RunSpec) -> tuple[bytes, float]:
+        return train_classifier_blob(spec, self.env, self._data(spec))
+
+    def _trained(self, spec: RunSpec) -> TrainResult:
+        """The trained model: this session's, else rebuilt from the final checkpoint."""
+        if self.result is not None:
+            return self.result
+        from models.plan import EpochMetrics
+        from models.recipes import build_model
+        from models.training import TrainResult, load_checkpoint, resolve_device
+
+        blob = self._checkpoint("train")
         assert blob is not None
-        return blob
+        checkpoint = load_checkpoint(blob)
+        model = build_model(spec.model, latent_dim=spec.latent_dim, pretrained=False)
+        model.load_state_dict(checkpoint["model"])
+        model.to(resolve_device(self.env.device)).eval()
+        history = [EpochMetrics(**m) for m in checkpoint["history"]]
+        return TrainResult(model, history, sum(m.seconds for m in history))
 
-    def train(self, spec: RunSpec, data: DataSplits, lr: float, start: bytes | None,
-              store: RunStore) -> TrainResult:
-        return self._train(spec, data, lr, start, store, None)[0]
-
-    def train_classifier(self, spec: RunSpec, data: DataSplits) -> tuple[bytes, float]:
-        return train_classifier_blob(spec, self.env, data)
-
-    def check(self, spec: RunSpec) -> None:
-        return None
+    def evaluate(self, spec: RunSpec, classifier: bytes | None,
+                 original_accuracy: float | None) -> dict[str, Any]:
+        store = self.store
+        assert store is not None
+        evaluation = evaluate_run(spec, self._trained(spec), self._data(spec), classifier,
+                                  original_accuracy)
+        store.save_artifact("samples.png", "samples", evaluation.samples_png, "image/png")
+        store.save_artifact("model.pt", "weights", evaluation.weights,
+                            "application/octet-stream")
+        return evaluation.measures
 
     def finish(self) -> None:
-        return None
+        self.data = None
+        self.result = None
+        self.checkpoints.clear()
+        if self.storage is not None:
+            self.storage.remove()
 
 
 @dataclass(frozen=True)
@@ -156,43 +323,56 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
 
 def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps) -> bool:
     """Execute the run, reporting through ``store``. A failure ends this run alone, its
-    error recorded as one line (the traceback goes to the log); returns success."""
-    env = steps.env
+    error recorded as one line (the traceback goes to the log); returns success.
+
+    Also saves ``timings.json``: wall-clock seconds of each stage and when training
+    started (Unix time), for the orchestration benchmark."""
     started = time.perf_counter()
+    clock: dict[str, float] = {"pipeline_started_unix": time.time()}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        clock[f"{name}_s"] = clock.get(f"{name}_s", 0.0) + now - since
+        return now
+
     try:
+        steps.open(spec, store)
         store.set_phase("preflight")
         key = classifier_key(spec)
         ready = spec.classifier.enabled and store.has_reference_classifier(key)
-        preflight(spec, data_root=env.data_root, weights_dir=env.weights_dir,
-                  allow_download=env.allow_download, classifier_ready=ready)
-        steps.check(spec)
-        store.set_phase("data")
-        data = load_data(spec, env)
+        t = time.perf_counter()
+        steps.prepare(spec, classifier_ready=ready)
+        t = lap("prepare", t)
         method = get_method(spec.lr_search.method)
         start = None
+        clock["training_started_unix"] = time.time()
         if method.needs_phase1 and len(plan(spec)) > 1:
             store.set_phase("train")  # phase 1 is the final model's first epochs
-            start = steps.phase1(spec, data, store)
+            start = steps.phase1(spec)
             check_cancelled(store)
+            t = lap("train", t)
         store.set_phase("lr_search")
-        searched = time.perf_counter()
-        found = method.search(steps, SearchJob(spec, data, start, store))
-        search_time = time.perf_counter() - searched
+        found = method.search(steps, SearchJob(spec, start, store))
+        search_time = time.perf_counter() - t
+        t = lap("search", t)
         store.record_lr_trials(found.trials, found.lr)
         check_cancelled(store)
         store.set_phase("train")
-        result = steps.train(spec, data, found.lr, start, store)
+        steps.train(spec, found.lr, start)
         check_cancelled(store)
+        t = lap("train", t)
         store.set_phase("evaluate")
         blob, original = None, None
         if spec.classifier.enabled:
             blob, original = store.reference_classifier(
-                key, spec.dataset, lambda: steps.train_classifier(spec, data))
-        evaluation = evaluate_run(spec, result, data, blob, original)
-        store.save_artifact("samples.png", "samples", evaluation.samples_png, "image/png")
-        store.save_artifact("model.pt", "weights", evaluation.weights,
-                            "application/octet-stream")
-        store.record_measures({**evaluation.measures, "search_time_s": search_time,
+                key, spec.dataset, lambda: steps.train_classifier(spec))
+        t = lap("classifier", t)
+        measures = steps.evaluate(spec, blob, original)
+        lap("evaluate", t)
+        clock["wall_s"] = time.perf_counter() - started
+        store.save_artifact("timings.json", "timings", json.dumps(clock).encode(),
+                            "application/json")
+        store.record_measures({**measures, "search_time_s": search_time,
                                "wall_time_s": time.perf_counter() - started})
         store.succeed()
         return True

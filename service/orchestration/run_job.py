@@ -7,43 +7,48 @@ derived from the same settings by ``service.settings.job_environment``). Lives i
 ``service`` (it knows the DB) so ``workers`` never imports ``service``; the API process
 never imports it (it pulls in torch through the workers).
 
-The driver keeps a copy of everything it prints (its trials' output included) and saves
-it as the run's ``job.log`` artifact before it records a terminal state.
+The driver is thin (no torch): its steps run on warm runners (``workers.warm``) that
+stream their output back, so the job's log holds the run's training output. It saves the
+log (Ray's copy, else its own) as the run's ``job.log`` artifact before it records a
+terminal state.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 from typing import IO, Any
 
-from service.orchestration.run_store import DbRunStore
+from service.orchestration.run_store import DbRunStore, DbSessionOpener, sessions_for
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
-from service.persistence.db import make_engine, make_sessionmaker
-from service.settings import Settings, run_storage_key
+from service.settings import Settings, job_environment, run_storage_key
 from service.states import Status
+
+LOG_KEPT = 20_000_000  # characters of its own output a driver keeps, for its job.log
 
 
 class Tee:
-    """A text stream writing to ``primary`` and to a log file."""
+    """A text stream writing to ``primary`` and keeping the last ``limit`` characters in
+    memory (the driver's own copy of its log; no file is left behind when it is killed)."""
 
-    def __init__(self, primary: IO[str], log: IO[str]) -> None:
+    def __init__(self, primary: IO[str], kept: collections.deque[str], limit: int) -> None:
         self.primary = primary
-        self.log = log
+        self.kept = kept
+        self.limit = limit
+        self.size = 0
 
     def write(self, text: str) -> int:
-        self.log.write(text)
-        self.log.flush()
+        self.kept.append(text)
+        self.size += len(text)
+        while self.size > self.limit and len(self.kept) > 1:
+            self.size -= len(self.kept.popleft())
         return self.primary.write(text)
 
     def flush(self) -> None:
         self.primary.flush()
-        self.log.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.primary, name)
@@ -58,57 +63,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-id", default=None, help="this Ray job's submission id")
     args = parser.parse_args(argv)
 
-    folder = Path(tempfile.mkdtemp(prefix="aelab-job-"))
-    try:
-        return _drive(args.run_id, args.attempt, args.job_id, folder / "job.log")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _drive(run_id: int, attempt: int, job_id: str | None, log_path: Path) -> int:
-    log_file = log_path.open("w", encoding="utf-8")
-    sys.stdout = Tee(sys.stdout, log_file)  # type: ignore[assignment]
-    sys.stderr = Tee(sys.stderr, log_file)  # type: ignore[assignment]
+    kept: collections.deque[str] = collections.deque()
+    sys.stdout = Tee(sys.stdout, kept, LOG_KEPT)  # type: ignore[assignment]
+    sys.stderr = Tee(sys.stderr, kept, LOG_KEPT)  # type: ignore[assignment]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     settings = Settings()
-    engine = make_engine(settings.sqlalchemy_url)
-    sessions = make_sessionmaker(engine)
+    sessions = sessions_for(settings.sqlalchemy_url)
     with sessions() as s:
-        run = repo.get_run(s, run_id=run_id)
-        if run.status != Status.running or run.attempt != attempt:
+        run = repo.get_run(s, run_id=args.run_id)
+        if run.status != Status.running or run.attempt != args.attempt:
             print(f"run {run.id} is {run.status.value} at attempt {run.attempt}; attempt "
-                  f"{attempt} has nothing to do")
+                  f"{args.attempt} has nothing to do")
             return 0
         # One folder per attempt: a stale driver cleaning up never touches the current one.
-        storage_key = f"{run_storage_key(run.id, run.uid)}/a{attempt}"
+        storage_key = f"{run_storage_key(run.id, run.uid)}/a{args.attempt}"
         raw_spec = dict(run.spec)
 
     import ray
 
     from workers.pipeline import run_pipeline
-    from workers.ray_run import RaySteps
     from workers.spec import RunSpec
+    from workers.warm import RunnerSteps
 
     spec = RunSpec.model_validate(raw_spec)
-    context = ray.init(log_to_driver=True)
+    # Runners stream their output to this driver; worker logs would only repeat it.
+    context = ray.init(log_to_driver=False)
 
     def read_log() -> bytes:
         """The log as Ray keeps it (what the logs endpoint served live, so offsets stay
         valid), else this driver's own copy."""
-        if job_id and context.dashboard_url:
+        if args.job_id and context.dashboard_url:
             try:
                 from ray.job_submission import JobSubmissionClient
 
                 url = context.dashboard_url
                 url = url if url.startswith("http") else f"http://{url}"
-                return JobSubmissionClient(url).get_job_logs(job_id).encode()
+                return JobSubmissionClient(url).get_job_logs(args.job_id).encode()
             except Exception as exc:  # the dashboard is busy or gone: keep our copy
                 print(f"aelab: saving the driver's own log ({type(exc).__name__})")
-        return log_path.read_bytes()
+        return "".join(kept).encode()
 
-    store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), run_id,
-                       attempt=attempt, log_reader=read_log, retry_s=settings.db_retry_s,
+    store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), args.run_id,
+                       attempt=args.attempt, log_reader=read_log,
+                       retry_s=settings.db_retry_s,
                        heartbeat_s=settings.classifier_heartbeat_s,
                        claim_expiry_s=settings.classifier_claim_expiry_s)
     gpus, cpus = spec.resources.gpus_per_run, spec.resources.cpus_per_run
@@ -116,13 +115,18 @@ def _drive(run_id: int, attempt: int, job_id: str | None, log_path: Path) -> int
         # A CPU-only cluster: a GPU request would wait forever; train on the CPU instead.
         print("aelab: the cluster has no GPUs; this run trains on CPUs", flush=True)
         gpus = 0.0
-    steps = RaySteps(settings.run_env(storage_key), gpus=gpus, cpus=cpus)
-    print(f"aelab run {run_id} ({spec.label()}), attempt {attempt}: {gpus} GPU, {cpus} CPU "
-          f"per trial; lr_search {spec.lr_search.method}, {spec.epochs} epochs", flush=True)
+    steps = RunnerSteps(
+        settings.run_env(storage_key), gpus=gpus, cpus=cpus,
+        opener=DbSessionOpener(args.run_id, args.attempt, storage_key),
+        session=f"run-{args.run_id}-a{args.attempt}",
+        env_vars=job_environment(settings, database_url_file=settings.database_url_file),
+        idle_s=settings.runner_idle_s)
+    print(f"aelab run {args.run_id} ({spec.label()}), attempt {args.attempt}: {gpus} GPU, "
+          f"{cpus} CPU; lr_search {spec.lr_search.method}, {spec.epochs} epochs", flush=True)
     ok = run_pipeline(spec, store, steps)
     with sessions() as s:
-        refreshed = repo.get_run(s, run_id=run_id)
-        print(f"aelab run {run_id}: {refreshed.status.value}"
+        refreshed = repo.get_run(s, run_id=args.run_id)
+        print(f"aelab run {args.run_id}: {refreshed.status.value}"
               + (f" — {refreshed.error}" if refreshed.error else ""), flush=True)
     return 0 if ok or refreshed.status in (Status.failed, Status.cancelled) else 1
 

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
 from service.persistence.tables import ReferenceClassifier, Run, Status, utcnow
+from workers.context import RunEnv
 from workers.store import ClassifierTrainer, LrTrial, RunCancelled, StaleAttempt
 
 log = logging.getLogger("aelab.run_store")
@@ -225,3 +227,38 @@ class DbRunStore:
                              ReferenceClassifier.owner == self.owner)
                       .values(status=status, updated_at=utcnow(), heartbeat_at=utcnow(),
                               **values))
+
+
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+
+
+def sessions_for(url: str) -> sessionmaker[Session]:
+    """One engine per database per process (warm runners serve run after run)."""
+    if url not in _sessionmakers:
+        from service.persistence.db import make_engine, make_sessionmaker
+
+        _sessionmakers[url] = make_sessionmaker(make_engine(url))
+    return _sessionmakers[url]
+
+
+@dataclass(frozen=True)
+class DbSessionOpener:
+    """Opens, inside a warm runner, attempt ``attempt`` of run ``run_id``: the run's env
+    and a store on the service's database, fenced by the attempt. Picklable: it carries
+    ids only; the database URL comes from the runner's own settings (its environment or
+    the URL file), never through Ray."""
+
+    run_id: int
+    attempt: int
+    storage_key: str
+
+    def __call__(self) -> tuple[RunEnv, DbRunStore]:
+        from service.settings import Settings
+
+        settings = Settings()
+        store = DbRunStore(sessions_for(settings.sqlalchemy_url),
+                           ArtifactStore(settings.artifact_root), self.run_id,
+                           attempt=self.attempt, retry_s=settings.db_retry_s,
+                           heartbeat_s=settings.classifier_heartbeat_s,
+                           claim_expiry_s=settings.classifier_claim_expiry_s)
+        return settings.run_env(self.storage_key), store

@@ -1,0 +1,415 @@
+"""Warm runners: long-lived Ray actors that keep torch imported and datasets loaded
+across runs, so a run's fixed cost is a function call, not process spawns.
+
+- :class:`Runner` — a detached actor holding one run's resources (``gpus_per_run``,
+  ``cpus_per_run``). It executes the steps of ``workers.pipeline.LocalSteps`` for one run
+  at a time, in a *session* per run attempt: the data stay loaded between the steps (and
+  in its dataset cache between runs), checkpoints go to the run's storage every epoch.
+  Each call streams back the lines it prints, so the run's job log holds its training
+  output; the runner writes its epochs and artifacts through a store the run's driver
+  opens for it (``SessionOpener``: fenced by the run's attempt, it stops the work of a
+  replaced or cancelled attempt at the next epoch).
+- :class:`RunnerPool` — one detached actor per cluster that hands runners out by
+  resource shape, creates them up to what the cluster holds, and stops idle ones.
+- :class:`RunnerSteps` — the pipeline's steps in a run's Ray job driver: each step is a
+  call on a runner from the pool; a runner that dies (its node lost) is replaced and the
+  step resumes from its last checkpoint. Only the ``tune`` search runs as Ray Tune trials
+  (its own actors), with no runner held meanwhile.
+
+Each run stays one Ray job (named, listed in the dashboard, stopped by ``ray job stop``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import ray
+
+from workers.context import RunEnv
+from workers.spec import RunSpec
+from workers.store import LrTrial, RunStore
+
+if TYPE_CHECKING:
+    from models.plan import EpochMetrics
+    from workers.pipeline import LocalSteps, RangeTestPoints
+
+log = logging.getLogger("aelab.warm")
+NAMESPACE = "aelab"
+POOL_NAME = "aelab-runner-pool"
+MAX_SESSIONS = 2  # run sessions a runner keeps (data, model) between calls
+
+
+class SessionOpener(Protocol):
+    """Opens, inside a runner, what one run attempt reports to: (its env, its store).
+    Supplied by the service (the run's database, fenced by its attempt)."""
+
+    def __call__(self) -> tuple[RunEnv, RunStore]: ...
+
+
+class ResourcesUnavailable(RuntimeError):
+    """The run asks for more than any node of the cluster has."""
+
+
+class RunnersKeepDying(RuntimeError):
+    """A step lost its runner more often than ``max_trial_failures`` allows."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a runner holds, and the settings it runs with (runners of other settings are
+    never reused)."""
+
+    gpus: float
+    cpus: float
+    env_vars: tuple[tuple[str, str], ...]
+
+    @property
+    def key(self) -> str:
+        raw = json.dumps([self.gpus, self.cpus, list(self.env_vars)])
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+class _Echo:
+    """A store that also prints each epoch, into the run's job log."""
+
+    def __init__(self, store: RunStore, total: int) -> None:
+        self._store = store
+        self._total = total
+
+    def record_epoch(self, metrics: EpochMetrics) -> None:
+        from models.plan import format_epoch
+
+        print(format_epoch(metrics, self._total), flush=True)
+        self._store.record_epoch(metrics)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _Lines:
+    """A text stream cutting what is written into lines for the caller."""
+
+    def __init__(self, sink: queue.Queue[object], original: Any) -> None:
+        self.sink = sink
+        self.original = original
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        self.original.write(text)
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        for line in lines:
+            self.sink.put(line)
+        return len(text)
+
+    def flush(self) -> None:
+        self.original.flush()
+        if self.partial:
+            self.sink.put(self.partial)
+            self.partial = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+@contextlib.contextmanager
+def _captured(sink: queue.Queue[object]) -> Iterator[None]:
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Lines(sink, out), _Lines(sink, err)  # type: ignore[assignment]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logging.getLogger("aelab").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("aelab").removeHandler(handler)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = out, err
+
+
+_DONE = object()
+
+
+class Runner:
+    """A warm worker (use through :class:`RunnerPool`)."""
+
+    def __init__(self, name: str, niceness: int) -> None:
+        if niceness > 0:
+            os.nice(niceness)  # training yields the CPU to the API on a shared machine
+        import torch  # noqa: F401  (the point: imported once, for every run after)
+
+        import models.training  # noqa: F401
+
+        self.name = name
+        self.sessions: OrderedDict[str, LocalSteps] = OrderedDict()
+
+    def ping(self) -> str:
+        return self.name
+
+    def _session(self, key: str, opener: SessionOpener, spec: RunSpec) -> LocalSteps:
+        if key in self.sessions:
+            self.sessions.move_to_end(key)
+            return self.sessions[key]
+        from workers.pipeline import LocalSteps
+
+        env, store = opener()
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        steps = LocalSteps(replace(env, device=device), persist=True)
+        steps.open(spec, _Echo(store, spec.epochs))  # type: ignore[arg-type]
+        self.sessions[key] = steps
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+        return steps
+
+    def call(self, key: str, opener: SessionOpener, spec: RunSpec, method: str,
+             args: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
+        """Run ``method`` of the run's session; yields ("log", line)… then ("result",
+        value) or ("error", exception). Hands itself back to the pool when done."""
+        lines: queue.Queue[object] = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            with _captured(lines):
+                try:
+                    steps = self._session(key, opener, spec)
+                    outcome["result"] = getattr(steps, method)(*args)
+                except BaseException as exc:  # handed to the caller, who raises it
+                    log.debug("step %s failed", method, exc_info=True)
+                    outcome["error"] = exc
+            lines.put(_DONE)
+
+        thread = threading.Thread(target=work, name=f"aelab-{method}", daemon=True)
+        thread.start()
+        try:
+            while (line := lines.get()) is not _DONE:
+                yield "log", line
+            if method == "finish":
+                self.sessions.pop(key, None)
+            if "error" in outcome:
+                yield "error", outcome["error"]
+            else:
+                yield "result", outcome["result"]
+        finally:
+            thread.join()
+            _pool().release.remote(self.name)
+
+
+class RunnerPool:
+    """Hands out warm runners by shape (use through :func:`pool`)."""
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        self.runners: dict[str, tuple[Any, Shape]] = {}  # name → (handle, shape)
+        self.idle: dict[str, float] = {}  # name → since (monotonic)
+        self.last_session: dict[str, str] = {}  # session → runner name
+        self.changed = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
+
+    def _capacity(self, shape: Shape) -> int:
+        """Runners of ``shape`` the cluster holds next to the other shapes' runners."""
+        total = ray.cluster_resources()
+        held: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
+        for _, other in self.runners.values():
+            if other.key != shape.key:
+                held["CPU"] += other.cpus
+                held["GPU"] += other.gpus
+        fits = [(total.get("CPU", 0.0) - held["CPU"]) / shape.cpus]
+        if shape.gpus > 0:
+            fits.append((total.get("GPU", 0.0) - held["GPU"]) / shape.gpus)
+        return max(0, math.floor(min(fits) + 1e-9))
+
+    async def acquire(self, gpus: float, cpus: float, env_vars: dict[str, str],
+                      niceness: int, session: str) -> tuple[str, Any]:
+        """A runner of that shape for ``session`` (the one that served it last if idle);
+        waits while the cluster holds no more."""
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        shape = Shape(gpus, cpus, tuple(sorted(env_vars.items())))
+        while True:
+            mine = [n for n in self.idle if self.runners[n][1].key == shape.key]
+            if mine:
+                name = self.last_session.get(session)
+                name = name if name in mine else mine[0]
+                del self.idle[name]
+                self.last_session[session] = name
+                return name, self.runners[name][0]
+            same = sum(1 for _, s in self.runners.values() if s.key == shape.key)
+            if same < self._capacity(shape):
+                name = f"aelab-runner-{uuid.uuid4().hex[:8]}"
+                handle = ray.remote(Runner).options(
+                    name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus,
+                    num_gpus=gpus, max_restarts=0,
+                    runtime_env={"env_vars": dict(env_vars)}).remote(name, niceness)
+                self.runners[name] = (handle, shape)
+                self.last_session[session] = name
+                return name, handle
+            others = [n for n in self.idle if self.runners[n][1].key != shape.key]
+            if others:  # idle runners of another shape hold what this one needs
+                self._stop(others[0])
+                continue
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=1.0)
+
+    def _stop(self, name: str) -> None:
+        handle, _ = self.runners.pop(name, (None, None))
+        self.idle.pop(name, None)
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(handle)
+        self.changed.set()
+
+    async def release(self, name: str) -> None:
+        if name in self.runners:
+            self.idle[name] = time.monotonic()
+            self.changed.set()
+
+    async def forget(self, name: str) -> None:
+        """A runner that died (or that a caller gave up on)."""
+        self._stop(name)
+
+    async def free_idle(self) -> int:
+        """Stop every idle runner (their resources go to Tune trials); how many."""
+        names = list(self.idle)
+        for name in names:
+            self._stop(name)
+        return len(names)
+
+    async def status(self) -> dict[str, Any]:
+        return {"runners": len(self.runners), "idle": len(self.idle)}
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.idle_s / 4))
+            now = time.monotonic()
+            for name, since in list(self.idle.items()):
+                if now - since > self.idle_s:
+                    log.info("stopping idle runner %s", name)
+                    self._stop(name)
+
+
+def pool(idle_s: float = 600.0) -> Any:
+    """The cluster's runner pool (created on first use, on the head node, detached)."""
+    return ray.remote(RunnerPool).options(
+        name=POOL_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        num_cpus=0, max_concurrency=1000,
+        resources={"node:__internal_head__": 0.001}).remote(idle_s)
+
+
+def _pool() -> Any:
+    return ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+
+
+class RunnerSteps:
+    """The pipeline's steps for one run attempt, executed on warm runners."""
+
+    kind = "ray"
+
+    def __init__(self, env: RunEnv, *, gpus: float, cpus: float, opener: SessionOpener,
+                 session: str, env_vars: dict[str, str], idle_s: float = 600.0,
+                 printer: Callable[[str], None] = lambda line: print(line, flush=True)
+                 ) -> None:
+        self.env = env
+        self.gpus = gpus
+        self.cpus = cpus
+        self.opener = opener
+        self.session = session
+        self.env_vars = env_vars
+        self.pool = pool(idle_s)
+        self.printer = printer
+        self.spec: RunSpec | None = None
+        self.store: RunStore | None = None
+
+    def _call(self, method: str, *args: Any) -> Any:
+        assert self.spec is not None
+        failures = 0
+        while True:
+            name, runner = ray.get(self.pool.acquire.remote(
+                self.gpus, self.cpus, self.env_vars, self.env.niceness, self.session))
+            try:
+                for ref in runner.call.remote(self.session, self.opener, self.spec, method,
+                                              args):
+                    kind, value = ray.get(ref)
+                    if kind == "log":
+                        self.printer(value)
+                    elif kind == "error":
+                        raise value
+                    else:
+                        return value
+                raise RuntimeError(f"runner {name} ended {method} without an answer")
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                self.pool.forget.remote(name)
+                failures += 1
+                if failures > self.env.max_trial_failures:
+                    raise RunnersKeepDying(f"the run lost its runner {failures} times "
+                                           f"({type(exc).__name__}); last in {method}") from exc
+                self.printer(f"aelab: runner {name} was lost during {method} "
+                             f"({type(exc).__name__}); resuming on another")
+
+    def open(self, spec: RunSpec, store: RunStore) -> None:
+        self.spec = spec
+        self.store = store
+
+    def prepare(self, spec: RunSpec, classifier_ready: bool) -> None:
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        for resource, asked, field in (("CPU", self.cpus, "cpus_per_run"),
+                                       ("GPU", self.gpus, "gpus_per_run")):
+            most = max((r.get(resource, 0.0) for r in nodes), default=0.0)
+            if asked > most:
+                raise ResourcesUnavailable(
+                    f"resources.{field} {asked:g} exceeds every node of this Ray cluster "
+                    f"(at most {most:g} {resource}s on one node): lower it or add a node")
+        self._call("prepare", spec, classifier_ready)
+
+    def phase1(self, spec: RunSpec) -> str:
+        return self._call("phase1", spec)  # type: ignore[no-any-return]
+
+    def range_test(self, spec: RunSpec, start: str | None) -> RangeTestPoints:
+        return self._call("range_test", spec, start)  # type: ignore[no-any-return]
+
+    def tune_trials(self, spec: RunSpec, start: str | None, budget: int
+                    ) -> list[tuple[float, list[float]]]:
+        from workers.lr_search import run_tune_trials
+
+        # Trials are Tune's own actors: idle runners give their resources back meanwhile.
+        ray.get(self.pool.free_idle.remote())
+        return run_tune_trials(spec, self.env, start, budget, gpus=self.gpus, cpus=self.cpus)
+
+    def train(self, spec: RunSpec, lr: float, start: str | None) -> None:
+        self._call("train", spec, lr, start)
+
+    def train_classifier(self, spec: RunSpec) -> tuple[bytes, float]:
+        return self._call("train_classifier", spec)  # type: ignore[no-any-return]
+
+    def evaluate(self, spec: RunSpec, classifier: bytes | None,
+                 original_accuracy: float | None) -> dict[str, Any]:
+        return self._call("evaluate", spec, classifier,  # type: ignore[no-any-return]
+                          original_accuracy)
+
+    def finish(self) -> None:
+        from workers.pipeline import CheckpointStorage
+
+        if self.spec is not None:
+            with contextlib.suppress(Exception):
+                self._call("finish")
+        CheckpointStorage(self.env).remove()
+
+
+__all__ = ["LrTrial", "ResourcesUnavailable", "Runner", "RunnerPool", "RunnerSteps",
+           "RunnersKeepDying", "SessionOpener", "pool"]
