@@ -84,7 +84,8 @@ def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:
     assert run["lr_trials"] == [{"method": "fixed", "lr": 1e-3, "loss": None, "iterations": 0,
                                  "stopped_early": False, "chosen": True}]
     assert run["measures"]["mse"] == rows["baseline"]["mse"]
-    assert {a["name"] for a in run["artifacts"]} == {"samples.png", "model.pt"}
+    assert {a["name"] for a in run["artifacts"]} == {
+        "samples.png", "model.pt", "gallery-inputs.png", "gallery-recon.png", "gallery.json"}
     png = client.get(f"{API}/runs/{run['id']}/samples.png")
     assert png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size[0] > 0
