@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.session import SESSION_COOKIE, session_valid
 from service.persistence.artifacts import ArtifactStore
 from service.settings import Settings
 
@@ -54,9 +55,27 @@ async def require_write(settings: SettingsDep, credentials: Credentials) -> None
     _check(settings, credentials)
 
 
-async def require_read(settings: SettingsDep, credentials: Credentials) -> None:
-    if settings.protect_reads:
-        _check(settings, credentials)
+def reads_protected(settings: Settings) -> bool:
+    """Whether reads need the token (``protect_reads`` with a token configured)."""
+    return settings.protect_reads and settings.api_token is not None
+
+
+def has_session(request: Request, settings: Settings) -> bool:
+    """Whether the request carries the web UI's valid session cookie (see ``session``)."""
+    if settings.api_token is None:
+        return False
+    return session_valid(settings.api_token.get_secret_value(),
+                         request.cookies.get(SESSION_COOKIE))
+
+
+async def require_read(request: Request, settings: SettingsDep,
+                       credentials: Credentials) -> None:
+    """Reads: open, or (protected) the bearer token or the web UI's session cookie."""
+    if not reads_protected(settings):
+        return
+    if credentials is None and has_session(request, settings):
+        return
+    _check(settings, credentials)
 
 
 WriteAccess = Depends(require_write)

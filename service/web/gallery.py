@@ -1,0 +1,159 @@
+"""Galleries composed from stored artifacts: nothing is re-run and torch is never loaded.
+
+Every run saved, at evaluation, its dataset's fixed sample set and its reconstructions of
+exactly those images as PNG strips (``workers.store.GALLERY_*``). A gallery is the inputs
+of one run as its first row and each run's reconstructions below, one row per run: tiles
+are cut from the strips with Pillow and sent inline as lossless PNG data URIs, so a
+gallery is one request and each tile is, byte for byte, the pixels the model produced.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.persistence.artifacts import ArtifactError, ArtifactStore
+from service.persistence.tables import Artifact, Run
+from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
+
+TILE = 32  # px: every dataset is served as 3×32×32
+
+
+@dataclass(frozen=True)
+class Tile:
+    src: str  # a data:image/png URI of the 32×32 tile
+    index: int  # its test image: the index-th image of the test split
+    psnr: float | None = None  # dB, from gallery.json (None: exact, or the inputs row)
+
+
+@dataclass
+class GalleryRow:
+    run: Run
+    experiment_name: str
+    tiles: list[Tile | None] = field(default_factory=list)  # None: no such sample
+    note: str | None = None  # why a row has no tiles, or a warning
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.model} #{self.run.id}"
+
+
+@dataclass
+class Gallery:
+    dataset: str
+    inputs: list[Tile]
+    rows: list[GalleryRow]
+
+    @property
+    def count(self) -> int:
+        return len(self.inputs)
+
+
+class TileCache:
+    """Tiles of strips already cut, by (artifact uri, checksum): a gallery read twice costs
+    no PNG work. Bounded by the bytes of the data URIs it holds."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> tuple[str, ...] | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[str, str], value: tuple[str, ...]) -> None:
+        size = sum(len(v) for v in value)
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= sum(len(v) for v in old)
+
+
+def cut_tiles(png: bytes, tile: int = TILE) -> tuple[str, ...]:
+    """A strip (tile ``i`` at ``x = tile·i``) → one PNG data URI per tile, lossless."""
+    strip = Image.open(io.BytesIO(png))
+    strip.load()
+    if strip.height != tile or strip.width % tile:
+        raise ValueError(f"not a gallery strip: {strip.width}×{strip.height}")
+    out = []
+    for i in range(strip.width // tile):
+        buffer = io.BytesIO()
+        strip.crop((i * tile, 0, (i + 1) * tile, tile)).save(buffer, format="PNG")
+        out.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return tuple(out)
+
+
+class GalleryReader:
+    """Reads runs' gallery artifacts through the artifact store, with a tile cache."""
+
+    def __init__(self, artifacts: ArtifactStore, cache: TileCache | None = None) -> None:
+        self.artifacts = artifacts
+        self.cache = cache or TileCache()
+
+    def tiles(self, artifact: Artifact) -> tuple[str, ...]:
+        key = (artifact.uri, artifact.checksum)
+        cached = self.cache.get(key)
+        if cached is None:
+            cached = cut_tiles(self.artifacts.read(artifact.uri))
+            self.cache.put(key, cached)
+        return cached
+
+    def meta(self, artifact: Artifact) -> dict[str, Any]:
+        return json.loads(self.artifacts.read(artifact.uri))
+
+    def compose(self, session: Session, runs: Sequence[Run], names: dict[int, str],
+                dataset: str) -> Gallery:
+        """The gallery of ``runs`` (all of ``dataset``), rows in the given order;
+        ``names`` maps experiment ids to names for the row labels."""
+        found: dict[int, dict[str, Artifact]] = {r.id: {} for r in runs}
+        if runs:
+            query = select(Artifact).where(
+                Artifact.run_id.in_([r.id for r in runs]),
+                Artifact.name.in_([GALLERY_INPUTS, GALLERY_RECONSTRUCTIONS, GALLERY_META]))
+            for a in session.scalars(query):
+                found[a.run_id][a.name] = a
+        rows: list[GalleryRow] = []
+        inputs: dict[int, tuple[str, ...]] = {}
+        for run in runs:
+            row = GalleryRow(run, names.get(run.experiment_id, ""))
+            rows.append(row)
+            stored = found[run.id]
+            if len(stored) < 3:
+                row.note = ("no reconstructions stored" if run.status.value == "succeeded"
+                            else f"no reconstructions yet ({run.status.value})")
+                continue
+            try:
+                recon = self.tiles(stored[GALLERY_RECONSTRUCTIONS])
+                inputs[run.id] = self.tiles(stored[GALLERY_INPUTS])
+                psnr = self.meta(stored[GALLERY_META]).get("psnr_db", [])
+            except (ArtifactError, FileNotFoundError, ValueError, OSError):
+                row.note = "its reconstruction files cannot be read"
+                continue
+            row.tiles = [Tile(src, i, psnr[i] if i < len(psnr) else None)
+                         for i, src in enumerate(recon)]
+        reference = max(inputs.values(), key=len, default=())
+        for row in rows:
+            own = inputs.get(row.run.id)
+            if own is not None and own != reference[:len(own)]:
+                row.note = "its test images differ from the first row's"
+            row.tiles += [None] * (len(reference) - len(row.tiles))
+        return Gallery(dataset, [Tile(src, i) for i, src in enumerate(reference)], rows)
