@@ -11,8 +11,27 @@
   const dpr = () => window.devicePixelRatio || 1;
   const charts = [];
 
-  function width(el) {
-    return Math.max(240, Math.floor(el.getBoundingClientRect().width) - 4);
+  function width(el) { // the content box: a chart never overflows its card
+    const style = getComputedStyle(el);
+    const inner = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return Math.max(200, Math.floor(inner));
+  }
+
+  // Log axes over many decades: ticks and grid lines at powers of ten only, every other
+  // one past six decades, so a small chart stays legible.
+  function decades(u, axis, min, max) {
+    const lo = Math.ceil(Math.log10(min) - 1e-9), hi = Math.floor(Math.log10(max) + 1e-9);
+    const step = hi - lo > 6 ? 2 : 1;
+    const out = [];
+    for (let e = lo; e <= hi; e++) if (e % step === 0) out.push(10 ** e);
+    return out;
+  }
+
+  function tick(v) { // axis labels: 1e-7, 0.001, 0.25, 10
+    if (v == null) return "";
+    const e = Math.log10(Math.abs(v));
+    if (v !== 0 && Number.isInteger(Math.round(e * 1e9) / 1e9) && (e < -3 || e >= 4)) return `1e${Math.round(e)}`;
+    return String(Number(v.toPrecision(3)));
   }
 
   function fmt(v) {
@@ -48,6 +67,7 @@
           ctx.fillStyle = "#5b6575";
           ctx.lineWidth = dpr();
           ctx.font = `${11 * dpr()}px system-ui, sans-serif`;
+          ctx.textAlign = "left";
           let row = 0;
           for (const b of boundaries.values()) {
             const x = Math.round(u.valToPos(b.x, "x", true));
@@ -76,7 +96,7 @@
         plugins: [phaseLines],
         scales: { x: { time: false }, y: { distr: log ? 3 : 1 } },
         axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100] },
-          { label: metricSelect.selectedOptions[0].textContent, size: 70, values: (u, t) => t.map(fmt) }],
+          { label: metricSelect.selectedOptions[0].textContent, size: 70, values: (u, t) => t.map(tick) }],
         series: [{ label: "epoch" }, ...withEpochs.map((r, i) => ({
           label: r.label, stroke: colour(i), width: 2, spanGaps: false,
           points: { show: true, size: 5 }, value: (u, v) => fmt(v),
@@ -106,14 +126,17 @@
       const title = document.createElement("h3");
       const chosen = r.trials.find((t) => t.chosen);
       const method = r.trials.length ? r.trials[0].method : null;
-      title.textContent = `${r.label} · ${method || "no search yet"}` + (chosen ? ` · chosen ${fmt(chosen.lr)}` : "");
+      // The run's LR is the one it trained with (a range test's suggestion may fall
+      // between sweep points, or be a tenth of the best one: fastai's fallback).
+      const lr = r.lr != null ? r.lr : chosen && chosen.lr;
+      title.textContent = `${r.label} · ${method || "no search yet"}` + (lr ? ` · chosen ${fmt(lr)}` : "");
       card.appendChild(title);
       grid.appendChild(card);
       const scored = r.trials.filter((t) => t.loss != null && t.lr > 0);
       if (!scored.length) {
         const p = document.createElement("p");
         p.className = "muted small";
-        p.textContent = method === "fixed" ? `Fixed LR ${fmt(chosen && chosen.lr)}: nothing was searched.`
+        p.textContent = method === "fixed" ? `Fixed LR ${fmt(lr)}: nothing was searched.`
           : "No LR-search trial with a loss recorded.";
         card.appendChild(p);
         return;
@@ -144,11 +167,37 @@
       holder.setAttribute("role", "img");
       holder.setAttribute("aria-label", `${r.label}: loss against learning rate, ${method}`);
       card.appendChild(holder);
+      const chosenLine = {
+        hooks: {
+          draw: [(u) => {
+            if (!lr) return;
+            const ctx = u.ctx;
+            const x = Math.round(u.valToPos(lr, "x", true));
+            ctx.save();
+            ctx.setLineDash([4 * dpr(), 3 * dpr()]);
+            ctx.strokeStyle = "#111";
+            ctx.lineWidth = dpr();
+            ctx.beginPath();
+            ctx.moveTo(x, u.bbox.top);
+            ctx.lineTo(x, u.bbox.top + u.bbox.height);
+            ctx.stroke();
+            ctx.fillStyle = "#111";
+            ctx.font = `${11 * dpr()}px system-ui, sans-serif`;
+            ctx.textAlign = x > u.bbox.left + u.bbox.width / 2 ? "right" : "left";
+            ctx.fillText(`LR ${fmt(lr)}`, x + (ctx.textAlign === "left" ? 4 : -4) * dpr(),
+              u.bbox.top + 12 * dpr());
+            ctx.restore();
+          }],
+        },
+      };
+      const lo = Math.min(xs[0], lr || xs[0]);
+      const hi = Math.max(xs[xs.length - 1], lr || 0);
       const opts = {
-        width: width(card), height: 220,
-        scales: { x: { time: false, distr: 3 }, y: { distr: positive ? 3 : 1 } },
-        axes: [{ label: "learning rate", values: (u, t) => t.map(fmt) },
-          { label: "loss", size: 64, values: (u, t) => t.map(fmt) }],
+        width: width(card), height: 220, plugins: [chosenLine],
+        scales: { x: { time: false, distr: 3, range: () => [lo / 2, hi * 2] },
+          y: { distr: positive ? 3 : 1 } },
+        axes: [{ label: "learning rate", values: (u, t) => t.map(tick), splits: decades, space: 24 },
+          { label: "loss", size: 64, values: (u, t) => t.map(tick) }],
         series,
       };
       charts.push({ chart: new uPlot(opts, data, holder), el: card });

@@ -148,7 +148,10 @@
       if (e.name !== "AbortError") setValidity("The server cannot be reached.", false);
       return;
     }
-    if (r.status === 401 || r.status === 403) return needToken("The server refused this token.");
+    if (r.status === 401 || r.status === 403) {
+      shown = null; // check again once a token is given
+      return needToken("The server refused this token.");
+    }
     const answer = await r.json().catch(() => ({}));
     clearErrors();
     lastValid = r.status === 200;
@@ -166,8 +169,13 @@
     submit.disabled = !lastValid;
   }
 
+  let shown = null; // the spec the last check was started for
   function changed() {
-    jsonBox.value = JSON.stringify(collect(), null, 2);
+    const spec = collect();
+    const text = JSON.stringify(spec);
+    if (text === shown) return; // a blur's "change" after "input": nothing new to check
+    shown = text;
+    jsonBox.value = JSON.stringify(spec, null, 2);
     clearTimeout(timer);
     submit.disabled = true;
     timer = setTimeout(validate, 300);
