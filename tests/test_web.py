@@ -304,3 +304,20 @@ def test_static_assets_ship_in_the_package_with_uplots_licence(web: TestClient) 
     for path in ("/", "/new", "/compare"):  # no asset from another origin: works offline
         assert not re.search(r'<(script|link|img)[^>]+(src|href)="(https?:)?//',
                              web.get(path).text), path
+
+
+def test_every_template_and_asset_ships_in_the_wheel() -> None:
+    """pip install . (the Docker image) copies only what package-data names."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["service"]
+    web = root / "service" / "web"
+    files = [p.relative_to(root / "service").as_posix()
+             for folder in ("templates", "static") for p in (web / folder).rglob("*")
+             if p.is_file()]
+    assert len(files) > 20
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
+    assert unshipped == []
