@@ -321,3 +321,18 @@ def test_every_template_and_asset_ships_in_the_wheel() -> None:
     assert len(files) > 20
     unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
     assert unshipped == []
+
+
+def test_tiles_are_lossless_pngs() -> None:
+    from service.web.gallery import cut_tiles, png_rgb
+
+    rng = np.random.default_rng(7)
+    for shape in ((32, 32, 3), (1, 1, 3), (5, 9, 3)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        decoded = Image.open(io.BytesIO(png_rgb(image)))
+        assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), image)
+    tiles = [tile(k) for k in range(4)]
+    assert [pixels(uri).tolist() for uri in cut_tiles(strip(tiles))] == \
+        [t.tolist() for t in tiles]
+    with pytest.raises(ValueError, match="not a gallery strip"):
+        cut_tiles(strip([np.zeros((32, 40, 3), dtype=np.uint8)]))

@@ -243,8 +243,19 @@
     try {
       const spec = JSON.parse(jsonBox.value);
       if (spec === null || typeof spec !== "object" || Array.isArray(spec)) throw new Error("a spec is a JSON object");
-      out.textContent = "";
       fill(spec);
+      const known = new Set(inputs.map((el) => el.dataset.path));
+      const unknown = [];
+      const walk = (node, prefix) => {
+        for (const [k, v] of Object.entries(node)) {
+          const path = prefix + k;
+          if (known.has(path)) continue;
+          if (v && typeof v === "object" && !Array.isArray(v)) walk(v, `${path}.`);
+          else unknown.push(path);
+        }
+      };
+      walk(spec, "");
+      out.textContent = unknown.length ? `Not spec fields, left out: ${unknown.join(", ")}` : "";
     } catch (e) {
       out.textContent = `Not loaded: ${e.message}`;
     }
