@@ -54,6 +54,7 @@ def safe_next(value: str | None) -> str:
 
 
 def login_redirect(exc: LoginRequired) -> RedirectResponse:
+    """303 to the login page, which comes back to the page asked for."""
     return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
 
 

@@ -56,6 +56,7 @@ def when(value: datetime | None) -> str:
 
 
 def iso(value: datetime | None) -> str:
+    """ISO 8601 with the UTC offset, for ``<time datetime>``."""
     if value is None:
         return ""
     if value.tzinfo is None:
@@ -64,10 +65,12 @@ def iso(value: datetime | None) -> str:
 
 
 def variant_title(name: str) -> str:
+    """A variant's name as the study's tables write it ("Pixel Shuffle")."""
     return VARIANTS[name].title if name in VARIANTS else name
 
 
 def dataset_title(name: str) -> str:
+    """A dataset's display name ("CIFAR-10")."""
     return DATASETS[name].title if name in DATASETS else name
 
 

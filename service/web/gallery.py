@@ -46,10 +46,6 @@ class GalleryRow:
     tiles: list[Tile | None] = field(default_factory=list)  # None: no such sample
     note: str | None = None  # why a row has no tiles, or a warning
 
-    @property
-    def label(self) -> str:
-        return f"{self.run.model} #{self.run.id}"
-
 
 @dataclass
 class Gallery:
@@ -73,6 +69,7 @@ class TileCache:
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str]) -> tuple[str, ...] | None:
+        """The tiles cut from this strip before, if still held."""
         with self._lock:
             value = self._items.get(key)
             if value is not None:
@@ -80,6 +77,7 @@ class TileCache:
             return value
 
     def put(self, key: tuple[str, str], value: tuple[str, ...]) -> None:
+        """Hold ``value``, dropping the least recently used strips beyond the budget."""
         size = sum(len(v) for v in value)
         with self._lock:
             if key in self._items:
@@ -131,6 +129,7 @@ class GalleryReader:
         self.cache = cache or TileCache()
 
     def tiles(self, artifact: Artifact) -> tuple[str, ...]:
+        """The data-URI tiles of a stored strip (cut once, then from the cache)."""
         key = (artifact.uri, artifact.checksum)
         cached = self.cache.get(key)
         if cached is None:
@@ -139,6 +138,7 @@ class GalleryReader:
         return cached
 
     def meta(self, artifact: Artifact) -> dict[str, Any]:
+        """A run's gallery.json."""
         return json.loads(self.artifacts.read(artifact.uri))
 
     def compose(self, session: Session, runs: Sequence[Run], names: dict[int, str],

@@ -250,10 +250,10 @@ def run_page(request: Request, sessions: SessionsDep, run_id: int) -> Response:
     return render(request, "run.html", run=run, gallery=gallery, curves=data,
                   ray_job=ray_job_url(dashboard, run.ray_job_id),
                   spec_json=json.dumps(run.spec, indent=2, sort_keys=True),
-                  measures=repo_measures(run))
+                  measures=measure_rows(run))
 
 
-def repo_measures(run: Run) -> list[tuple[str, str, Any]]:
+def measure_rows(run: Run) -> list[tuple[str, str, Any]]:
     """The run's measures as (label, format, value) rows."""
     m = run.measures
     if m is None:
@@ -292,4 +292,5 @@ def new_experiment(request: Request, settings: SettingsDep) -> Response:
 
 @router.get("/experiments", include_in_schema=False)
 def experiments_redirect() -> RedirectResponse:
+    """``/experiments`` is the list at ``/``."""
     return RedirectResponse("/", status_code=308)

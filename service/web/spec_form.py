@@ -52,6 +52,7 @@ class FormField:
 
     @property
     def dom_id(self) -> str:
+        """The input's element id: ``f-lr_search-min_lr``."""
         return "f-" + self.path.replace(".", "-")
 
     @property
@@ -78,6 +79,7 @@ class Section:
 
     @property
     def dom_id(self) -> str:
+        """The fieldset's element id."""
         return "s-" + (self.path or "general")
 
 
@@ -156,7 +158,3 @@ def spec_sections() -> tuple[Section, ...]:
             general.fields.append(_field(key, prop, key in required))
     return (general, *nested)
 
-
-def defaults() -> dict[str, Any]:
-    """The spec's defaults as the form's initial values, by dotted path."""
-    return {f.path: f.default for s in spec_sections() for f in s.fields}
