@@ -182,7 +182,8 @@ def list_runs(session: Session, *, experiment_id: int | None = None,
     nulls_last = case((column.is_(None), 1), else_=0)
     direction = (lambda c: c.desc()) if descending else (lambda c: c.asc())
     query = query.order_by(nulls_last, direction(column), direction(Run.id)).limit(limit + 1)
-    rows = [(r, m, name) for r, m, name in session.execute(query).all()]
+    rows: list[tuple[Run, Measure | None, str]] = [
+        (r, m, name) for r, m, name in session.execute(query).all()]
     page = rows[:limit]
     if len(rows) <= limit:
         return page, None

@@ -178,8 +178,8 @@ class GalleryReader:
                          for i, src in enumerate(recon)]
         reference = max(inputs.values(), key=len, default=())
         for row in rows:
-            own = inputs.get(row.run.id)
-            if own is not None and own != reference[:len(own)]:
+            seen = inputs.get(row.run.id)
+            if seen is not None and seen != reference[:len(seen)]:
                 row.note = "its test images differ from the first row's"
             row.tiles += [None] * (len(reference) - len(row.tiles))
         return Gallery(dataset, [Tile(src, i) for i, src in enumerate(reference)], rows)

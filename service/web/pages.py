@@ -201,7 +201,7 @@ def compare_page(
                 datasets=[filters["dataset"]] if filters["dataset"] else (),
                 statuses=[Status(filters["status"])] if filters["status"] else (),
                 latent_dims=[int(filters["latent_dim"])] if filters["latent_dim"] else (),
-                order_by=filters["order_by"], limit=COMPARE_PAGE_SIZE, cursor=cursor)
+                order_by=filters["order_by"] or "-id", limit=COMPARE_PAGE_SIZE, cursor=cursor)
         except repo.BadCursor as exc:
             error = str(exc)
     query = {k: v for k, v in filters.items() if v and not (k == "order_by" and v == "-id")}

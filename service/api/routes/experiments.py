@@ -123,8 +123,10 @@ def list_experiments(
     request: Request, sessions: SessionsDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     name: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
-    model: Annotated[VariantName | None, Query(description="has a run of it")] = None,
-    dataset: Annotated[DatasetName | None, Query(description="has a run on it")] = None,
+    model: Annotated[VariantName | None,  # type: ignore[valid-type]
+                     Query(description="has a run of it")] = None,
+    dataset: Annotated[DatasetName | None,  # type: ignore[valid-type]
+                       Query(description="has a run on it")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> ExperimentPage:

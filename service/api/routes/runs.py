@@ -26,11 +26,11 @@ OrderBy = Literal[tuple(o for key in repo.RUN_ORDERS  # type: ignore[valid-type]
 def list_runs(
     request: Request, sessions: SessionsDep,
     experiment: Annotated[int | None, Query(ge=1, description="an experiment's id")] = None,
-    model: Annotated[list[VariantName] | None, Query()] = None,
-    dataset: Annotated[list[DatasetName] | None, Query()] = None,
+    model: Annotated[list[VariantName] | None, Query()] = None,  # type: ignore[valid-type]
+    dataset: Annotated[list[DatasetName] | None, Query()] = None,  # type: ignore[valid-type]
     status: Annotated[list[Status] | None, Query()] = None,
     latent_dim: Annotated[list[int] | None, Query(description="latent size")] = None,
-    order_by: Annotated[OrderBy, Query(
+    order_by: Annotated[OrderBy, Query(  # type: ignore[valid-type]
         description="a measure or run column; a leading - sorts descending. Runs without "
                     "the value (not evaluated yet) come last")] = "-id",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
