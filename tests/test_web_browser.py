@@ -422,6 +422,44 @@ def test_curves_have_one_line_per_run_and_each_runs_lr_search(
         t.shoot("compare-curves")
 
 
+def test_a_tune_search_plots_its_trials_and_marks_the_chosen_one(
+        ui: SimpleNamespace, browser: Browser) -> None:
+    """Tune needs Ray: its trials are recorded here as a driver records them."""
+    from models.plan import EpochMetrics
+    from service.persistence import repository as repo
+    from service.persistence.db import transaction
+    from workers.store import LrTrial
+
+    exp = ui.http.post(f"{API}/experiments", json={
+        **TINY, "name": "tuned", "models": ["baseline"], "epochs": 3}).json()
+    run_id = exp["runs"][0]["id"]
+    trials = [LrTrial("tune", 1e-4, 0.30, 1, True, False),
+              LrTrial("tune", 1e-3, 0.12, 2, False, True),
+              LrTrial("tune", 3e-2, 0.25, 2, False, False),
+              LrTrial("tune", 2e-1, 0.90, 1, True, False)]
+    with transaction(ui.app.state.sessions) as s:
+        repo.set_run(s, run_id=run_id, status=repo.Status.running, phase="train")
+        for k, phase in ((1, "phase1"), (2, "phase2")):
+            repo.record_epoch(s, run_id=run_id, metrics=EpochMetrics(
+                k, phase, 32, 1e-3, 0.2 / k, 0.2 / k, 0.2 / k, 0.3 / k, 1.0, 100.0))
+        repo.record_lr_trials(s, run_id=run_id, trials=trials, chosen_lr=1e-3)
+    try:
+        with tab(browser) as t:
+            page = t.open(f"{ui.base}/runs/{run_id}")
+            chart = f'.lr-chart[data-run-id="{run_id}"]'
+            page.wait_for_selector(f"{chart} canvas")
+            assert _legend(page, chart) == ["trial", "stopped early", "chosen"]
+            assert page.locator(f"{chart} h3").inner_text() == \
+                f"Baseline #{run_id} · tune · chosen 0.001"
+            assert "No reconstructions are stored yet: a run saves them when it is evaluated." \
+                in page.locator("main").inner_text()
+            page.wait_for_function("document.querySelector('pre.log').textContent !== 'loading…'")
+            assert page.locator("pre.log").inner_text() == "The run has not started yet."
+            t.shoot("run-tune")
+    finally:
+        ui.http.post(f"{API}/experiments/{exp['id']}/cancel")
+
+
 # --- the editor -------------------------------------------------------------------------------
 
 UNPROCESSABLE = "Failed to load resource: the server responded with a status of 422 " \
