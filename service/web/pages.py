@@ -36,8 +36,8 @@ PAGE_SIZE = 20
 COMPARE_PAGE_SIZE = 50
 MAX_COMPARED = 24  # runs in one comparison view (a gallery row and a curve each)
 
-# The study's table: (column, header, digits, better). Quality measures get the study's
-# "best value" mark; times and the LR are facts, not scores.
+# The study's table: (column, header, fmt_value format, better). Quality measures get the
+# study's "best value" mark; times and the LR are facts, not scores.
 STUDY_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("mae", "MAE", "num6", "min"), ("mse", "MSE", "num6", "min"),
     ("psnr", "PSNR (dB)", "num2", "max"), ("ssim", "SSIM", "num4", "max"),

@@ -5,7 +5,7 @@
   if (!form) return;
   const button = form.querySelector("[data-role=view]");
   const note = form.querySelector("[data-role=pick-note]");
-  const max = 24;
+  const max = Number(form.dataset.max); // the server's limit of one view
   function update() {
     const picked = [...form.querySelectorAll("input[name=runs]:checked")];
     const datasets = new Set(picked.map((c) => c.dataset.dataset));
