@@ -1,8 +1,10 @@
-"""API latency under load: 1,000 stored experiments (12 runs each, with epochs and LR
-trials), p50/p99 of three read endpoints at a fixed request rate on loopback.
+"""API and web UI latency under load: 1,000 stored experiments (12 runs each, with epochs,
+LR trials and each run's gallery artifacts), p50/p99 of three read endpoints at a fixed
+request rate and of the UI's experiments page, an experiment's page and the gallery of a
+6-run dataset at ``--page-rate``, on loopback.
 
     python bench/api_load.py                         # SQLite and PostgreSQL (if reachable)
-    python bench/api_load.py --db sqlite --rate 200 --seconds 10
+    python bench/api_load.py --db sqlite --rate 200 --page-rate 20 --seconds 10
 
 The server is `uvicorn service.api.app:create_app --factory` in a subprocess; the load is
 open-loop (requests start on schedule whether or not earlier ones finished), so queueing
@@ -13,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import io
+import json
 import os
 import random
 import socket
@@ -24,14 +29,18 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
+import numpy as np
+from PIL import Image
 from sqlalchemy import create_engine, insert, text
 
 from service.persistence.migrate import upgrade
-from service.persistence.tables import EpochMetric, Experiment, LrTrial, Measure, Run
+from service.persistence.tables import Artifact, EpochMetric, Experiment, LrTrial, Measure, Run
 from service.spec import ExperimentSpec
+from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
 
 MODELS = ["baseline", "pixel_shuffle", "progressive_resizing", "pretrained_resnet", "resnet",
           "feature_loss"]
@@ -48,8 +57,53 @@ SPEC = {"name": "bench", "models": MODELS, "datasets": DATASETS, "epochs": 15,
         "pretrained": True, "seed": 0}
 
 
-def seed(url: str, n_experiments: int) -> None:
+SAMPLES = 8  # the spec's default gallery_samples
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class GalleryWriter:
+    """Writes a run's gallery artifacts as evaluation does (``models.samples``): its
+    dataset's 8 test images and its own reconstructions as 32×256 RGB PNG strips, and
+    gallery.json; every run's reconstruction differs, so no two runs share a file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        rng = np.random.default_rng(0)
+        # Smooth images (like reconstructions) rather than noise: realistic PNG sizes.
+        base = rng.integers(0, 256, (len(DATASETS), 8, 8 * SAMPLES, 3)).astype(np.uint8)
+        self.inputs = {d: np.asarray(Image.fromarray(base[i]).resize((32 * SAMPLES, 32)))
+                       for i, d in enumerate(DATASETS)}
+        self.inputs_png = {d: _png(a) for d, a in self.inputs.items()}
+
+    def write(self, run_id: int, dataset: str) -> list[dict[str, Any]]:
+        recon = self.inputs[dataset].copy()
+        recon[run_id % 32, (run_id // 32) % (32 * SAMPLES)] ^= 0x55  # this run's own pixels
+        meta = json.dumps({"count": SAMPLES, "indices": list(range(SAMPLES)),
+                           "psnr_db": [24.0 + k / 10 for k in range(SAMPLES)],
+                           "inputs": GALLERY_INPUTS,
+                           "reconstructions": GALLERY_RECONSTRUCTIONS}).encode()
+        folder = self.root / f"run-{run_id}" / "a0"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for name, data, ctype in ((GALLERY_INPUTS, self.inputs_png[dataset], "image/png"),
+                                  (GALLERY_RECONSTRUCTIONS, _png(recon), "image/png"),
+                                  (GALLERY_META, meta, "application/json")):
+            (folder / name).write_bytes(data)
+            rows.append({"run_id": run_id, "name": name, "kind": "gallery",
+                         "uri": str(folder / name), "content_type": ctype, "size": len(data),
+                         "checksum": hashlib.sha256(data).hexdigest(),
+                         "created_at": datetime.now(UTC)})
+        return rows
+
+
+def seed(url: str, n_experiments: int, artifact_root: Path) -> None:
     upgrade(url)
+    gallery = GalleryWriter(artifact_root)
     engine = create_engine(url)
     now = datetime.now(UTC)
     rng = random.Random(0)
@@ -58,10 +112,11 @@ def seed(url: str, n_experiments: int) -> None:
             {"id": e, "name": f"exp {e}", "spec": SPEC, "status": "succeeded",
              "created_at": now, "started_at": now, "finished_at": now}
             for e in range(1, n_experiments + 1)])
-        runs, epochs, trials, measures = [], [], [], []
-        run_specs = {(r.model, r.dataset): r.model_dump(mode="json") for r in
-                     ExperimentSpec.model_validate({**SPEC, "models": MODELS,
-                                                    "datasets": DATASETS}).run_specs()}
+        runs, epochs, trials, measures, artifacts = [], [], [], [], []
+        specs = ExperimentSpec.model_validate({**SPEC, "models": MODELS,
+                                               "datasets": DATASETS}).run_specs()
+        run_specs = {(r.model, r.dataset): r.model_dump(mode="json") for r in specs}
+        latent = {(r.model, r.dataset): r.effective_latent_dim for r in specs}
         run_id = 0
         for e in range(1, n_experiments + 1):
             for d in DATASETS:
@@ -71,7 +126,7 @@ def seed(url: str, n_experiments: int) -> None:
                          "model": m, "dataset": d,
                                  "status": "succeeded", "phase": None, "epoch": 15,
                                  "epochs_total": 15, "lr": 1e-3, "attempt": 0,
-                                 "spec": run_specs[(m, d)],
+                                 "spec": run_specs[(m, d)], "latent_dim": latent[(m, d)],
                                  "created_at": now, "updated_at": now, "started_at": now,
                                  "finished_at": now})
                     epochs += [{"run_id": run_id, "epoch": k, "phase": "phase2", "size": 32,
@@ -87,12 +142,13 @@ def seed(url: str, n_experiments: int) -> None:
                                      "training_time_s": 1400.0, "params": 3080629,
                                      "latent_dim": 1000, "compression_ratio": 3.072,
                                      "compression_ratio_bytes": 0.768})
+                    artifacts += gallery.write(run_id, d)
         for table, rows in ((Run, runs), (EpochMetric, epochs), (LrTrial, trials),
-                            (Measure, measures)):
+                            (Measure, measures), (Artifact, artifacts)):
             for i in range(0, len(rows), 20_000):
                 conn.execute(insert(table), rows[i:i + 20_000])
         if engine.dialect.name == "postgresql":
-            for table in ("experiments", "runs", "epoch_metrics", "lr_trials"):
+            for table in ("experiments", "runs", "epoch_metrics", "lr_trials", "artifacts"):
                 conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                   f"(SELECT max(id) FROM {table}))"))
             conn.execute(text("ANALYZE"))
@@ -145,12 +201,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_db(kind: str, url: str, args: argparse.Namespace) -> list[str]:
-    t = time.perf_counter()
-    seed(url, args.experiments)
-    print(f"[{kind}] seeded {args.experiments} experiments × 12 runs in "
-          f"{time.perf_counter() - t:.1f}s", file=sys.stderr)
     port = free_port()
     with tempfile.TemporaryDirectory() as home:
+        t = time.perf_counter()
+        seed(url, args.experiments, Path(home) / "artifacts")
+        print(f"[{kind}] seeded {args.experiments} experiments × 12 runs (and each run's "
+              f"gallery artifacts) in {time.perf_counter() - t:.1f}s", file=sys.stderr)
         env = {**os.environ, "AELAB_HOME": home, "AELAB_DATABASE_URL": url,
                "AELAB_MIGRATE_ON_START": "false"}
         server = subprocess.Popen(
@@ -167,18 +223,28 @@ def bench_db(kind: str, url: str, args: argparse.Namespace) -> list[str]:
                     time.sleep(0.2)
             ids = list(range(1, args.experiments + 1))
             cases = {
-                "GET /experiments (page of 20)": ["/api/v1/experiments?limit=20"]
-                + [f"/api/v1/experiments?limit=20&cursor={i}" for i in ids[::50]],
-                "GET /experiments/{id}": [f"/api/v1/experiments/{i}" for i in ids],
-                "GET /experiments/{id}/results": [f"/api/v1/experiments/{i}/results"
-                                                  for i in ids],
+                "GET /experiments (page of 20)": (["/api/v1/experiments?limit=20"]
+                + [f"/api/v1/experiments?limit=20&cursor={i}" for i in ids[::50]], args.rate),
+                "GET /experiments/{id}": ([f"/api/v1/experiments/{i}" for i in ids],
+                                          args.rate),
+                "GET /experiments/{id}/results": ([f"/api/v1/experiments/{i}/results"
+                                                   for i in ids], args.rate),
+                # The web UI: HTML of 20 experiments with their 240 runs' progress; one
+                # experiment with its study tables; a gallery of 6 runs × 8 tiles composed
+                # from the stored strips (each gallery read once or twice: mostly cold).
+                "UI / (experiments page)": (["/"] + [f"/?cursor={i}" for i in ids[::50]],
+                                            args.page_rate),
+                "UI /experiments/{id}": ([f"/experiments/{i}" for i in ids], args.page_rate),
+                "UI gallery, 6 runs × 8": ([f"/experiments/{i}/gallery?dataset=mnist"
+                                            for i in ids], args.page_rate),
             }
             lines = []
-            for name, paths in cases.items():
+            for name, (paths, rate) in cases.items():
                 for path in paths[:50]:  # warm up: imports, SQL compilation caches, pool
-                    httpx.get(base + path, timeout=30)
-                latencies, errors = asyncio.run(load(base, paths, args.rate, args.seconds))
-                lines.append(f"{kind:<11}{name:<32}{len(latencies):>7}"
+                    response = httpx.get(base + path, timeout=30)
+                    assert response.status_code == 200, (path, response.status_code)
+                latencies, errors = asyncio.run(load(base, paths, rate, args.seconds))
+                lines.append(f"{kind:<11}{name:<32}{rate:>6.0f}{len(latencies):>7}"
                              f"{percentile(latencies, 50):>9.1f}{percentile(latencies, 99):>9.1f}"
                              f"{max(latencies):>9.1f}{errors:>8}")
             return lines
@@ -191,7 +257,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--experiments", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--rate", type=float, default=200.0, help="API requests per second")
+    parser.add_argument("--page-rate", type=float, default=20.0,
+                        help="web UI pages per second (a person's clicks, not a script's)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--postgres-admin", default=os.environ.get(
@@ -220,9 +288,10 @@ def main() -> None:
                 with psycopg.connect(admin, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    print(f"{args.rate:.0f} req/s open loop, {args.seconds:.0f}s per endpoint, "
+    print(f"open loop at the rate shown (req/s), {args.seconds:.0f}s per endpoint, "
           f"{args.workers} uvicorn worker(s); latencies in ms")
-    header = f"{'db':<11}{'endpoint':<32}{'n':>7}{'p50':>9}{'p99':>9}{'max':>9}{'errors':>8}"
+    header = (f"{'db':<11}{'endpoint':<32}{'rate':>6}{'n':>7}{'p50':>9}{'p99':>9}{'max':>9}"
+              f"{'errors':>8}")
     print(header)
     print("-" * len(header))
     print("\n".join(lines))

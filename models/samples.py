@@ -1,10 +1,28 @@
-"""Sample figures: one row per fixed test image, the input left, the reconstruction right."""
+"""Sample figures and the reconstruction gallery of a run.
+
+Two products, both on the *fixed sample set* of a dataset: the first images of its test
+split (``load_dataset`` takes ``test_limit`` images from the front, so every run of a
+dataset sees the same ones, whatever its limit):
+
+- :func:`sample_grid`: the legacy 4-pair figure (input left, reconstruction right);
+- :func:`reconstruct_gallery`: what galleries are composed from without re-running
+  anything: the inputs and the model's reconstructions as lossless uint8 PNG strips, and
+  each tile's PSNR.
+
+Gallery tiles are in *model space*: 3×32×32 images as :func:`models.data.to_float` feeds
+them to the model (MNIST's grey copied to three channels and resized 28→32 bilinearly),
+values clamped to [0, 1] and stored as ``round(x · 255)``. A strip holds tile ``i`` at
+``x = 32·i`` (height 32, RGB), so any reader crops tiles by arithmetic.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -14,6 +32,7 @@ from models.data import ImageSet, normalize, to_float
 
 # The same test images for every model of a dataset, so figures compare side by side.
 SAMPLE_INDICES = (1, 2, 3, 4)
+GALLERY_FORMAT = 1  # the layout version written into gallery.json
 
 
 @torch.no_grad()
@@ -34,3 +53,87 @@ def sample_grid(model: nn.Module, images: ImageSet, *, indices: Sequence[int] = 
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] → uint8 as stored in gallery tiles: ``round(x · 255)``."""
+    return (x.clamp(0.0, 1.0) * 255).round().to(torch.uint8)
+
+
+def strip_png(x: torch.Tensor) -> bytes:
+    """(N, 3, H, W) float images in [0, 1] → one lossless RGB PNG, H × (N·W), tile ``i``
+    at ``x = i·W``."""
+    n, c, h, w = x.shape
+    if c != 3:
+        raise ValueError(f"gallery tiles are RGB, got {c} channels")
+    strip = to_uint8(x).cpu().permute(2, 0, 3, 1).reshape(h, n * w, 3)  # (H, N·W, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(strip.numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_strip(png: bytes, tile: int = 32) -> torch.Tensor:
+    """A strip written by :func:`strip_png` → (N, 3, tile, tile) uint8."""
+    array = torch.from_numpy(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).copy())
+    h, width, _ = array.shape
+    if h != tile or width % tile:
+        raise ValueError(f"a gallery strip is {tile} px high and a multiple of {tile} wide, "
+                         f"got {width}×{h}")
+    return array.reshape(h, width // tile, tile, 3).permute(1, 3, 0, 2).contiguous()
+
+
+def tile_psnr(inputs: torch.Tensor, outputs: torch.Tensor) -> list[float | None]:
+    """Per-tile PSNR in dB, ``10·log10(1 / MSE)`` with the MSE over the tile's 3×H×W
+    values of the float tensors (clamped output vs input, before the uint8 rounding that
+    storage applies), in double precision; None where the MSE is 0 (an exact copy)."""
+    mse = (outputs.double() - inputs.double()).pow(2).flatten(1).mean(1)
+    return [None if m == 0 else 10.0 * math.log10(1.0 / m) for m in mse.tolist()]
+
+
+@dataclass(frozen=True)
+class GalleryArtifacts:
+    """A run's reconstructions of its dataset's fixed sample set, ready to store."""
+
+    inputs_png: bytes  # the first ``count`` test images in model space
+    reconstructions_png: bytes  # the model's output for exactly those images
+    meta: dict[str, object]  # count, layout, per-tile PSNR and MSE
+
+
+@torch.no_grad()
+def reconstruct_samples(model: nn.Module, images: ImageSet, count: int, *,
+                        device: torch.device | str = "cpu"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` images (model space, (N, 3, 32, 32) in [0, 1]) and the model's
+    clamped reconstructions of them, computed as one batch in eval mode."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    n = min(count, len(images))
+    if n == 0:
+        raise ValueError("the image set is empty")
+    model.eval()
+    x = to_float(images.images[:n], device=device)
+    out = model(normalize(x)).float().clamp(0.0, 1.0)
+    return x, out
+
+
+def reconstruct_gallery(model: nn.Module, images: ImageSet, count: int, *,
+                        dataset: str, device: torch.device | str = "cpu"
+                        ) -> GalleryArtifacts:
+    """The gallery artifacts of ``model`` on the first ``count`` of ``images`` (the test
+    split): input and reconstruction strips (lossless PNG) and per-tile PSNR/MSE."""
+    x, out = reconstruct_samples(model, images, count, device=device)
+    mse = (out.double() - x.double()).pow(2).flatten(1).mean(1).tolist()
+    meta: dict[str, object] = {
+        "format": GALLERY_FORMAT,
+        "dataset": dataset,
+        "split": "test",
+        "indices": list(range(x.shape[0])),
+        "count": x.shape[0],
+        "tile": {"channels": 3, "height": x.shape[2], "width": x.shape[3]},
+        "layout": "one row; tile i at x = i·width; uint8 = round(clamp(x, 0, 1)·255)",
+        "psnr_db": tile_psnr(x, out),
+        "mse": mse,
+        "psnr_definition": "10·log10(1/MSE), MSE over the tile's 3×H×W float values "
+                           "(clamped output vs input) before uint8 rounding",
+    }
+    return GalleryArtifacts(strip_png(x), strip_png(out), meta)

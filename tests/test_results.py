@@ -84,7 +84,9 @@ def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:
     assert run["lr_trials"] == [{"method": "fixed", "lr": 1e-3, "loss": None, "iterations": 0,
                                  "stopped_early": False, "chosen": True}]
     assert run["measures"]["mse"] == rows["baseline"]["mse"]
-    assert {a["name"] for a in run["artifacts"]} == {"samples.png", "model.pt", "timings.json"}
+    assert {a["name"] for a in run["artifacts"]} == {
+        "samples.png", "model.pt", "gallery-inputs.png", "gallery-recon.png", "gallery.json",
+        "timings.json"}
     timings = client.get(f"{API}/runs/{run['id']}/artifacts/timings.json").json()
     assert set(timings) == {"pipeline_started_unix", "training_started_unix", "prepare_s",
                             "search_s", "train_s", "classifier_s", "evaluate_s", "wall_s"}

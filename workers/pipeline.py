@@ -31,11 +31,19 @@ from workers.context import (
 from workers.lr_search import SearchJob, get_method, phase1_epochs
 from workers.preflight import preflight
 from workers.spec import RunSpec
-from workers.store import RunCancelled, RunStore, StaleAttempt
+from workers.store import (
+    GALLERY_INPUTS,
+    GALLERY_META,
+    GALLERY_RECONSTRUCTIONS,
+    RunCancelled,
+    RunStore,
+    StaleAttempt,
+)
 
 if TYPE_CHECKING:
     from models.data import DataSplits
     from models.lr_finder import RangeTestResult
+    from models.samples import GalleryArtifacts
     from models.training import TrainResult
 
 log = logging.getLogger("aelab.run")
@@ -280,6 +288,14 @@ class LocalSteps:
         store.save_artifact("samples.png", "samples", evaluation.samples_png, "image/png")
         store.save_artifact("model.pt", "weights", evaluation.weights,
                             "application/octet-stream")
+        gallery = evaluation.gallery
+        store.save_artifact(GALLERY_INPUTS, "gallery", gallery.inputs_png, "image/png")
+        store.save_artifact(GALLERY_RECONSTRUCTIONS, "gallery", gallery.reconstructions_png,
+                            "image/png")
+        meta = {**gallery.meta, "inputs": GALLERY_INPUTS,
+                "reconstructions": GALLERY_RECONSTRUCTIONS}
+        store.save_artifact(GALLERY_META, "gallery", json.dumps(meta, indent=1).encode(),
+                            "application/json")
         return evaluation.measures
 
     def finish(self) -> None:
@@ -295,17 +311,19 @@ class Evaluation:
     measures: dict[str, Any]
     samples_png: bytes
     weights: bytes
+    gallery: GalleryArtifacts
 
 
 def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
                  classifier_blob: bytes | None, original_accuracy: float | None
                  ) -> Evaluation:
-    """Test-set measures, the sample figure and the final weights of a trained model."""
+    """Test-set measures, the sample figure, the gallery's reconstructions of the first
+    ``spec.gallery_samples`` test images and the final weights of a trained model."""
     import torch
 
     from models.classifier import load_classifier
     from models.metrics import evaluate, model_facts
-    from models.samples import sample_grid
+    from models.samples import reconstruct_gallery, sample_grid
 
     model = result.model
     device = next(model.parameters()).device
@@ -318,7 +336,10 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     weights = io.BytesIO()
     torch.save({"model": spec.model, "latent_dim": model.latent_dim,
                 "spec": spec.model_dump(mode="json"), "state": model.state_dict()}, weights)
-    return Evaluation(row, sample_grid(model, data.test, device=device), weights.getvalue())
+    gallery = reconstruct_gallery(model, data.test, spec.gallery_samples,
+                                  dataset=spec.dataset, device=device)
+    return Evaluation(row, sample_grid(model, data.test, device=device), weights.getvalue(),
+                      gallery)
 
 
 def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps) -> bool:

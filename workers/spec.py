@@ -138,6 +138,10 @@ class TrainingOptions(_Strict):
     classifier: ClassifierBudget = Field(default_factory=ClassifierBudget)
     pretrained: bool = Field(default=True, description="ImageNet weights where a variant "
                              "uses them; false: random init (offline-friendly)")
+    gallery_samples: int = Field(
+        default=8, ge=1, le=64, description="test images each run reconstructs for the "
+        "gallery at evaluation: the first N of the test split, the same for every run of a "
+        "dataset")
 
 
 class RunSpec(TrainingOptions):

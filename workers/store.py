@@ -17,6 +17,14 @@ from typing import Any, Protocol
 
 from models.plan import EpochMetrics, format_epoch
 
+# A run's gallery artifacts, saved at evaluation (``models.samples.reconstruct_gallery``):
+# its dataset's fixed sample set (the first ``gallery_samples`` test images) and the
+# model's reconstructions of exactly those, as lossless RGB PNG strips (tile i at x = 32·i),
+# and a JSON of the count, layout and per-tile PSNR/MSE.
+GALLERY_INPUTS = "gallery-inputs.png"
+GALLERY_RECONSTRUCTIONS = "gallery-recon.png"
+GALLERY_META = "gallery.json"
+
 
 class RunCancelled(RuntimeError):
     """The user cancelled the run while it was executing."""

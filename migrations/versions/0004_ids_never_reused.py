@@ -4,6 +4,9 @@ Without it SQLite gives a deleted experiment's id (and its runs' ids) to the nex
 GET /runs/{id} could answer with a different run than the one a user saw. PostgreSQL's
 sequences never reuse ids: nothing changes there.
 
+Every later migration that rebuilds one of these tables on SQLite (batch mode) must pass
+``table_kwargs={"sqlite_autoincrement": True}``: a rebuild does not carry it over.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-29 22:10:00

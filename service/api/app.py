@@ -24,6 +24,7 @@ from service.persistence.db import make_engine, make_sessionmaker
 from service.persistence.migrate import upgrade
 from service.persistence.tables import Run
 from service.settings import Settings
+from service.web import install as install_web
 
 log = logging.getLogger("aelab.api")
 ExecutorFactory = Callable[[Settings], Executor]
@@ -204,4 +205,5 @@ def create_app(settings: Settings | None = None,
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    install_web(app)
     return app

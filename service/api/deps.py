@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.boundary import token_problem
+from service.api.session import SESSION_COOKIE, session_valid
 from service.persistence.artifacts import ArtifactStore
 from service.settings import Settings
 
@@ -53,11 +54,29 @@ async def require_write(settings: SettingsDep, credentials: Credentials) -> None
            else None)
 
 
+def reads_protected(settings: Settings) -> bool:
+    """Whether reads need the token (``protect_reads`` with a token configured)."""
+    return settings.protect_reads and settings.api_token is not None
+
+
+def has_session(request: Request, settings: Settings) -> bool:
+    """Whether the request carries the web UI's valid session cookie (see ``session``)."""
+    if settings.api_token is None:
+        return False
+    return session_valid(settings.api_token.get_secret_value(),
+                         request.cookies.get(SESSION_COOKIE))
+
+
 async def require_read(request: Request, settings: SettingsDep) -> None:
-    """Reads need the token only with AELAB_PROTECT_READS; the header is read here rather
-    than through HTTPBearer so the OpenAPI does not claim open reads need it."""
-    if settings.protect_reads:
-        _check(settings, request.headers.get("authorization"))
+    """Reads: open, or (protected) the bearer token or the web UI's session cookie. The
+    header is read here rather than through HTTPBearer so the OpenAPI does not claim that
+    open reads need it."""
+    if not reads_protected(settings):
+        return
+    header = request.headers.get("authorization")
+    if header is None and has_session(request, settings):
+        return
+    _check(settings, header)
 
 
 WriteAccess = Depends(require_write)

@@ -116,6 +116,20 @@ class ExperimentPage(BaseModel):
     next: str | None  # cursor for the next (older) page
 
 
+class RunItem(RunSummary):
+    """A run in a list across experiments: its summary, size and measures."""
+
+    experiment_id: int
+    experiment_name: str
+    latent_dim: int  # effective: the spec's or the variant's
+    measures: dict[str, Any] | None  # the results table's measures, once evaluated
+
+
+class RunPage(BaseModel):
+    items: list[RunItem]
+    next: str | None  # cursor for the next page in the same order
+
+
 class DryRun(BaseModel):
     dry_run: bool = True
     spec: dict[str, Any]

@@ -12,6 +12,7 @@ from service.api.schemas import (
     ExperimentOut,
     LrTrialOut,
     RunDetail,
+    RunItem,
     RunSummary,
 )
 from service.persistence.tables import Experiment, Measure, Run
@@ -20,16 +21,43 @@ from service.results import finite_or_token
 API = "/api/v1"
 
 
-def run_summary(run: Run) -> RunSummary:
-    return RunSummary(
+def ray_job_url(dashboard: str | None, job_id: str | None) -> str | None:
+    """The Ray dashboard's page of one job (its submission id), when both are known."""
+    if not dashboard or not job_id:
+        return None
+    return f"{dashboard.rstrip('/')}/#/jobs/{job_id}"
+
+
+def _run_links(run: Run, dashboard: str | None) -> dict[str, str]:
+    links = {"self": f"{API}/runs/{run.id}", "samples": f"{API}/runs/{run.id}/samples.png",
+             "logs": f"{API}/runs/{run.id}/logs", "page": f"/runs/{run.id}"}
+    if (job := ray_job_url(dashboard, run.ray_job_id)) is not None:
+        links["ray_job"] = job
+    return links
+
+
+def _summary_fields(run: Run, dashboard: str | None) -> dict[str, Any]:
+    return dict(
         id=run.id, model=run.model, dataset=run.dataset, status=run.status, phase=run.phase,
         epoch=run.epoch, epochs_total=run.epochs_total,
         progress=round(min(run.epoch / run.epochs_total, 1.0), 4) if run.epochs_total else 0.0,
         lr=run.lr, attempt=run.attempt, error=run.error, ray_job_id=run.ray_job_id,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
-        links={"self": f"{API}/runs/{run.id}", "samples": f"{API}/runs/{run.id}/samples.png",
-               "logs": f"{API}/runs/{run.id}/logs"},
+        links=_run_links(run, dashboard),
     )
+
+
+def run_summary(run: Run, dashboard: str | None = None) -> RunSummary:
+    """A run's status and progress, with its links (its Ray job's page when known)."""
+    return RunSummary(**_summary_fields(run, dashboard))
+
+
+def run_item(run: Run, measures: Measure | None, experiment_name: str,
+             dashboard: str | None = None) -> RunItem:
+    """A run in a list across experiments (GET /runs)."""
+    return RunItem(**_summary_fields(run, dashboard), experiment_id=run.experiment_id,
+                   experiment_name=experiment_name, latent_dim=run.latent_dim,
+                   measures=measures_dict(measures))
 
 
 def _links(experiment: Experiment, dashboard: str | None) -> dict[str, str]:
@@ -57,7 +85,7 @@ def experiment_item(experiment: Experiment, counts: dict[str, int],
 
 def experiment_out(experiment: Experiment, dashboard: str | None = None) -> ExperimentOut:
     return ExperimentOut(**_experiment_fields(experiment, dashboard),
-                         runs=[run_summary(r) for r in experiment.runs])
+                         runs=[run_summary(r, dashboard) for r in experiment.runs])
 
 
 def measures_dict(m: Measure | None) -> dict[str, Any] | None:
@@ -68,8 +96,8 @@ def measures_dict(m: Measure | None) -> dict[str, Any] | None:
             for c in Measure.__table__.columns if c.name != "run_id"}
 
 
-def run_detail(run: Run) -> RunDetail:
-    summary = run_summary(run)
+def run_detail(run: Run, dashboard: str | None = None) -> RunDetail:
+    summary = run_summary(run, dashboard)
     return RunDetail(
         **summary.model_dump(), experiment_id=run.experiment_id, spec=run.spec,
         attempts=[AttemptOut.model_validate(a) for a in run.attempts],

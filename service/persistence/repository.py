@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, defer, selectinload
 
 from models.plan import EpochMetrics
@@ -37,7 +40,8 @@ def create_experiment(session: Session, *, spec: ExperimentSpec,
     experiment = Experiment(name=spec.name, spec=spec.model_dump(mode="json"),
                             status=Status.queued, idempotency_key=idempotency_key)
     experiment.runs = [Run(model=r.model, dataset=r.dataset, status=Status.queued,
-                           epochs_total=r.epochs, spec=r.model_dump(mode="json"))
+                           epochs_total=r.epochs, latent_dim=r.effective_latent_dim,
+                           spec=r.model_dump(mode="json"))
                        for r in spec.run_specs()]
     session.add(experiment)
     session.flush()
@@ -70,13 +74,28 @@ def get_experiment(session: Session, *, experiment_id: int, with_runs: bool = Tr
     return experiment
 
 
+def _contains(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own ``%``/``_`` taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def list_experiments(session: Session, *, status: Status | None = None, limit: int = 20,
-                     before_id: int | None = None) -> tuple[Sequence[Experiment], int | None]:
-    """Newest first; returns the page and the cursor of the next page (or None)."""
+                     before_id: int | None = None, name: str | None = None,
+                     model: str | None = None, dataset: str | None = None
+                     ) -> tuple[Sequence[Experiment], int | None]:
+    """Newest first; returns the page and the cursor of the next page (or None).
+    ``name`` matches a part of the name (any case); ``model``/``dataset`` keep the
+    experiments with a run of that variant/dataset."""
     query = select(Experiment).options(defer(Experiment.spec)) \
         .order_by(Experiment.id.desc()).limit(limit + 1)
     if status is not None:
         query = query.where(Experiment.status == status)
+    if name:
+        query = query.where(Experiment.name.ilike(_contains(name), escape="\\"))
+    for column, value in ((Run.model, model), (Run.dataset, dataset)):
+        if value:
+            query = query.where(select(Run.id).where(Run.experiment_id == Experiment.id,
+                                                     column == value).exists())
     if before_id is not None and before_id <= MAX_ID:  # a larger cursor bounds nothing
         query = query.where(Experiment.id < before_id)
     rows = session.scalars(query).all()
@@ -94,6 +113,100 @@ def run_counts(session: Session, *, experiment_ids: Sequence[int]
         counts[experiment_id][Status(status).value] = n
         counts[experiment_id]["total"] += n
     return counts
+
+
+def runs_of(session: Session, *, experiment_ids: Sequence[int]) -> dict[int, list[Run]]:
+    """The runs of each experiment (grid order), without their specs: what a list of
+    experiments shows of its runs' progress."""
+    out: dict[int, list[Run]] = {i: [] for i in experiment_ids}
+    query = select(Run).options(defer(Run.spec)).where(Run.experiment_id.in_(experiment_ids)) \
+        .order_by(Run.id)
+    for run in session.scalars(query):
+        out[run.experiment_id].append(run)
+    return out
+
+
+# Orders of GET /runs: a measure (or a run column), ascending; "-name" descending.
+RUN_ORDERS: dict[str, Any] = {
+    "id": Run.id, "lr": Run.lr, "latent_dim": Run.latent_dim,
+    **{name: getattr(Measure, name) for name in (
+        "mse", "mae", "psnr", "ssim", "classifier_accuracy", "training_time_s",
+        "search_time_s", "wall_time_s", "params", "compression_ratio")},
+}
+
+
+class BadCursor(ValueError):
+    """A runs cursor that this order did not issue."""
+
+
+def encode_run_cursor(order_by: str, value: Any, run_id: int) -> str:
+    raw = json.dumps([order_by, value, run_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_run_cursor(order_by: str, cursor: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        order, value, run_id = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise BadCursor("not a cursor of GET /runs") from exc
+    if order != order_by:
+        raise BadCursor(f"this cursor pages order_by={order}, not {order_by}")
+    if not isinstance(run_id, int) or not (value is None or isinstance(value, int | float)):
+        raise BadCursor("not a cursor of GET /runs")
+    if not 0 <= run_id <= MAX_ID or (isinstance(value, float) and not math.isfinite(value)) \
+            or (isinstance(value, int) and abs(value) > 2**53):
+        raise BadCursor("not a cursor of GET /runs (out of range)")
+    return value, run_id
+
+
+def list_runs(session: Session, *, experiment_id: int | None = None,
+              models: Sequence[str] = (), datasets: Sequence[str] = (),
+              statuses: Sequence[Status] = (), latent_dims: Sequence[int] = (),
+              order_by: str = "-id", limit: int = 50, cursor: str | None = None,
+              ids: Sequence[int] = ()
+              ) -> tuple[list[tuple[Run, Measure | None, str]], str | None]:
+    """Runs across experiments as (run, its measures, its experiment's name), filtered,
+    ordered by ``order_by`` (a key of :data:`RUN_ORDERS`, ``-`` for descending; runs
+    without the value come last either way, ties by id in the same direction) and paged
+    by keyset: returns the page and the cursor of the next one (or None)."""
+    descending = order_by.startswith("-")
+    key = order_by.removeprefix("-")
+    column = RUN_ORDERS[key]  # KeyError: the route validates the name
+    query = select(Run, Measure, Experiment.name).options(defer(Run.spec)) \
+        .join(Experiment, Experiment.id == Run.experiment_id) \
+        .outerjoin(Measure, Measure.run_id == Run.id)
+    filters = [(Run.model, models), (Run.dataset, datasets), (Run.status, statuses),
+               (Run.latent_dim, latent_dims), (Run.id, ids)]
+    for col, values in filters:
+        if values:
+            # An integer beyond INTEGER names no row (and must not overflow the driver).
+            kept = [v for v in values if not isinstance(v, int) or -MAX_ID <= v <= MAX_ID]
+            query = query.where(col.in_(kept))
+    if experiment_id is not None:
+        query = query.where(Run.experiment_id == experiment_id)
+    if cursor is not None:
+        value, after = decode_run_cursor(order_by, cursor)
+        beyond = (column < value) if descending else (column > value)
+        next_id = (Run.id < after) if descending else (Run.id > after)
+        if key == "id":
+            query = query.where(next_id)
+        elif value is None:
+            query = query.where(column.is_(None), next_id)
+        else:
+            query = query.where(or_(beyond, and_(column == value, next_id), column.is_(None)))
+    nulls_last = case((column.is_(None), 1), else_=0)
+    direction = (lambda c: c.desc()) if descending else (lambda c: c.asc())
+    query = query.order_by(nulls_last, direction(column), direction(Run.id)).limit(limit + 1)
+    rows: list[tuple[Run, Measure | None, str]] = [
+        (r, m, name) for r, m, name in session.execute(query).all()]
+    page = rows[:limit]
+    if len(rows) <= limit:
+        return page, None
+    run, measure, _ = page[-1]
+    source = measure if column.class_ is Measure else run
+    last = getattr(source, key) if source is not None else None
+    return page, encode_run_cursor(order_by, last, run.id)
 
 
 def get_run(session: Session, *, run_id: int, detail: bool = False) -> Run:

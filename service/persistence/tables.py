@@ -120,6 +120,7 @@ class Run(Base):
     phase: Mapped[str | None] = mapped_column(String(32))  # data, lr_search, train, evaluate
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs_total: Mapped[int] = mapped_column(Integer)
+    latent_dim: Mapped[int] = mapped_column(Integer)  # effective: the spec's or the variant's
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the run contract (workers.spec)
     lr: Mapped[float | None] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer, default=0)

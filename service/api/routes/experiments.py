@@ -21,7 +21,7 @@ from service.settings import Settings, run_storage_key
 from service.spec import ExperimentSpec
 from workers import lr_search
 from workers.preflight import requirements
-from workers.spec import RunSpec, data_limit_problems
+from workers.spec import DatasetName, RunSpec, VariantName, data_limit_problems
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
@@ -163,12 +163,19 @@ def create_experiment(
 def list_experiments(
     request: Request, sessions: SessionsDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
+    model: Annotated[VariantName | None,  # type: ignore[valid-type]
+                     Query(description="has a run of it")] = None,
+    dataset: Annotated[DatasetName | None,  # type: ignore[valid-type]
+                       Query(description="has a run on it")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> ExperimentPage:
+    """Newest first, filtered; pass ``next`` as ``cursor`` for older ones."""
     with sessions() as session:
         page, next_id = repo.list_experiments(session, status=status_, limit=limit,
-                                              before_id=int(cursor) if cursor else None)
+                                              before_id=int(cursor) if cursor else None,
+                                              name=name, model=model, dataset=dataset)
         counts = repo.run_counts(session, experiment_ids=[e.id for e in page])
     dashboard = request.app.state.dashboard_url()
     return ExperimentPage(items=[experiment_item(e, counts[e.id], dashboard) for e in page],

@@ -1,27 +1,65 @@
-"""/runs: detail, sample image, artifacts."""
+"""/runs: across experiments, detail, sample image, artifacts."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep
-from service.api.schemas import LogOut, RunDetail, errors
-from service.api.views import run_detail
+from service.api.schemas import LogOut, RunDetail, RunPage, errors
+from service.api.views import run_detail, run_item
 from service.errors import NotFound
 from service.persistence import repository as repo
 from service.persistence.artifacts import SAFE_NAME, ArtifactError
 from service.states import Status
+from workers.spec import DatasetName, VariantName
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[ReadAccess])
+
+OrderBy = Literal[tuple(o for key in repo.RUN_ORDERS  # type: ignore[valid-type]
+                        for o in (key, f"-{key}"))]
+
+
+@router.get("", response_model=RunPage, operation_id="list_runs")
+def list_runs(
+    request: Request, sessions: SessionsDep,
+    experiment: Annotated[int | None, Query(ge=1, le=repo.MAX_ID,
+                                            description="an experiment's id")] = None,
+    model: Annotated[list[VariantName] | None, Query()] = None,  # type: ignore[valid-type]
+    dataset: Annotated[list[DatasetName] | None, Query()] = None,  # type: ignore[valid-type]
+    status: Annotated[list[Status] | None, Query()] = None,
+    latent_dim: Annotated[list[int] | None, Query(description="latent size")] = None,
+    order_by: Annotated[OrderBy, Query(  # type: ignore[valid-type]
+        description="a measure or run column; a leading - sorts descending. Runs without "
+                    "the value (not evaluated yet) come last")] = "-id",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
+) -> RunPage:
+    """Runs across experiments, filtered (each filter may repeat: any of its values) and
+    ordered by a measure, e.g. ``?dataset=cifar10&order_by=-psnr``; keyset-paginated like
+    GET /experiments: pass ``next`` as ``cursor`` with the same filters and order."""
+    try:
+        with sessions() as session:
+            rows, next_cursor = repo.list_runs(
+                session, experiment_id=experiment, models=model or (),
+                datasets=dataset or (), statuses=status or (), latent_dims=latent_dim or (),
+                order_by=order_by, limit=limit, cursor=cursor)
+    except repo.BadCursor as exc:
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", "cursor"),
+                                       "msg": str(exc), "input": cursor}]) from exc
+    dashboard = request.app.state.dashboard_url()
+    return RunPage(items=[run_item(r, m, name, dashboard) for r, m, name in rows],
+                   next=next_cursor)
 
 
 @router.get("/{run_id}", response_model=RunDetail, operation_id="get_run",
             responses=errors(404))
-def get_run(sessions: SessionsDep, run_id: int) -> RunDetail:
+def get_run(request: Request, sessions: SessionsDep, run_id: int) -> RunDetail:
     with sessions() as session:
-        return run_detail(repo.get_run(session, run_id=run_id, detail=True))
+        run = repo.get_run(session, run_id=run_id, detail=True)
+        return run_detail(run, request.app.state.dashboard_url())
 
 
 def _artifact_response(sessions: SessionsDep, artifacts: ArtifactsDep, run_id: int,

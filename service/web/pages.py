@@ -1,0 +1,296 @@
+"""The web UI's pages: server-rendered from the same repository the API reads.
+
+Every page handler is a few lines: read rows, hand them to a template. Numbers come from
+the same functions as the API's (``service.results.rows``, ``repository.list_runs``), so
+a page shows exactly what the API answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from models.catalog import DATASETS, VARIANTS
+from service import results as table
+from service.api.deps import SessionsDep, SettingsDep
+from service.api.views import ray_job_url
+from service.persistence import repository as repo
+from service.persistence.tables import Experiment, Run
+from service.states import Status
+from service.web.auth import page_access
+from service.web.format import variant_title
+from service.web.gallery import GalleryReader
+from service.web.render import render
+from service.web.spec_form import spec_sections
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(page_access)])
+
+PAGE_SIZE = 20
+COMPARE_PAGE_SIZE = 50
+MAX_COMPARED = 24  # runs in one comparison view (a gallery row and a curve each)
+
+# The study's table: (column, header, fmt_value format, better). Quality measures get the
+# study's "best value" mark; times and the LR are facts, not scores.
+STUDY_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("mae", "MAE", "num6", "min"), ("mse", "MSE", "num6", "min"),
+    ("psnr", "PSNR (dB)", "num2", "max"), ("ssim", "SSIM", "num4", "max"),
+    ("classifier_accuracy", "Classifier acc.", "num4", "max"),
+    ("training_time_s", "Train time", "duration", None),
+    ("search_time_s", "LR search", "duration", None),
+    ("wall_time_s", "Wall time", "duration", None), ("lr", "Chosen LR", "sig", None),
+)
+
+
+def _reader(request: Request) -> GalleryReader:
+    return request.app.state.gallery_reader
+
+
+def _choice(value: str | None, valid: Sequence[str]) -> str | None:
+    return value if value in valid else None
+
+
+# --- experiments --------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def experiments_page(
+    request: Request, sessions: SessionsDep,
+    status: str | None = None, name: Annotated[str | None, Query(max_length=200)] = None,
+    model: str | None = None, dataset: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+) -> Response:
+    """Experiments, newest first, with each run's live progress and Ray job."""
+    filters = {"status": _choice(status, [s.value for s in Status]),
+               "name": (name or "").strip() or None, "model": _choice(model, list(VARIANTS)),
+               "dataset": _choice(dataset, list(DATASETS))}
+    with sessions() as s:
+        page, next_id = repo.list_experiments(
+            s, status=Status(filters["status"]) if filters["status"] else None,
+            limit=PAGE_SIZE, before_id=int(cursor) if cursor else None, name=filters["name"],
+            model=filters["model"], dataset=filters["dataset"])
+        runs = repo.runs_of(s, experiment_ids=[e.id for e in page])
+    query = {k: v for k, v in filters.items() if v}
+    return render(request, "experiments.html", experiments=page, runs=runs,
+                  filters=filters, next_cursor=next_id, query=query, first_page=cursor is None,
+                  statuses=[s.value for s in Status], variants=VARIANTS, datasets=DATASETS)
+
+
+def _study_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results rows grouped by dataset, with the original images' accuracy and the
+    best value of each quality column (ties all marked)."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        best = {}
+        for key, _, _, better in STUDY_COLUMNS:
+            values = [r[key] for r in ds_rows if r[key] is not None]
+            if better and values:
+                best[key] = min(values) if better == "min" else max(values)
+        original = next((r["original_accuracy"] for r in ds_rows
+                         if r["original_accuracy"] is not None), None)
+        out.append({"dataset": dataset, "rows": ds_rows, "best": best, "original": original})
+    return out
+
+
+def _experiment(session: Session, experiment_id: int) -> Experiment:
+    return repo.get_experiment(session, experiment_id=experiment_id)
+
+
+@router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
+def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int) -> Response:
+    """One experiment: its runs' progress and the study's table per dataset."""
+    with sessions() as s:
+        experiment = _experiment(s, experiment_id)
+        rows = table.rows(repo.results(s, experiment_id=experiment_id))
+    return render(request, "experiment.html", experiment=experiment, runs=experiment.runs,
+                  tables=_study_tables(rows), columns=STUDY_COLUMNS,
+                  exports=[(f, f"/api/v1/experiments/{experiment_id}/results?format={f}")
+                           for f in table.FORMATS])
+
+
+def _dataset_of(experiment: Experiment, dataset: str | None) -> str:
+    datasets = list(dict.fromkeys(r.dataset for r in experiment.runs))
+    return dataset if dataset in datasets else datasets[0]
+
+
+@router.get("/experiments/{experiment_id}/gallery", response_class=HTMLResponse)
+def experiment_gallery(request: Request, sessions: SessionsDep, experiment_id: int,
+                       dataset: str | None = None) -> Response:
+    """The aligned reconstruction gallery of one dataset of an experiment."""
+    with sessions() as s:
+        experiment = _experiment(s, experiment_id)
+        chosen = _dataset_of(experiment, dataset)
+        runs = [r for r in experiment.runs if r.dataset == chosen]
+        gallery = _reader(request).compose(s, runs, {}, chosen)  # one experiment: no names
+    return render(request, "gallery.html", experiment=experiment, dataset=chosen,
+                  datasets=list(dict.fromkeys(r.dataset for r in experiment.runs)),
+                  gallery=gallery)
+
+
+def _history(session: Session, run_ids: Sequence[int]) -> list[Run]:
+    query = select(Run).where(Run.id.in_(list(run_ids))).options(
+        selectinload(Run.epochs), selectinload(Run.lr_trials), selectinload(Run.experiment))
+    by_id = {r.id: r for r in session.scalars(query)}
+    return [by_id[i] for i in run_ids if i in by_id]
+
+
+def curves_data(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """What the charts plot, per run: epochs (with phases) and LR-search trials."""
+    return [{
+        "id": r.id, "label": f"{variant_title(r.model)} #{r.id}", "model": r.model,
+        "status": r.status.value,
+        "lr": r.lr,
+        "epochs": [{"epoch": e.epoch, "phase": e.phase, "size": e.size, "lr": e.lr,
+                    "train_loss": e.train_loss, "val_loss": e.val_loss, "val_mse": e.val_mse,
+                    "val_mae": e.val_mae} for e in r.epochs],
+        "trials": [{"method": t.method, "lr": t.lr, "loss": t.loss,
+                    "iterations": t.iterations, "stopped_early": t.stopped_early,
+                    "chosen": t.chosen} for t in r.lr_trials],
+    } for r in runs]
+
+
+@router.get("/experiments/{experiment_id}/curves", response_class=HTMLResponse)
+def experiment_curves(request: Request, sessions: SessionsDep, experiment_id: int,
+                      dataset: str | None = None) -> Response:
+    """Learning curves and LR searches of one dataset's runs of an experiment."""
+    with sessions() as s:
+        experiment = _experiment(s, experiment_id)
+        chosen = _dataset_of(experiment, dataset)
+        runs = _history(s, [r.id for r in experiment.runs if r.dataset == chosen])
+        data = curves_data(runs)
+    return render(request, "curves.html", experiment=experiment, dataset=chosen,
+                  datasets=list(dict.fromkeys(r.dataset for r in experiment.runs)),
+                  curves=data)
+
+
+# --- compare across experiments --------------------------------------------------------------
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request, sessions: SessionsDep,
+    experiment: Annotated[str | None, Query(max_length=18)] = None,
+    model: str | None = None, dataset: str | None = None, status: str | None = None,
+    latent_dim: Annotated[str | None, Query(max_length=6)] = None,
+    order_by: str = "-id", cursor: Annotated[str | None, Query(max_length=300)] = None,
+) -> Response:
+    """Runs across experiments (GET /runs's filters and orders), to pick for a view."""
+    orders = [o for key in repo.RUN_ORDERS for o in (key, f"-{key}")]
+    filters = {
+        "experiment": experiment if experiment and experiment.isdigit() else None,
+        "model": _choice(model, list(VARIANTS)), "dataset": _choice(dataset, list(DATASETS)),
+        "status": _choice(status, [s.value for s in Status]),
+        "latent_dim": latent_dim if latent_dim and latent_dim.isdigit() else None,
+        "order_by": order_by if order_by in orders else "-id",
+    }
+    error = None
+    rows: list[tuple[Run, Any, str]] = []
+    next_cursor = None
+    with sessions() as s:
+        try:
+            rows, next_cursor = repo.list_runs(
+                s, experiment_id=int(filters["experiment"]) if filters["experiment"] else None,
+                models=[filters["model"]] if filters["model"] else (),
+                datasets=[filters["dataset"]] if filters["dataset"] else (),
+                statuses=[Status(filters["status"])] if filters["status"] else (),
+                latent_dims=[int(filters["latent_dim"])] if filters["latent_dim"] else (),
+                order_by=filters["order_by"] or "-id", limit=COMPARE_PAGE_SIZE, cursor=cursor)
+        except repo.BadCursor as exc:
+            error = str(exc)
+    query = {k: v for k, v in filters.items() if v and not (k == "order_by" and v == "-id")}
+    return render(request, "compare.html", rows=rows, filters=filters, query=query,
+                  next_cursor=next_cursor, error=error, orders=orders, variants=VARIANTS,
+                  datasets=DATASETS, statuses=[s.value for s in Status],
+                  max_compared=MAX_COMPARED, first_page=cursor is None)
+
+
+@router.get("/compare/view", response_class=HTMLResponse)
+def compare_view(request: Request, sessions: SessionsDep,
+                 runs: Annotated[list[int] | None, Query()] = None) -> Response:
+    """One gallery and one set of curves for a selection of runs of one dataset."""
+    ids = list(dict.fromkeys(runs or []))[:MAX_COMPARED]
+    with sessions() as s:
+        selected = _history(s, ids)
+        datasets = sorted({r.dataset for r in selected})
+        problem = None
+        if not selected:
+            problem = "Pick at least one run."
+        elif len(datasets) > 1:
+            problem = (f"A gallery compares one dataset's test images: these runs are on "
+                       f"{', '.join(datasets)}. Pick runs of one dataset.")
+        gallery = data = None
+        if problem is None:
+            names = {r.experiment_id: r.experiment.name for r in selected}
+            gallery = _reader(request).compose(s, selected, names, datasets[0])
+            data = curves_data(selected)
+    status = 200 if problem is None else 400
+    return render(request, "compare_view.html", status_code=status, runs=selected,
+                  problem=problem, gallery=gallery, curves=data,
+                  dataset=datasets[0] if datasets else None, truncated=len(runs or []) > len(ids))
+
+
+# --- one run ------------------------------------------------------------------------------
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, sessions: SessionsDep, run_id: int) -> Response:
+    """A run: progress, measures, its reconstructions, epochs, LR search, spec, files, log."""
+    with sessions() as s:
+        run = repo.get_run(s, run_id=run_id, detail=True)
+        gallery = _reader(request).compose(s, [run], {}, run.dataset)
+        data = curves_data([run])
+    dashboard = request.app.state.dashboard_url()
+    return render(request, "run.html", run=run, gallery=gallery, curves=data,
+                  ray_job=ray_job_url(dashboard, run.ray_job_id),
+                  spec_json=json.dumps(run.spec, indent=2, sort_keys=True),
+                  measures=measure_rows(run))
+
+
+def measure_rows(run: Run) -> list[tuple[str, str, Any]]:
+    """The run's measures as (label, format, value) rows."""
+    m = run.measures
+    if m is None:
+        return []
+    return [("MSE", "num6", m.mse), ("MAE", "num6", m.mae), ("PSNR (dB)", "num2", m.psnr),
+            ("SSIM", "num4", m.ssim), ("Classifier accuracy", "num4", m.classifier_accuracy),
+            ("Original images' accuracy", "num4", m.original_accuracy),
+            ("Test images", "int", m.n_images), ("Train time", "duration", m.training_time_s),
+            ("LR search time", "duration", m.search_time_s),
+            ("Wall time", "duration", m.wall_time_s), ("Parameters", "int", m.params),
+            ("Latent size", "int", m.latent_dim),
+            ("Compression ratio", "num3", m.compression_ratio),
+            ("Compression ratio (bytes)", "num3", m.compression_ratio_bytes)]
+
+
+# --- a new experiment -------------------------------------------------------------------------
+
+
+def _examples() -> dict[str, Any]:
+    study = json.loads(files("service").joinpath("examples/study.json").read_text())
+    small = {"name": "first try", "models": ["baseline", "pixel_shuffle"],
+             "datasets": ["synthetic"], "epochs": 4, "pretrained": False,
+             "data": {"train_limit": 2000, "test_limit": 500},
+             "lr_search": {"method": "tune", "num_samples": 4, "budget_epochs": 1},
+             "classifier": {"arch": "small", "frozen_epochs": 2, "unfrozen_epochs": 0,
+                            "pretrained": False}}
+    return {"small": small, "study": study}
+
+
+@router.get("/new", response_class=HTMLResponse)
+def new_experiment(request: Request, settings: SettingsDep) -> Response:
+    """The spec editor: validates with dry_run as you type, submits with the token."""
+    return render(request, "new.html", sections=spec_sections(),
+                  writes_protected=settings.api_token is not None, examples=_examples())
+
+
+@router.get("/experiments", include_in_schema=False)
+def experiments_redirect() -> RedirectResponse:
+    """``/experiments`` is the list at ``/``."""
+    return RedirectResponse("/", status_code=308)

@@ -1,0 +1,49 @@
+"""Templates and static assets of the web UI, shipped inside the package."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from service.api.deps import has_session, reads_protected
+from service.api.views import ray_job_url
+from service.web.format import FILTERS, fmt_value
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters.update(FILTERS)
+templates.env.trim_blocks = True
+templates.env.lstrip_blocks = True
+
+
+@lru_cache(maxsize=64)
+def static_url(path: str) -> str:
+    """``/static/<path>?v=<content hash>``: browsers may cache assets for good, and an
+    upgraded package changes the URL."""
+    digest = hashlib.sha256((STATIC / path).read_bytes()).hexdigest()[:10]
+    return f"/static/{path}?v={digest}"
+
+
+templates.env.globals.update(static_url=static_url, ray_job_url=ray_job_url,
+                             fmt_value=fmt_value)
+
+
+def render(request: Request, name: str, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    """Render template ``name`` with what every page needs (login state, dashboard)."""
+    settings = request.app.state.settings
+    protected = reads_protected(settings)
+    context.update(
+        reads_protected=protected,
+        logged_in=protected and has_session(request, settings),
+        dashboard=request.app.state.dashboard_url(),
+        path=request.url.path,
+    )
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
