@@ -176,24 +176,46 @@ def install_mnist(root: Path | None = None) -> None:
 @app.command(rich_help_panel="On this machine")
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    port: Annotated[int, typer.Option(help="port to bind", min=1, max=65535)] = 8000,
     log_level: str = "info",
 ) -> None:
     """Run the API (migrating first) with the dispatcher on Ray: RAY_ADDRESS joins a
-    cluster, none starts a local head with its dashboard."""
-    import logging
+    cluster, none starts a local head with its dashboard. One service per AELAB_HOME."""
+    import fcntl
 
     import uvicorn
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
 
     from service.api.app import create_app
     from service.orchestration.ray_executor import RayExecutor
+    from service.persistence.migrate import upgrade
     from service.settings import Settings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Ray probe otherwise
     settings = Settings()
+    settings.home_path.mkdir(parents=True, exist_ok=True)
+    lock = (settings.home_path / "serve.lock").open("a")
+    try:  # held while this process lives: a second service here would share its Ray head
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        typer.echo(f"error: another aelab serve uses AELAB_HOME={settings.home_path}; stop "
+                   "it, or give this one another AELAB_HOME", err=True)
+        raise typer.Exit(1) from None
+    if settings.migrate_on_start:
+        try:
+            upgrade(settings.sqlalchemy_url)
+        except DBAPIError as exc:
+            where = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            typer.echo(f"error: the database at {where} cannot be reached ({reason}); "
+                       "start it or set DATABASE_URL", err=True)
+            raise typer.Exit(3) from None
+        settings = settings.model_copy(update={"migrate_on_start": False})
     app_ = create_app(settings, executor_factory=RayExecutor.from_settings)
     # Ctrl-C / SIGTERM end the process within seconds even with clients connected.
-    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3)
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
 
 
 @db_app.command("upgrade")

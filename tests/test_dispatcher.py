@@ -63,7 +63,8 @@ class FakeExecutor:
 
 def make(client: TestClient, max_in_flight: int = 3) -> tuple[Dispatcher, FakeExecutor]:
     executor = FakeExecutor()
-    dispatcher = Dispatcher(client.app.state.sessions, executor, max_in_flight=max_in_flight)
+    dispatcher = Dispatcher(client.app.state.sessions, executor, max_in_flight=max_in_flight,
+                            artifacts=client.app.state.artifacts)
     client.app.state.dispatcher = dispatcher
     return dispatcher, executor
 
@@ -178,9 +179,34 @@ def test_attempts_are_capped_and_every_attempts_error_stays(client: TestClient) 
     assert [(a["attempt"], a["status"]) for a in run["attempts"]] == [
         (0, "failed"), (1, "failed"), (2, "failed")]
     assert all("CUDA out of memory" in a["error"] for a in run["attempts"])
+    # Each lost attempt's driver log stays, beside the others'.
+    logs = {a["name"] for a in run["artifacts"]}
+    assert {"job-a0.log", "job-a1.log", "job-a2.log"} <= logs
+    text = client.get(f"{API}/runs/{run['id']}/artifacts/job-a1.log").text
+    assert text == f"log of {executor.submitted[1].job_id}\n"
     assert len(executor.submitted) == 3
     dispatcher.tick(reconcile=True)
     assert len(executor.submitted) == 3  # never again
+
+
+def test_a_refused_submit_stays_visible_in_readiness_until_one_succeeds(
+        client: TestClient) -> None:
+    client.post(f"{API}/experiments", json=SPEC)
+    dispatcher, executor = make(client)
+
+    def refuse(job: JobRequest) -> None:
+        raise Unavailable("Authentication required: Unauthorized\nsecond line")
+
+    executor.submit = refuse  # type: ignore[method-assign]
+    for _ in range(3):  # the cluster answers checks, yet refuses every submit
+        dispatcher.tick()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["ray"].startswith("refusing jobs: submitting aelab-e1")
+        assert "second line" not in ready.json()["checks"]["ray"]
+    del executor.submit
+    dispatcher.tick()
+    assert client.get("/readyz").status_code == 200
 
 
 def test_ray_down_keeps_the_api_up_and_resumes_later(client: TestClient) -> None:

@@ -354,3 +354,30 @@ def test_a_taken_dashboard_port_is_named_not_joined(tmp_path: Path) -> None:
         assert head.head is None and LocalRayHead.load(tmp_path / "ray") is None
         with pytest.raises(Unavailable, match="failed to start"):  # and it does not spin
             head.ensure()
+
+
+def test_one_service_per_home_and_a_clear_line_when_the_database_is_down(
+        tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    server = Served(home)  # holds the home
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "service.cli", "serve", "--port", "1"],
+            env={**server.env}, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert f"another aelab serve uses AELAB_HOME={home}" in second.stderr
+    finally:
+        assert server.terminate() < 10
+        server.close()
+        _cleanup_heads(home)
+    down = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"],
+        env={**server.env, "AELAB_DATABASE_URL":
+             "postgresql+psycopg://aelab:pw-secret@127.0.0.1:1/aelab"},
+        capture_output=True, text=True, timeout=120)
+    assert down.returncode == 3
+    lines = [ln for ln in down.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: the database at postgresql+psycopg://aelab:***@127.0.0.1:1/aelab cannot be "
+        "reached (")
+    assert "pw-secret" not in down.stderr + down.stdout

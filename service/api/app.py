@@ -125,11 +125,11 @@ def create_app(settings: Settings | None = None,
             yield
         finally:
             if dispatcher is not None:
-                dispatcher.stop()
+                dispatcher.stop(timeout_s=1.0)
                 try:
-                    in_flight = dispatcher.in_flight()
+                    in_flight: int | None = dispatcher.in_flight()
                 except Exception:  # the database is away: keep whatever may be running
-                    in_flight = -1
+                    in_flight = None
                 close = getattr(dispatcher.executor, "close", None)
                 if close is not None:
                     close(in_flight=in_flight)
@@ -171,6 +171,8 @@ def create_app(settings: Settings | None = None,
             return "disabled"
         if d.executor_error:
             return f"unreachable: {d.executor_error}"[:500]
+        if d.submit_error:
+            return f"refusing jobs: {d.submit_error}"[:500]
         return "ok" if d.executor.cluster_id else "not checked yet"
 
     def job_logs(job_id: str) -> str | None:

@@ -30,6 +30,11 @@ from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
 from service.persistence.tables import Run, Status
 
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of ``text`` (errors shown in /readyz stay one line)."""
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:limit]
+
 log = logging.getLogger("aelab.dispatcher")
 
 
@@ -101,6 +106,7 @@ class Dispatcher:
     reconcile_every: int = 15  # ticks
     max_attempts: int = 3
     executor_error: str | None = None
+    submit_error: str | None = None  # the last submit that failed, until one succeeds
     artifacts: ArtifactStore | None = None  # where driver logs fetched from Ray are kept
     _logs_pending: dict[int, str] = field(default_factory=dict)  # run id → job id
     _foreign_warned: set[int] = field(default_factory=set)
@@ -115,9 +121,10 @@ class Dispatcher:
         try:
             self.executor.check()
         except Unavailable as exc:
-            if self.executor_error != str(exc):
-                log.warning("executor unreachable: %s", exc)
-            self.executor_error = str(exc)
+            error = first_line(str(exc))
+            if self.executor_error != error:
+                log.warning("executor unreachable: %s", error)
+            self.executor_error = error
             return
         self.executor_error = None
         self.follow(reconcile=reconcile)
@@ -142,10 +149,11 @@ class Dispatcher:
         for job in jobs:  # after the commit: the job id is durable first
             try:
                 self.executor.submit(job)
+                self.submit_error = None
                 log.info("submitted %s", job.job_id)
             except Exception as exc:  # not submitted: back to the queue, tried again later
-                log.warning("could not submit %s: %s", job.job_id, exc)
-                self.executor_error = str(exc)
+                self.submit_error = first_line(f"submitting {job.job_id}: {exc}")
+                log.warning("could not submit %s: %s", job.job_id, first_line(str(exc)))
                 with transaction(self.sessions) as s:
                     repo.unsubmit(s, run_id=job.run_id, attempt=job.attempt)
         return len(jobs)
@@ -182,14 +190,15 @@ class Dispatcher:
                 continue
             if state not in ENDED:
                 continue
-            self.keep_log(run_id, job_id)  # the driver could not save it itself
             if state == JobState.stopped:
+                self.keep_log(run_id, job_id)  # the driver could not save it itself
                 with transaction(self.sessions) as s:
                     repo.finish_run(s, run_id=run_id, status=Status.cancelled,
                                     error="its Ray job was stopped", attempt=attempt)
                 continue
             reason = (self.executor.failure_reason(job_id) if state == JobState.failed
                       else "the job ended without reporting a result")
+            self.keep_log(run_id, job_id, attempt=attempt)  # this attempt's, kept apart
             self.lost(run_id, attempt, f"its driver died: {reason}")
 
     def lost(self, run_id: int, attempt: int, reason: str) -> None:
@@ -225,20 +234,24 @@ class Dispatcher:
 
     # --- driver logs the drivers could not save (cancel, kill) --------------------------
 
-    def keep_log(self, run_id: int, job_id: str) -> None:
-        """Save the job's log from Ray as the run's ``job.log`` unless it has one (a log
-        Ray no longer has is reported as lost by the logs endpoint)."""
+    def keep_log(self, run_id: int, job_id: str, attempt: int | None = None) -> None:
+        """Save the job's log from Ray (a log Ray no longer has is reported as lost by the
+        logs endpoint): as the run's ``job.log`` unless it has one, or — for an attempt
+        that was lost and is retried — as ``job-a<attempt>.log``, kept beside the next
+        attempt's."""
         if self.artifacts is None:
             return
+        name = "job.log" if attempt is None else f"job-a{attempt}.log"
         with self.sessions() as s:
-            if repo.has_artifact(s, run_id=run_id, name="job.log"):
+            if repo.has_artifact(s, run_id=run_id, name=name):
                 return
         text = self.executor.logs(job_id)
         if text is None:
             return
-        stored = self.artifacts.put(f"run-{run_id}", "job.log", text.encode())
+        key = f"run-{run_id}" if attempt is None else f"run-{run_id}/a{attempt}"
+        stored = self.artifacts.put(key, name, text.encode())
         with transaction(self.sessions) as s:
-            repo.record_artifact(s, run_id=run_id, name="job.log", kind="log",
+            repo.record_artifact(s, run_id=run_id, name=name, kind="log",
                                  uri=stored.uri, content_type="text/plain; charset=utf-8",
                                  size=stored.size, checksum=stored.checksum)
 

@@ -95,7 +95,8 @@ def probe(dashboard: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
         raise Unavailable(f"Ray at {dashboard}: {type(exc).__name__}: {exc}") from exc
     if r.status_code in (401, 403):
         raise Unavailable(f"Ray at {dashboard} refused this service's token "
-                          f"(HTTP {r.status_code}): set RAY_AUTH_TOKEN to the cluster's")
+                          f"(HTTP {r.status_code}): set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) "
+                          "to the cluster's token")
     if r.status_code != 200:
         raise Unavailable(f"Ray at {dashboard}: HTTP {r.status_code}")
     return str(r.json()["session_name"])
@@ -288,7 +289,7 @@ class LocalRayHead:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 log.warning("the Ray head process %s did not exit", record.pid)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 2
         while (left := _processes_of(record.temp_dir, record.gcs)) and \
                 time.monotonic() < deadline:  # SIGKILL is delivered, not awaited: wait
             _kill(left, signal.SIGKILL)
@@ -299,7 +300,7 @@ class LocalRayHead:
             shutil.rmtree(record.temp_dir, ignore_errors=True)
             if not os.path.exists(record.temp_dir):
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         if record.session:
             mark_dead(self.state_dir, record.session)
         if (current := self.load(self.state_dir)) is not None and current.pid == record.pid:
@@ -415,9 +416,9 @@ class EmbeddedHead:
             self._silent_since = None
             self._failed = (now, reason)
             raise Unavailable(f"the local Ray head failed to start: {reason}") from exc
-        log.error("the local Ray head (pid %s) is dead: %s; cleaning it up and starting "
-                  "a new one. Its log ends with: %s", head.record.pid, exc,
-                  head.log_tail(500))
+        log.error("the local Ray head (pid %s) is dead (%s); cleaning it up and starting "
+                  "a new one; its last words: %s (log: %s)", head.record.pid,
+                  first_line(str(exc), 200), head.failure(), self.state_dir / "head.log")
         head.cleanup()
         self.head = None
         self.session = None
@@ -427,17 +428,20 @@ class EmbeddedHead:
     def dead(self, session: str) -> bool:
         return session in dead_sessions(self.state_dir)
 
-    def close(self, *, in_flight: int) -> None:
-        """Stop the head with nothing in flight; otherwise leave it for the next start."""
+    def close(self, *, in_flight: int | None) -> None:
+        """Stop the head with nothing in flight; otherwise (or not knowing: the database
+        is away) leave it for the next start."""
         head = self.head
         if head is None or head.exited():
             return
-        if in_flight:
-            print(f"aelab: left the local Ray head running with {in_flight} run(s) in "
-                  f"flight (dashboard {head.dashboard_url}); the next `aelab serve` re-adopts "
-                  f"them. To stop it now: kill -TERM -{head.record.pid}", flush=True)
+        if in_flight is None or in_flight:
+            what = (f"{in_flight} run(s) in flight" if in_flight is not None
+                    else "runs possibly in flight (the database is unreachable)")
+            print(f"aelab: left the local Ray head running with {what} (dashboard "
+                  f"{head.dashboard_url}); the next `aelab serve` re-adopts them. To stop "
+                  f"it now: kill -TERM -{head.record.pid}", flush=True)
             return
-        head.stop()
+        head.stop(timeout_s=3.0)
 
 
 class RayExecutor:
@@ -457,6 +461,9 @@ class RayExecutor:
     def from_settings(cls, settings: Settings) -> RayExecutor:
         """Join ``RAY_ADDRESS``, or run an embedded head (started in the background)."""
         address = settings.ray_address
+        if address and ray_auth_token() and not os.environ.get("RAY_AUTH_MODE"):
+            # A token was given for the cluster: Ray's clients use it only in token mode.
+            os.environ["RAY_AUTH_MODE"] = "token"
         if address and not address.startswith(("http://", "https://")):
             # A GCS address (host:6379): the job API lives on the dashboard port.
             address = f"http://{address.split(':')[0]}:8265"
@@ -579,7 +586,7 @@ class RayExecutor:
                 return None
             raise Unavailable(str(exc)) from exc
 
-    def close(self, *, in_flight: int = 0) -> None:
+    def close(self, *, in_flight: int | None = 0) -> None:
         if self.embedded is not None:
             self.embedded.close(in_flight=in_flight)
 

@@ -81,7 +81,7 @@ def needs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
                               weights_dir=settings.weights_path):
             found[(r.kind, r.name)] = {"kind": r.kind, "name": r.name, "purpose": r.purpose,
                                        "files": list(r.files), "folder": r.folder,
-                                       "present": r.present}
+                                       "present": r.present, "problem": r.problem}
     return list(found.values())
 
 

@@ -26,7 +26,8 @@ def readyz(request: Request) -> JSONResponse:
             s.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means "not ready"
-        checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:500]
+        reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        checks["database"] = f"unreachable: {type(exc).__name__}: {reason}"[:500]
     checks["ray"] = request.app.state.ray_status()
     ready = all(v in ("ok", "disabled") for v in checks.values())
     return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
