@@ -19,6 +19,7 @@ class FakeExecutor:
         self.submitted: list[JobRequest] = []
         self.stopped: list[str] = []
         self.down = False
+        self.calls: list[str] = []  # state reads the dispatcher made, by kind
 
     def submit(self, job: JobRequest) -> None:
         if self.down:
@@ -27,7 +28,12 @@ class FakeExecutor:
         self.jobs.setdefault(job.job_id, JobState.running)
 
     def state(self, job_id: str) -> JobState | None:
+        self.calls.append("state")
         return self.jobs.get(job_id)
+
+    def states(self, job_ids: list[str]) -> dict[str, JobState | None]:
+        self.calls.append("states")
+        return {job_id: self.jobs.get(job_id) for job_id in job_ids}
 
     def stop(self, job_id: str) -> None:
         self.stopped.append(job_id)
@@ -91,6 +97,22 @@ def test_admits_oldest_first_up_to_the_limit_with_readable_job_ids(client: TestC
     assert exp["links"]["ray_dashboard"] == "http://ray-head:8265/#/jobs"
     dispatcher.tick()
     assert len(executor.submitted) == 3  # nothing more until a slot frees
+
+
+def test_each_tick_reads_every_job_in_flight_with_one_call(client: TestClient) -> None:
+    client.post(f"{API}/experiments", json={**SPEC, "datasets": ["synthetic", "mnist"]})
+    dispatcher, executor = make(client, max_in_flight=4)
+    dispatcher.tick()
+    assert len(executor.submitted) == 4
+    executor.calls.clear()
+    dispatcher.tick()
+    assert executor.calls == ["states"]  # not one status call per running job
+    # A cancelled run's job is followed in that same call until its log is kept.
+    exp = client.get(f"{API}/experiments").json()["items"][0]
+    client.post(f"{API}/experiments/{exp['id']}/cancel")
+    executor.calls.clear()
+    dispatcher.tick()
+    assert executor.calls == ["states"]
 
 
 def test_a_crashed_driver_requeues_its_run_with_the_reason(client: TestClient) -> None:

@@ -94,10 +94,16 @@ def test_cancel_stops_the_ray_job_within_seconds(ray_settings: Settings) -> None
         wait_for(lambda: experiment(client, exp["id"])["runs"][0]["epoch"] >= 1, 300,
                  "the first epoch")
         job_id = experiment(client, exp["id"])["runs"][0]["ray_job_id"]
+        executor = app.state.dispatcher.executor
+        # The dispatcher's one call: the live list from Ray's state API, and None for a job
+        # Ray never saw.
+        assert executor.states([job_id, "aelab-never-submitted"]) == {
+            job_id: "RUNNING", "aelab-never-submitted": None}
+        assert executor._live_jobs().get(job_id) == "RUNNING"  # from the filtered list
         r = client.post(f"{API}/experiments/{exp['id']}/cancel").json()
         assert r["status"] == "cancelled" and r["runs"][0]["status"] == "cancelled"
-        executor = app.state.dispatcher.executor
-        wait_for(lambda: executor.state(job_id) == "STOPPED", 30, "Ray to stop the job")
+        wait_for(lambda: executor.states([job_id]) == {job_id: "STOPPED"}, 30,
+                 "Ray to stop the job")
         assert experiment(client, exp["id"])["runs"][0]["epoch"] < 40
 
 

@@ -69,6 +69,10 @@ class Executor(Protocol):
     def state(self, job_id: str) -> JobState | None:
         """The job's state, or None when the executor does not know the job."""
 
+    def states(self, job_ids: list[str]) -> dict[str, JobState | None]:
+        """:meth:`state` of each job, in one call whose cost follows the jobs in flight
+        (what the dispatcher polls every tick)."""
+
     def stop(self, job_id: str) -> None: ...
 
     def failure_reason(self, job_id: str) -> str:
@@ -127,8 +131,8 @@ class Dispatcher:
             self.executor_error = error
             return
         self.executor_error = None
-        self.follow(reconcile=reconcile)
-        self.collect_logs()
+        states = self.follow(reconcile=reconcile)
+        self.collect_logs(states)
         self.admit()
 
     def admit(self) -> int:
@@ -158,7 +162,7 @@ class Dispatcher:
                     repo.unsubmit(s, run_id=job.run_id, attempt=job.attempt)
         return len(jobs)
 
-    def follow(self, reconcile: bool = False) -> None:
+    def follow(self, reconcile: bool = False) -> dict[str, JobState | None]:
         """Settle runs whose job ended without the run saying so, or was lost with its
         cluster. Jobs their own cluster does not know are submitted then (only checked
         when reconciling: they were never started)."""
@@ -166,6 +170,11 @@ class Dispatcher:
             running = [(r.id, r.ray_job_id, r.attempt, r.cluster, r.experiment_id, r.model,
                         r.dataset) for r in repo.running_runs(s)]
         here = self.executor.cluster_id
+        # One call for every job followed this tick (the runs' and cancelled runs' whose
+        # logs are still to keep), not one per job.
+        states = self.executor.states(
+            [job_id for _, job_id, _, cluster, *_ in running
+             if job_id is not None and cluster == here] + list(self._logs_pending.values()))
         for run_id, job_id, attempt, cluster, experiment_id, model, dataset in running:
             if job_id is None:
                 continue
@@ -179,7 +188,7 @@ class Dispatcher:
                                 "service reaches (%s); left alone", run_id, job_id, cluster,
                                 here)
                 continue
-            state = self.executor.state(job_id)
+            state = states.get(job_id)
             if state is None:
                 if reconcile:
                     log.warning("run %s: job %s was never started (a crash before its "
@@ -200,6 +209,7 @@ class Dispatcher:
                       else "the job ended without reporting a result")
             self.keep_log(run_id, job_id, attempt=attempt)  # this attempt's, kept apart
             self.lost(run_id, attempt, f"its driver died: {reason}")
+        return states
 
     def lost(self, run_id: int, attempt: int, reason: str) -> None:
         """The run's current attempt is lost: re-queue it, or fail it at the cap."""
@@ -255,11 +265,14 @@ class Dispatcher:
                                  uri=stored.uri, content_type="text/plain; charset=utf-8",
                                  size=stored.size, checksum=stored.checksum)
 
-    def collect_logs(self) -> None:
-        """Keep the logs of cancelled runs once their jobs have stopped."""
+    def collect_logs(self, states: dict[str, JobState | None]) -> None:
+        """Keep the logs of cancelled runs once their jobs have stopped (``states``: what
+        :meth:`follow` read this tick)."""
         for run_id, job_id in list(self._logs_pending.items()):
+            if job_id not in states:  # cancelled since follow() read: next tick
+                continue
             try:
-                if self.executor.state(job_id) in (JobState.pending, JobState.running):
+                if states.get(job_id) in (JobState.pending, JobState.running):
                     continue
                 self.keep_log(run_id, job_id)
             except Exception as exc:  # best effort: the live log stays on Ray

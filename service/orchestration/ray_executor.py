@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from service.errors import Unavailable
-from service.orchestration.dispatcher import JobRequest, JobState
+from service.orchestration.dispatcher import ENDED, JobRequest, JobState
 from service.settings import Settings, job_environment
 
 log = logging.getLogger("aelab.ray")
@@ -46,6 +46,8 @@ HEAD_START_TIMEOUT_S = 120
 PROBE_TIMEOUT_S = 5.0
 RESTART_BACKOFF_S = 30.0  # after a failed start, before the next attempt
 DEFAULT_DASHBOARD_PORT = 8265
+LIVE_JOBS_LIMIT = 10_000  # jobs in flight at once; far above any max_in_flight
+STATE_TIMEOUT_S = 10
 
 
 def free_port() -> int:
@@ -456,6 +458,8 @@ class RayExecutor:
         self.session: str | None = None
         self._client: Any = None
         self._client_address: str | None = None
+        self._state_client: Any = None
+        self._state_address: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayExecutor:
@@ -508,6 +512,7 @@ class RayExecutor:
             self.session = probe(self.address)
         except Unavailable:
             self._client = None
+            self._state_client = None
             raise
 
     @property
@@ -555,6 +560,40 @@ class RayExecutor:
                 return None
             raise Unavailable(str(exc)) from exc
         return JobState(str(status.value if hasattr(status, "value") else status))
+
+    def states(self, job_ids: list[str]) -> dict[str, JobState | None]:
+        """The states of ``job_ids`` with one call to Ray's state API, filtered on the
+        dashboard to jobs that have not ended, so the answer grows with the jobs in flight
+        and not with the cluster's history. Only a job that has left that list since the
+        last call (it ended, or was never submitted) costs one more status call."""
+        if not job_ids:
+            return {}
+        live = self._live_jobs()
+        return {job_id: live[job_id] if job_id in live else self.state(job_id)
+                for job_id in job_ids}
+
+    def _live_jobs(self) -> dict[str, JobState]:
+        from ray.util.state.common import ListApiOptions, StateResource
+
+        self.client()  # resolves the address (the embedded head may move)
+        if self._state_client is None or self._state_address != self.address:
+            from ray.util.state import StateApiClient
+
+            try:
+                self._state_client = StateApiClient(address=self.address)
+                self._state_address = self.address
+            except Exception as exc:
+                raise Unavailable(f"Ray state API at {self.address}: {exc}") from exc
+        options = ListApiOptions(limit=LIVE_JOBS_LIMIT, timeout=STATE_TIMEOUT_S, filters=[
+            ("status", "!=", state.value) for state in ENDED])
+        try:
+            jobs = self._state_client.list(StateResource.JOBS, options=options,
+                                           raise_on_missing_output=False)
+        except Exception as exc:
+            self._state_client = None
+            raise Unavailable(f"listing the jobs in flight: {exc}") from exc
+        return {job.submission_id: JobState(str(getattr(job.status, "value", job.status)))
+                for job in jobs if job.submission_id}
 
     def stop(self, job_id: str) -> None:
         try:
