@@ -9,6 +9,12 @@ request rate and of the UI's experiments page, an experiment's page and the gall
 The server is `uvicorn service.api.app:create_app --factory` in a subprocess; the load is
 open-loop (requests start on schedule whether or not earlier ones finished), so queueing
 shows up in the tail instead of slowing the generator down.
+
+    python bench/api_load.py --db sqlite --while-training
+
+runs the API as a user does (`aelab serve`, embedded Ray head, one uvicorn worker) on the
+same seeded database, starts a small experiment that trains on this machine, and measures
+the three read endpoints while it trains (and, for comparison, before it starts).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import io
 import json
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -253,20 +260,93 @@ def bench_db(kind: str, url: str, args: argparse.Namespace) -> list[str]:
             server.wait(timeout=10)
 
 
+def bench_while_training(url: str, args: argparse.Namespace) -> list[str]:
+    """Reads at ``args.rate`` while an experiment trains on the same machine."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as home:
+        seed(url, args.experiments, Path(home) / "artifacts")
+        env = {**os.environ, "AELAB_HOME": home, "AELAB_DATABASE_URL": url,
+               "AELAB_DASHBOARD_PORT": "0", "AELAB_MAX_IN_FLIGHT": "2"}
+        env.pop("RAY_ADDRESS", None)
+        server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port",
+                                   str(port), "--log-level", "warning"], env=env,
+                                  start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        ids = list(range(1, args.experiments + 1))
+        cases = {
+            "GET /experiments (page of 20)": ["/api/v1/experiments?limit=20"]
+            + [f"/api/v1/experiments?limit=20&cursor={i}" for i in ids[::50]],
+            "GET /experiments/{id}": [f"/api/v1/experiments/{i}" for i in ids],
+            "GET /experiments/{id}/results": [f"/api/v1/experiments/{i}/results"
+                                              for i in ids],
+        }
+
+        def measure(label: str) -> list[str]:
+            lines = []
+            for name, paths in cases.items():
+                latencies, errors = asyncio.run(load(base, paths, args.rate, args.seconds))
+                lines.append(f"{label:<11}{name:<32}{args.rate:>6.0f}{len(latencies):>7}"
+                             f"{percentile(latencies, 50):>9.1f}{percentile(latencies, 99):>9.1f}"
+                             f"{max(latencies):>9.1f}{errors:>8}")
+            return lines
+
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            for paths in cases.values():
+                for path in paths[:50]:
+                    httpx.get(base + path, timeout=30)
+            lines = measure("idle")
+            exp = httpx.post(f"{base}/api/v1/experiments", timeout=30, json={
+                "models": ["baseline", "pixel_shuffle"], "datasets": ["synthetic"],
+                "epochs": 40, "batch_size": 64, "pretrained": False,
+                "data": {"train_limit": 4096, "test_limit": 256},
+                "lr_search": {"method": "fixed"}, "classifier": {"enabled": False},
+                "resources": {"gpus_per_run": 0, "cpus_per_run": 1}}).json()
+            for _ in range(600):  # until both runs train
+                runs = httpx.get(f"{base}/api/v1/experiments/{exp['id']}", timeout=30
+                                 ).json()["runs"]
+                if all(r["epoch"] >= 1 for r in runs):
+                    break
+                time.sleep(0.5)
+            lines += measure("training")
+            runs = httpx.get(f"{base}/api/v1/experiments/{exp['id']}", timeout=30
+                             ).json()["runs"]
+            print(f"[while training] runs still training at the end: "
+                  f"{[(r['status'], r['epoch']) for r in runs]}", file=sys.stderr)
+            httpx.post(f"{base}/api/v1/experiments/{exp['id']}/cancel", timeout=30)
+            return lines
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both", "none"],
+                        default="both")
     parser.add_argument("--experiments", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=200.0, help="API requests per second")
     parser.add_argument("--page-rate", type=float, default=20.0,
                         help="web UI pages per second (a person's clicks, not a script's)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--while-training", action="store_true",
+                        help="reads while an experiment trains (aelab serve, SQLite)")
     parser.add_argument("--postgres-admin", default=os.environ.get(
         "AELAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
 
     lines = []
+    if args.while_training:
+        with tempfile.TemporaryDirectory() as tmp:
+            lines += bench_while_training(f"sqlite:///{Path(tmp) / 'bench.db'}", args)
+        args.db = "none"
     if args.db in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             lines += bench_db("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args)
