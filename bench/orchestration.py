@@ -52,6 +52,9 @@ def wait(client: TestClient, exp_ids: list[int]) -> list[dict[str, Any]]:
         time.sleep(0.25)
 
 
+nan = float("nan")
+
+
 def run_facts(client: TestClient, exp: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     detail = client.get(f"{API}/runs/{run['id']}").json()
     timings = client.get(f"{API}/runs/{run['id']}/artifacts/timings.json")
@@ -63,17 +66,30 @@ def run_facts(client: TestClient, exp: dict[str, Any], run: dict[str, Any]) -> d
         "run": f"{run['model']}/{run['dataset']}",
         "post_to_first_step": (t["training_started_unix"] - ts(exp["created_at"])
                                if t else float("nan")),
+        "submit_to_first_step": (t["training_started_unix"] - ts(run["started_at"])
+                                 if t else float("nan")),
         "startup": t["pipeline_started_unix"] - ts(run["started_at"]) if t else float("nan"),
         "data": t.get("prepare_s", float("nan")),
         "search": t.get("search_s", float("nan")),
         "training": training, "evaluation": evaluation, "wall": wall,
         "overhead": wall - training - evaluation,
+        # The profile of the fixed overhead (seconds; nan when the driver left no marks).
+        "job_start": t.get("driver_started_unix", nan) - ts(run["started_at"]),
+        "driver_imports": t.get("driver_imported_unix", nan) - t.get("driver_started_unix", nan),
+        "ray_init": t.get("ray_connected_unix", nan) - t.get("driver_imported_unix", nan),
+        "runner_to_pipeline": t.get("pipeline_started_unix", nan)
+        - t.get("ray_connected_unix", nan),
+        "finish_tail": (ts(run["finished_at"]) - t["pipeline_started_unix"] - t["wall_s"]
+                        if t else nan),
     }
 
 
-def table(rows: list[dict[str, Any]]) -> None:
-    cols = ("post_to_first_step", "startup", "data", "search", "training", "evaluation",
-            "wall", "overhead")
+COLUMNS = ("post_to_first_step", "submit_to_first_step", "startup", "data", "search",
+           "training", "evaluation", "wall", "overhead")
+PROFILE = ("job_start", "driver_imports", "ray_init", "runner_to_pipeline", "finish_tail")
+
+
+def table(rows: list[dict[str, Any]], cols: tuple[str, ...] = COLUMNS) -> None:
     print(f"{'run':<30}" + "".join(f"{c:>19}" for c in cols))
     for r in rows:
         print(f"{r['run']:<30}" + "".join(f"{r[c]:>19.2f}" for c in cols))
@@ -126,6 +142,8 @@ def main() -> None:
                     exp_ids.append(client.post(f"{API}/experiments",
                                                json=spec([model], [dataset], n + 1))
                                    .json()["id"])
+                    if slots == 1:  # serial: each POST finds the service idle and warm
+                        wait(client, exp_ids[-1:])
                 exps = wait(client, exp_ids)
                 wall = time.perf_counter() - start
                 rows = [run_facts(client, e, r) for e in exps for r in e["runs"]]
@@ -137,6 +155,9 @@ def main() -> None:
           f"epochs of {args.train_limit} images, {args.gpus} logical GPUs, {slots} in "
           f"flight; {len(failed)} failed; seconds:")
     table(rows)
+    print("profile of the start-up and finish (job_start: submitted -> driver process; "
+          "finish_tail: pipeline done -> run finished):")
+    table(rows, PROFILE)
     useful = sum(r["training"] + r["evaluation"] for r in rows)
     print(f"per-run fixed overhead, median (s)            "
           f"{statistics.median(r['overhead'] for r in rows):8.2f}")

@@ -342,14 +342,16 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
                       gallery)
 
 
-def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps) -> bool:
+def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
+                 clock: dict[str, float] | None = None) -> bool:
     """Execute the run, reporting through ``store``. A failure ends this run alone, its
     error recorded as one line (the traceback goes to the log); returns success.
 
     Also saves ``timings.json``: wall-clock seconds of each stage and when training
-    started (Unix time), for the orchestration benchmark."""
+    started (Unix time), for the orchestration benchmark; ``clock`` adds the caller's
+    earlier marks (a job driver's start, imports and ``ray.init``, Unix time)."""
     started = time.perf_counter()
-    clock: dict[str, float] = {"pipeline_started_unix": time.time()}
+    clock = {**(clock or {}), "pipeline_started_unix": time.time()}
 
     def lap(name: str, since: float) -> float:
         now = time.perf_counter()
