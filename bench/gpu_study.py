@@ -1,0 +1,206 @@
+"""The study's grid on a GPU machine, packed four runs to a GPU, against a 10-minute target.
+
+    python bench/gpu_study.py                 # the study: 6 models × (MNIST, synthetic), 15 epochs
+    python bench/gpu_study.py --small         # CPU-sized: 2 models, 1 epoch, 256 images (CI)
+    python bench/gpu_study.py --address http://127.0.0.1:8265   # on a running Ray cluster
+
+Posts the study's grid to an in-process API with the Ray executor: every variant on MNIST
+(the offline package) and on synthetic CIFAR-sized images (3×32×32, 10,000 training
+images: aelab's offline stand-in for CIFAR-10's 50,000), at the study's budget (15 epochs,
+batch 128, the Tune LR search, the reference classifier), with ``pretrained: false`` for
+the encoder, the feature loss and the classifier (no downloads), and ``gpus_per_run: 0.25``
+(four runs share a GPU). Without ``--address`` it starts a local Ray head declaring the
+GPUs torch sees (``--gpus`` logical GPUs where there are none, so the packing is the same).
+
+Prints per run: training images/s, epochs, LR-search and wall seconds; while the study
+runs, ``nvidia-smi`` is sampled every second for each GPU's utilisation (%) and memory
+(MiB), reported as mean and peak; then the study's wall time against the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+TARGET_S = 600.0  # the whole study in 10 minutes on one GPU (issue 15)
+API = "/api/v1"
+STUDY_MODELS = ["baseline", "pixel_shuffle", "progressive_resizing", "pretrained_resnet",
+                "resnet", "feature_loss"]
+DATASETS = ["mnist", "synthetic"]
+
+
+def study_specs(small: bool) -> list[dict[str, Any]]:
+    """One experiment per dataset: the study's grid and budget, or a CPU-sized cut of it."""
+    base: dict[str, Any] = {
+        "epochs": 15, "batch_size": 128, "pretrained": False,
+        "lr_search": {"method": "tune", "num_samples": 8, "budget_epochs": 2},
+        "classifier": {"enabled": True, "arch": "resnet34", "pretrained": False},
+        "resources": {"gpus_per_run": 0.25, "cpus_per_run": 1},
+    }
+    models = STUDY_MODELS
+    if small:
+        base |= {"epochs": 1, "batch_size": 32, "lr_search": {"method": "fixed"},
+                 "data": {"train_limit": 256, "test_limit": 64},
+                 "classifier": {"enabled": True, "arch": "small", "pretrained": False,
+                                "frozen_epochs": 1, "unfrozen_epochs": 0}}
+        models = ["baseline", "pixel_shuffle"]
+    return [{**base, "name": f"gpu study: {dataset}", "models": models,
+             "datasets": [dataset]} for dataset in DATASETS]
+
+
+class GpuSampler:
+    """Samples ``nvidia-smi`` once a second in a thread: per GPU, utilisation (%) and
+    memory used (MiB). Records nothing where ``nvidia-smi`` is absent."""
+
+    QUERY = ("nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used",
+             "--format=csv,noheader,nounits")
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.available = shutil.which("nvidia-smi") is not None
+        self.samples: dict[int, list[tuple[float, float]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval_s,), daemon=True)
+
+    def __enter__(self) -> GpuSampler:
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                out = subprocess.run(self.QUERY, capture_output=True, text=True, timeout=5,
+                                     check=True).stdout
+            except (subprocess.SubprocessError, OSError):
+                continue
+            for line in out.strip().splitlines():
+                index, util, memory = (float(v) for v in line.split(","))
+                self.samples.setdefault(int(index), []).append((util, memory))
+
+    def report(self) -> list[str]:
+        if not self.available:
+            return ["GPU utilisation and memory: n/a (no nvidia-smi on this machine)"]
+        lines = []
+        for index, rows in sorted(self.samples.items()):
+            utils, mems = [u for u, _ in rows], [m for _, m in rows]
+            lines.append(f"GPU {index}: utilisation mean {statistics.mean(utils):5.1f} % "
+                         f"(peak {max(utils):.0f} %), memory mean {statistics.mean(mems):7.0f}"
+                         f" MiB, peak {max(mems):.0f} MiB ({len(rows)} samples)")
+        return lines or ["GPU utilisation and memory: no samples"]
+
+
+def run_rows(client: Any, exp: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for run in exp["runs"]:
+        detail = client.get(f"{API}/runs/{run['id']}").json()
+        epochs = detail["epochs"]
+        seconds = sum(e["seconds"] for e in epochs)
+        images = sum(e["images_per_s"] * e["seconds"] for e in epochs)
+        measures = detail.get("measures") or {}
+        rows.append({
+            "run": f"{run['model']}/{run['dataset']}", "status": run["status"],
+            "epochs": len(epochs), "images_per_s": images / seconds if seconds else 0.0,
+            "train_s": seconds, "search_s": measures.get("search_time_s", float("nan")),
+            "wall_s": measures.get("wall_time_s", float("nan")),
+            "mse": measures.get("mse", float("nan")), "error": run.get("error") or "",
+        })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="CPU-sized grid and budget")
+    parser.add_argument("--address", default=None,
+                        help="a running Ray cluster's dashboard URL (default: start one)")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="logical GPUs to declare when torch sees none")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds")
+    args = parser.parse_args(argv)
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from models.data import install_offline_mnist
+    from service.api.app import create_app
+    from service.orchestration.ray_executor import LocalRayHead, RayExecutor
+    from service.settings import Settings
+
+    specs = study_specs(args.small)
+    n_runs = sum(len(s["models"]) * len(s["datasets"]) for s in specs)
+    gpus = torch.cuda.device_count() or args.gpus
+    with tempfile.TemporaryDirectory(prefix="aelab-gpu-study-") as tmp:
+        head = None
+        address = args.address
+        if address is None:
+            head = LocalRayHead(state_dir=Path(tmp) / "ray", num_gpus=gpus)
+            address = head.dashboard_url
+        try:
+            RayExecutor(address, job_env={}).wait_until_up(180)
+            settings = Settings(home=Path(tmp) / "home", ray_address=address,
+                                max_in_flight=max(4 * gpus, 1), dispatch_interval_s=0.5)
+            install_offline_mnist(Path(settings.data_path))
+            app = create_app(settings, executor_factory=RayExecutor.from_settings)
+            with TestClient(app) as client, GpuSampler() as sampler:
+                start = time.perf_counter()
+                ids = []
+                for spec in specs:
+                    response = client.post(f"{API}/experiments", json=spec)
+                    if response.status_code != 201:
+                        print(f"refused: {response.text}", file=sys.stderr)
+                        return 2
+                    ids.append(response.json()["id"])
+                exps = wait(client, ids, args.timeout, n_runs)
+                wall = time.perf_counter() - start
+                rows = [r for e in exps for r in run_rows(client, e)]
+        finally:
+            if head is not None:
+                head.stop()
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    print(f"{n_runs} runs ({'small' if args.small else 'the study'}) on {device}, {gpus} "
+          f"GPU(s), 0.25 GPU per run:")
+    print(f"{'run':<32}{'status':>10}{'epochs':>8}{'images/s':>11}{'train_s':>9}"
+          f"{'search_s':>10}{'wall_s':>9}{'mse':>10}")
+    for r in rows:
+        print(f"{r['run']:<32}{r['status']:>10}{r['epochs']:>8}{r['images_per_s']:>11.0f}"
+              f"{r['train_s']:>9.1f}{r['search_s']:>10.1f}{r['wall_s']:>9.1f}"
+              f"{r['mse']:>10.5f}" + (f"  {r['error']}" if r["error"] else ""))
+    for line in sampler.report():
+        print(line)
+    print(f"total wall time {wall:.1f} s against the target of {TARGET_S:.0f} s "
+          f"({'met' if wall <= TARGET_S else 'missed'})")
+    failed = [r for r in rows if r["status"] != "succeeded"]
+    return 1 if failed else 0
+
+
+def wait(client: Any, ids: list[int], timeout: float, n_runs: int) -> list[dict[str, Any]]:
+    """Poll the experiments until every run has ended, printing progress to stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        exps = [client.get(f"{API}/experiments/{i}").json() for i in ids]
+        done = sum(r["status"] in ("succeeded", "failed", "cancelled")
+                   for e in exps for r in e["runs"])
+        print(f"\r{done}/{n_runs} runs ended", end="", file=sys.stderr, flush=True)
+        if done == n_runs:
+            print(file=sys.stderr)
+            return exps
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n_runs - done} runs still going after {timeout:.0f} s")
+        time.sleep(1.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
