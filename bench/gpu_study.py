@@ -189,13 +189,15 @@ def main(argv: list[str] | None = None) -> int:
 def wait(client: Any, ids: list[int], timeout: float, n_runs: int) -> list[dict[str, Any]]:
     """Poll the experiments until every run has ended, printing progress to stderr."""
     deadline = time.monotonic() + timeout
+    last = -1
     while True:
         exps = [client.get(f"{API}/experiments/{i}").json() for i in ids]
         done = sum(r["status"] in ("succeeded", "failed", "cancelled")
                    for e in exps for r in e["runs"])
-        print(f"\r{done}/{n_runs} runs ended", end="", file=sys.stderr, flush=True)
+        if done != last:
+            print(f"{done}/{n_runs} runs ended", file=sys.stderr, flush=True)
+            last = done
         if done == n_runs:
-            print(file=sys.stderr)
             return exps
         if time.monotonic() > deadline:
             raise TimeoutError(f"{n_runs - done} runs still going after {timeout:.0f} s")
