@@ -279,8 +279,11 @@ def _command(url: str | None, *args: object) -> str:
 
 
 @contextlib.contextmanager
-def _remote(refused: str = "the server refused the request") -> Iterator[None]:
-    """Map the client's errors to messages on stderr and the exit codes above."""
+def _remote(refused: str = "the server refused the request", as_json: bool = False
+            ) -> Iterator[None]:
+    """Map the client's errors to messages on stderr and the exit codes above; with
+    ``as_json`` (a command's ``--json``) also one JSON object on stdout, ``{"error": {
+    "message", "exit_code", "status", "fields"}}``, so a script always has JSON to parse."""
     from service.client import (
         AelabError,
         ApiError,
@@ -291,30 +294,40 @@ def _remote(refused: str = "the server refused the request") -> Iterator[None]:
         field_path,
     )
 
+    def fail(code: int, message: str, exc: BaseException | None,
+             status: int | None = None, fields: list[dict[str, Any]] | None = None) -> None:
+        if as_json:
+            typer.echo(json.dumps({"error": {"message": message, "exit_code": code,
+                                             "status": status, "fields": fields or []}}))
+        raise typer.Exit(code) from exc
+
     try:
         yield
     except KeyboardInterrupt:
         _err("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        fail(EXIT_INTERRUPTED, "interrupted", None)
     except (Unreachable, ServiceUnavailable) as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(EXIT_UNREACHABLE) from exc
+        fail(EXIT_UNREACHABLE, str(exc), exc,
+             status=exc.status_code if isinstance(exc, ApiError) else None)
     except InvalidRequest as exc:
         _err(f"error: {refused} (HTTP 422):")
         for e in exc.errors:
             _err(f"  {field_path(e)}: {e.msg} [{e.type}]")
-        raise typer.Exit(EXIT_REFUSED) from exc
+        fail(EXIT_REFUSED, refused, exc, status=422,
+             fields=[{"field": field_path(e), "msg": e.msg, "type": e.type}
+                     for e in exc.errors])
     except SpecError as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(EXIT_REFUSED) from exc
+        fail(EXIT_REFUSED, str(exc), exc)
     except ApiError as exc:
         _err(f"error: {exc.detail}" + (f" (HTTP {exc.status_code}"
                                        + (f", request id {exc.request_id})"
                                           if exc.request_id else ")")))
-        raise typer.Exit(EXIT_FAILED) from exc
+        fail(EXIT_FAILED, str(exc.detail), exc, status=exc.status_code)
     except AelabError as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(EXIT_FAILED) from exc
+        fail(EXIT_FAILED, str(exc), exc)
 
 
 def _print_json(data: Any) -> None:
@@ -381,7 +394,8 @@ def _print_outcome(client: Client, final: ExperimentOut, console: Console) -> No
     summary = f"experiment {final.id} {final.status.value}: {done}/{len(final.runs)} run(s) " \
               f"succeeded in {format_duration(took)}"
     if console.is_terminal:
-        console.print(results_table(client.results_table(final.id), title=final.name))
+        console.print(results_table(client.results_table(final.id), title=final.name,
+                                    width=console.width))
         console.print(summary, style="green" if _all_succeeded(final) else "red")
     else:
         _write(client.results_text(final.id, "markdown"))
@@ -416,7 +430,7 @@ def submit(
 ) -> None:
     """Submit an experiment spec to the server (the API validates it: a refused field
     exits 2, named as the API names it)."""
-    with _remote(refused="the spec was refused"):
+    with _remote(as_json=as_json, refused="the spec was refused"):
         client = _client(url)
         if dry_run:
             plan = client.submit(spec, dry_run=True, idempotency_key=idempotency_key)
@@ -455,7 +469,7 @@ def list_experiments(
     from rich import box
     from rich.table import Table
 
-    with _remote():
+    with _remote(as_json=as_json):
         items = list(_client(url).list(status=status, limit=limit or None))
     if as_json:
         _print_json(items)
@@ -497,7 +511,7 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """An experiment's status and its runs (phase, epoch, errors)."""
-    with _remote():
+    with _remote(as_json=as_json):
         client = _client(url)
         experiment = client.get(experiment_id)
         if wait:
@@ -524,7 +538,7 @@ def results(
 ) -> None:
     """The study's results table, exactly as the API renders it (--json: --format json)."""
     fmt = "json" if as_json else format.value
-    with _remote():
+    with _remote(as_json=as_json):
         _write(_client(url).results_text(experiment_id, fmt))  # type: ignore[arg-type]
 
 
@@ -541,7 +555,7 @@ def logs(
     """A run's driver log (what its Ray job printed; colour codes dropped unless on a
     terminal); --json: the API's answer, one JSON object per line with --follow."""
     plain = not sys.stdout.isatty()
-    with _remote():
+    with _remote(as_json=as_json):
         client = _client(url)
         chunks = client.follow_logs(run_id, offset=offset, poll_s=poll) if follow \
             else iter([client.logs(run_id, offset)])
@@ -560,7 +574,7 @@ def cancel(
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a queued or running experiment: its Ray jobs are stopped."""
-    with _remote():
+    with _remote(as_json=as_json):
         experiment = _client(url).cancel(experiment_id)
     if as_json:
         _print_json(experiment)
@@ -597,7 +611,7 @@ def download(
     from service.client import NotFoundError
 
     written = []
-    with _remote():
+    with _remote(as_json=as_json):
         client = _client(url)
         run = client.run(run_id)
         artifacts = [a for a in run.artifacts if name is None or a.name == name]
@@ -648,7 +662,7 @@ def run_info(
     from rich import box
     from rich.table import Table
 
-    with _remote():
+    with _remote(as_json=as_json):
         run = _client(url).run(run_id)
     if as_json:
         _print_json(run)
@@ -682,7 +696,7 @@ def run_info(
 def ready(url: UrlOption = None, as_json: JsonOption = False) -> None:
     """Whether the server's database and Ray cluster answer: exit 0 ready, 1 not ready,
     3 the server itself cannot be reached."""
-    with _remote():
+    with _remote(as_json=as_json):
         readiness = _client(url).ready()
     if as_json:
         _print_json(readiness)

@@ -77,6 +77,7 @@ __all__ = [
     "ServiceUnavailable",
     "SpecError",
     "Unreachable",
+    "UnsafeArtifactName",
     "WaitTimeout",
     "load_spec",
 ]
@@ -113,6 +114,10 @@ class SpecError(AelabError, ValueError):
 
 class ChecksumMismatch(AelabError):
     """A downloaded artifact's sha256 differs from the checksum the API lists for it."""
+
+
+class UnsafeArtifactName(AelabError):
+    """The server listed an artifact whose name is not a plain file name."""
 
 
 class WaitTimeout(AelabError, TimeoutError):
@@ -484,7 +489,14 @@ class Client:
 
     def download_artifact(self, artifact: ArtifactOut, dest: str | os.PathLike[str] = "."
                           ) -> Path:
-        """Stream one listed artifact to disk, checked against its sha256."""
+        """Stream one listed artifact to disk, checked against its sha256.
+
+        Raises :class:`UnsafeArtifactName` (nothing written) when the server lists a name
+        that is not a plain file name (``../x``, ``/etc/x``, ``a/b``): a server never
+        chooses where outside ``dest`` a file lands."""
+        if not _plain_file_name(artifact.name):
+            raise UnsafeArtifactName(f"the server listed an artifact named {artifact.name!r},"
+                                     " which is not a plain file name; nothing was written")
         target = Path(dest)
         if target.is_dir() or str(dest).endswith(os.sep):
             target = target / artifact.name
@@ -543,6 +555,13 @@ class Client:
             if page.next is None:
                 return
             cursor = page.next
+
+
+def _plain_file_name(name: str) -> bool:
+    """Whether ``name`` names a file in a folder and nothing else: no separator (either
+    OS's), not ``.``/``..``, no NUL, not empty."""
+    return (bool(name) and name not in (".", "..") and "\0" not in name
+            and not any(sep in name for sep in ("/", "\\")))
 
 
 def _describe(exc: Exception) -> str:

@@ -185,9 +185,12 @@ class LiveFollower:
     def __init__(self, console: Console, monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime] = _utcnow, refresh_per_second: float = 4) -> None:
         self.clocks = _Clocks(monotonic, wall)
+        # The label, state, epoch, elapsed and ETA take about 80 columns: the bar gets what
+        # is left (at least 5) so that a run stays on one line of an 80-column terminal.
+        bar = max(5, min(28, console.width - 88))
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(bar_width=28),
+            BarColumn(bar_width=bar),
             _RunColumn(lambda run, _: Text(run_state(run), style=STATUS_STYLE[run.status])),
             _RunColumn(lambda run, _: Text(f"epoch {run.epoch}/{run.epochs_total}")),
             _RunColumn(lambda run, _: Text(f"elapsed {self.clocks.elapsed(run)}")),
@@ -219,23 +222,35 @@ def _num(value: Any, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def results_table(results: ResultsTable, title: str = "") -> Table:
-    """The study's table for a terminal: one row per run, the measures that matter."""
-    table = Table(title=title or None, box=box.SIMPLE_HEAD, title_justify="left")
-    for name, justify in (("run", "right"), ("model", "left"), ("dataset", "left"),
-                          ("status", "left"), ("MSE", "right"), ("MAE", "right"),
-                          ("PSNR dB", "right"), ("SSIM", "right"), ("clf acc", "right"),
-                          ("train time", "right"), ("LR", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+NARROW_DROPS = ("status", "MAE", "SSIM", "train time")  # left out below WIDE columns
+WIDE = 120
+
+
+def results_table(results: ResultsTable, title: str = "", width: int = WIDE) -> Table:
+    """The study's table for a terminal ``width`` columns wide: one row per run, the
+    measures that matter. Below 120 columns it leaves out status, MAE, SSIM and train
+    time (``aelab results --format markdown`` has them all) rather than cut every value."""
+    narrow = width < WIDE
+    table = Table(title=title or None, box=box.SIMPLE_HEAD, title_justify="left",
+                  collapse_padding=narrow, pad_edge=not narrow)
+    columns: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
+        ("run", "right", lambda r: str(r["run_id"])),
+        ("model", "left", lambda r: r["model"]),
+        ("dataset", "left", lambda r: r["dataset"]),
+        ("status", "left", lambda r: Text(r["status"], style=STATUS_STYLE[Status(r["status"])])),
+        ("MSE", "right", lambda r: _num(r.get("mse"), 6)),
+        ("MAE", "right", lambda r: _num(r.get("mae"), 6)),
+        ("PSNR dB", "right", lambda r: _num(r.get("psnr"), 2)),
+        ("SSIM", "right", lambda r: _num(r.get("ssim"), 4)),
+        ("clf acc", "right", lambda r: _num(r.get("classifier_accuracy"), 4)),
+        ("train time", "right", lambda r: format_duration(r["training_time_s"])
+         if r.get("training_time_s") is not None else "n/a"),
+        ("LR", "right", lambda r: "n/a" if r.get("lr") is None else f"{r['lr']:.3g}"),
+    ]
+    if narrow:
+        columns = [c for c in columns if c[0] not in NARROW_DROPS]
+    for name, justify, _ in columns:
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for row in results.rows:
-        status = Status(row["status"])
-        lr = row.get("lr")
-        table.add_row(
-            str(row["run_id"]), row["model"], row["dataset"],
-            Text(status.value, style=STATUS_STYLE[status]),
-            _num(row.get("mse"), 6), _num(row.get("mae"), 6), _num(row.get("psnr"), 2),
-            _num(row.get("ssim"), 4), _num(row.get("classifier_accuracy"), 4),
-            format_duration(row.get("training_time_s"))
-            if row.get("training_time_s") is not None else "n/a",
-            "n/a" if lr is None else f"{lr:.3g}")
+        table.add_row(*(cell(row) for _, _, cell in columns))
     return table

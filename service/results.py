@@ -80,10 +80,14 @@ def to_csv(table: list[dict[str, Any]]) -> str:
 def md_text(value: str) -> str:
     """Text safe in a Markdown table cell or heading: one line (control characters and
     line separators become spaces, so it cannot add a heading or a row), ``|`` and ``\\``
-    escaped (it cannot add a column), HTML's ``<``, ``>`` and ``&`` as entities."""
+    escaped (it cannot add a column), the brackets of links and images, code backticks and
+    ``*`` emphasis backslash-escaped so they stay text, HTML's ``<``, ``>`` and ``&`` as
+    entities."""
     text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
                    for c in value)
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    text = text.replace("\\", "\\\\")
+    for mark in "|[]`*":
+        text = text.replace(mark, "\\" + mark)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").strip()
 
 

@@ -83,6 +83,18 @@ def test_non_finite_numbers_are_422_naming_the_field(client: TestClient, raw: by
     assert error["input"] in ("NaN", "Infinity", "-Infinity")  # and the 422 renders
 
 
+@pytest.mark.parametrize("raw,loc", [
+    (rb'{"models":["baseline"],"datasets":["synthetic"],"name":"\ud800"}', ["body", "name"]),
+    (rb'{"models":["\udfff"],"datasets":["synthetic"]}', ["body", "models", 0]),
+    (rb'{"models":["baseline"],"datasets":["synthetic"],"\ud800":1}', ["body"]),
+])
+def test_lone_surrogates_are_422_and_the_422_renders(client: TestClient, raw: bytes,
+                                                     loc: list) -> None:
+    # Valid JSON, no character: echoing the input back must not fail the response.
+    error = _refused(client, None, loc, raw=raw)
+    assert "\\ud800" in str(error) or "\\udfff" in str(error)
+
+
 def test_seeds_are_bounded_to_what_the_generators_take(client: TestClient) -> None:
     _refused(client, {**OK, "seed": 18446744073709551616}, ["body", "seed"])
     _refused(client, {**OK, "seed": 2**32}, ["body", "seed"])
@@ -131,6 +143,12 @@ def test_an_idempotency_key_with_another_spec_is_422(client: TestClient) -> None
     assert other.status_code == 422
     assert other.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
     assert "different spec" in other.json()["detail"][0]["msg"]
+    # A dry run never accepts what the real POST refuses; with the first spec it still is one.
+    dry = client.post(f"{API}/experiments?dry_run=true", json={**OK, "epochs": 3}, headers=key)
+    assert dry.status_code == 422 and dry.json()["detail"][0]["type"] == "idempotency_key_reused"
+    assert client.post(f"{API}/experiments?dry_run=true", json=OK,
+                       headers=key).json()["runs"] == [{"model": "baseline",
+                                                        "dataset": "synthetic"}]
     # A default filled in by validation is the same spec: still a replay.
     same = client.post(f"{API}/experiments", json={**OK, "epochs": 15}, headers=key)
     assert same.status_code == 200 and same.json()["id"] == first.json()["id"]
@@ -160,6 +178,10 @@ def test_markdown_text_cannot_add_lines_columns_or_markup() -> None:
         "x # Injected  \\| forged \\| row \\|"
     assert md_text("<script>&") == "&lt;script&gt;&amp;"
     assert "\n" not in md_text("a\u2028b\u0085c")
+    # A link or image a renderer would make clickable stays literal text.
+    assert md_text("[l](javascript:alert(3))") == "\\[l\\](javascript:alert(3))"
+    assert md_text("![x](http://t/p.png) `c` *e* pixel_shuffle") == \
+        "!\\[x\\](http://t/p.png) \\`c\\` \\*e\\* pixel_shuffle"
 
 
 def test_exports_escape_the_experiment_name_in_every_user_text_column(client: TestClient

@@ -136,6 +136,13 @@ def test_a_refused_spec_exits_2_naming_each_field_as_the_api_does(server: Served
         assert result.stderr.decode().splitlines() == expected
         assert result.stdout == b""
     assert server.get(f"{API}/experiments")["items"] == before  # nothing was stored
+    # --json: the same refusal as one JSON object on stdout, for scripts.
+    as_json = aelab("submit", str(specs / "bad.yaml"), "--dry-run", "--json",
+                    "--url", server.base)
+    assert as_json.returncode == 2
+    error = json.loads(as_json.stdout)["error"]
+    assert (error["exit_code"], error["status"]) == (2, 422)
+    assert [f["field"] for f in error["fields"]] == ["body.epochs", "body.lr_search.method"]
     missing = aelab("submit", str(specs / "nope.yaml"), "--url", server.base)
     assert missing.returncode == 2
     assert missing.stderr.decode() == f"error: {specs / 'nope.yaml'}: No such file or " \
@@ -243,6 +250,9 @@ def test_an_unreachable_server_exits_3() -> None:
                                           "[Errno 111] Connection refused\n")
         assert result.stdout == b""
         assert time.monotonic() - started < 20  # 3 retries, backing off from 0.5 s
+    as_json = aelab("ls", "--json", "--url", url, timeout=60)
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout)["error"]["exit_code"] == 3
 
 
 def test_the_client_works_without_torch_ray_sqlalchemy_or_fastapi(

@@ -22,6 +22,7 @@ from service.client import (
     ServiceUnavailable,
     SpecError,
     Unreachable,
+    UnsafeArtifactName,
     WaitTimeout,
     load_spec,
 )
@@ -256,6 +257,20 @@ def test_download_streams_to_disk_and_checks_the_sha256(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError,
                        match=re.escape("has no artifact 'x.bin' (it has: model.pt)")):
         client_for(Script(ok(_run_with(data)))).download(1, "x.bin", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../escaped.txt", "/tmp/abs.txt", "sub/x.txt",
+                                  "..\\win.txt", "..", ""])
+def test_download_all_refuses_names_a_server_could_use_to_escape_the_folder(
+        tmp_path: Path, name: str) -> None:
+    data = b"payload"
+    run = _run_with(data)
+    run["artifacts"][0]["name"] = name
+    out = tmp_path / "a" / "out"
+    out.mkdir(parents=True)
+    with pytest.raises(UnsafeArtifactName, match="not a plain file name"):
+        client_for(Script(ok(run), httpx.Response(200, content=data))).download_all(1, out)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing written anywhere
 
 
 def test_results_as_rows_and_as_a_dataframe() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from fastapi.testclient import TestClient
 
 from service.errors import Unavailable
@@ -257,3 +260,40 @@ def test_cancel_stops_running_jobs(client: TestClient) -> None:
     assert sorted(executor.stopped) == sorted(t.job_id for t in executor.submitted)
     dispatcher.tick()
     assert len(executor.submitted) == 2  # cancelled runs are never admitted
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_a_cancelled_run_deleted_before_its_job_stops_leaves_no_log_behind(
+        client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    job_id = executor.submitted[0].job_id
+    executor.stop = lambda job: None  # type: ignore[method-assign]  # the job stops slowly
+    client.post(f"{API}/experiments/{exp['id']}/cancel")
+    assert client.delete(f"{API}/experiments/{exp['id']}").status_code == 204
+    executor.jobs[job_id] = JobState.stopped  # now it has stopped: its log is collectable
+    dispatcher.tick()
+    root = Path(client.app.state.artifacts.root)
+    assert _files(root) == []
+
+
+def test_a_log_whose_run_is_deleted_while_it_is_stored_is_removed_again(
+        client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    ticket = executor.submitted[0]
+
+    def logs_then_deleted(job_id: str) -> str:  # the DELETE lands between check and insert
+        client.post(f"{API}/experiments/{exp['id']}/cancel")
+        assert client.delete(f"{API}/experiments/{exp['id']}").status_code == 204
+        return "log\n"
+
+    executor.logs = logs_then_deleted  # type: ignore[method-assign]
+    with pytest.raises(Exception):  # noqa: B017  # the insert is refused (no run row)
+        dispatcher.keep_log(ticket.run_id, ticket.job_id)
+    assert _files(Path(client.app.state.artifacts.root)) == []

@@ -89,6 +89,33 @@ def test_live_bars_show_phase_epochs_elapsed_and_eta() -> None:
     assert "ETA 1:05" in plain
 
 
+def test_live_bars_fit_an_80_column_terminal() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80, color_system="standard")
+    with LiveFollower(console, monotonic=lambda: 0.0, wall=lambda: NOW,
+                      refresh_per_second=20) as follower:
+        follower.update(experiment(run(epoch=5, started_s_ago=65)))
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    # The whole run on one line: nothing wrapped onto the next.
+    line = next(ln for ln in plain.splitlines() if "baseline/synthetic" in ln)
+    assert "epoch 5/10" in line and "elapsed 1:05" in line and "ETA 1:05" in line, plain
+
+
+def test_results_table_at_80_columns_keeps_whole_values() -> None:
+    table = ResultsTable(experiment_id=7, columns=["run_id"], rows=[{
+        "run_id": 12, "model": "progressive_resizing", "dataset": "synthetic",
+        "status": "succeeded", "mse": 0.0123456789, "mae": 0.1, "psnr": 19.123, "ssim": 0.5,
+        "lr": 0.00123, "classifier_accuracy": 0.8125, "training_time_s": 75.0}])
+    out = io.StringIO()
+    Console(file=out, width=80).print(results_table(table, width=80))
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    assert lines[0].split() == ["run", "model", "dataset", "MSE", "PSNR", "dB", "clf", "acc",
+                                "LR"]
+    assert lines[2].split() == ["12", "progressive_resizing", "synthetic", "0.012346",
+                                "19.12", "0.8125", "0.00123"]
+    assert all(len(line) <= 80 for line in lines)
+
+
 def test_results_table_for_a_terminal() -> None:
     table = ResultsTable(experiment_id=7, columns=["run_id"], rows=[{
         "run_id": 1, "model": "baseline", "dataset": "synthetic", "status": "succeeded",

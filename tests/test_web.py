@@ -165,6 +165,13 @@ def test_a_missing_page_is_a_page_and_a_missing_resource_stays_json(web: TestCli
     api = web.get(f"{API}/experiments/404")
     assert api.status_code == 404 and api.json() == {"detail": "experiment 404 not found"}
     assert web.get("/runs/404").status_code == 404
+    # Ids no database stores and ids that are not numbers: a page, never a 500.
+    huge = web.get("/compare/view?runs=9223372036854775808")
+    assert huge.status_code == 400 and "Pick at least one run" in huge.text
+    bad = web.get("/runs/abc")
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("text/html")
+    assert "run_id" in bad.text
+    assert web.get(f"{API}/runs/abc").json()["detail"][0]["loc"] == ["path", "run_id"]
 
 
 def test_experiments_page_filters_and_keyset_pages(web: TestClient,

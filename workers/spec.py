@@ -33,6 +33,8 @@ MAX_SEED = 2**32 - 1  # numpy's and torch's generators take seeds in [0, 2**32)
 
 class _Strict(BaseModel):
     # Unknown fields and non-finite numbers (NaN, Infinity) are refused, naming the field.
+    # Numbers written as strings ("7", "1e-3") are read as numbers on purpose (pydantic's lax
+    # mode, FastAPI's default): PyYAML reads `lr: 1e-3` in a YAML spec as a string.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 

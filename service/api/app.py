@@ -38,20 +38,32 @@ def _error(status: int, message: str, request_id: str | None = None,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (``"\\ud800"`` is valid JSON but no
+    character) becomes its ``\\ud800`` escape instead of failing the response's encoding."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def json_safe(value: Any, depth: int = 0) -> Any:
     """``value`` as JSON can carry it: non-finite floats as ``"NaN"``/``"Infinity"``/
-    ``"-Infinity"`` (aelab's one representation), long strings and lists cut, other
-    objects as text — so a 422 never fails to render whatever a client sent."""
+    ``"-Infinity"`` (aelab's one representation), long strings and lists cut, lone
+    surrogates escaped, other objects as text — so a 422 never fails to render whatever a
+    client sent."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return value if len(value) <= 1000 else value[:1000] + "…"
+        return _utf8(value if len(value) <= 1000 else value[:1000] + "…")
     if depth >= 5:
         return "…"
     if isinstance(value, dict):
-        return {str(k)[:200]: json_safe(v, depth + 1) for k, v in list(value.items())[:100]}
+        return {_utf8(str(k)[:200]): json_safe(v, depth + 1)
+                for k, v in list(value.items())[:100]}
     if isinstance(value, list | tuple):
         return [json_safe(v, depth + 1) for v in value[:100]]
     return json_safe(str(value), depth + 1)

@@ -253,17 +253,21 @@ class Dispatcher:
             return
         name = "job.log" if attempt is None else f"job-a{attempt}.log"
         with self.sessions() as s:
-            if repo.has_artifact(s, run_id=run_id, name=name):
-                return
+            if s.get(Run, run_id) is None or repo.has_artifact(s, run_id=run_id, name=name):
+                return  # deleted meanwhile, or kept already
         text = self.executor.logs(job_id)
         if text is None:
             return
         key = f"run-{run_id}" if attempt is None else f"run-{run_id}/a{attempt}"
         stored = self.artifacts.put(key, name, text.encode())
-        with transaction(self.sessions) as s:
-            repo.record_artifact(s, run_id=run_id, name=name, kind="log",
-                                 uri=stored.uri, content_type="text/plain; charset=utf-8",
-                                 size=stored.size, checksum=stored.checksum)
+        try:
+            with transaction(self.sessions) as s:
+                repo.record_artifact(s, run_id=run_id, name=name, kind="log",
+                                     uri=stored.uri, content_type="text/plain; charset=utf-8",
+                                     size=stored.size, checksum=stored.checksum)
+        except BaseException:  # the run was deleted since the check: leave no orphan file
+            self.artifacts.remove(stored.uri)
+            raise
 
     def collect_logs(self, states: dict[str, JobState | None]) -> None:
         """Keep the logs of cancelled runs once their jobs have stopped (``states``: what

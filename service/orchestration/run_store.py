@@ -117,9 +117,13 @@ class DbRunStore:
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
         self._write(lambda s: None)  # refuse before writing a file for a stale attempt
         stored = self.artifacts.put(f"run-{self.run_id}/a{self.attempt}", name, data)
-        self._write(lambda s: repo.record_artifact(
-            s, run_id=self.run_id, name=name, kind=kind, uri=stored.uri,
-            content_type=content_type, size=stored.size, checksum=stored.checksum))
+        try:
+            self._write(lambda s: repo.record_artifact(
+                s, run_id=self.run_id, name=name, kind=kind, uri=stored.uri,
+                content_type=content_type, size=stored.size, checksum=stored.checksum))
+        except BaseException:  # refused (the run was deleted or moved on): no orphan file
+            self.artifacts.remove(stored.uri)
+            raise
 
     def is_cancelled(self) -> bool:
         """True once the run no longer belongs to this attempt as a running run."""

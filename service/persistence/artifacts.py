@@ -63,6 +63,13 @@ class ArtifactStore:
         with self.fs.open(self._path(uri), "rb") as f:
             return f.read()
 
+    def remove(self, uri: str) -> None:
+        """Remove one stored artifact (e.g. a file whose row could not be recorded because
+        its run was deleted meanwhile); nothing happens when it does not exist."""
+        path = self._path(uri)
+        if self.fs.exists(path):
+            self.fs.rm(path)
+
     def delete_prefix(self, key: str) -> None:
         if not SAFE_NAME.match(key):
             raise ArtifactError(f"bad artifact key {key!r}")

@@ -8,6 +8,7 @@ repository as the API and never import torch.
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -36,6 +37,20 @@ def install(app: FastAPI) -> None:
 
         return render(request, "error.html", status_code=404, title="Not found",
                       message=str(exc))
+
+    api_invalid = app.exception_handlers[RequestValidationError]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # The API answers its 422 JSON; a page (``/runs/abc``) answers a page naming the field.
+        if request.url.path.startswith("/api/"):
+            return await api_invalid(request, exc)
+        from service.web.render import render
+
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+                           for e in exc.errors())
+        return render(request, "error.html", status_code=422, title="Bad request",
+                      message=fields[:500])
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(auth.router)

@@ -135,6 +135,7 @@ def experiment_gallery(request: Request, sessions: SessionsDep, experiment_id: i
 
 
 def _history(session: Session, run_ids: Sequence[int]) -> list[Run]:
+    run_ids = [i for i in run_ids if 1 <= i <= repo.MAX_ID]  # others name no row
     query = select(Run).where(Run.id.in_(list(run_ids))).options(
         selectinload(Run.epochs), selectinload(Run.lr_trials), selectinload(Run.experiment))
     by_id = {r.id: r for r in session.scalars(query)}

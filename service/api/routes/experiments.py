@@ -117,7 +117,24 @@ def create_experiment(
                     "experiment (200); the same key with another spec is a 422")] = None,
 ) -> Any:
     _check_limits(spec, settings)
-    if dry_run:
+    sessions = request.app.state.sessions
+
+    def key_reused(existing: Any) -> RequestValidationError | None:
+        # The IETF Idempotency-Key draft: a key reused for another request is an error.
+        if existing.spec == spec.model_dump(mode="json"):
+            return None
+        return RequestValidationError([{
+            "type": "idempotency_key_reused", "loc": ("header", "idempotency-key"),
+            "msg": f"Idempotency-Key {idempotency_key!r} was used for experiment "
+                   f"{existing.id} with a different spec; use a new key",
+            "input": idempotency_key}])
+
+    if dry_run:  # never accepts what the real POST would refuse, the key included
+        if idempotency_key:
+            with sessions() as s:
+                existing = repo.get_by_idempotency_key(s, key=idempotency_key)
+            if existing is not None and (refused := key_reused(existing)):
+                raise refused
         response.status_code = status.HTTP_200_OK
         required = needs(spec, settings)
         return DryRun(spec=spec.model_dump(mode="json"),
@@ -125,16 +142,10 @@ def create_experiment(
                             for r in spec.run_specs()],
                       estimate=estimate(spec), needs=required,
                       missing=[n for n in required if not n["present"]])
-    sessions = request.app.state.sessions
 
     def replay(existing: Any) -> Any:
-        # The IETF Idempotency-Key draft: a key reused for another request is an error.
-        if existing.spec != spec.model_dump(mode="json"):
-            raise RequestValidationError([{
-                "type": "idempotency_key_reused", "loc": ("header", "idempotency-key"),
-                "msg": f"Idempotency-Key {idempotency_key!r} was used for experiment "
-                       f"{existing.id} with a different spec; use a new key",
-                "input": idempotency_key}])
+        if refused := key_reused(existing):
+            raise refused
         response.status_code = status.HTTP_200_OK
         return experiment_out(existing, request.app.state.dashboard_url())
 

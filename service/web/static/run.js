@@ -6,6 +6,8 @@
   const id = pre.dataset.runId;
   let offset = 0;
   let text = "";
+  // Terminal colour and cursor codes (Ray prints some) are for terminals, not this page.
+  const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
   async function poll() {
     let body;
     try {
@@ -15,7 +17,7 @@
       return;
     }
     const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    text += body.text;
+    text += body.text.replace(ANSI, "");
     offset = body.next_offset;
     const finished = pre.dataset.live !== "true";
     pre.textContent = text || (finished ? "No log was saved for this run."
