@@ -159,12 +159,12 @@ def test_a_dead_head_is_cleaned_up_replaced_and_its_runs_requeued(lifecycle_db: 
         assert first["status"] == "failed" and f"({dead.session}) is gone" in first["error"]
         assert second["status"] == "succeeded" and second["cluster"] == new.session
 
-        # DELETE leaves nothing of the experiment: rows, artifacts, and the trial
-        # checkpoints the killed attempt 0 left behind.
+        # The run has ended for good: the checkpoints the killed attempt 0 left behind go
+        # with its last attempt's (up to 276 MB an epoch for the ResNet arms).
         artifacts, trials = home / "artifacts", home / "ray_results"
-        uid = run["ray_job_id"].rsplit("-", 1)[1]
-        assert any(p.startswith(f"run-{run['id']}-{uid}/a0/") and p.endswith(".pt")
-                   for p in _walk(trials))
+        wait_for(lambda: not [p for p in _walk(trials) if p.startswith(f"run-{run['id']}-")],
+                 60, "the lost attempt's checkpoints to be removed", 0.5)
+        # DELETE leaves nothing of the experiment: rows and artifacts.
         assert any(p.startswith(f"run-{run['id']}/") for p in _walk(artifacts))
         assert httpx_delete(server, exp["id"]) == 204
         assert not [p for p in _walk(artifacts) if p.startswith(f"run-{run['id']}")]

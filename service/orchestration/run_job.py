@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()  # the service's modules are imported below, for the profile
     from service.orchestration.run_store import DbRunStore, DbSessionOpener, sessions_for
     from service.persistence import repository as repo
-    from service.persistence.artifacts import ArtifactStore
+    from service.persistence.artifacts import ArtifactStore, remove_tree
     from service.settings import Settings, job_environment, run_storage_key
     from service.states import Status
 
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.attempt} has nothing to do")
             return 0
         # One folder per attempt: a stale driver cleaning up never touches the current one.
-        storage_key = f"{run_storage_key(run.id, run.uid)}/a{args.attempt}"
+        run_folder = run_storage_key(run.id, run.uid)
+        storage_key = f"{run_folder}/a{args.attempt}"
         raw_spec = dict(run.spec)
 
     import ray
@@ -134,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         refreshed = repo.get_run(s, run_id=args.run_id)
         print(f"aelab run {args.run_id}: {refreshed.status.value}"
               + (f" — {refreshed.error}" if refreshed.error else ""), flush=True)
+    if refreshed.status.finished and refreshed.attempt == args.attempt:
+        # The run has ended for good: earlier, lost attempts' checkpoints go too.
+        try:
+            remove_tree(settings.tune_storage, run_folder)
+        except OSError as exc:
+            print(f"aelab: could not remove {run_folder}: {exc}", flush=True)
     return 0 if ok or refreshed.status in (Status.failed, Status.cancelled) else 1
 
 
