@@ -77,3 +77,17 @@ def test_cifar_files_are_verified(tmp_path: Path) -> None:
     assert check.status == "corrupt"
     assert any(p.endswith("test_batch is missing") for p in check.problems)
     assert check_dataset("cifar10", tmp_path / "empty").status == "missing"
+
+
+@pytest.mark.parametrize("spec,fields", [
+    ({"model": "baseline"}, "classifier.pretrained: false (aelab"),
+    ({"model": "pretrained_resnet", "classifier": {"enabled": False}}, "pretrained: false (aelab"),
+    ({"model": "feature_loss"}, "pretrained: false, classifier.pretrained: false (aelab"),
+])
+def test_missing_weights_name_only_the_fields_that_would_do_without_them(
+        tmp_path: Path, spec: dict, fields: str) -> None:
+    run = RunSpec(dataset="synthetic", **spec)
+    with pytest.raises(PreflightFailed) as failed:
+        preflight(run, data_root=str(tmp_path), weights_dir=str(tmp_path), allow_download=False)
+    assert str(failed.value).endswith("Or train from random initialisation: " + fields
+                                      + " train: --no-pretrained)")

@@ -61,6 +61,18 @@ def weights_needed(spec: RunSpec, *, classifier_ready: bool = False) -> list[Wei
     return list(dict.fromkeys(names))
 
 
+def _random_init_fields(spec: RunSpec) -> list[str]:
+    """The spec fields that, set to false, stop this run needing pretrained weights."""
+    variant = get_variant(spec.model)
+    fields = []
+    if spec.pretrained and (variant.pretrained_encoder or variant.loss == "feature"):
+        fields.append("pretrained: false")
+    if spec.classifier.enabled and spec.classifier.pretrained \
+            and spec.classifier.arch == "resnet34":
+        fields.append("classifier.pretrained: false")
+    return fields
+
+
 def weights_requirement(name: WeightsName, weights_dir: str) -> Requirement:
     path = find_weights(name, weights_dir)
     problem = weights_problem(name, path) if path is not None else None
@@ -111,9 +123,11 @@ def preflight(spec: RunSpec, *, data_root: str, weights_dir: str, allow_download
         if reason is not None:
             problems.append(f"{need.describe()} ({reason})")
     if problems:
-        hint = (" Or train from random initialisation: pretrained: false, "
-                "classifier.pretrained: false (aelab train: --no-pretrained)"
-                if any(n.kind == "weights" and not n.present for n in needs) else "")
+        hint = ""
+        if any(n.kind == "weights" and not n.present for n in needs):
+            fields = _random_init_fields(spec)
+            hint = (" Or train from random initialisation: " + ", ".join(fields)
+                    + " (aelab train: --no-pretrained)")
         raise PreflightFailed("missing or unusable on this node: " + "; ".join(problems)
                               + "." + hint)
     return needs
