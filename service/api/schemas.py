@@ -133,7 +133,7 @@ class RunPage(BaseModel):
 class DryRun(BaseModel):
     dry_run: bool = True
     spec: dict[str, Any]
-    runs: list[dict[str, str]]
+    runs: list[dict[str, str | int]]  # model, dataset, latent_dim, seed: one per grid point
     estimate: dict[str, float | int]
     needs: list[dict[str, Any]]  # files the runs need, as the API host sees them
     missing: list[dict[str, Any]]  # those absent here (workers may still hold them)

@@ -39,7 +39,7 @@ def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
     runs = len(spec.run_specs())
     if runs > settings.max_runs_per_experiment:
         errors.append({"type": "too_many_runs", "loc": ("body", "models"),
-                       "msg": f"{runs} runs (models × datasets) exceed the limit of "
+                       "msg": f"{runs} runs ({spec.grid_text()}) exceed the limit of "
                               f"{settings.max_runs_per_experiment}", "input": spec.models})
     if spec.epochs > settings.max_epochs:
         errors.append({"type": "less_than_equal", "loc": ("body", "epochs"),
@@ -121,7 +121,8 @@ def create_experiment(
         response.status_code = status.HTTP_200_OK
         required = needs(spec, settings)
         return DryRun(spec=spec.model_dump(mode="json"),
-                      runs=[{"model": r.model, "dataset": r.dataset}
+                      runs=[{"model": r.model, "dataset": r.dataset,
+                             "latent_dim": r.effective_latent_dim, "seed": r.seed}
                             for r in spec.run_specs()],
                       estimate=estimate(spec), needs=required,
                       missing=[n for n in required if not n["present"]])
