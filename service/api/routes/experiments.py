@@ -234,10 +234,15 @@ ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
                                          for f in table.FORMATS.values()}},
                        **errors(404)})
 def get_results(sessions: SessionsDep, experiment_id: int,
-                format: ResultFormat = "json") -> Response:
+                format: ResultFormat = "json",
+                aggregate: Annotated[Literal["seed"] | None, Query(
+                    description="seed: one row per (model, dataset, latent size) with the "
+                                "mean, sample std and n of each measure over its seeds, "
+                                "tied-best marked by Welch's t-test")] = None) -> Response:
     with sessions() as session:
         experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
-        rows = table.rows(repo.results(session, experiment_id=experiment_id), experiment.name)
+        built = table.build(repo.results(session, experiment_id=experiment_id),
+                            experiment.name, table.parse_spec(experiment.spec), aggregate)
     fmt = table.FORMATS[format]
     title = experiment.name or f"Experiment {experiment_id}"
-    return Response(fmt.render(rows, title, experiment_id), media_type=fmt.media_type)
+    return Response(fmt.render(built, title, experiment_id), media_type=fmt.media_type)
