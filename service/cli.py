@@ -530,13 +530,17 @@ def results(
     experiment_id: Annotated[int, typer.Argument(help="experiment id", show_default=False)],
     format: Annotated[ResultFormatChoice, typer.Option(
         "--format", "-f", help="as the API renders it")] = ResultFormatChoice.markdown,
+    by_seed: Annotated[bool, typer.Option(
+        "--by-seed", help="one row per (model, dataset, latent size): mean ± std over its "
+        "seeds (the API's aggregate=seed)")] = False,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The study's results table, exactly as the API renders it (--json: --format json)."""
     fmt = "json" if as_json else format.value
     with _remote():
-        _write(_client(url).results_text(experiment_id, fmt))  # type: ignore[arg-type]
+        _write(_client(url).results_text(experiment_id, fmt,  # type: ignore[arg-type]
+                                         aggregate="seed" if by_seed else None))
 
 
 @app.command(rich_help_panel=REMOTE)
