@@ -283,3 +283,14 @@ def test_the_shipped_study_specs_validate_as_the_study_ran(client: TestClient) -
         assert dry.status_code == 200, dry.text
         assert {r["dataset"] for r in dry.json()["runs"]} == {dataset}
         assert len(dry.json()["runs"]) == 6 and not math.isnan(dry.json()["estimate"]["runs"])
+
+
+def test_the_studys_numbers_ship_in_the_wheel() -> None:
+    """pip install . copies only what package-data names: the study's data file too."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["models"]
+    assert any(fnmatch.fnmatch("study_reference.json", g) for g in globs)
