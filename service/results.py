@@ -410,8 +410,10 @@ def to_markdown(table: Table, title: str = "") -> str:
                     verdict_ += f": {md_text(r['expect_detail'])}"
                 cells += [verdict_]
             parts.append("| " + " | ".join(cells) + " |")
-        notes = sorted({r["study_note"] for r in ds_rows if ref and r.get("study_note")})
-        parts += [f"\nStudy {md_text(n)}." for n in notes]
+        notes = dict.fromkeys((r["model"], r["study_note"]) for r in ds_rows
+                              if ref and r.get("study_note"))
+        parts += [f"\nThe study's {md_text(VARIANTS[m].title if m in VARIANTS else m)}: "
+                  f"{md_text(n)}." for m, n in notes]
         parts.append("")
     return "\n".join(parts)
 

@@ -244,6 +244,7 @@ def test_the_reference_column_shows_the_studys_mnist_numbers(
                     params={"format": "markdown"}).text
     assert f"| 0.010200 ({row['diff_mae']:+.6f}) | 0.000854 ({row['diff_mse']:+.6f}) " \
            "| 0.9900 | no |" in md
+    assert "The study's Baseline: mae corrected from the notebooks (report: blank)." in md
     page = client.get(f"/experiments/{mnist_study['id']}").text
     assert "0.000854" in page and "Study MSE (Δ)" in page
 
