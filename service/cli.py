@@ -7,8 +7,9 @@ Remote commands drive a server through :mod:`service.client` (``submit``, ``ls``
 need when run, so the remote ones never load torch or the web stack, ``serve`` never loads
 torch and ``train`` never loads the web stack.
 
-Exit codes of remote commands: 0 done (with ``--wait``: every run succeeded), 1 a run
-failed or was cancelled, or the API said no (not found, conflict), 2 the request or spec
+Exit codes of remote commands: 0 done (with ``--wait``: every run succeeded and none
+REGRESSED against the spec's ``expect``), 1 a run failed, was cancelled or REGRESSED, or
+the API said no (not found, conflict), 2 the request or spec
 was refused (each field named as the API named it), 3 the server could not be reached (or
 answered 503), 130 interrupted (Ctrl-C; an experiment being followed keeps running).
 """
@@ -358,7 +359,8 @@ def _follow(client: Client, experiment: ExperimentOut, url: str | None, *, as_js
         if as_json:
             final = client.wait(exp_id, poll_s=poll_s)
             _print_json(final)
-            return 0 if _all_succeeded(final) else EXIT_FAILED
+            return 0 if _all_succeeded(final) and not _regressed(client, final) \
+                else EXIT_FAILED
         name = f' "{experiment.name}"' if experiment.name else ""
         header = f"experiment {exp_id}{name}: {len(experiment.runs)} run(s) on {client.url}" \
                  " (Ctrl-C stops following; the experiment keeps running)"
@@ -380,7 +382,16 @@ def _follow(client: Client, experiment: ExperimentOut, url: str | None, *, as_js
     for run in final.runs:
         if run.status != Status.succeeded:
             _err(f"{run_label(run)} {run.status.value}" + (f": {run.error}" if run.error else ""))
+    if _regressed(client, final):
+        _err(f"experiment {final.id} REGRESSED: a run breaks the spec's expect bounds "
+             "(the results' Expect column has the numbers)")
+        return EXIT_FAILED
     return 0 if _all_succeeded(final) else EXIT_FAILED
+
+
+def _regressed(client: Client, final: ExperimentOut) -> bool:
+    """Whether a run of the experiment breaks the bounds of the spec's ``expect``."""
+    return client.results_table(final.id).expect == "REGRESSED"
 
 
 def _print_outcome(client: Client, final: ExperimentOut, console: Console) -> None:
@@ -533,13 +544,17 @@ def results(
     experiment_id: Annotated[int, typer.Argument(help="experiment id", show_default=False)],
     format: Annotated[ResultFormatChoice, typer.Option(
         "--format", "-f", help="as the API renders it")] = ResultFormatChoice.markdown,
+    by_seed: Annotated[bool, typer.Option(
+        "--by-seed", help="one row per (model, dataset, latent size): mean ± std over its "
+        "seeds (the API's aggregate=seed)")] = False,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The study's results table, exactly as the API renders it (--json: --format json)."""
     fmt = "json" if as_json else format.value
     with _remote(as_json=as_json):
-        _write(_client(url).results_text(experiment_id, fmt))  # type: ignore[arg-type]
+        _write(_client(url).results_text(experiment_id, fmt,  # type: ignore[arg-type]
+                                         aggregate="seed" if by_seed else None))
 
 
 @app.command(rich_help_panel=REMOTE)

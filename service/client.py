@@ -425,10 +425,13 @@ class Client:
         table = self.results_table(experiment_id)
         return pandas.DataFrame(table.rows, columns=table.columns)
 
-    def results_text(self, experiment_id: int, format: ResultFormat = "csv") -> str:
-        """The table exactly as the API renders it in ``format`` (json, csv, markdown)."""
+    def results_text(self, experiment_id: int, format: ResultFormat = "csv",
+                     aggregate: Literal["seed"] | None = None) -> str:
+        """The table exactly as the API renders it in ``format`` (json, csv, markdown);
+        ``aggregate="seed"``: one row per (model, dataset, latent size) over its seeds."""
+        params = {"format": format, **({"aggregate": aggregate} if aggregate else {})}
         return self._get(f"{API}/experiments/{experiment_id}/results",
-                         params={"format": format}).content.decode("utf-8")
+                         params=params).content.decode("utf-8")
 
     def cancel(self, experiment_id: int) -> ExperimentOut:
         """Cancel a queued or running experiment: its Ray jobs are stopped. Raises

@@ -21,16 +21,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from pydantic import ValidationError
+
 from models.catalog import DATASETS, VARIANTS
+from models.study import STUDY_MEASURES, source, study_original_accuracy, study_values
 from service.api.schemas import ResultsTable
 from service.persistence.tables import Measure, Run
+from service.spec import Bound, ExperimentSpec, Tolerance
 
 COLUMNS = ("run_id", "experiment", "model", "dataset", "mae", "mse", "psnr", "ssim",
            "classifier_accuracy", "original_accuracy", "training_time_s", "search_time_s",
-           "wall_time_s", "lr", "latent_dim", "compression_ratio", "params", "status")
+           "wall_time_s", "lr", "latent_dim", "compression_ratio", "params", "status", "seed")
 MEASURE_COLUMNS = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
                    "training_time_s", "search_time_s", "wall_time_s", "latent_dim",
                    "compression_ratio", "params")
+# With ``reference: "study"``: the study's value of each measure it reported, ours minus
+# it, whether every one is reproduced within the spec's tolerance, and which were corrected.
+REFERENCE_COLUMNS = (*(f"study_{m}" for m in STUDY_MEASURES),
+                     *(f"diff_{m}" for m in STUDY_MEASURES), "reproduced", "study_note")
+EXPECT_COLUMNS = ("expect", "expect_detail")  # PASSED/REGRESSED and the numbers behind it
+# ``aggregate=seed``: mean, sample std (ddof=1) and n of each of these per group.
+AGGREGATED = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
+              "training_time_s", "search_time_s", "wall_time_s", "lr", "compression_ratio",
+              "params")
+# Quality measures and which way is better: Welch's test marks the tied-best per group.
+BETTER = {"mae": "min", "mse": "min", "psnr": "max", "ssim": "max",
+          "classifier_accuracy": "max"}
+ALPHA = 0.05  # Welch's t-test, two-sided
 
 
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -43,17 +61,220 @@ def finite_or_token(value: Any) -> Any:
     return value
 
 
-def rows(pairs: list[tuple[Run, Measure | None]], experiment: str = "") -> list[dict[str, Any]]:
-    """One row per run, measures of runs without any as None."""
+@dataclass
+class Table:
+    """A results table and what its Markdown shows beyond the study's columns."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
+    reference: str | None = None  # the study's source, when the spec names it
+    expect: str | None = None  # the experiment's verdict: PASSED, REGRESSED or None
+    sweep: bool = False  # latent sizes or seeds vary: per-run rows say which
+
+
+def _reference_cells(model: str, dataset: str, ours: dict[str, float | None],
+                     tolerance: Tolerance) -> dict[str, Any]:
+    """The study's values beside ``ours`` (a run's measures, or a group's means).
+
+    ``reproduced`` is ``yes`` when every measure the study reported is within tolerance:
+    MSE and MAE when |ours − study| ≤ tolerance × study; classifier accuracy when it is at
+    most ``accuracy_points`` percentage points below the study's. ``None`` when nothing
+    can be compared (the study did not run it, or the run has no measures yet)."""
+    study = study_values(model, dataset)
+    cells: dict[str, Any] = {c: None for c in REFERENCE_COLUMNS}
+    verdicts = []
+    notes = []
+    for m, ref in study.items():
+        cells[f"study_{m}"] = ref.value
+        if ref.mark == "corrected":
+            printed = "blank" if ref.published is None else f"{ref.published:g}"
+            notes.append(f"{m} corrected from the notebooks (report: {printed})")
+        value = ours.get(m)
+        if value is None or not math.isfinite(value):
+            continue
+        cells[f"diff_{m}"] = value - ref.value
+        if m == "classifier_accuracy":
+            verdicts.append((ref.value - value) * 100 <= tolerance.accuracy_points + 1e-9)
+        else:
+            verdicts.append(abs(value - ref.value) <= getattr(tolerance, m) * ref.value)
+    cells["reproduced"] = None if not verdicts else ("yes" if all(verdicts) else "no")
+    cells["study_note"] = "; ".join(notes) or None
+    return cells
+
+
+def verdict(bounds: list[Bound], measures: dict[str, Any] | None
+            ) -> tuple[str | None, str | None]:
+    """(``PASSED``/``REGRESSED``, the numbers) of a run's measures against its bounds;
+    (None, None) without bounds or before the run is evaluated."""
+    if not bounds or measures is None:
+        return None, None
+    checks, ok = [], True
+    for b in bounds:
+        value = measures.get(b.measure)
+        holds = value is not None and b.holds(float(value))
+        ok = ok and holds
+        shown = "n/a" if value is None else f"{value:.6g}"
+        checks.append(f"{b.measure} {shown} {'meets' if holds else 'breaks'} "
+                      f"{b.op} {b.value:g}")
+    return ("PASSED" if ok else "REGRESSED"), "; ".join(checks)
+
+
+def experiment_verdict(verdicts: list[str | None], expected: int) -> str | None:
+    """REGRESSED once any run regressed; PASSED when all ``expected`` runs with bounds
+    passed; None while some are pending (or none has bounds)."""
+    if "REGRESSED" in verdicts:
+        return "REGRESSED"
+    if expected and verdicts.count("PASSED") == expected:
+        return "PASSED"
+    return None
+
+
+def parse_spec(raw: dict[str, Any] | None) -> ExperimentSpec | None:
+    """The stored experiment spec, or None where an old one no longer validates."""
+    try:
+        return ExperimentSpec.model_validate(raw or {})
+    except ValidationError:
+        return None
+
+
+def rows(pairs: list[tuple[Run, Measure | None]], experiment: str = "",
+         spec: ExperimentSpec | None = None) -> list[dict[str, Any]]:
+    """One row per run, measures of runs without any as None; with the reference's and
+    the expectations' columns when ``spec`` asks for them."""
     out = []
     for run, m in pairs:
         row: dict[str, Any] = {"run_id": run.id, "experiment": experiment,
                                "model": run.model, "dataset": run.dataset,
-                               "lr": run.lr, "status": run.status.value}
+                               "lr": run.lr, "status": run.status.value, "seed": run.seed}
         for key in MEASURE_COLUMNS:
             row[key] = getattr(m, key) if m is not None else None
-        out.append({k: row[k] for k in COLUMNS})
+        if row["latent_dim"] is None:
+            row["latent_dim"] = run.latent_dim
+        ordered = {k: row[k] for k in COLUMNS}
+        if spec is not None and spec.reference == "study":
+            ordered.update(_reference_cells(run.model, run.dataset, row, spec.tolerance))
+        if spec is not None and spec.expect:
+            measures = row if m is not None else None
+            ordered["expect"], ordered["expect_detail"] = verdict(
+                spec.bounds(run.model, run.dataset), measures)
+        out.append(ordered)
     return out
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None, int]:
+    """(mean, sample std with ddof=1, n) as numpy computes them; std needs n ≥ 2."""
+    if not values:
+        return None, None, 0
+    array = np.asarray(values, dtype=np.float64)
+    mean = float(np.mean(array))
+    std = float(np.std(array, ddof=1)) if len(array) > 1 else None
+    return mean, std, len(array)
+
+
+def _tied_best(groups: list[dict[str, Any]], samples: list[dict[str, list[float]]]) -> None:
+    """Mark ``{m}_tied_best`` on the rows of one (dataset, latent size) group: the best
+    mean, and every row whose samples Welch's t-test (two-sided, scipy's ``ttest_ind``
+    with ``equal_var=False``) cannot tell from the best's at α = 0.05. Where the test has
+    no answer (n < 2 on either side, zero variance on both, non-finite values) only an
+    equal mean ties."""
+    from scipy.stats import ttest_ind
+
+    for m, better in BETTER.items():
+        means = [(r[f"{m}_mean"], i) for i, r in enumerate(groups)
+                 if r[f"{m}_mean"] is not None and math.isfinite(r[f"{m}_mean"])]
+        if not means:
+            for r in groups:
+                r[f"{m}_tied_best"] = None
+            continue
+        best_mean, best = (min if better == "min" else max)(means)
+        for i, r in enumerate(groups):
+            mean = r[f"{m}_mean"]
+            if mean is None:
+                r[f"{m}_tied_best"] = None
+                continue
+            tied = mean == best_mean
+            a, b = samples[i][m], samples[best][m]
+            if not tied and len(a) > 1 and len(b) > 1 and \
+                    all(math.isfinite(v) for v in (*a, *b)):
+                p = float(ttest_ind(a, b, equal_var=False).pvalue)
+                tied = math.isfinite(p) and p >= ALPHA
+            r[f"{m}_tied_best"] = tied
+
+
+def aggregate_columns(spec: ExperimentSpec | None) -> list[str]:
+    columns = ["experiment", "model", "dataset", "latent_dim", "runs", "seeds"]
+    for m in AGGREGATED:
+        columns += [f"{m}_mean", f"{m}_std", f"{m}_n"]
+    columns += [f"{m}_tied_best" for m in BETTER]
+    if spec is not None and spec.reference == "study":
+        columns += REFERENCE_COLUMNS
+    if spec is not None and spec.expect:
+        columns += EXPECT_COLUMNS
+    return columns
+
+
+def aggregate(run_rows: list[dict[str, Any]], spec: ExperimentSpec | None = None
+              ) -> list[dict[str, Any]]:
+    """One row per (model, dataset, latent size) over its seeds, in the runs' order:
+    mean, sample std (ddof = 1) and n of each measure over the runs that have it, the
+    tied-best marks of each (dataset, latent size) group, the study's values beside the
+    means, and REGRESSED when any of the group's runs regressed."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in run_rows:
+        groups.setdefault((r["model"], r["dataset"], r["latent_dim"]), []).append(r)
+    out: list[dict[str, Any]] = []
+    samples: list[dict[str, list[float]]] = []
+    for (model, dataset, latent), members in groups.items():
+        row: dict[str, Any] = {"experiment": members[0]["experiment"], "model": model,
+                               "dataset": dataset, "latent_dim": latent,
+                               "runs": len(members),
+                               "seeds": " ".join(str(r["seed"]) for r in members)}
+        values: dict[str, list[float]] = {}
+        for m in AGGREGATED:
+            values[m] = [float(r[m]) for r in members if r[m] is not None]
+            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = _stats(values[m])
+        if spec is not None and spec.reference == "study":
+            means = {m: row[f"{m}_mean"] for m in STUDY_MEASURES}
+            row.update(_reference_cells(model, dataset, means, spec.tolerance))
+        if spec is not None and spec.expect:
+            verdicts = [r["expect"] for r in members]
+            row["expect"] = experiment_verdict(verdicts, len(members))
+            row["expect_detail"] = "; ".join(
+                f"seed {r['seed']}: {r['expect_detail']}" for r in members
+                if r["expect"] == "REGRESSED") or None
+        out.append(row)
+        samples.append(values)
+    for dataset, latent in dict.fromkeys((r["dataset"], r["latent_dim"]) for r in out):
+        idx = [i for i, r in enumerate(out) if (r["dataset"], r["latent_dim"]) == (dataset,
+                                                                                    latent)]
+        _tied_best([out[i] for i in idx], [samples[i] for i in idx])
+    columns = aggregate_columns(spec)
+    return [{c: r.get(c) for c in columns} for r in out]
+
+
+def run_columns(spec: ExperimentSpec | None) -> list[str]:
+    columns = list(COLUMNS)
+    if spec is not None and spec.reference == "study":
+        columns += REFERENCE_COLUMNS
+    if spec is not None and spec.expect:
+        columns += EXPECT_COLUMNS
+    return columns
+
+
+def build(pairs: list[tuple[Run, Measure | None]], experiment: str = "",
+          spec: ExperimentSpec | None = None, aggregate_by: str | None = None) -> Table:
+    """The results table of an experiment's runs: per run, or per group of seeds."""
+    per_run = rows(pairs, experiment, spec)
+    bounded = [r.get("expect") for r in per_run
+               if spec is not None and spec.bounds(r["model"], r["dataset"])]
+    expect = experiment_verdict(bounded, len(bounded)) if spec and spec.expect else None
+    reference = source() if spec is not None and spec.reference == "study" else None
+    sweep = spec is not None and (len(spec.latent_sizes) > 1 or len(spec.seed_values) > 1)
+    if aggregate_by == "seed":
+        return Table(aggregate_columns(spec), aggregate(per_run, spec), "seed", reference,
+                     expect, sweep)
+    return Table(run_columns(spec), per_run, None, reference, expect, sweep)
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -69,11 +290,11 @@ def csv_cell(value: Any) -> Any:
     return finite_or_token(value)
 
 
-def to_csv(table: list[dict[str, Any]]) -> str:
+def to_csv(table: Table) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=table.columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in table)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in table.rows)
     return buffer.getvalue()
 
 
@@ -106,35 +327,107 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m {secs}s"
 
 
-def to_markdown(table: list[dict[str, Any]], title: str = "") -> str:
-    """One table per dataset laid out like the study's, with the "Original images" row."""
+def _pm(row: dict[str, Any], m: str, digits: int, duration: bool = False) -> str:
+    """``mean ± std`` of an aggregated row (★ when tied-best); ``n/a`` without values."""
+    mean, std = row[f"{m}_mean"], row[f"{m}_std"]
+    show = _duration if duration else (lambda v: _num(v, digits))
+    text = show(mean)
+    if mean is not None and std is not None:
+        text += f" ± {show(std)}"
+    return text + (" ★" if row.get(f"{m}_tied_best") else "")
+
+
+def _study_cell(value: float | None, diff: float | None, digits: int) -> str:
+    if value is None:
+        return "n/a"
+    return _num(value, digits) + (f" ({diff:+.{digits}f})" if diff is not None else "")
+
+
+def to_markdown(table: Table, title: str = "") -> str:
+    """One table per dataset laid out like the study's, with the "Original images" row.
+
+    Aggregated (``aggregate=seed``): one row per (model, latent size) with ``mean ± std``
+    cells and n, ★ on each quality column's tied-best (Welch's t-test). With the study as
+    reference, its values and our difference sit beside ours; with expectations, each
+    row's verdict and numbers."""
     parts = [f"# {md_text(title)}\n"] if title else []
-    for dataset in dict.fromkeys(r["dataset"] for r in table):
-        ds_rows = [r for r in table if r["dataset"] == dataset]
-        original = next((r["original_accuracy"] for r in ds_rows
-                         if r["original_accuracy"] is not None), None)
+    agg = table.aggregate == "seed"
+    ref = table.reference is not None
+    expect = "expect" in table.columns
+    if table.reference:
+        parts.append(f"Reference: {md_text(table.reference)}\n")
+    if expect:
+        parts.append(f"Expectations: {table.expect or 'pending'}\n")
+    head = ["Method"]
+    if agg:
+        head += ["Latent", "n"]
+    elif table.sweep:
+        head += ["Latent", "Seed"]
+    head += ["MAE", "MSE", "PSNR (dB)", "SSIM", "Classifier acc.", "Train time"]
+    head += [] if agg else ["LR", "Status"]
+    if ref:
+        head += ["Study MAE (Δ)", "Study MSE (Δ)", "Study acc. (Δ)", "Reproduced"]
+    if expect:
+        head += ["Expect"]
+    for dataset in dict.fromkeys(r["dataset"] for r in table.rows):
+        ds_rows = [r for r in table.rows if r["dataset"] == dataset]
+        key = "original_accuracy_mean" if agg else "original_accuracy"
+        original = next((r[key] for r in ds_rows if r[key] is not None), None)
         parts.append(f"## {DATASETS[dataset].title if dataset in DATASETS else dataset}\n")
-        parts.append("| Method | MAE | MSE | PSNR (dB) | SSIM | Classifier acc. | Train time "
-                     "| LR | Status |")
-        parts.append("|---|---|---|---|---|---|---|---|---|")
-        parts.append(f"| Original images | n/a | n/a | n/a | n/a | {_num(original, 4)} | n/a "
-                     "| n/a | |")
+        parts.append("| " + " | ".join(head) + " |")
+        parts.append("|" + "---|" * len(head))
+        first = ["Original images"] + ["n/a"] * 4 + [_num(original, 4), "n/a"]
+        if agg or table.sweep:
+            first[1:1] = ["", ""]
+        first += [] if agg else ["n/a", ""]
+        if ref:
+            study = study_original_accuracy(dataset)
+            diff = original - study.value if study and original is not None else None
+            first += ["n/a", "n/a", _study_cell(study.value if study else None, diff, 4), ""]
+        if expect:
+            first += [""]
+        parts.append("| " + " | ".join(first) + " |")
         for r in ds_rows:
             method = VARIANTS[r["model"]].title if r["model"] in VARIANTS else r["model"]
-            lr = "n/a" if r["lr"] is None else f"{r['lr']:.3g}"
-            parts.append(
-                f"| {md_text(method)} | {_num(r['mae'])} | {_num(r['mse'])} "
-                f"| {_num(r['psnr'], 2)} | {_num(r['ssim'], 4)} "
-                f"| {_num(r['classifier_accuracy'], 4)} | {_duration(r['training_time_s'])} "
-                f"| {lr} | {md_text(r['status'])} |")
+            cells = [md_text(method)]
+            if agg:
+                cells += [str(r["latent_dim"]), str(r["runs"])]
+                cells += [_pm(r, "mae", 6), _pm(r, "mse", 6), _pm(r, "psnr", 2),
+                          _pm(r, "ssim", 4), _pm(r, "classifier_accuracy", 4),
+                          _pm(r, "training_time_s", 0, duration=True)]
+            else:
+                if table.sweep:
+                    cells += [str(r["latent_dim"]), str(r["seed"])]
+                lr = "n/a" if r["lr"] is None else f"{r['lr']:.3g}"
+                cells += [_num(r["mae"]), _num(r["mse"]), _num(r["psnr"], 2),
+                          _num(r["ssim"], 4), _num(r["classifier_accuracy"], 4),
+                          _duration(r["training_time_s"]), lr, md_text(r["status"])]
+            if ref:
+                cells += [_study_cell(r["study_mae"], r["diff_mae"], 6),
+                          _study_cell(r["study_mse"], r["diff_mse"], 6),
+                          _study_cell(r["study_classifier_accuracy"],
+                                      r["diff_classifier_accuracy"], 4),
+                          r["reproduced"] or "n/a"]
+            if expect:
+                verdict_ = r["expect"] or ""
+                if r["expect"] == "REGRESSED" and r["expect_detail"]:
+                    verdict_ += f": {md_text(r['expect_detail'])}"
+                cells += [verdict_]
+            parts.append("| " + " | ".join(cells) + " |")
+        notes = dict.fromkeys((r["model"], r["study_note"]) for r in ds_rows
+                              if ref and r.get("study_note"))
+        parts += [f"\nThe study's {md_text(VARIANTS[m].title if m in VARIANTS else m)}: "
+                  f"{md_text(n)}." for m, n in notes]
         parts.append("")
     return "\n".join(parts)
 
 
-def to_json(table: list[dict[str, Any]], title: str = "", experiment_id: int = 0) -> str:
-    safe = [{k: finite_or_token(v) for k, v in row.items()} for row in table]
-    return json.dumps(ResultsTable(experiment_id=experiment_id, columns=list(COLUMNS),
-                                   rows=safe).model_dump(mode="json"), allow_nan=False)
+def to_json(table: Table, title: str = "", experiment_id: int = 0) -> str:
+    safe = [{k: finite_or_token(v) for k, v in row.items()} for row in table.rows]
+    return json.dumps(ResultsTable(
+        experiment_id=experiment_id, columns=list(table.columns), rows=safe,
+        aggregate=table.aggregate, reference=table.reference, expect=table.expect,
+    ).model_dump(mode="json"), allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -142,7 +435,7 @@ class Format:
     """A results format: its media type and how a table becomes its text."""
 
     media_type: str
-    render: Callable[[list[dict[str, Any]], str, int], str]
+    render: Callable[[Table, str, int], str]
 
 
 FORMATS: dict[str, Format] = {

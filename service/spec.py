@@ -1,16 +1,78 @@
 """The experiment spec: what a user POSTs. It composes the run contract's option models
-(``workers.spec``) and adds only what spans runs: the grid and the name. Unknown fields are
-refused; every default is the study's unless better practice says otherwise (validation
-split held out of train)."""
+(``workers.spec``) and adds only what spans runs: the grid (models × datasets × latent
+sizes × seeds), the name, the reference to compare with and the expectations to check.
+Unknown fields are refused; every default is the study's unless better practice says
+otherwise (validation split held out of train)."""
 
 from __future__ import annotations
 
+import math
+import operator
+import re
 import unicodedata
-from typing import Self
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from workers.spec import MAX_SEED, DatasetName, RunSpec, TrainingOptions, VariantName
+from workers.spec import MAX_SEED, DatasetName, RunSpec, TrainingOptions, VariantName, _Strict
+
+# Measures an `expect` bound may name: the results table's per-run measures.
+EXPECTABLE = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "training_time_s",
+              "search_time_s", "wall_time_s", "compression_ratio", "params")
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+_BOUND = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One expectation on one measure: ``measure op value`` (e.g. ``mse <= 0.001``)."""
+
+    measure: str
+    op: str  # one of OPERATORS
+    value: float
+
+    @classmethod
+    def parse(cls, measure: str, text: str) -> Bound:
+        """``"<= 0.001"`` → Bound(measure, "<=", 0.001); ValueError naming what is wrong."""
+        if measure not in EXPECTABLE:
+            raise ValueError(f"unknown measure {measure!r}; valid: {', '.join(EXPECTABLE)}")
+        found = _BOUND.match(text) if isinstance(text, str) else None
+        if found is None or not math.isfinite(float(found.group(2))):
+            raise ValueError(f"bound {text!r} on {measure} must read like '<= 0.001' "
+                             "(<=, >=, < or > and a finite number)")
+        return cls(measure, found.group(1), float(found.group(2)))
+
+    def holds(self, value: float) -> bool:
+        return OPERATORS[self.op](value, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.measure} {self.op} {self.value:g}"
+
+
+class Tolerance(_Strict):
+    """When a measure of ours reproduces the study's (``reference: "study"``)."""
+
+    mse: float = Field(default=0.10, ge=0, le=10, description="relative: |ours − study| "
+                       "at most this share of the study's MSE (0.10: within 10 %)")
+    mae: float = Field(default=0.10, ge=0, le=10, description="relative, as for mse")
+    accuracy_points: float = Field(default=2.0, ge=0, le=100, description="classifier "
+                                   "accuracy may fall at most this many percentage points "
+                                   "below the study's")
+
+
+def _one_form(info: ValidationInfo, single: str, plural: str, values: list[int] | None
+              ) -> list[int] | None:
+    if values is None:
+        return None
+    if info.data.get(single) is not None:
+        raise ValueError(f"give {single} or {plural}, not both")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{plural} lists {', '.join(map(str, repeated))} more than once")
+    return values
 
 
 class ExperimentSpec(TrainingOptions):
@@ -19,8 +81,23 @@ class ExperimentSpec(TrainingOptions):
     models: list[VariantName] = Field(min_length=1, description="variant names (GET /catalog)")
     datasets: list[DatasetName] = Field(min_length=1)
     latent_dim: int | None = Field(default=None, ge=1, le=8192,
-                                   description="None: each variant's (1000, or 1024)")
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+                                   description="one latent size for every run; None: each "
+                                   "variant's (1000, or 1024)")
+    latent_dims: list[int] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="latent sizes to sweep (each 1..8192), instead of latent_dim")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="one seed for "
+                             "every run (default 0)")
+    seeds: list[int] | None = Field(default=None, min_length=1, max_length=64,
+                                    description="seeds to sweep, instead of seed; the "
+                                    "first also seeds the split and reference classifier")
+    reference: Literal["study"] | None = Field(
+        default=None, description="study: the study's published (or notebook-corrected) "
+        "values beside ours in the results, with whether we reproduce them")
+    tolerance: Tolerance = Field(default_factory=Tolerance)
+    expect: dict[str, dict[str, str]] | None = Field(
+        default=None, description='bounds per "model/dataset" on its measures, e.g. '
+        '{"baseline/mnist": {"mse": "<= 0.001"}}: each run PASSED or REGRESSED')
 
     @field_validator("name")
     @classmethod
@@ -33,18 +110,76 @@ class ExperimentSpec(TrainingOptions):
             raise ValueError(f"must not contain control characters ({', '.join(bad)})")
         return value
 
-    @model_validator(mode="after")
-    def _unique(self) -> Self:
-        for field in ("models", "datasets"):
-            values = getattr(self, field)
-            if len(set(values)) != len(values):
-                raise ValueError(f"{field} lists a name twice")
-        return self
+    @field_validator("models", "datasets")
+    @classmethod
+    def _unique(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"{info.field_name} lists a name twice")
+        return values
+
+    @field_validator("latent_dims")
+    @classmethod
+    def _latent_dims(cls, values: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        for v in values or ():
+            if not 1 <= v <= 8192:
+                raise ValueError(f"latent size {v} is outside 1..8192")
+        return _one_form(info, "latent_dim", "latent_dims", values)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, values: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        for v in values or ():
+            if not 0 <= v <= MAX_SEED:
+                raise ValueError(f"seed {v} is outside 0..{MAX_SEED}")
+        return _one_form(info, "seed", "seeds", values)
+
+    @field_validator("expect")
+    @classmethod
+    def _expect(cls, value: dict[str, dict[str, str]] | None, info: ValidationInfo
+                ) -> dict[str, dict[str, str]] | None:
+        for key, bounds in (value or {}).items():
+            model, _, dataset = key.partition("/")
+            if model not in info.data.get("models", ()) or \
+                    dataset not in info.data.get("datasets", ()):
+                raise ValueError(f"{key!r} names no (model, dataset) of this experiment: "
+                                 "write it as model/dataset, e.g. baseline/mnist")
+            if not bounds:
+                raise ValueError(f"{key!r} has no bounds")
+            for measure, text in bounds.items():
+                Bound.parse(measure, text)
+        return value
+
+    @property
+    def latent_sizes(self) -> list[int | None]:
+        """The grid's latent sizes (None: each variant's own)."""
+        return list(self.latent_dims) if self.latent_dims else [self.latent_dim]
+
+    @property
+    def seed_values(self) -> list[int]:
+        """The grid's seeds, the first shared by all runs for split and classifier."""
+        if self.seeds:
+            return list(self.seeds)
+        return [self.seed if self.seed is not None else 0]
+
+    def grid_text(self) -> str:
+        """The grid's product in words, e.g. ``2 models × 1 datasets × 2 latent sizes × 3
+        seeds``."""
+        return (f"{len(self.models)} models × {len(self.datasets)} datasets × "
+                f"{len(self.latent_sizes)} latent sizes × {len(self.seed_values)} seeds")
+
+    def bounds(self, model: str, dataset: str) -> list[Bound]:
+        """The expectations on runs of (model, dataset), in the spec's order."""
+        given = (self.expect or {}).get(f"{model}/{dataset}", {})
+        return [Bound.parse(m, t) for m, t in given.items()]
 
     def run_specs(self) -> list[RunSpec]:
-        """One run spec per (model, dataset), in a stable order (dataset-major)."""
+        """One run spec per grid point, in a stable order: dataset, model, latent size,
+        seed (dataset-major). Every run carries the experiment's first seed as its
+        ``shared_seed``."""
         shared = TrainingOptions.model_fields.keys()
         options = {k: getattr(self, k) for k in shared}
-        return [RunSpec(model=m, dataset=d, latent_dim=self.latent_dim, seed=self.seed,
-                        **options)
-                for d in self.datasets for m in self.models]
+        seeds = self.seed_values
+        return [RunSpec(model=m, dataset=d, latent_dim=latent, seed=seed,
+                        shared_seed=seeds[0], **options)
+                for d in self.datasets for m in self.models
+                for latent in self.latent_sizes for seed in seeds]

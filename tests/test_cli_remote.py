@@ -68,6 +68,8 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("specs")
     (folder / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     (folder / "long.json").write_text(json.dumps(LONG))
+    (folder / "regressed.yaml").write_text(yaml.safe_dump(
+        {**TINY, "name": "regressed", "expect": {"baseline/synthetic": {"mse": "< 0"}}}))
     (folder / "bad.yaml").write_text(yaml.safe_dump(
         {**TINY, "epochs": 0, "lr_search": {"method": "bogus"}}))
     return folder
@@ -409,3 +411,17 @@ def test_cancel_leaves_the_run_cancelled_and_its_ray_job_stopped(
     assert again.returncode == 1
     assert again.stderr.decode() == f"error: experiment {exp_id} is already cancelled " \
                                     "(HTTP 409)\n"
+
+
+def test_submit_wait_exits_1_when_a_run_breaks_the_specs_expectations(
+        server: Served, specs: Path) -> None:
+    """The run succeeds, but an MSE is never below 0: the experiment REGRESSED."""
+    result = aelab("submit", str(specs / "regressed.yaml"), "--wait", "--url", server.base)
+    assert result.returncode == 1, result.stderr.decode()
+    err = result.stderr.decode().splitlines()
+    assert re.fullmatch(r"experiment \d+ succeeded: 1/1 run\(s\) succeeded in \d+:\d\d",
+                        err[-2]), err
+    assert re.fullmatch(r"experiment \d+ REGRESSED: a run breaks the spec's expect bounds "
+                        r"\(the results' Expect column has the numbers\)", err[-1]), err
+    assert b"Expectations: REGRESSED" in result.stdout
+    assert re.search(rb"\| REGRESSED: mse 0\.\d+ breaks &lt; 0 \|", result.stdout)

@@ -13,7 +13,7 @@ from service.persistence.tables import Base
 def test_upgrade_builds_the_schema_and_autogenerate_finds_no_drift(db_url: str) -> None:
     upgrade(db_url)
     upgrade(db_url)  # idempotent
-    assert current(db_url) == "0005"
+    assert current(db_url) == "0006_sweeps"
     engine = create_engine(db_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -66,8 +66,8 @@ def test_upgrading_a_sqlite_database_with_rows_keeps_them_and_their_children(tmp
             conn.execute(text("DELETE FROM runs WHERE id = 9"))
             conn.execute(text("INSERT INTO runs (experiment_id, uid, model, dataset, status, "
                               "epoch, epochs_total, spec, attempt, created_at, updated_at, "
-                              "latent_dim) VALUES (7, 'v', 'baseline', 'synthetic', "
-                              "'queued', 0, 1, '{}', 0, '2026-01-01', '2026-01-01', 1000)"))
+                              "latent_dim, seed) VALUES (7, 'v', 'baseline', 'synthetic', "
+                              "'queued', 0, 1, '{}', 0, '2026-01-01', '2026-01-01', 1000, 0)"))
             assert conn.execute(text("SELECT max(id) FROM runs")).scalar() == 10
     finally:
         engine.dispose()
@@ -100,5 +100,35 @@ def test_0005_backfills_each_runs_effective_latent_size(db_url: str) -> None:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT id, latent_dim FROM runs ORDER BY id")).all()
         assert [tuple(r) for r in rows] == [(1, 1000), (2, 1024), (3, 64)]
+    finally:
+        engine.dispose()
+
+
+def test_0006_backfills_each_runs_seed_from_its_spec(db_url: str) -> None:
+    import json
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from service.persistence.migrate import alembic_config
+
+    upgrade(db_url)
+    command.downgrade(alembic_config(db_url), "0005")
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO experiments (id, name, spec, status, created_at) "
+                              "VALUES (1, 'old', '{}', 'succeeded', CURRENT_TIMESTAMP)"))
+            for run_id, spec in ((1, {}), (2, {"seed": 7}), (3, {"seed": 2**32 - 1})):
+                conn.execute(text(
+                    "INSERT INTO runs (id, experiment_id, uid, model, dataset, status, epoch, "
+                    "epochs_total, spec, attempt, created_at, updated_at, latent_dim) VALUES "
+                    "(:id, 1, :uid, 'baseline', 'mnist', 'succeeded', 15, 15, :spec, 0, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1000)"),
+                    {"id": run_id, "uid": f"u{run_id}", "spec": json.dumps(spec)})
+        upgrade(db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, seed FROM runs ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [(1, 0), (2, 7), (3, 2**32 - 1)]
     finally:
         engine.dispose()

@@ -8,11 +8,7 @@ import io
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.orchestration.run_store import DbRunStore
-from service.persistence import repository as repo
-from workers.context import RunEnv
-from workers.pipeline import LocalSteps, run_pipeline
-from workers.spec import RunSpec
+from tests.utils import execute_runs
 
 API = "/api/v1"
 SPEC = {"name": "tiny study", "models": ["baseline", "pixel_shuffle"],
@@ -21,24 +17,6 @@ SPEC = {"name": "tiny study", "models": ["baseline", "pixel_shuffle"],
         "classifier": {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
                        "pretrained": False},
         "pretrained": False}
-
-
-def execute_runs(client: TestClient, experiment: dict, lr: dict[str, float] | None = None
-                 ) -> list[bool]:
-    app = client.app
-    outcomes = []
-    for run in experiment["runs"]:
-        with app.state.sessions() as s:
-            spec = RunSpec.model_validate(repo.get_run(s, run_id=run["id"]).spec)
-        if lr and run["model"] in lr:
-            spec = spec.model_copy(update={
-                "lr_search": spec.lr_search.model_copy(update={"lr": lr[run["model"]]})})
-        with app.state.sessions.begin() as s:
-            repo.set_run(s, run_id=run["id"], status=repo.Status.running)
-        store = DbRunStore(app.state.sessions, app.state.artifacts, run["id"])
-        env = RunEnv(data_root="/unused", weights_dir="/unused", allow_download=False)
-        outcomes.append(run_pipeline(spec, store, LocalSteps(env)))
-    return outcomes
 
 
 def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:

@@ -291,7 +291,8 @@ def test_the_editor_has_one_input_per_spec_field(web: TestClient) -> None:
     assert inputs == form
     errors = {a["id"] for t, a in tags.tags if (a.get("id") or "").startswith("err:")}
     assert errors == {f"err:{p}" for p in form} | {"err:", "err:lr_search", "err:data",
-                                                   "err:resources", "err:classifier"}
+                                                   "err:resources", "err:classifier",
+                                                   "err:tolerance"}
     by_path = {f.path: f for s in spec_sections() for f in s.fields}
     assert by_path["lr_search.min_lr"].hint == "above 0, below 10"
     assert by_path["data.train_limit"].hint == "at least 16; empty: none (the default)"

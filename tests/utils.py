@@ -24,3 +24,32 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str,
 
 def experiment(client: TestClient, exp_id: int) -> dict[str, Any]:
     return client.get(f"{API}/experiments/{exp_id}").json()
+
+
+def execute_runs(client: TestClient, experiment: dict[str, Any],
+                 lr: dict[str, float] | None = None, data_root: str = "/unused"
+                 ) -> list[bool]:
+    """Run an experiment's runs one by one in this process, through the one pipeline and
+    the database run store (no Ray): the outcomes in run order. ``lr`` overrides the
+    fixed LR per model; ``data_root`` is where real datasets are (MNIST: installed there
+    from the offline copy)."""
+    from service.orchestration.run_store import DbRunStore
+    from service.persistence import repository as repo
+    from workers.context import RunEnv
+    from workers.pipeline import LocalSteps, run_pipeline
+    from workers.spec import RunSpec
+
+    app = client.app
+    outcomes = []
+    for run in experiment["runs"]:
+        with app.state.sessions() as s:
+            spec = RunSpec.model_validate(repo.get_run(s, run_id=run["id"]).spec)
+        if lr and run["model"] in lr:
+            spec = spec.model_copy(update={
+                "lr_search": spec.lr_search.model_copy(update={"lr": lr[run["model"]]})})
+        with app.state.sessions.begin() as s:
+            repo.set_run(s, run_id=run["id"], status=repo.Status.running)
+        store = DbRunStore(app.state.sessions, app.state.artifacts, run["id"])
+        env = RunEnv(data_root=data_root, weights_dir="/unused", allow_download=False)
+        outcomes.append(run_pipeline(spec, store, LocalSteps(env)))
+    return outcomes

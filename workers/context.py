@@ -71,15 +71,16 @@ def classifier_config(spec: RunSpec, env: RunEnv, device: str | None = None
     return ClassifierConfig(arch=c.arch, frozen_epochs=c.frozen_epochs,
                             unfrozen_epochs=c.unfrozen_epochs, pretrained=c.pretrained,
                             weights_dir=env.weights_dir, allow_download=env.allow_download,
-                            seed=spec.seed, batch_size=spec.batch_size,
+                            seed=spec.split_seed, batch_size=spec.batch_size,
                             device=device or env.device)
 
 
 def classifier_key(spec: RunSpec) -> str:
-    """Runs share a reference classifier when dataset, data limits, budget and seed agree."""
+    """Runs share a reference classifier when dataset, data limits, budget and shared
+    seed (:attr:`RunSpec.split_seed`, not the run's own) agree."""
     basis = {"dataset": spec.dataset, "classifier": spec.classifier.model_dump(),
              "train_limit": spec.data.train_limit, "test_limit": spec.data.test_limit,
-             "seed": spec.seed}
+             "seed": spec.split_seed}
     digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
     return f"{spec.dataset}-{spec.classifier.arch}-{digest}"
 
@@ -89,7 +90,8 @@ def load_data(spec: RunSpec, env: RunEnv) -> DataSplits:
 
     d = spec.data
     return load_dataset(spec.dataset, env.data_root, train_limit=d.train_limit,
-                        test_limit=d.test_limit, validation=d.validation, seed=spec.seed,
+                        test_limit=d.test_limit, validation=d.validation,
+                        seed=spec.split_seed,
                         download=env.allow_download)
 
 

@@ -186,9 +186,11 @@ def run_tune_trials(spec: RunSpec, env: RunEnv, start: str | None, budget: int, 
     """The ``tune`` method's trials on Ray Tune (call from a Ray driver): ``num_samples``
     log-uniform LRs in [min_lr, max_lr], each a Tune trial with the run's resources, ASHA
     (grace 1 epoch, reduction 2) stopping the worse early; trial actors are reused across
-    samples. Returns (lr, validation loss per epoch) per trial."""
+    samples. The LRs are drawn from the run's seed, so a run's trials repeat with it.
+    Returns (lr, validation loss per epoch) per trial."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     s = spec.lr_search
     tuner = tune.Tuner(
@@ -199,6 +201,7 @@ def run_tune_trials(spec: RunSpec, env: RunEnv, start: str | None, budget: int, 
                      "device": "cuda" if gpus > 0 else "cpu"},
         tune_config=tune.TuneConfig(num_samples=s.num_samples, metric="val_loss", mode="min",
                                     reuse_actors=True,
+                                    search_alg=BasicVariantGenerator(random_state=spec.seed),
                                     scheduler=ASHAScheduler(max_t=budget, grace_period=1,
                                                             reduction_factor=2)),
         run_config=tune.RunConfig(name="lr_search", verbose=0,

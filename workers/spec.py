@@ -153,7 +153,13 @@ class RunSpec(TrainingOptions):
     dataset: DatasetName
     latent_dim: int | None = Field(default=None, ge=1, le=8192,
                                    description="None: the variant's (1000, or 1024)")
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED,
+                      description="drives everything random in the run: init, data order, "
+                      "augmentation, the Tune search's samples")
+    shared_seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED,
+        description="the experiment's first seed: it seeds what runs differing only in seed "
+        "share, the train/validation split and the reference classifier; None: the run's")
 
     @model_validator(mode="after")
     def _fits_the_dataset(self) -> Self:
@@ -167,6 +173,12 @@ class RunSpec(TrainingOptions):
         """The `fixed` method's LR: the spec's, else the study's hand-picked phase-2 LR."""
         return self.lr_search.lr or get_variant(self.model).seed_lr.get(self.dataset,
                                                                         DEFAULT_LR)
+
+    @property
+    def split_seed(self) -> int:
+        """Seeds the train/validation split and the reference classifier: the same for
+        every seed of a sweep, so that seeds vary the training alone."""
+        return self.seed if self.shared_seed is None else self.shared_seed
 
     @property
     def effective_latent_dim(self) -> int:

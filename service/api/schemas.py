@@ -104,11 +104,16 @@ class Readiness(BaseModel):
 
 class ResultsTable(BaseModel):
     """``GET /experiments/{id}/results?format=json``: the study's table, one row per run
-    (``columns`` in order; a run without measures has them as null)."""
+    (``columns`` in order; a run without measures has them as null), or with
+    ``aggregate=seed`` one per (model, dataset, latent size): ``{m}_mean``, ``{m}_std``
+    (ddof = 1, null for n < 2) and ``{m}_n`` of each measure, ``{m}_tied_best``."""
 
     experiment_id: int
     columns: list[str]
     rows: list[dict[str, Any]]
+    aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
+    reference: str | None = None  # the study's source, with reference: "study"
+    expect: str | None = None  # PASSED, REGRESSED, or None (no bounds, or runs pending)
 
 
 class ExperimentPage(BaseModel):
@@ -133,7 +138,7 @@ class RunPage(BaseModel):
 class DryRun(BaseModel):
     dry_run: bool = True
     spec: dict[str, Any]
-    runs: list[dict[str, str]]
+    runs: list[dict[str, str | int]]  # model, dataset, latent_dim, seed: one per grid point
     estimate: dict[str, float | int]
     needs: list[dict[str, Any]]  # files the runs need, as the API host sees them
     missing: list[dict[str, Any]]  # those absent here (workers may still hold them)

@@ -41,6 +41,7 @@ def create_experiment(session: Session, *, spec: ExperimentSpec,
                             status=Status.queued, idempotency_key=idempotency_key)
     experiment.runs = [Run(model=r.model, dataset=r.dataset, status=Status.queued,
                            epochs_total=r.epochs, latent_dim=r.effective_latent_dim,
+                           seed=r.seed,
                            spec=r.model_dump(mode="json"))
                        for r in spec.run_specs()]
     session.add(experiment)

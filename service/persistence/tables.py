@@ -121,6 +121,7 @@ class Run(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs_total: Mapped[int] = mapped_column(Integer)
     latent_dim: Mapped[int] = mapped_column(Integer)  # effective: the spec's or the variant's
+    seed: Mapped[int] = mapped_column(BigInteger)  # its run spec's: 0..2**32-1
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the run contract (workers.spec)
     lr: Mapped[float | None] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer, default=0)

@@ -8,6 +8,7 @@ a page shows exactly what the API answers.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Annotated, Any
@@ -99,6 +100,48 @@ def _study_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# The aggregated table's columns (over seeds): quality measures with error bars, then time.
+AGGREGATE_COLUMNS = (*(c for c in STUDY_COLUMNS if c[3] is not None),
+                     ("training_time_s", "Train time", "duration", None))
+
+
+def _bar(mean: float | None, std: float | None, lo: float, hi: float
+         ) -> dict[str, float] | None:
+    """An error bar's geometry in percent of the column's span [lo, hi]: the mean's
+    position and the left edge and width of mean ± std (clipped to the span)."""
+    if mean is None or not math.isfinite(mean) or hi <= lo:
+        return None
+    spread = std if std is not None and math.isfinite(std) else 0.0
+
+    def pos(v: float) -> float:
+        return round(100 * min(max((v - lo) / (hi - lo), 0.0), 1.0), 2)
+
+    left, right = pos(mean - spread), pos(mean + spread)
+    return {"mean": pos(mean), "left": left, "width": round(right - left, 2)}
+
+
+def _aggregate_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregated rows (``results.aggregate``) per dataset, each quality cell with its
+    error bar drawn on a scale shared by the column within the dataset."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        bars: list[dict[str, Any]] = [{} for _ in ds_rows]
+        for key, _, _, better in AGGREGATE_COLUMNS:
+            if better is None:
+                continue
+            ends = [v for r in ds_rows if r[f"{key}_mean"] is not None
+                    for v in (r[f"{key}_mean"] - (r[f"{key}_std"] or 0.0),
+                              r[f"{key}_mean"] + (r[f"{key}_std"] or 0.0)) if math.isfinite(v)]
+            if not ends:
+                continue
+            lo, hi = min(ends), max(ends)
+            for i, r in enumerate(ds_rows):
+                bars[i][key] = _bar(r[f"{key}_mean"], r[f"{key}_std"], lo, hi)
+        out.append({"dataset": dataset, "rows": list(zip(ds_rows, bars, strict=True))})
+    return out
+
+
 def _experiment(session: Session, experiment_id: int) -> Experiment:
     return repo.get_experiment(session, experiment_id=experiment_id)
 
@@ -108,9 +151,16 @@ def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int)
     """One experiment: its runs' progress and the study's table per dataset."""
     with sessions() as s:
         experiment = _experiment(s, experiment_id)
-        rows = table.rows(repo.results(s, experiment_id=experiment_id))
+        spec = table.parse_spec(experiment.spec)
+        built = table.build(repo.results(s, experiment_id=experiment_id), "", spec)
+    rows = built.rows
+    seeds = len(spec.seed_values) if spec is not None else 1
+    aggregated = table.aggregate(rows, spec) if seeds > 1 else []
     return render(request, "experiment.html", experiment=experiment, runs=experiment.runs,
                   tables=_study_tables(rows), columns=STUDY_COLUMNS,
+                  aggregated=_aggregate_tables(aggregated), agg_columns=AGGREGATE_COLUMNS,
+                  reference=built.reference, expect=built.expect,
+                  has_expect="expect" in built.columns, sweep=built.sweep,
                   exports=[(f, f"/api/v1/experiments/{experiment_id}/results?format={f}")
                            for f in table.FORMATS])
 

@@ -15,14 +15,17 @@ from typing import Any, Literal
 from models.catalog import DATASETS, VARIANTS
 from service.spec import ExperimentSpec
 
-Kind = Literal["text", "int", "float", "bool", "choice", "choices"]
+# json: a list or mapping typed as JSON text (empty: none), e.g. seeds as [0, 1, 2]
+Kind = Literal["text", "int", "float", "bool", "choice", "choices", "json"]
 
 # Top-level fields shown first, in this order; any other field follows in schema order,
 # so a new spec field appears in the form without touching this module.
 GENERAL_ORDER = ("name", "models", "datasets", "epochs", "batch_size", "schedule",
-                 "latent_dim", "pretrained", "gallery_samples", "seed")
+                 "latent_dim", "latent_dims", "pretrained", "gallery_samples", "seed", "seeds",
+                 "reference", "expect")
 SECTION_TITLES = {"lr_search": "Learning-rate search", "data": "Data",
-                  "resources": "Resources per run", "classifier": "Reference classifier"}
+                  "resources": "Resources per run", "classifier": "Reference classifier",
+                  "tolerance": "Tolerance against the study (reference: study)"}
 # Words of schema titles ("Num Samples", "Gpus Per Run") written as people write them.
 WORDS = {"Lr": "LR", "Num": "Number of", "Dim": "size", "Gpus": "GPUs", "Cpus": "CPUs"}
 
@@ -110,12 +113,16 @@ def _field(path: str, schema: dict[str, Any], required: bool) -> FormField:
         body = {**kinds[0], **{k: v for k, v in schema.items() if k != "anyOf"}}
     kind: Kind
     options: tuple[Option, ...] = ()
+    if "const" in body:
+        body = {**body, "enum": [body["const"]]}
     if body.get("type") == "array" and "enum" in body.get("items", {}):
         kind = "choices"
         options = tuple(Option(v, _option_label(v)) for v in body["items"]["enum"])
     elif "enum" in body:
         kind = "choice"
         options = tuple(Option(v, _option_label(v)) for v in body["enum"])
+    elif body.get("type") in ("array", "object"):
+        kind = "json"
     elif body.get("type") == "boolean":
         kind = "bool"
     elif body.get("type") == "integer":

@@ -39,7 +39,7 @@ def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
     runs = len(spec.run_specs())
     if runs > settings.max_runs_per_experiment:
         errors.append({"type": "too_many_runs", "loc": ("body", "models"),
-                       "msg": f"{runs} runs (models × datasets) exceed the limit of "
+                       "msg": f"{runs} runs ({spec.grid_text()}) exceed the limit of "
                               f"{settings.max_runs_per_experiment}", "input": spec.models})
     if spec.epochs > settings.max_epochs:
         errors.append({"type": "less_than_equal", "loc": ("body", "epochs"),
@@ -138,7 +138,8 @@ def create_experiment(
         response.status_code = status.HTTP_200_OK
         required = needs(spec, settings)
         return DryRun(spec=spec.model_dump(mode="json"),
-                      runs=[{"model": r.model, "dataset": r.dataset}
+                      runs=[{"model": r.model, "dataset": r.dataset,
+                             "latent_dim": r.effective_latent_dim, "seed": r.seed}
                             for r in spec.run_specs()],
                       estimate=estimate(spec), needs=required,
                       missing=[n for n in required if not n["present"]])
@@ -244,10 +245,15 @@ ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
                                          for f in table.FORMATS.values()}},
                        **errors(404)})
 def get_results(sessions: SessionsDep, experiment_id: int,
-                format: ResultFormat = "json") -> Response:
+                format: ResultFormat = "json",
+                aggregate: Annotated[Literal["seed"] | None, Query(
+                    description="seed: one row per (model, dataset, latent size) with the "
+                                "mean, sample std and n of each measure over its seeds, "
+                                "tied-best marked by Welch's t-test")] = None) -> Response:
     with sessions() as session:
         experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
-        rows = table.rows(repo.results(session, experiment_id=experiment_id), experiment.name)
+        built = table.build(repo.results(session, experiment_id=experiment_id),
+                            experiment.name, table.parse_spec(experiment.spec), aggregate)
     fmt = table.FORMATS[format]
     title = experiment.name or f"Experiment {experiment_id}"
-    return Response(fmt.render(rows, title, experiment_id), media_type=fmt.media_type)
+    return Response(fmt.render(built, title, experiment_id), media_type=fmt.media_type)

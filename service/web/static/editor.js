@@ -30,10 +30,13 @@
     const kind = el.dataset.kind;
     if (kind === "choices") return [...el.querySelectorAll("input:checked")].map((c) => c.value);
     if (kind === "bool") return el.checked;
-    if (kind === "choice") return el.value;
+    if (kind === "choice") return el.value === "" && "nullable" in el.dataset ? null : el.value;
     const text = el.value.trim();
     if (kind === "text") return el.value;
     if (text === "") return null; // nullable: none; otherwise the server names the field
+    if (kind === "json") {
+      try { return JSON.parse(text); } catch { return text; } // the server says why not
+    }
     const n = Number(text);
     return Number.isFinite(n) ? n : text; // the server says why a text is not a number
   }
@@ -69,7 +72,7 @@
       } else if (kind === "bool") {
         el.checked = Boolean(value);
       } else {
-        el.value = value == null ? "" : String(value);
+        el.value = value == null ? "" : kind === "json" ? JSON.stringify(value) : String(value);
       }
     }
     changed();
