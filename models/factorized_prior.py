@@ -134,28 +134,18 @@ class EntropyBottleneck(nn.Module):
         half = MAX_TABLE // 2
         lower = torch.maximum(lower, centre - half)
         upper = torch.minimum(upper, centre + half - 1)
+        width = int((upper - lower).max()) + 1
+        grid = lower.double().view(-1, 1, 1) + torch.arange(width, dtype=torch.float64)
+        lo_l = self.logits_cumulative(grid - 0.5)  # (C, 1, W), float64
+        up_l = self.logits_cumulative(grid + 0.5)
+        sign = -torch.sign(lo_l + up_l)
+        p = (torch.sigmoid(sign * up_l) - torch.sigmoid(sign * lo_l)).abs().squeeze(1)
+        p = p.clamp_min(LIKELIHOOD_BOUND)
         probs = []
         for d in range(c):
-            s = torch.arange(int(lower[d]), int(upper[d]) + 1, dtype=torch.float64)
-            v = s.view(1, 1, -1)
-            lo_l = self.logits_cumulative_channel(d, v - 0.5)
-            up_l = self.logits_cumulative_channel(d, v + 0.5)
-            sign = -torch.sign(lo_l + up_l)
-            p = (torch.sigmoid(sign * up_l) - torch.sigmoid(sign * lo_l)).abs().view(-1)
-            p = p.clamp_min(LIKELIHOOD_BOUND)
-            probs.append((p / p.sum()).numpy())
+            row = p[d, : int(upper[d] - lower[d]) + 1]
+            probs.append((row / row.sum()).numpy())
         return CodingTables(lower.numpy(), upper.numpy(), probs)
-
-    def logits_cumulative_channel(self, d: int, x: torch.Tensor) -> torch.Tensor:
-        """f_d(x) in float64 for x of shape (1, 1, N)."""
-        logits = x
-        for i, matrix in enumerate(self.matrices):
-            logits = torch.matmul(nn.functional.softplus(matrix[d:d + 1].double()), logits)
-            logits = logits + self.biases[i][d:d + 1].double()
-            if i < len(self.factors):
-                logits = logits + torch.tanh(self.factors[i][d:d + 1].double()) * \
-                    torch.tanh(logits)
-        return logits
 
 
 @dataclass(frozen=True)
