@@ -8,9 +8,16 @@ from __future__ import annotations
 import unicodedata
 from typing import Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from workers.spec import MAX_SEED, DatasetName, RunSpec, TrainingOptions, VariantName
+from workers.spec import (
+    MAX_SEED,
+    RD_VARIANT,
+    DatasetName,
+    RunSpec,
+    TrainingOptions,
+    VariantName,
+)
 
 
 class ExperimentSpec(TrainingOptions):
@@ -21,6 +28,25 @@ class ExperimentSpec(TrainingOptions):
     latent_dim: int | None = Field(default=None, ge=1, le=8192,
                                    description="None: each variant's (1000, or 1024)")
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    lambdas: list[float] | None = Field(
+        default=None, min_length=1, max_length=16,
+        description=f"λ values of {RD_VARIANT}'s rate + λ·255²·MSE loss: each is one run "
+        f"per dataset (the grid is models × datasets × lambdas, for {RD_VARIANT} only)")
+
+    @field_validator("lambdas")
+    @classmethod
+    def _lambdas(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if value is None:
+            return value
+        if any(not (0 < v <= 100) for v in value):
+            raise ValueError("each lambda must be > 0 and ≤ 100")
+        if len(set(value)) != len(value):
+            raise ValueError("lambdas lists a value twice")
+        models = info.data.get("models")
+        if models is not None and RD_VARIANT not in models:
+            raise ValueError(f"lambdas apply to {RD_VARIANT} only, which models does not "
+                             "list")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -42,9 +68,15 @@ class ExperimentSpec(TrainingOptions):
         return self
 
     def run_specs(self) -> list[RunSpec]:
-        """One run spec per (model, dataset), in a stable order (dataset-major)."""
+        """One run spec per (model, dataset) — per (model, dataset, λ) for the
+        rate-distortion variant when ``lambdas`` is given — in a stable order
+        (dataset-major, then models, then lambdas)."""
         shared = TrainingOptions.model_fields.keys()
         options = {k: getattr(self, k) for k in shared}
+
+        def lambdas(model: str) -> list[float | None]:
+            return list(self.lambdas) if model == RD_VARIANT and self.lambdas else [None]
+
         return [RunSpec(model=m, dataset=d, latent_dim=self.latent_dim, seed=self.seed,
-                        **options)
-                for d in self.datasets for m in self.models]
+                        rd_lambda=lam, **options)
+                for d in self.datasets for m in self.models for lam in lambdas(m)]
