@@ -168,3 +168,26 @@ def test_a_fresh_process_decodes_the_stream(trained, synthetic_splits, tmp_path:
     subprocess.run([sys.executable, "-c", DECOMPRESS_IN_A_FRESH_PROCESS, str(tmp_path),
                     str(torch.get_num_threads())], cwd=REPO, check=True, timeout=300)
     assert torch.equal(torch.load(tmp_path / "images.pt"), decompress(model, stream))
+
+
+@pytest.mark.parametrize("method", ["range_test", "fixed"])
+def test_the_variant_runs_through_the_run_contract(method: str) -> None:
+    """The one pipeline (preflight → phase 1 → LR search → training → evaluation) with a
+    λ from the spec; evaluation codes its own bitstream and stores it."""
+    from workers.context import RunEnv
+    from workers.pipeline import LocalSteps, run_pipeline
+    from workers.spec import RunSpec
+    from workers.store import MemoryStore
+
+    spec = RunSpec(model="factorized_prior", dataset="synthetic", rd_lambda=0.01, epochs=2,
+                   batch_size=16, pretrained=False, data={"train_limit": 64, "test_limit": 16},
+                   lr_search={"method": method, "range_test_steps": 10},
+                   classifier={"enabled": False}, compression={"codecs": ["jpeg"]})
+    store = MemoryStore()
+    env = RunEnv(data_root="/unused", weights_dir="/unused", allow_download=False)
+    assert run_pipeline(spec, store, LocalSteps(env)), store.error
+    m = store.measures
+    assert m is not None and m["rd_lambda"] == 0.01 and m["quant_bits"] is None
+    assert m["bytes_per_image"] == len(store.artifacts["latents-test.bin"]) / 16
+    assert [e.phase for e in store.epochs] == ["phase1", "phase2"]
+    assert [c["codec"] for c in m["codecs"] if c["kind"] == "matched"] == ["jpeg"]
