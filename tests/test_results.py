@@ -183,5 +183,14 @@ def test_lambdas_join_the_grid_and_rate_distortion_has_points_and_curves(
     assert [p["quality"] for p in webp] == sorted(p["quality"] for p in webp)
     assert len(webp) == 6 and webp[0]["bpp"] < webp[-1]["bpp"]
     assert client.get(f"{API}/experiments/999999/rate_distortion").status_code == 404
+    import httpx
+
+    from service.client import Client
+
+    typed = Client("http://aelab.test", transport=httpx.MockTransport(
+        lambda req: httpx.Response(200, content=client.get(req.url.path).content)
+    )).rate_distortion(experiment["id"])
+    assert [(s.kind, s.name, len(s.points)) for s in typed.series] == [
+        (s["kind"], s["name"], len(s["points"])) for s in rd["series"]]
     page = client.get(f"/experiments/{experiment['id']}/rate_distortion")
     assert page.status_code == 200 and "rd-chart" in page.text

@@ -133,7 +133,8 @@ RUN_ORDERS: dict[str, Any] = {
     "id": Run.id, "lr": Run.lr, "latent_dim": Run.latent_dim,
     **{name: getattr(Measure, name) for name in (
         "mse", "mae", "psnr", "ssim", "classifier_accuracy", "training_time_s",
-        "search_time_s", "wall_time_s", "params", "compression_ratio")},
+        "search_time_s", "wall_time_s", "params", "compression_ratio", "bytes_per_image",
+        "bpp", "q_mse", "q_psnr", "q_ssim", "q_accuracy")},
 }
 
 
