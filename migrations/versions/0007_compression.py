@@ -8,7 +8,7 @@
 - ``codec_results``: JPEG/WebP/AVIF on a run's test images, matched to its bytes per image
   or along a quality curve.
 
-Revision ID: 0007
+Revision ID: 0007_compression
 Revises: 0005
 Create Date: 2026-11-30 10:00:00
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
+revision = '0007_compression'
 down_revision = '0005'
 branch_labels = None
 depends_on = None
