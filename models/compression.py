@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.architectures import Autoencoder
 from models.codecs import (
     DEFAULT_CODECS,
     DEFAULT_CURVE_QUALITIES,
@@ -69,7 +70,7 @@ def _rate(stream_bytes: int, n: int, dataset: str) -> dict[str, Any]:
             "native_pixels": fmt.pixels}
 
 
-def latent_coder(model: nn.Module, train: ImageSet, bits: int, *,
+def latent_coder(model: Autoencoder, train: ImageSet, bits: int, *,
                  device: torch.device | str | None = None
                  ) -> tuple[LatentQuantizer, LatentEntropyModel]:
     """Quantiser and entropy model fitted on the first :data:`FIT_IMAGES` training
@@ -79,7 +80,7 @@ def latent_coder(model: nn.Module, train: ImageSet, bits: int, *,
     return q, LatentEntropyModel.fit(q.quantize(z), bits)
 
 
-def decode_stream(model: nn.Module, meta: dict[str, Any], stream: bytes, *,
+def decode_stream(model: Autoencoder, meta: dict[str, Any], stream: bytes, *,
                   device: torch.device | str | None = None) -> torch.Tensor:
     """The images a stored stream decodes to, from the run's model and ``compression.json``
     alone: (N, 3, 32, 32) float in [0, 1]."""
@@ -92,7 +93,7 @@ def decode_stream(model: nn.Module, meta: dict[str, Any], stream: bytes, *,
     return decode_symbols(model, q, em.decode(stream), device=device)
 
 
-def compress_run(model: nn.Module, data: DataSplits, *, dataset: str, bits: int = 8,
+def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: int = 8,
                  classifier: nn.Module | None = None, device: torch.device | str = "cpu",
                  codecs: tuple[str, ...] = DEFAULT_CODECS,
                  curve_qualities: tuple[int, ...] = DEFAULT_CURVE_QUALITIES

@@ -73,6 +73,8 @@ class EntropyBottleneck(nn.Module):
             if i < len(filters):
                 self.factors.append(nn.Parameter(torch.zeros(channels, widths[i + 1], 1)))
         # The training noise's seed and draw counter: part of the state dict.
+        self.noise_seed: torch.Tensor
+        self.noise_step: torch.Tensor
         self.register_buffer("noise_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.int64))
         self.register_buffer("noise_step", torch.zeros((), dtype=torch.int64))
 
@@ -100,7 +102,7 @@ class EntropyBottleneck(nn.Module):
         if self.training:
             g = torch.Generator(device="cpu").manual_seed(
                 int(self.noise_seed) * 1_000_003 + int(self.noise_step))
-            self.noise_step += 1
+            self.noise_step.add_(1)
             noise = torch.rand(y.shape, generator=g, dtype=torch.float32) - 0.5
             y_tilde = y + noise.to(y.device, y.dtype)
         else:

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from models.architectures import Autoencoder
 from models.catalog import IMAGE_SIZE
 from models.data import ImageSet, batch_indices, normalize, to_float
 
@@ -133,7 +133,7 @@ def _images_tensor(images: ImageSet | torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_latents(model: nn.Module, images: ImageSet | torch.Tensor, *,
+def encode_latents(model: Autoencoder, images: ImageSet | torch.Tensor, *,
                    batch_size: int = 256, device: torch.device | str | None = None
                    ) -> torch.Tensor:
     """The encoder's float latents of ``images`` (uint8 (N, C, H, W), served to the model
@@ -152,7 +152,7 @@ def encode_latents(model: nn.Module, images: ImageSet | torch.Tensor, *,
 
 
 @torch.no_grad()
-def decode_latents(model: nn.Module, z: torch.Tensor, *, batch_size: int = 256,
+def decode_latents(model: Autoencoder, z: torch.Tensor, *, batch_size: int = 256,
                    device: torch.device | str | None = None) -> torch.Tensor:
     """``clamp(decoder(z), 0, 1)`` in eval mode: (N, D) → (N, 3, 32, 32) float32 on the CPU.
 
@@ -177,13 +177,13 @@ def decode_latents(model: nn.Module, z: torch.Tensor, *, batch_size: int = 256,
     return torch.cat(out) if out else torch.zeros(0, 3, IMAGE_SIZE, IMAGE_SIZE)
 
 
-def quantize_images(model: nn.Module, q: LatentQuantizer, images: ImageSet | torch.Tensor,
+def quantize_images(model: Autoencoder, q: LatentQuantizer, images: ImageSet | torch.Tensor,
                     **kw: Any) -> torch.Tensor:
     """uint8 images → (N, D) int64 symbols of their latents."""
     return q.quantize(encode_latents(model, images, **kw))
 
 
-def decode_symbols(model: nn.Module, q: LatentQuantizer, symbols: torch.Tensor,
+def decode_symbols(model: Autoencoder, q: LatentQuantizer, symbols: torch.Tensor,
                    **kw: Any) -> torch.Tensor:
     """Symbols → decoded images (N, 3, 32, 32) in [0, 1]: the decoder on ẑ."""
     return decode_latents(model, q.dequantize(symbols), **kw)

@@ -260,7 +260,7 @@ def rate_distortion(pairs: Sequence[tuple[Run, Measure | None]],
                 "accuracy": _mean([m.q_accuracy for m in ms]), "latent_dim": latent,
                 "rd_lambda": lam, "quant_bits": ms[0].quant_bits,
                 "run_ids": runs[(model, dataset, latent, lam)]})
-        points.sort(key=lambda p: p["bpp"])
+        points.sort(key=lambda p: float(p["bpp"]))  # type: ignore[arg-type]
         title = VARIANTS[model].title if model in VARIANTS else model
         series.append({"kind": "model", "name": model, "title": title, "dataset": dataset,
                        "points": points})

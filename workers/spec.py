@@ -27,6 +27,7 @@ ClassifierArch = Literal["resnet34", "small"]
 QuantBits = Literal[4, 6, 8, 16]
 CodecName = Literal["jpeg", "webp", "avif"]
 RD_VARIANT = "factorized_prior"  # the one variant trained on rate + λ·distortion
+DEFAULT_CODECS: tuple[CodecName, ...] = ("jpeg", "webp")
 
 DEFAULT_LR = 1e-3  # the `fixed` method's LR where the study picked none for the dataset
 
@@ -135,7 +136,7 @@ class CompressionOptions(_Strict):
                             "is quantised for the measured bytes per image (scale and "
                             "offset fitted per run on training latents)")
     codecs: list[CodecName] = Field(
-        default_factory=lambda: ["jpeg", "webp"],
+        default_factory=lambda: list(DEFAULT_CODECS),
         description="standard codecs matched to each run's bytes per image and measured "
         "over a quality range (avif: only where Pillow supports it; slow)")
 
