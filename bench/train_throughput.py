@@ -93,7 +93,7 @@ def naive_loop(variant: str, data, batch_size: int, steps: int, warmup: int,
                device: torch.device) -> float:
     torch.manual_seed(0)
     model = build_model(variant, pretrained=False).to(device).train()
-    loss_fn = build_training_loss(variant, pretrained=False).to(device)
+    loss_fn = build_training_loss(variant, pretrained=False, model=model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loader = DataLoader(PILImages(data.train), batch_size=batch_size, shuffle=True,
                         drop_last=True)

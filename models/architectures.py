@@ -225,5 +225,14 @@ register_architecture("pixel_shuffle", PixelShuffleAutoencoder)
 register_architecture("resnet", ResNetAutoencoder)
 
 
+def _factorized_prior(latent_dim: int = 1000) -> Autoencoder:
+    from models.factorized_prior import FactorizedPriorAutoencoder  # imports this module
+
+    return FactorizedPriorAutoencoder(latent_dim)
+
+
+register_architecture("factorized_prior", _factorized_prior)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -62,9 +62,17 @@ class FeatureLoss(nn.Module):
 
 
 def build_loss(name: str, *, pretrained: bool = True,
-               weights: WeightsSource | None = None) -> nn.Module:
+               weights: WeightsSource | None = None, rd_lambda: float | None = None
+               ) -> nn.Module:
+    """``rate_distortion`` returns an unbound loss: bind it to its model
+    (``RateDistortionLoss.bind``) before the first call."""
     if name == "mse":
         return nn.MSELoss()
     if name == "feature":
         return FeatureLoss(pretrained=pretrained, weights=weights)
-    raise KeyError(f"unknown loss {name!r}; valid: mse, feature")
+    if name == "rate_distortion":
+        from models.catalog import DEFAULT_RD_LAMBDA
+        from models.factorized_prior import RateDistortionLoss
+
+        return RateDistortionLoss(rd_lambda if rd_lambda is not None else DEFAULT_RD_LAMBDA)
+    raise KeyError(f"unknown loss {name!r}; valid: mse, feature, rate_distortion")

@@ -63,8 +63,45 @@ def evaluate(model: nn.Module, images: ImageSet, *, device: torch.device | str =
                     n_images=n, classifier_accuracy=correct / n if classifier else None)
 
 
+@torch.no_grad()
+def measure_outputs(outputs: torch.Tensor, images: ImageSet, *,
+                    device: torch.device | str = "cpu", batch_size: int = 256,
+                    classifier: nn.Module | None = None) -> Measures:
+    """The measures of :func:`evaluate` for reconstructions computed elsewhere:
+    ``outputs`` (N, 3, 32, 32) float in [0, 1] (decoded from a stream, or a codec's output
+    upscaled like the model's input) against ``images`` (their uint8 originals, served by
+    :func:`models.data.to_float`). ValueError when the counts or shapes differ."""
+    if outputs.shape[0] != len(images) or outputs.shape[1:] != (3, 32, 32):
+        raise ValueError(f"outputs {tuple(outputs.shape)} do not match {len(images)} "
+                         "images of 3×32×32")
+    device = torch.device(device)
+    if classifier is not None:
+        classifier.eval()
+    se = ae = ssim_sum = 0.0
+    correct = 0
+    for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
+        target = to_float(images.images[idx], device=device)
+        out = outputs[idx].to(device).float().clamp(0.0, 1.0)
+        diff = (out - target).double()
+        se += diff.pow(2).sum().item()
+        ae += diff.abs().sum().item()
+        ssim = structural_similarity_index_measure(out, target, data_range=1.0,
+                                                   reduction="none")
+        ssim_sum += float(ssim.sum())
+        if classifier is not None:
+            logits = classifier(normalize(out))
+            correct += int((logits.argmax(1).cpu() == images.labels[idx]).sum())
+    n = len(images)
+    values = n * 3 * 32 * 32
+    mse = se / values
+    return Measures(mse=mse, mae=ae / values, psnr=psnr_from_mse(mse), ssim=ssim_sum / n,
+                    n_images=n, classifier_accuracy=correct / n if classifier else None)
+
+
 def model_facts(model: nn.Module, latent_dim: int) -> dict[str, float | int]:
-    """Size facts for the results table: parameters and compression ratios."""
+    """Size facts for the results table: parameters and the *nominal* compression ratios
+    (values and float32 bytes of the code against 3×32×32 model-space inputs; not what an
+    image costs: see the measured ``bytes_per_image``)."""
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "latent_dim": latent_dim,

@@ -33,9 +33,18 @@ def build_model(variant: Variant | str, *, latent_dim: int | None = None, pretra
 
 
 def build_training_loss(variant: Variant | str, *, pretrained: bool = True,
-                        weights: WeightsSource | None = None) -> nn.Module:
+                        weights: WeightsSource | None = None,
+                        rd_lambda: float | None = None,
+                        model: nn.Module | None = None) -> nn.Module:
+    """The variant's loss; a rate-distortion loss is bound to ``model`` (required then)."""
     v = get_variant(variant) if isinstance(variant, str) else variant
-    return build_loss(v.loss, pretrained=pretrained, weights=weights)
+    loss = build_loss(v.loss, pretrained=pretrained, weights=weights, rd_lambda=rd_lambda)
+    bind = getattr(loss, "bind", None)
+    if bind is not None:
+        if model is None:
+            raise ValueError(f"the {v.loss} loss of {v.name} needs its model")
+        bind(model)
+    return loss
 
 
 def enter_phase(model: Autoencoder, phase: Phase) -> None:

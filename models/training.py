@@ -76,6 +76,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on CUDA only (it slows small convs on the CPU)
     compile: bool = False
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    rd_lambda: float | None = None  # factorized_prior's λ (None: DEFAULT_RD_LAMBDA)
 
     def __post_init__(self) -> None:
         get_variant(self.variant)  # raises a KeyError listing the valid names
@@ -166,7 +167,8 @@ class TrainingSession:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_fn = torch.compile(self.model) if config.compile else self.model
         self.loss_fn = build_training_loss(config.variant, pretrained=config.pretrained,
-                                           weights=config.weights).to(self.device)
+                                           weights=config.weights, rd_lambda=config.rd_lambda,
+                                           model=self.model).to(self.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.phases = config.phases()
         self.optimizer: torch.optim.Optimizer | None = None

@@ -51,6 +51,7 @@ from service.api.schemas import (
     ExperimentPage,
     FieldError,
     LogOut,
+    RateDistortion,
     Readiness,
     ResultsTable,
     RunDetail,
@@ -410,6 +411,12 @@ class Client:
         return ResultsTable.model_validate_json(
             self._get(f"{API}/experiments/{experiment_id}/results",
                       params={"format": "json"}).content)
+
+    def rate_distortion(self, experiment_id: int) -> RateDistortion:
+        """Per model and dataset its measured (bpp, PSNR, SSIM, accuracy) points and each
+        codec's curve (``GET /experiments/{id}/rate_distortion``)."""
+        return RateDistortion.model_validate_json(
+            self._get(f"{API}/experiments/{experiment_id}/rate_distortion").content)
 
     def results(self, experiment_id: int) -> builtins.list[dict[str, Any]]:
         """The study's table as rows: one dict per run (see :meth:`results_table`)."""

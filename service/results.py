@@ -17,7 +17,7 @@ import io
 import json
 import math
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,15 +27,27 @@ from pydantic import ValidationError
 from models.catalog import DATASETS, VARIANTS
 from models.study import STUDY_MEASURES, source, study_original_accuracy, study_values
 from service.api.schemas import ResultsTable
-from service.persistence.tables import Measure, Run
+from service.persistence.tables import CodecResult, Measure, Run
 from service.spec import Bound, ExperimentSpec, Tolerance
 
-COLUMNS = ("run_id", "experiment", "model", "dataset", "mae", "mse", "psnr", "ssim",
-           "classifier_accuracy", "original_accuracy", "training_time_s", "search_time_s",
-           "wall_time_s", "lr", "latent_dim", "compression_ratio", "params", "status", "seed")
+# Every row has bytes_per_image: a model row the measured stream of its test set / images
+# (models.compression), a codec row (kind "codec", "JPEG @ 812 B") its mean whole-file size
+# when matched to that run's bytes per image. bpp is over the native H × W; raw_bytes is the
+# native uint8 image (784 B MNIST, 3,072 B CIFAR-10). q_* are measured on the images decoded
+# from the stream (latent quantised to quant_bits); mae … classifier_accuracy of a model row
+# are the float (unquantised) ones. nominal_compression_ratio is the old count of model-space
+# values per latent value (3,072 / latent_dim): not a measured size.
+COLUMNS = ("run_id", "experiment", "kind", "model", "codec", "dataset", "latent_dim",
+           "rd_lambda", "seed", "mae", "mse", "psnr", "ssim", "classifier_accuracy",
+           "original_accuracy", "quant_bits", "q_mse", "q_psnr", "q_ssim", "q_accuracy",
+           "bytes_per_image", "bpp", "raw_bytes_per_image", "side_info_bytes", "codec_quality",
+           "codec_status", "training_time_s", "search_time_s", "wall_time_s", "lr",
+           "nominal_compression_ratio", "params", "status")
 MEASURE_COLUMNS = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
-                   "training_time_s", "search_time_s", "wall_time_s", "latent_dim",
-                   "compression_ratio", "params")
+                   "quant_bits", "q_mse", "q_psnr", "q_ssim", "q_accuracy", "bytes_per_image",
+                   "bpp", "raw_bytes_per_image", "side_info_bytes", "training_time_s",
+                   "search_time_s", "wall_time_s", "latent_dim", "params")
+CODEC_TITLES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
 # With ``reference: "study"``: the study's value of each measure it reported, ours minus
 # it, whether every one is reproduced within the spec's tolerance, and which were corrected.
 REFERENCE_COLUMNS = (*(f"study_{m}" for m in STUDY_MEASURES),
@@ -43,8 +55,8 @@ REFERENCE_COLUMNS = (*(f"study_{m}" for m in STUDY_MEASURES),
 EXPECT_COLUMNS = ("expect", "expect_detail")  # PASSED/REGRESSED and the numbers behind it
 # ``aggregate=seed``: mean, sample std (ddof=1) and n of each of these per group.
 AGGREGATED = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
-              "training_time_s", "search_time_s", "wall_time_s", "lr", "compression_ratio",
-              "params")
+              "q_mse", "q_psnr", "q_ssim", "q_accuracy", "bytes_per_image", "bpp",
+              "training_time_s", "search_time_s", "wall_time_s", "lr", "params")
 # Quality measures and which way is better: Welch's test marks the tied-best per group.
 BETTER = {"mae": "min", "mse": "min", "psnr": "max", "ssim": "max",
           "classifier_accuracy": "max"}
@@ -139,27 +151,70 @@ def parse_spec(raw: dict[str, Any] | None) -> ExperimentSpec | None:
 
 
 def rows(pairs: list[tuple[Run, Measure | None]], experiment: str = "",
-         spec: ExperimentSpec | None = None) -> list[dict[str, Any]]:
-    """One row per run, measures of runs without any as None; with the reference's and
-    the expectations' columns when ``spec`` asks for them."""
+         spec: ExperimentSpec | None = None,
+         codecs: Sequence[tuple[Run, CodecResult]] = ()) -> list[dict[str, Any]]:
+    """One row per run (kind ``model``, measures of runs without any as None), each
+    followed by its matched codec rows (kind ``codec``); with the reference's and the
+    expectations' columns when ``spec`` asks for them (model rows only)."""
+    by_run: dict[int, list[CodecResult]] = {}
+    for run, c in codecs:
+        if c.kind == "matched":
+            by_run.setdefault(run.id, []).append(c)
+    columns = run_columns(spec)
     out = []
     for run, m in pairs:
-        row: dict[str, Any] = {"run_id": run.id, "experiment": experiment,
-                               "model": run.model, "dataset": run.dataset,
-                               "lr": run.lr, "status": run.status.value, "seed": run.seed}
+        row: dict[str, Any] = dict.fromkeys(columns)
+        row.update({"run_id": run.id, "experiment": experiment, "kind": "model",
+                    "model": run.model, "dataset": run.dataset, "lr": run.lr,
+                    "status": run.status.value, "rd_lambda": run.rd_lambda, "seed": run.seed})
         for key in MEASURE_COLUMNS:
             row[key] = getattr(m, key) if m is not None else None
-        if row["latent_dim"] is None:
-            row["latent_dim"] = run.latent_dim
-        ordered = {k: row[k] for k in COLUMNS}
+        row["latent_dim"] = run.latent_dim
+        row["nominal_compression_ratio"] = m.compression_ratio if m is not None else None
         if spec is not None and spec.reference == "study":
-            ordered.update(_reference_cells(run.model, run.dataset, row, spec.tolerance))
+            row.update(_reference_cells(run.model, run.dataset, row, spec.tolerance))
         if spec is not None and spec.expect:
             measures = row if m is not None else None
-            ordered["expect"], ordered["expect_detail"] = verdict(
+            row["expect"], row["expect_detail"] = verdict(
                 spec.bounds(run.model, run.dataset), measures)
-        out.append(ordered)
+        out.append(row)
+        for c in by_run.get(run.id, []):
+            out.append({k: None for k in columns}
+                       | codec_row(run, c, experiment, row["raw_bytes_per_image"]))
     return out
+
+
+def codec_row(run: Run, c: CodecResult, experiment: str, raw: int | None) -> dict[str, Any]:
+    """A codec matched to ``run``'s bytes per image, as a results row."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update({"run_id": run.id, "experiment": experiment, "kind": "codec",
+                "model": run.model, "codec": c.codec, "dataset": run.dataset,
+                "latent_dim": run.latent_dim, "rd_lambda": run.rd_lambda, "mae": c.mae,
+                "mse": c.mse, "psnr": c.psnr, "ssim": c.ssim,
+                "classifier_accuracy": c.classifier_accuracy,
+                "bytes_per_image": c.bytes_per_image, "bpp": c.bpp,
+                "raw_bytes_per_image": raw, "codec_quality": c.quality,
+                "codec_status": c.status, "status": run.status.value})
+    return row
+
+
+def row_label(r: dict[str, Any], latent_shown: bool = False) -> str:
+    """The Method cell: the variant's title (with its latent size, unless a column shows
+    it, or λ when not the variant's default), or "JPEG @ 812 B (Baseline's size)" for a
+    codec row."""
+    title = VARIANTS[r["model"]].title if r["model"] in VARIANTS else r["model"]
+    if r.get("rd_lambda") is not None:
+        title += f" λ={r['rd_lambda']:g}"
+    elif not latent_shown and r.get("latent_dim") is not None and r["model"] in VARIANTS \
+            and r["latent_dim"] != VARIANTS[r["model"]].latent_dim:
+        title += f" ({r['latent_dim']})"
+    if r.get("kind") != "codec":
+        return title
+    codec = CODEC_TITLES.get(r["codec"], r["codec"])
+    size = "n/a" if r["bytes_per_image"] is None else f"{r['bytes_per_image']:.0f} B"
+    note = {"below_range": ", smallest file above target",
+            "above_range": ", largest file below target"}.get(r["codec_status"] or "", "")
+    return f"{codec} @ {size} ({title}'s size{note})"
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None, int]:
@@ -203,7 +258,7 @@ def _tied_best(groups: list[dict[str, Any]], samples: list[dict[str, list[float]
 
 
 def aggregate_columns(spec: ExperimentSpec | None) -> list[str]:
-    columns = ["experiment", "model", "dataset", "latent_dim", "runs", "seeds"]
+    columns = ["experiment", "model", "dataset", "latent_dim", "rd_lambda", "runs", "seeds"]
     for m in AGGREGATED:
         columns += [f"{m}_mean", f"{m}_std", f"{m}_n"]
     columns += [f"{m}_tied_best" for m in BETTER]
@@ -220,14 +275,16 @@ def aggregate(run_rows: list[dict[str, Any]], spec: ExperimentSpec | None = None
     mean, sample std (ddof = 1) and n of each measure over the runs that have it, the
     tied-best marks of each (dataset, latent size) group, the study's values beside the
     means, and REGRESSED when any of the group's runs regressed."""
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int, float | None], list[dict[str, Any]]] = {}
     for r in run_rows:
-        groups.setdefault((r["model"], r["dataset"], r["latent_dim"]), []).append(r)
+        if r.get("kind", "model") == "model":  # codec rows are not runs of a model
+            groups.setdefault((r["model"], r["dataset"], r["latent_dim"], r["rd_lambda"]),
+                              []).append(r)
     out: list[dict[str, Any]] = []
     samples: list[dict[str, list[float]]] = []
-    for (model, dataset, latent), members in groups.items():
+    for (model, dataset, latent, lam), members in groups.items():
         row: dict[str, Any] = {"experiment": members[0]["experiment"], "model": model,
-                               "dataset": dataset, "latent_dim": latent,
+                               "dataset": dataset, "latent_dim": latent, "rd_lambda": lam,
                                "runs": len(members),
                                "seeds": " ".join(str(r["seed"]) for r in members)}
         values: dict[str, list[float]] = {}
@@ -263,11 +320,13 @@ def run_columns(spec: ExperimentSpec | None) -> list[str]:
 
 
 def build(pairs: list[tuple[Run, Measure | None]], experiment: str = "",
-          spec: ExperimentSpec | None = None, aggregate_by: str | None = None) -> Table:
-    """The results table of an experiment's runs: per run, or per group of seeds."""
-    per_run = rows(pairs, experiment, spec)
-    bounded = [r.get("expect") for r in per_run
-               if spec is not None and spec.bounds(r["model"], r["dataset"])]
+          spec: ExperimentSpec | None = None, aggregate_by: str | None = None,
+          codecs: Sequence[tuple[Run, CodecResult]] = ()) -> Table:
+    """The results table of an experiment's runs: per run (each followed by its matched
+    codec rows), or per group of seeds (model rows only)."""
+    per_run = rows(pairs, experiment, spec, codecs)
+    bounded = [r.get("expect") for r in per_run if r["kind"] == "model"
+               and spec is not None and spec.bounds(r["model"], r["dataset"])]
     expect = experiment_verdict(bounded, len(bounded)) if spec and spec.expect else None
     reference = source() if spec is not None and spec.reference == "study" else None
     sweep = spec is not None and (len(spec.latent_sizes) > 1 or len(spec.seed_values) > 1)
@@ -363,7 +422,8 @@ def to_markdown(table: Table, title: str = "") -> str:
         head += ["Latent", "n"]
     elif table.sweep:
         head += ["Latent", "Seed"]
-    head += ["MAE", "MSE", "PSNR (dB)", "SSIM", "Classifier acc.", "Train time"]
+    head += ["MAE", "MSE", "PSNR (dB)", "SSIM", "Classifier acc.", "Quantised PSNR (dB)",
+             "Quantised acc.", "Bytes / image", "bpp", "Train time"]
     head += [] if agg else ["LR", "Status"]
     if ref:
         head += ["Study MAE (Δ)", "Study MSE (Δ)", "Study acc. (Δ)", "Reproduced"]
@@ -376,9 +436,14 @@ def to_markdown(table: Table, title: str = "") -> str:
         parts.append(f"## {DATASETS[dataset].title if dataset in DATASETS else dataset}\n")
         parts.append("| " + " | ".join(head) + " |")
         parts.append("|" + "---|" * len(head))
-        first = ["Original images"] + ["n/a"] * 4 + [_num(original, 4), "n/a"]
+        raw = DATASETS[dataset].channels * DATASETS[dataset].size ** 2 \
+            if dataset in DATASETS else None
+        raw_bpp = 8.0 * raw / DATASETS[dataset].size ** 2 if raw else None
+        first = ["Original images"]
         if agg or table.sweep:
-            first[1:1] = ["", ""]
+            first += ["", ""]
+        first += ["n/a"] * 4 + [_num(original, 4)] + ["n/a"] * 2
+        first += [f"{_num(raw, 0)} (raw uint8)", _num(raw_bpp, 1), "n/a"]
         first += [] if agg else ["n/a", ""]
         if ref:
             study = study_original_accuracy(dataset)
@@ -388,20 +453,26 @@ def to_markdown(table: Table, title: str = "") -> str:
             first += [""]
         parts.append("| " + " | ".join(first) + " |")
         for r in ds_rows:
-            method = VARIANTS[r["model"]].title if r["model"] in VARIANTS else r["model"]
-            cells = [md_text(method)]
+            cells = [md_text(row_label(r, latent_shown=agg or table.sweep))]
             if agg:
                 cells += [str(r["latent_dim"]), str(r["runs"])]
                 cells += [_pm(r, "mae", 6), _pm(r, "mse", 6), _pm(r, "psnr", 2),
                           _pm(r, "ssim", 4), _pm(r, "classifier_accuracy", 4),
+                          _pm(r, "q_psnr", 2), _pm(r, "q_accuracy", 4),
+                          _pm(r, "bytes_per_image", 1), _pm(r, "bpp", 3),
                           _pm(r, "training_time_s", 0, duration=True)]
             else:
                 if table.sweep:
                     cells += [str(r["latent_dim"]), str(r["seed"])]
                 lr = "n/a" if r["lr"] is None else f"{r['lr']:.3g}"
+                bits = f" ({r['quant_bits']}-bit)" if r.get("quant_bits") else ""
+                status = r["status"] if r["kind"] == "model" else \
+                    (r["codec_status"] or "").replace("_", " ")
                 cells += [_num(r["mae"]), _num(r["mse"]), _num(r["psnr"], 2),
                           _num(r["ssim"], 4), _num(r["classifier_accuracy"], 4),
-                          _duration(r["training_time_s"]), lr, md_text(r["status"])]
+                          _num(r["q_psnr"], 2) + bits, _num(r["q_accuracy"], 4),
+                          _num(r["bytes_per_image"], 1), _num(r["bpp"], 3),
+                          _duration(r["training_time_s"]), lr, md_text(status)]
             if ref:
                 cells += [_study_cell(r["study_mae"], r["diff_mae"], 6),
                           _study_cell(r["study_mse"], r["diff_mse"], 6),
@@ -419,6 +490,11 @@ def to_markdown(table: Table, title: str = "") -> str:
         parts += [f"\nThe study's {md_text(VARIANTS[m].title if m in VARIANTS else m)}: "
                   f"{md_text(n)}." for m, n in notes]
         parts.append("")
+        parts.append("Bytes / image: a model's entropy-coded test-set stream / images (its "
+                     "per-run side information apart); a codec's mean whole file, headers "
+                     "included. bpp = 8 · bytes / native pixels. Quantised: decoded from "
+                     "that stream. Codec distortion is measured on its output served like "
+                     "the model's input.\n")
     return "\n".join(parts)
 
 
@@ -444,3 +520,64 @@ FORMATS: dict[str, Format] = {
     "markdown": Format("text/markdown; charset=utf-8",
                        lambda table, title, _id: to_markdown(table, title)),
 }
+
+
+RD_DEFINITIONS = {
+    "bpp": "8 × bytes per image / (H × W) of the native image (784 MNIST, 1,024 CIFAR-10)",
+    "bytes_per_image": "model: entropy-coded test-set stream / images (header included, "
+                       "per-run side information apart); codec: mean whole file",
+    "psnr": "10·log10(1/MSE) in model space (3×32×32 in [0, 1]) of the decoded images",
+    "accuracy": "reference classifier's top-1 on the decoded images",
+    "grouping": "model points: runs grouped by (model, dataset, latent_dim, rd_lambda), "
+                "means over the group (e.g. seeds)",
+}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def rate_distortion(pairs: Sequence[tuple[Run, Measure | None]],
+                    codecs: Sequence[tuple[Run, CodecResult]]) -> list[dict[str, Any]]:
+    """The rate–distortion series of an experiment: per (model, dataset) one series whose
+    points are its (latent_dim, rd_lambda) groups, and per (dataset, codec) one curve (the
+    curve rows of the dataset's first run that has them: every run of a dataset codes the
+    same test images). Runs without measured bytes are left out."""
+    groups: dict[tuple[str, str], dict[tuple[int, float | None], list[Measure]]] = {}
+    runs: dict[tuple[str, str, int, float | None], list[int]] = {}
+    for run, m in pairs:
+        if m is None or m.bytes_per_image is None or m.bpp is None:
+            continue
+        key = (run.latent_dim, run.rd_lambda)
+        groups.setdefault((run.model, run.dataset), {}).setdefault(key, []).append(m)
+        runs.setdefault((run.model, run.dataset, *key), []).append(run.id)
+    series: list[dict[str, Any]] = []
+    for (model, dataset), by_key in groups.items():
+        points = []
+        for (latent, lam), ms in by_key.items():
+            points.append({
+                "bpp": _mean([m.bpp for m in ms]),
+                "bytes_per_image": _mean([m.bytes_per_image for m in ms]),
+                "psnr": _mean([m.q_psnr for m in ms]), "ssim": _mean([m.q_ssim for m in ms]),
+                "accuracy": _mean([m.q_accuracy for m in ms]), "latent_dim": latent,
+                "rd_lambda": lam, "quant_bits": ms[0].quant_bits,
+                "run_ids": runs[(model, dataset, latent, lam)]})
+        points.sort(key=lambda p: float(p["bpp"]))  # type: ignore[arg-type]
+        title = VARIANTS[model].title if model in VARIANTS else model
+        series.append({"kind": "model", "name": model, "title": title, "dataset": dataset,
+                       "points": points})
+    curves: dict[tuple[str, str], tuple[int, list[CodecResult]]] = {}
+    for run, c in codecs:
+        if c.kind != "curve":
+            continue
+        first = curves.setdefault((run.dataset, c.codec), (run.id, []))
+        if first[0] == run.id:
+            first[1].append(c)
+    for (dataset, codec), (_, rows_) in curves.items():
+        points = [{"bpp": c.bpp, "bytes_per_image": c.bytes_per_image, "psnr": c.psnr,
+                   "ssim": c.ssim, "accuracy": c.classifier_accuracy, "quality": c.quality,
+                   "run_ids": []} for c in sorted(rows_, key=lambda c: c.bpp)]
+        series.append({"kind": "codec", "name": codec, "title": CODEC_TITLES.get(codec, codec),
+                       "dataset": dataset, "points": points})
+    return series

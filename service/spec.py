@@ -16,11 +16,20 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from workers.spec import MAX_SEED, DatasetName, RunSpec, TrainingOptions, VariantName, _Strict
+from workers.spec import (
+    MAX_SEED,
+    RD_VARIANT,
+    DatasetName,
+    RunSpec,
+    TrainingOptions,
+    VariantName,
+    _Strict,
+)
 
 # Measures an `expect` bound may name: the results table's per-run measures.
-EXPECTABLE = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "training_time_s",
-              "search_time_s", "wall_time_s", "compression_ratio", "params")
+EXPECTABLE = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "q_mse", "q_psnr",
+              "q_ssim", "q_accuracy", "bytes_per_image", "bpp", "training_time_s",
+              "search_time_s", "wall_time_s", "params")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _BOUND = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -98,6 +107,25 @@ class ExperimentSpec(TrainingOptions):
     expect: dict[str, dict[str, str]] | None = Field(
         default=None, description='bounds per "model/dataset" on its measures, e.g. '
         '{"baseline/mnist": {"mse": "<= 0.001"}}: each run PASSED or REGRESSED')
+    lambdas: list[float] | None = Field(
+        default=None, min_length=1, max_length=16,
+        description=f"λ values of {RD_VARIANT}'s rate + λ·255²·MSE loss: each is one run "
+        f"per dataset (the grid is models × datasets × lambdas, for {RD_VARIANT} only)")
+
+    @field_validator("lambdas")
+    @classmethod
+    def _lambdas(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if value is None:
+            return value
+        if any(not (0 < v <= 100) for v in value):
+            raise ValueError("each lambda must be > 0 and ≤ 100")
+        if len(set(value)) != len(value):
+            raise ValueError("lambdas lists a value twice")
+        models = info.data.get("models")
+        if models is not None and RD_VARIANT not in models:
+            raise ValueError(f"lambdas apply to {RD_VARIANT} only, which models does not "
+                             "list")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -164,8 +192,11 @@ class ExperimentSpec(TrainingOptions):
     def grid_text(self) -> str:
         """The grid's product in words, e.g. ``2 models × 1 datasets × 2 latent sizes × 3
         seeds``."""
-        return (f"{len(self.models)} models × {len(self.datasets)} datasets × "
+        text = (f"{len(self.models)} models × {len(self.datasets)} datasets × "
                 f"{len(self.latent_sizes)} latent sizes × {len(self.seed_values)} seeds")
+        if self.lambdas:
+            text += f", {RD_VARIANT} × {len(self.lambdas)} lambdas"
+        return text
 
     def bounds(self, model: str, dataset: str) -> list[Bound]:
         """The expectations on runs of (model, dataset), in the spec's order."""
@@ -174,12 +205,17 @@ class ExperimentSpec(TrainingOptions):
 
     def run_specs(self) -> list[RunSpec]:
         """One run spec per grid point, in a stable order: dataset, model, latent size,
-        seed (dataset-major). Every run carries the experiment's first seed as its
+        λ (the rate-distortion variant only, when ``lambdas`` is given), seed
+        (dataset-major). Every run carries the experiment's first seed as its
         ``shared_seed``."""
         shared = TrainingOptions.model_fields.keys()
         options = {k: getattr(self, k) for k in shared}
         seeds = self.seed_values
+
+        def lambdas(model: str) -> list[float | None]:
+            return list(self.lambdas) if model == RD_VARIANT and self.lambdas else [None]
+
         return [RunSpec(model=m, dataset=d, latent_dim=latent, seed=seed,
-                        shared_seed=seeds[0], **options)
+                        shared_seed=seeds[0], rd_lambda=lam, **options)
                 for d in self.datasets for m in self.models
-                for latent in self.latent_sizes for seed in seeds]
+                for latent in self.latent_sizes for lam in lambdas(m) for seed in seeds]

@@ -158,7 +158,8 @@ def test_catalog_lists_variants_and_dataset_availability(client: TestClient) -> 
     body = client.get(f"{API}/catalog").json()
     variants = {v["name"]: v for v in body["variants"]}
     assert set(variants) == {"baseline", "pixel_shuffle", "progressive_resizing",
-                             "pretrained_resnet", "resnet", "feature_loss"}
+                             "pretrained_resnet", "resnet", "feature_loss",
+                             "factorized_prior"}
     assert variants["resnet"]["latent_dim"] == 1024
     assert variants["baseline"]["params"] == 3_080_629
     datasets = {d["name"]: d for d in body["datasets"]}

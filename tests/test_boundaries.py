@@ -193,7 +193,7 @@ def test_exports_escape_the_experiment_name_in_every_user_text_column(client: Te
     rows = list(csv.DictReader(io.StringIO(text)))
     text_columns = {k for k, v in rows[0].items()
                     if v and not v.replace(".", "", 1).replace("-", "", 1).isdigit()}
-    assert text_columns == {"experiment", "model", "dataset", "status"}
+    assert text_columns == {"experiment", "kind", "model", "dataset", "status"}
     assert all(not row[c].startswith(FORMULA_START) for row in rows for c in text_columns)
     assert rows[0]["experiment"] == "'" + name
     md = client.get(f"{API}/experiments/{exp['id']}/results",

@@ -18,9 +18,12 @@ from models.recipes import build_model
 
 # seed-experiment §4: parameter counts computed from the study's model files.
 STUDY_PARAMS = {"baseline": 3.08e6, "pixel_shuffle": 3.08e6, "progressive_resizing": 3.08e6,
-                "feature_loss": 3.08e6, "pretrained_resnet": 22.9e6, "resnet": 22.9e6}
+                "feature_loss": 3.08e6, "pretrained_resnet": 22.9e6, "resnet": 22.9e6,
+                # not a study variant: the baseline + 43 entropy-model parameters per channel
+                "factorized_prior": 3.08e6 + 43_000}
 STUDY_LATENT = {"baseline": 1000, "pixel_shuffle": 1000, "progressive_resizing": 1000,
-                "feature_loss": 1000, "pretrained_resnet": 1024, "resnet": 1024}
+                "feature_loss": 1000, "pretrained_resnet": 1024, "resnet": 1024,
+                "factorized_prior": 1000}
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -79,11 +82,11 @@ def test_progressive_switch_keeps_every_parameter() -> None:
 
 
 def test_registry_refuses_duplicates_and_lists_valid_names() -> None:
-    assert list_architectures() == ["conv", "pixel_shuffle", "resnet"]
+    assert list_architectures() == ["conv", "factorized_prior", "pixel_shuffle", "resnet"]
     assert list_architectures("*conv") == ["conv"]
     with pytest.raises(ValueError, match="already registered"):
         register_architecture("conv", ConvAutoencoder)
-    with pytest.raises(KeyError, match="valid: conv, pixel_shuffle, resnet"):
+    with pytest.raises(KeyError, match="valid: conv, pixel_shuffle, resnet, factorized_prior"):
         get_architecture("unet")
     with pytest.raises(KeyError, match="valid: baseline"):
         get_variant("vae")

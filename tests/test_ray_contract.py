@@ -92,7 +92,9 @@ def test_the_study_example_runs_end_to_end(ray_head: LocalRayHead, tmp_path: Pat
     settings = _settings(ray_head, tmp_path / "home")
     install_offline_mnist(Path(settings.data_path))
     spec = json.loads(files("service").joinpath("examples/study.json").read_text())
-    spec.update(datasets=["mnist", "synthetic"], pretrained=False, epochs=3, batch_size=16,
+    # The study's six variants, plus factorized_prior so that `tune` covers every variant.
+    spec.update(models=[*spec["models"], "factorized_prior"],
+                datasets=["mnist", "synthetic"], pretrained=False, epochs=3, batch_size=16,
                 data={**spec["data"], "train_limit": 32, "test_limit": 16},
                 lr_search={**spec["lr_search"], "num_samples": 2, "budget_epochs": 1},
                 resources={"gpus_per_run": 0.5, "cpus_per_run": 1},
@@ -107,7 +109,7 @@ def test_the_study_example_runs_end_to_end(ray_head: LocalRayHead, tmp_path: Pat
         bad = [(x["model"], x["dataset"], x["error"]) for x in done["runs"]
                if x["status"] != "succeeded"]
         assert done["status"] == "succeeded" and not bad, bad
-        assert len(done["runs"]) == 12
+        assert len(done["runs"]) == 14
         for summary in done["runs"]:
             run = client.get(f"{API}/runs/{summary['id']}").json()
             spec_ = RunSpec.model_validate(run["spec"])

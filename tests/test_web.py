@@ -292,11 +292,13 @@ def test_the_editor_has_one_input_per_spec_field(web: TestClient) -> None:
     errors = {a["id"] for t, a in tags.tags if (a.get("id") or "").startswith("err:")}
     assert errors == {f"err:{p}" for p in form} | {"err:", "err:lr_search", "err:data",
                                                    "err:resources", "err:classifier",
-                                                   "err:tolerance"}
+                                                   "err:tolerance", "err:compression"}
     by_path = {f.path: f for s in spec_sections() for f in s.fields}
     assert by_path["lr_search.min_lr"].hint == "above 0, below 10"
     assert by_path["data.train_limit"].hint == "at least 16; empty: none (the default)"
     assert [o.label for o in by_path["models"].options][:2] == ["Baseline", "Pixel Shuffle"]
+    assert by_path["lambdas"].kind == "numbers" and by_path["lambdas"].nullable
+    assert by_path["compression.bits"].numeric and by_path["compression.bits"].default == 8
 
 
 def test_static_assets_ship_in_the_package_with_uplots_licence(web: TestClient) -> None:

@@ -59,7 +59,7 @@ def train_config(spec: RunSpec, env: RunEnv, lr: float | None = None,
         lr=lr or spec.fixed_lr, schedule=spec.schedule, latent_dim=spec.latent_dim,
         augment=spec.data.augment, pretrained=spec.pretrained, weights_dir=env.weights_dir,
         allow_download=env.allow_download, seed=spec.seed, device=device or env.device,
-        threads=spec.resources.threads,
+        threads=spec.resources.threads, rd_lambda=spec.rd_lambda,
     )
 
 

@@ -32,6 +32,8 @@ from workers.lr_search import SearchJob, get_method, phase1_epochs
 from workers.preflight import preflight
 from workers.spec import RunSpec
 from workers.store import (
+    COMPRESSION_META,
+    COMPRESSION_STREAM,
     GALLERY_INPUTS,
     GALLERY_META,
     GALLERY_RECONSTRUCTIONS,
@@ -41,6 +43,7 @@ from workers.store import (
 )
 
 if TYPE_CHECKING:
+    from models.compression import CompressionReport
     from models.data import DataSplits
     from models.lr_finder import RangeTestResult
     from models.samples import GalleryArtifacts
@@ -296,6 +299,12 @@ class LocalSteps:
                 "reconstructions": GALLERY_RECONSTRUCTIONS}
         store.save_artifact(GALLERY_META, "gallery", json.dumps(meta, indent=1).encode(),
                             "application/json")
+        if evaluation.compression is not None:
+            c = evaluation.compression
+            store.save_artifact(COMPRESSION_STREAM, "compression", c.stream,
+                                "application/octet-stream")
+            store.save_artifact(COMPRESSION_META, "compression",
+                                json.dumps(c.meta, indent=1).encode(), "application/json")
         return evaluation.measures
 
     def finish(self) -> None:
@@ -312,16 +321,22 @@ class Evaluation:
     samples_png: bytes
     weights: bytes
     gallery: GalleryArtifacts
+    compression: CompressionReport | None = None
 
 
 def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
                  classifier_blob: bytes | None, original_accuracy: float | None
                  ) -> Evaluation:
     """Test-set measures, the sample figure, the gallery's reconstructions of the first
-    ``spec.gallery_samples`` test images and the final weights of a trained model."""
+    ``spec.gallery_samples`` test images and the final weights of a trained model; and
+    what an image really costs (``models.compression``): the test set quantised to
+    ``spec.compression.bits``, entropy-coded (the stream is an artifact), decoded from the
+    stream and measured (``q_*``), bytes per image and bpp, and codec rows at the same
+    bytes (``measures["codecs"]``)."""
     import torch
 
     from models.classifier import load_classifier
+    from models.compression import compress_run
     from models.metrics import evaluate, model_facts
     from models.samples import reconstruct_gallery, sample_grid
 
@@ -331,15 +346,20 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     if classifier_blob is not None:
         classifier, _ = load_classifier(io.BytesIO(classifier_blob), device)
     measures = evaluate(model, data.test, device=device, classifier=classifier)
+    compression = compress_run(model, data, dataset=spec.dataset,
+                               bits=spec.compression.bits, classifier=classifier,
+                               device=device, codecs=tuple(spec.compression.codecs))
     row = {**measures.as_dict(), "original_accuracy": original_accuracy,
-           "training_time_s": result.seconds, **model_facts(model, model.latent_dim)}
+           "training_time_s": result.seconds, **model_facts(model, model.latent_dim),
+           **compression.measures, "rd_lambda": spec.effective_rd_lambda,
+           "codecs": compression.codec_rows}
     weights = io.BytesIO()
     torch.save({"model": spec.model, "latent_dim": model.latent_dim,
                 "spec": spec.model_dump(mode="json"), "state": model.state_dict()}, weights)
     gallery = reconstruct_gallery(model, data.test, spec.gallery_samples,
                                   dataset=spec.dataset, device=device)
     return Evaluation(row, sample_grid(model, data.test, device=device), weights.getvalue(),
-                      gallery)
+                      gallery, compression)
 
 
 def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,

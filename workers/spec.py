@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from models.catalog import DATASETS, VARIANTS, get_variant
+from models.catalog import DATASETS, DEFAULT_RD_LAMBDA, VARIANTS, get_variant
 
 VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
@@ -24,6 +24,10 @@ LrMethodName = Literal["tune", "range_test", "fixed"]
 Schedule = Literal["seed", "one_cycle"]
 Validation = Literal["holdout", "test"]
 ClassifierArch = Literal["resnet34", "small"]
+QuantBits = Literal[4, 6, 8, 16]
+CodecName = Literal["jpeg", "webp", "avif"]
+RD_VARIANT = "factorized_prior"  # the one variant trained on rate + λ·distortion
+DEFAULT_CODECS: tuple[CodecName, ...] = ("jpeg", "webp")
 
 DEFAULT_LR = 1e-3  # the `fixed` method's LR where the study picked none for the dataset
 
@@ -127,6 +131,25 @@ def data_limit_problems(data: DataOptions, dataset: str, batch_size: int
     return problems
 
 
+class CompressionOptions(_Strict):
+    """What evaluation measures about real bytes (models.compression)."""
+
+    bits: QuantBits = Field(default=8, description="bits per latent value when the latent "
+                            "is quantised for the measured bytes per image (scale and "
+                            "offset fitted per run on training latents)")
+    codecs: list[CodecName] = Field(
+        default_factory=lambda: list(DEFAULT_CODECS),
+        description="standard codecs matched to each run's bytes per image and measured "
+        "over a quality range (avif: only where Pillow supports it; slow)")
+
+    @field_validator("codecs")
+    @classmethod
+    def _unique_codecs(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("codecs lists a name twice")
+        return value
+
+
 class TrainingOptions(_Strict):
     """What every run of an experiment shares: budget, schedule, search, data, resources."""
 
@@ -144,6 +167,7 @@ class TrainingOptions(_Strict):
         default=8, ge=1, le=64, description="test images each run reconstructs for the "
         "gallery at evaluation: the first N of the test split, the same for every run of a "
         "dataset")
+    compression: CompressionOptions = Field(default_factory=CompressionOptions)
 
 
 class RunSpec(TrainingOptions):
@@ -160,6 +184,24 @@ class RunSpec(TrainingOptions):
         default=None, ge=0, le=MAX_SEED,
         description="the experiment's first seed: it seeds what runs differing only in seed "
         "share, the train/validation split and the reference classifier; None: the run's")
+    rd_lambda: float | None = Field(
+        default=None, gt=0, le=100, description=f"{RD_VARIANT} only: λ of its rate + "
+        f"λ·255²·MSE loss (None: {DEFAULT_RD_LAMBDA})")
+
+    @field_validator("rd_lambda")
+    @classmethod
+    def _lambda_for_rd_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        model = info.data.get("model")
+        if value is not None and model is not None and model != RD_VARIANT:
+            raise ValueError(f"rd_lambda applies to {RD_VARIANT} only, not {model}")
+        return value
+
+    @property
+    def effective_rd_lambda(self) -> float | None:
+        """λ of a rate-distortion run (the spec's or the default), else None."""
+        if self.model != RD_VARIANT:
+            return None
+        return self.rd_lambda if self.rd_lambda is not None else DEFAULT_RD_LAMBDA
 
     @model_validator(mode="after")
     def _fits_the_dataset(self) -> Self:
@@ -185,4 +227,5 @@ class RunSpec(TrainingOptions):
         return self.latent_dim or get_variant(self.model).latent_dim
 
     def label(self) -> str:
-        return f"{self.model}-{self.dataset}"
+        lam = f"-l{self.rd_lambda:g}" if self.rd_lambda is not None else ""
+        return f"{self.model}-{self.dataset}{lam}"

@@ -24,6 +24,10 @@ from models.plan import EpochMetrics, format_epoch
 GALLERY_INPUTS = "gallery-inputs.png"
 GALLERY_RECONSTRUCTIONS = "gallery-recon.png"
 GALLERY_META = "gallery.json"
+# The test set's latents as coded at evaluation (models.compression): the stream whose
+# length / images is the run's bytes_per_image, and how to decode it with model.pt.
+COMPRESSION_STREAM = "latents-test.bin"
+COMPRESSION_META = "compression.json"
 
 
 class RunCancelled(RuntimeError):

@@ -7,7 +7,7 @@ dependencies (SQLAlchemy, FastAPI, Ray, torch) and parses answers with these ver
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
@@ -42,6 +42,7 @@ class RunSummary(_FromRow):
     id: int
     model: str
     dataset: str
+    rd_lambda: float | None = None  # factorized_prior's λ; None for the other variants
     status: Status
     phase: str | None
     epoch: int
@@ -114,6 +115,45 @@ class ResultsTable(BaseModel):
     aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
     reference: str | None = None  # the study's source, with reference: "study"
     expect: str | None = None  # PASSED, REGRESSED, or None (no bounds, or runs pending)
+
+
+class RatePoint(BaseModel):
+    """One point of a rate–distortion curve. ``bpp`` = 8 · bytes_per_image / native H·W.
+    A model point is measured on images decoded from its entropy-coded test set (the
+    mean over the runs of its group, e.g. seeds); a codec point at one quality."""
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+    bpp: float
+    bytes_per_image: float
+    psnr: float
+    ssim: float
+    accuracy: float | None
+    latent_dim: int | None = None
+    rd_lambda: float | None = None
+    quant_bits: int | None = None
+    quality: float | None = None
+    run_ids: list[int] = []
+
+
+class RateSeries(BaseModel):
+    """A model's points on one dataset (one per latent size / λ), or a codec's curve."""
+
+    kind: Literal["model", "codec"]
+    name: str  # variant name, or codec name
+    title: str
+    dataset: str
+    points: list[RatePoint]
+
+
+class RateDistortion(BaseModel):
+    """``GET /experiments/{id}/rate_distortion``: per dataset, each model's points
+    (grouped by model, dataset, latent size and λ; sorted by bpp) and the codec curves
+    over a range of qualities on the same test images."""
+
+    experiment_id: int
+    definitions: dict[str, str]
+    series: list[RateSeries]
 
 
 class ExperimentPage(BaseModel):

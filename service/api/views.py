@@ -38,7 +38,8 @@ def _run_links(run: Run, dashboard: str | None) -> dict[str, str]:
 
 def _summary_fields(run: Run, dashboard: str | None) -> dict[str, Any]:
     return dict(
-        id=run.id, model=run.model, dataset=run.dataset, status=run.status, phase=run.phase,
+        id=run.id, model=run.model, dataset=run.dataset, rd_lambda=run.rd_lambda,
+        status=run.status, phase=run.phase,
         epoch=run.epoch, epochs_total=run.epochs_total,
         progress=round(min(run.epoch / run.epochs_total, 1.0), 4) if run.epochs_total else 0.0,
         lr=run.lr, attempt=run.attempt, error=run.error, ray_job_id=run.ray_job_id,
@@ -64,6 +65,7 @@ def _links(experiment: Experiment, dashboard: str | None) -> dict[str, str]:
     links = {
         "self": f"{API}/experiments/{experiment.id}",
         "results": f"{API}/experiments/{experiment.id}/results",
+        "rate_distortion": f"{API}/experiments/{experiment.id}/rate_distortion",
         "cancel": f"{API}/experiments/{experiment.id}/cancel",
     }
     if dashboard:

@@ -18,6 +18,7 @@ from service.errors import Conflict, NotFound
 from service.persistence.tables import (
     FINISHED,
     Artifact,
+    CodecResult,
     EpochMetric,
     Experiment,
     Measure,
@@ -42,6 +43,7 @@ def create_experiment(session: Session, *, spec: ExperimentSpec,
     experiment.runs = [Run(model=r.model, dataset=r.dataset, status=Status.queued,
                            epochs_total=r.epochs, latent_dim=r.effective_latent_dim,
                            seed=r.seed,
+                           rd_lambda=r.effective_rd_lambda,
                            spec=r.model_dump(mode="json"))
                        for r in spec.run_specs()]
     session.add(experiment)
@@ -132,7 +134,8 @@ RUN_ORDERS: dict[str, Any] = {
     "id": Run.id, "lr": Run.lr, "latent_dim": Run.latent_dim,
     **{name: getattr(Measure, name) for name in (
         "mse", "mae", "psnr", "ssim", "classifier_accuracy", "training_time_s",
-        "search_time_s", "wall_time_s", "params", "compression_ratio")},
+        "search_time_s", "wall_time_s", "params", "compression_ratio", "bytes_per_image",
+        "bpp", "q_mse", "q_psnr", "q_ssim", "q_accuracy")},
 }
 
 
@@ -228,6 +231,17 @@ def results(session: Session, *, experiment_id: int) -> list[tuple[Run, Measure 
     query = select(Run, Measure).outerjoin(Measure, Measure.run_id == Run.id) \
         .where(Run.experiment_id == experiment_id).order_by(Run.id)
     return [(r, m) for r, m in session.execute(query).all()]
+
+
+def codec_results(session: Session, *, experiment_id: int, kind: str | None = None
+                  ) -> list[tuple[Run, CodecResult]]:
+    """The codec rows of an experiment's runs (``kind``: matched or curve; None: both),
+    by run then insertion order."""
+    query = select(Run, CodecResult).join(CodecResult, CodecResult.run_id == Run.id) \
+        .where(Run.experiment_id == experiment_id).order_by(Run.id, CodecResult.id)
+    if kind is not None:
+        query = query.where(CodecResult.kind == kind)
+    return [(r, c) for r, c in session.execute(query).all()]
 
 
 def find_artifact(session: Session, *, run_id: int, name: str) -> Artifact:
@@ -419,6 +433,10 @@ def record_measures(session: Session, *, run_id: int, measures: dict[str, Any]) 
         session.flush()
     fields = {c.name for c in Measure.__table__.columns} - {"run_id"}
     session.add(Measure(run_id=run_id, **{k: measures.get(k) for k in fields}))
+    session.execute(CodecResult.__table__.delete().where(CodecResult.run_id == run_id))
+    codec_fields = {c.name for c in CodecResult.__table__.columns} - {"id", "run_id"}
+    for row in measures.get("codecs") or []:
+        session.add(CodecResult(run_id=run_id, **{k: row.get(k) for k in codec_fields}))
 
 
 def record_artifact(session: Session, *, run_id: int, name: str, kind: str, uri: str,

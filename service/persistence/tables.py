@@ -122,6 +122,7 @@ class Run(Base):
     epochs_total: Mapped[int] = mapped_column(Integer)
     latent_dim: Mapped[int] = mapped_column(Integer)  # effective: the spec's or the variant's
     seed: Mapped[int] = mapped_column(BigInteger)  # its run spec's: 0..2**32-1
+    rd_lambda: Mapped[float | None] = mapped_column(Float)  # factorized_prior's effective λ
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the run contract (workers.spec)
     lr: Mapped[float | None] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
@@ -145,6 +146,8 @@ class Run(Base):
         order_by="Artifact.id", cascade="all, delete-orphan", passive_deletes=True)
     attempts: Mapped[list[RunAttempt]] = relationship(
         order_by="RunAttempt.attempt", cascade="all, delete-orphan", passive_deletes=True)
+    codec_results: Mapped[list[CodecResult]] = relationship(
+        order_by="CodecResult.id", cascade="all, delete-orphan", passive_deletes=True)
 
 
 class RunAttempt(Base):
@@ -212,8 +215,49 @@ class Measure(Base):
     wall_time_s: Mapped[float | None] = mapped_column(Measured)  # preflight → evaluated
     params: Mapped[int] = mapped_column(BigInteger)
     latent_dim: Mapped[int] = mapped_column(Integer)
+    # Nominal, not measured: model-space values / bytes per latent value (catalog).
     compression_ratio: Mapped[float] = mapped_column(Measured)
     compression_ratio_bytes: Mapped[float] = mapped_column(Measured)
+    # Measured (models.compression): the test set's latents quantised to quant_bits (None:
+    # the factorized prior's own integer symbols), coded into stream_bytes; decoded from
+    # that stream, the q_* measures. bpp over the native H×W; raw = native uint8 bytes.
+    quant_bits: Mapped[int | None] = mapped_column(Integer)
+    q_mse: Mapped[float | None] = mapped_column(Measured)
+    q_mae: Mapped[float | None] = mapped_column(Measured)
+    q_psnr: Mapped[float | None] = mapped_column(Measured)
+    q_ssim: Mapped[float | None] = mapped_column(Measured)
+    q_accuracy: Mapped[float | None] = mapped_column(Measured)
+    stream_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_per_image: Mapped[float | None] = mapped_column(Measured)
+    bpp: Mapped[float | None] = mapped_column(Measured)
+    raw_bytes_per_image: Mapped[int | None] = mapped_column(Integer)
+    side_info_bytes: Mapped[int | None] = mapped_column(BigInteger)  # per run, not per image
+
+
+class CodecResult(Base):
+    """A standard codec on a run's test images (models.compression.codec_rows): matched
+    to the run's bytes per image (``kind`` matched, with its ``status``) or at one quality
+    of a curve (``kind`` curve). Sizes are whole files; distortion in model space."""
+
+    __tablename__ = "codec_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    codec: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # matched | curve
+    status: Mapped[str | None] = mapped_column(String(16))  # matched | below_range | above_…
+    quality: Mapped[float | None] = mapped_column(Float)  # mean over images when matched
+    target_bytes: Mapped[float | None] = mapped_column(Measured)
+    min_bytes_per_image: Mapped[float | None] = mapped_column(Measured)
+    max_bytes_per_image: Mapped[float | None] = mapped_column(Measured)
+    bytes_per_image: Mapped[float] = mapped_column(Measured)
+    bpp: Mapped[float] = mapped_column(Measured)
+    mse: Mapped[float] = mapped_column(Measured)
+    mae: Mapped[float] = mapped_column(Measured)
+    psnr: Mapped[float] = mapped_column(Measured)
+    ssim: Mapped[float] = mapped_column(Measured)
+    classifier_accuracy: Mapped[float | None] = mapped_column(Measured)
+    n_images: Mapped[int] = mapped_column(Integer)
 
 
 class Artifact(Base):

@@ -43,6 +43,8 @@ STUDY_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("mae", "MAE", "num6", "min"), ("mse", "MSE", "num6", "min"),
     ("psnr", "PSNR (dB)", "num2", "max"), ("ssim", "SSIM", "num4", "max"),
     ("classifier_accuracy", "Classifier acc.", "num4", "max"),
+    ("q_psnr", "Quantised PSNR", "num2", "max"), ("q_accuracy", "Quantised acc.", "num4", "max"),
+    ("bytes_per_image", "Bytes / image", "num1", None), ("bpp", "bpp", "num3", None),
     ("training_time_s", "Train time", "duration", None),
     ("search_time_s", "LR search", "duration", None),
     ("wall_time_s", "Wall time", "duration", None), ("lr", "Chosen LR", "sig", None),
@@ -88,7 +90,7 @@ def _study_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     best value of each quality column (ties all marked)."""
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        ds_rows = [{**r, "label": table.row_label(r)} for r in rows if r["dataset"] == dataset]
         best = {}
         for key, _, _, better in STUDY_COLUMNS:
             values = [r[key] for r in ds_rows if r[key] is not None]
@@ -152,7 +154,9 @@ def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int)
     with sessions() as s:
         experiment = _experiment(s, experiment_id)
         spec = table.parse_spec(experiment.spec)
-        built = table.build(repo.results(s, experiment_id=experiment_id), "", spec)
+        built = table.build(repo.results(s, experiment_id=experiment_id), "", spec,
+                            codecs=repo.codec_results(s, experiment_id=experiment_id,
+                                                      kind="matched"))
     rows = built.rows
     seeds = len(spec.seed_values) if spec is not None else 1
     aggregated = table.aggregate(rows, spec) if seeds > 1 else []
@@ -219,6 +223,24 @@ def experiment_curves(request: Request, sessions: SessionsDep, experiment_id: in
     return render(request, "curves.html", experiment=experiment, dataset=chosen,
                   datasets=list(dict.fromkeys(r.dataset for r in experiment.runs)),
                   curves=data)
+
+
+@router.get("/experiments/{experiment_id}/rate_distortion", response_class=HTMLResponse)
+def experiment_rate_distortion(request: Request, sessions: SessionsDep, experiment_id: int,
+                               dataset: str | None = None) -> Response:
+    """One dataset's rate–distortion chart: the API's series (models and codec curves)."""
+    with sessions() as s:
+        experiment = _experiment(s, experiment_id)
+        chosen = _dataset_of(experiment, dataset)
+        series = table.rate_distortion(
+            repo.results(s, experiment_id=experiment_id),
+            repo.codec_results(s, experiment_id=experiment_id, kind="curve"))
+    series = [{**x, "points": [{k: table.finite_or_token(v) for k, v in p.items()}
+                               for p in x["points"]]}
+              for x in series if x["dataset"] == chosen]
+    return render(request, "rate_distortion.html", experiment=experiment, dataset=chosen,
+                  datasets=list(dict.fromkeys(r.dataset for r in experiment.runs)),
+                  series=series)
 
 
 # --- compare across experiments --------------------------------------------------------------
@@ -316,8 +338,17 @@ def measure_rows(run: Run) -> list[tuple[str, str, Any]]:
             ("LR search time", "duration", m.search_time_s),
             ("Wall time", "duration", m.wall_time_s), ("Parameters", "int", m.params),
             ("Latent size", "int", m.latent_dim),
-            ("Compression ratio", "num3", m.compression_ratio),
-            ("Compression ratio (bytes)", "num3", m.compression_ratio_bytes)]
+            ("Quantised MSE", "num6", m.q_mse), ("Quantised PSNR (dB)", "num2", m.q_psnr),
+            ("Quantised SSIM", "num4", m.q_ssim), ("Quantised classifier acc.", "num4",
+                                                    m.q_accuracy),
+            ("Quantiser bits", "int", m.quant_bits),
+            ("Bytes / image (measured stream)", "num1", m.bytes_per_image),
+            ("bpp (native pixels)", "num3", m.bpp),
+            ("Raw uint8 bytes / image", "int", m.raw_bytes_per_image),
+            ("Side information (bytes, per run)", "int", m.side_info_bytes),
+            ("Nominal ratio (values; not measured)", "num3", m.compression_ratio),
+            ("Nominal ratio (float32 bytes; not measured)", "num3",
+             m.compression_ratio_bytes)]
 
 
 # --- a new experiment -------------------------------------------------------------------------

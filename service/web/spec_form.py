@@ -15,24 +15,26 @@ from typing import Any, Literal
 from models.catalog import DATASETS, VARIANTS
 from service.spec import ExperimentSpec
 
-# json: a list or mapping typed as JSON text (empty: none), e.g. seeds as [0, 1, 2]
-Kind = Literal["text", "int", "float", "bool", "choice", "choices", "json"]
+# json: a list or mapping typed as JSON text (empty: none), e.g. seeds as [0, 1, 2];
+# numbers: a list of numbers typed as "0.001, 0.01" (e.g. lambdas).
+Kind = Literal["text", "int", "float", "bool", "choice", "choices", "json", "numbers"]
 
 # Top-level fields shown first, in this order; any other field follows in schema order,
 # so a new spec field appears in the form without touching this module.
 GENERAL_ORDER = ("name", "models", "datasets", "epochs", "batch_size", "schedule",
                  "latent_dim", "latent_dims", "pretrained", "gallery_samples", "seed", "seeds",
-                 "reference", "expect")
+                 "lambdas", "reference", "expect")
 SECTION_TITLES = {"lr_search": "Learning-rate search", "data": "Data",
                   "resources": "Resources per run", "classifier": "Reference classifier",
-                  "tolerance": "Tolerance against the study (reference: study)"}
+                  "tolerance": "Tolerance against the study (reference: study)",
+                  "compression": "Measured compression"}
 # Words of schema titles ("Num Samples", "Gpus Per Run") written as people write them.
 WORDS = {"Lr": "LR", "Num": "Number of", "Dim": "size", "Gpus": "GPUs", "Cpus": "CPUs"}
 
 
 @dataclass(frozen=True)
 class Option:
-    value: str
+    value: str | int
     label: str
 
 
@@ -52,6 +54,7 @@ class FormField:
     maximum: float | None = None
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
+    numeric: bool = False  # a choice among numbers: sent as a number, not its text
 
     @property
     def dom_id(self) -> str:
@@ -96,7 +99,9 @@ def _label(title: str) -> str:
                     for i, w in enumerate(title.split()))
 
 
-def _option_label(name: str) -> str:
+def _option_label(name: str | int) -> str:
+    if not isinstance(name, str):
+        return str(name)
     if name in VARIANTS:
         return VARIANTS[name].title
     if name in DATASETS:
@@ -118,6 +123,9 @@ def _field(path: str, schema: dict[str, Any], required: bool) -> FormField:
     if body.get("type") == "array" and "enum" in body.get("items", {}):
         kind = "choices"
         options = tuple(Option(v, _option_label(v)) for v in body["items"]["enum"])
+    elif body.get("type") == "array" and body.get("items", {}).get("type") in ("number",
+                                                                             "integer"):
+        kind = "numbers"
     elif "enum" in body:
         kind = "choice"
         options = tuple(Option(v, _option_label(v)) for v in body["enum"])
@@ -139,7 +147,9 @@ def _field(path: str, schema: dict[str, Any], required: bool) -> FormField:
                      description=body.get("description", ""), options=options,
                      minimum=minimum, maximum=maximum,
                      exclusive_minimum="exclusiveMinimum" in body,
-                     exclusive_maximum="exclusiveMaximum" in body)
+                     exclusive_maximum="exclusiveMaximum" in body,
+                     numeric=kind == "choice" and all(
+                         isinstance(o.value, int | float) for o in options))
 
 
 @lru_cache(maxsize=1)

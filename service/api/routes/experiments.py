@@ -11,7 +11,14 @@ from sqlalchemy.exc import IntegrityError
 from models.catalog import DATASETS
 from service import results as table
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep, WriteAccess
-from service.api.schemas import DryRun, ExperimentOut, ExperimentPage, ResultsTable, errors
+from service.api.schemas import (
+    DryRun,
+    ExperimentOut,
+    ExperimentPage,
+    RateDistortion,
+    ResultsTable,
+    errors,
+)
 from service.api.views import experiment_item, experiment_out
 from service.persistence import repository as repo
 from service.persistence.artifacts import remove_tree
@@ -253,7 +260,25 @@ def get_results(sessions: SessionsDep, experiment_id: int,
     with sessions() as session:
         experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
         built = table.build(repo.results(session, experiment_id=experiment_id),
-                            experiment.name, table.parse_spec(experiment.spec), aggregate)
+                            experiment.name, table.parse_spec(experiment.spec), aggregate,
+                            codecs=repo.codec_results(session, experiment_id=experiment_id,
+                                                      kind="matched"))
     fmt = table.FORMATS[format]
     title = experiment.name or f"Experiment {experiment_id}"
     return Response(fmt.render(built, title, experiment_id), media_type=fmt.media_type)
+
+
+@router.get("/{experiment_id}/rate_distortion", dependencies=[ReadAccess],
+            operation_id="get_rate_distortion", response_model=RateDistortion,
+            responses=errors(404))
+def get_rate_distortion(sessions: SessionsDep, experiment_id: int) -> RateDistortion:
+    """Per model and dataset its measured points (bpp, PSNR, SSIM, classifier accuracy of
+    the images decoded from its stream; one per latent size / λ), and each codec's curve
+    over a range of qualities on the same test images."""
+    with sessions() as session:
+        repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
+        series = table.rate_distortion(repo.results(session, experiment_id=experiment_id),
+                                       repo.codec_results(session, experiment_id=experiment_id,
+                                                          kind="curve"))
+    return RateDistortion(experiment_id=experiment_id, definitions=table.RD_DEFINITIONS,
+                          series=series)  # type: ignore[arg-type]

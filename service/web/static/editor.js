@@ -30,9 +30,16 @@
     const kind = el.dataset.kind;
     if (kind === "choices") return [...el.querySelectorAll("input:checked")].map((c) => c.value);
     if (kind === "bool") return el.checked;
-    if (kind === "choice") return el.value === "" && "nullable" in el.dataset ? null : el.value;
+    if (kind === "choice") {
+      if (el.value === "" && "nullable" in el.dataset) return null;
+      return "numeric" in el.dataset ? Number(el.value) : el.value;
+    }
     const text = el.value.trim();
     if (kind === "text") return el.value;
+    if (kind === "numbers") { // "0.001, 0.01" → [0.001, 0.01]; a word stays for the 422
+      if (text === "") return null;
+      return text.split(/[\s,;]+/).filter(Boolean).map((t) => (Number.isFinite(Number(t)) ? Number(t) : t));
+    }
     if (text === "") return null; // nullable: none; otherwise the server names the field
     if (kind === "json") {
       try { return JSON.parse(text); } catch { return text; } // the server says why not
@@ -72,7 +79,8 @@
       } else if (kind === "bool") {
         el.checked = Boolean(value);
       } else {
-        el.value = value == null ? "" : kind === "json" ? JSON.stringify(value) : String(value);
+        el.value = value == null ? "" : kind === "json" ? JSON.stringify(value)
+          : Array.isArray(value) ? value.join(", ") : String(value);
       }
     }
     changed();

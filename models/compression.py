@@ -1,0 +1,176 @@
+"""What an image really costs: a run's test set quantised, entropy-coded, decoded from the
+stream and measured; and standard codecs at the same bytes.
+
+:func:`compress_run` is called at evaluation (``workers.pipeline.evaluate_run``):
+
+1. **Latent coder.** For the MSE/feature-loss variants: a :class:`LatentQuantizer` and a
+   :class:`LatentEntropyModel` fitted on the encoder's latents of the first
+   :data:`FIT_IMAGES` *training* images; the test latents are quantised and coded into one
+   stream. For ``factorized_prior``: the model's own learned entropy bottleneck
+   (:mod:`models.factorized_prior`), whose tables are part of its weights.
+2. **Decode from the stream** (not from the symbols kept in memory) and measure MSE, MAE,
+   PSNR, SSIM and classifier accuracy of those images: the ``q_*`` measures.
+3. **Rate:** ``bytes_per_image = stream bytes / test images`` (header included),
+   ``bpp = 8 · bytes_per_image / (H · W)`` of the native image, beside the raw uint8 size
+   of that image; side information (model tables, quantiser) is counted apart, per run.
+4. **Codecs** (:mod:`models.codecs`): each available codec matched to the run's
+   ``bytes_per_image`` (per-image quality), and a curve over fixed qualities, measured in
+   the same space with the same classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.architectures import Autoencoder
+from models.codecs import (
+    DEFAULT_CODECS,
+    DEFAULT_CURVE_QUALITIES,
+    available_codecs,
+    curve_points,
+    decode_batch,
+    match_size,
+    to_model_space,
+)
+from models.data import DataSplits, ImageSet
+from models.entropy import LatentEntropyModel, bits_per_pixel, native_format
+from models.metrics import Measures, measure_outputs
+from models.quantize import LatentQuantizer, decode_symbols, encode_latents
+
+FIT_IMAGES = 10_000  # training images whose latents fit the quantiser and entropy model
+STREAM_ARTIFACT = "latents-test.bin"
+META_ARTIFACT = "compression.json"
+
+
+@dataclass
+class CompressionReport:
+    """The measured compression of one run's test set."""
+
+    measures: dict[str, Any]  # q_* measures, bytes_per_image, bpp, raw bytes, bits, …
+    stream: bytes  # the test set's stream, as stored (``latents-test.bin``)
+    meta: dict[str, Any]  # how to decode it: quantiser, entropy model, definitions
+    decoded: torch.Tensor  # (N, 3, 32, 32): the images the q_* measures were taken on
+    codec_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _q_measures(m: Measures) -> dict[str, Any]:
+    return {"q_mse": m.mse, "q_mae": m.mae, "q_psnr": m.psnr, "q_ssim": m.ssim,
+            "q_accuracy": m.classifier_accuracy}
+
+
+def _rate(stream_bytes: int, n: int, dataset: str) -> dict[str, Any]:
+    fmt = native_format(dataset)
+    per_image = stream_bytes / n
+    return {"stream_bytes": stream_bytes, "bytes_per_image": per_image,
+            "bpp": bits_per_pixel(per_image, fmt.hw), "raw_bytes_per_image": fmt.raw_bytes,
+            "native_pixels": fmt.pixels}
+
+
+def latent_coder(model: Autoencoder, train: ImageSet, bits: int, *,
+                 device: torch.device | str | None = None
+                 ) -> tuple[LatentQuantizer, LatentEntropyModel]:
+    """Quantiser and entropy model fitted on the first :data:`FIT_IMAGES` training
+    images' latents (never the test set)."""
+    z = encode_latents(model, train.images[:FIT_IMAGES], device=device)
+    q = LatentQuantizer.fit(z, bits)
+    return q, LatentEntropyModel.fit(q.quantize(z), bits)
+
+
+def decode_stream(model: Autoencoder, meta: dict[str, Any], stream: bytes, *,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """The images a stored stream decodes to, from the run's model and ``compression.json``
+    alone: (N, 3, 32, 32) float in [0, 1]."""
+    if meta["coder"] == "factorized_prior":
+        from models.factorized_prior import decompress
+
+        return decompress(model, stream)  # type: ignore[arg-type]
+    q = LatentQuantizer.from_dict(meta["quantizer"])
+    em = LatentEntropyModel.from_dict(meta["entropy_model"])
+    return decode_symbols(model, q, em.decode(stream), device=device)
+
+
+def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: int = 8,
+                 classifier: nn.Module | None = None, device: torch.device | str = "cpu",
+                 codecs: tuple[str, ...] = DEFAULT_CODECS,
+                 curve_qualities: tuple[int, ...] = DEFAULT_CURVE_QUALITIES
+                 ) -> CompressionReport:
+    """Quantise, code, decode and measure ``model`` on ``data.test``; codec rows beside it."""
+    from models.factorized_prior import FactorizedPriorAutoencoder
+
+    test = data.test
+    n = len(test)
+    if isinstance(model, FactorizedPriorAutoencoder):
+        from models.factorized_prior import compress
+
+        stream = compress(model, test)
+        meta: dict[str, Any] = {
+            "coder": "factorized_prior", "bits": None,
+            "entropy_model": "the model's learned factorised entropy bottleneck (Ballé et "
+                             "al. 2017); its tables are computed from the weights in "
+                             "model.pt, so it carries no side information of its own",
+            "side_info_bytes": 0}
+        side = 0
+    else:
+        q, em = latent_coder(model, data.train, bits, device=device)
+        stream = em.encode(q.quantize(encode_latents(model, test, device=device)))
+        meta = {"coder": "quantized_latent", "bits": bits, "quantizer": q.as_dict(),
+                "entropy_model": em.as_dict(), "fit_images": min(len(data.train), FIT_IMAGES),
+                "side_info_bytes": q.side_info_bytes + em.side_info_bytes}
+        side = q.side_info_bytes + em.side_info_bytes
+    decoded = decode_stream(model, meta, stream, device=device)
+    measured = measure_outputs(decoded, test, device=device, classifier=classifier)
+    rate = _rate(len(stream), n, dataset)
+    meta.update({"stream": STREAM_ARTIFACT, "n_images": n, **rate,
+                 "definitions": {
+                     "bytes_per_image": "stream bytes (header included) / test images",
+                     "bpp": "8 * bytes_per_image / (H * W) of the native image",
+                     "side_info_bytes": "per run, not per image: quantiser (2 float32) "
+                                        "and per-dimension model tables (2 float32 each)",
+                     "q_measures": "images decoded from the stream, in model space "
+                                   "(3x32x32, [0, 1])"}})
+    measures = {**_q_measures(measured), **rate, "quant_bits": meta["bits"],
+                "side_info_bytes": side}
+    rows = codec_rows(test, measures["bytes_per_image"], classifier=classifier,
+                      device=device, codecs=codecs, curve_qualities=curve_qualities)
+    return CompressionReport(measures, stream, meta, decoded, rows)
+
+
+def _codec_row(codec: str, kind: str, files: list[bytes], images: ImageSet,
+               classifier: nn.Module | None, device: torch.device | str,
+               **extra: Any) -> dict[str, Any]:
+    decoded = to_model_space(decode_batch(files, images.images.shape[1]))
+    m = measure_outputs(decoded, images, device=device, classifier=classifier)
+    pixels = images.images.shape[2] * images.images.shape[3]
+    per_image = sum(len(f) for f in files) / len(files)
+    return {"codec": codec, "kind": kind, "bytes_per_image": per_image,
+            "bpp": 8.0 * per_image / pixels, "mse": m.mse, "mae": m.mae, "psnr": m.psnr,
+            "ssim": m.ssim, "classifier_accuracy": m.classifier_accuracy,
+            "n_images": m.n_images, **extra}
+
+
+def codec_rows(images: ImageSet, target_bytes: float, *, classifier: nn.Module | None,
+               device: torch.device | str = "cpu",
+               codecs: tuple[str, ...] = DEFAULT_CODECS,
+               curve_qualities: tuple[int, ...] = DEFAULT_CURVE_QUALITIES
+               ) -> list[dict[str, Any]]:
+    """Each of ``codecs`` that this Pillow can write (others are skipped) matched to
+    ``target_bytes`` (kind ``matched``, with its
+    status) and over ``curve_qualities`` (kind ``curve``), with the same measures as a
+    model row. Sizes are whole files; distortion in model space (see models.codecs)."""
+    rows = []
+    for codec in [c for c in codecs if c in available_codecs()]:
+        r = match_size(images, codec, target_bytes)
+        rows.append(_codec_row(codec, "matched", r.files, images, classifier, device,
+                               target_bytes=target_bytes, status=r.status,
+                               quality=sum(r.qualities) / len(r.qualities),
+                               min_bytes_per_image=r.min_mean_bytes,
+                               max_bytes_per_image=r.max_mean_bytes))
+        for p in curve_points(images, codec, list(curve_qualities)):
+            rows.append(_codec_row(codec, "curve", p.files, images, classifier, device,
+                                   target_bytes=None, status=None, quality=float(p.quality),
+                                   min_bytes_per_image=None, max_bytes_per_image=None))
+    return rows
