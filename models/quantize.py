@@ -104,8 +104,9 @@ class LatentQuantizer:
         return cls(bits, offset, scale if scale > 0 else 1.0)
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
-        """Float latents (any shape) → int64 symbols in [0, 2^bits − 1] (same shape)."""
-        s = torch.round((z.detach().float() - self.offset) / self.scale)
+        """Float latents (any shape) → int64 symbols in [0, 2^bits − 1] (same shape),
+        computed in float64 so that 16-bit steps are not blurred by float32 rounding."""
+        s = torch.round((z.detach().double() - self.offset) / self.scale)
         return s.clamp_(0, self.levels - 1).to(torch.int64)
 
     def dequantize(self, symbols: torch.Tensor) -> torch.Tensor:

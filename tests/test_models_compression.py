@@ -60,6 +60,7 @@ def latents(model, synthetic_splits) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("bits", SUPPORTED_BITS)
 def test_quantiser_levels_range_and_error(bits: int) -> None:
+    torch.manual_seed(bits)
     z = torch.randn(2000, 16) * 2.5 + 0.3
     q = LatentQuantizer.fit(z, bits)
     levels = torch.arange(2**bits).view(-1, 1)
@@ -68,8 +69,8 @@ def test_quantiser_levels_range_and_error(bits: int) -> None:
     assert s.dtype == torch.int64 and int(s.min()) == 0 and int(s.max()) == 2**bits - 1
     top = q.offset + (2**bits - 1) * q.scale
     inside = (z >= q.offset) & (z <= top)
-    err = (q.dequantize(s) - z).abs()[inside]
-    assert float(err.max()) <= q.scale / 2 * (1 + 1e-4) + 1e-6
+    err = (q.dequantize(s).double() - z.double()).abs()[inside]
+    assert float(err.max()) <= q.scale / 2 * (1 + 1e-4) + 1e-6  # + float32 rounding of ẑ
     back = LatentQuantizer.from_dict(json.loads(json.dumps(q.as_dict())))
     assert back == q and q.side_info_bytes == 8
 
