@@ -87,13 +87,15 @@ def experiments_page(
 
 def _study_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The results rows grouped by dataset, with the original images' accuracy and the
-    best value of each quality column (ties all marked)."""
+    best value of each quality column among the models (ties all marked; the codec rows
+    matched to their sizes are references, as the original images' row is)."""
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         ds_rows = [{**r, "label": table.row_label(r)} for r in rows if r["dataset"] == dataset]
         best = {}
         for key, _, _, better in STUDY_COLUMNS:
-            values = [r[key] for r in ds_rows if r[key] is not None]
+            values = [r[key] for r in ds_rows
+                      if r[key] is not None and r.get("kind", "model") == "model"]
             if better and values:
                 best[key] = min(values) if better == "min" else max(values)
         original = next((r["original_accuracy"] for r in ds_rows
