@@ -133,7 +133,7 @@ def seed(url: str, n_experiments: int, artifact_root: Path) -> None:
                          "model": m, "dataset": d,
                                  "status": "succeeded", "phase": None, "epoch": 15,
                                  "epochs_total": 15, "lr": 1e-3, "attempt": 0,
-                                 "spec": run_specs[(m, d)], "latent_dim": latent[(m, d)],
+                                 "spec": run_specs[(m, d)], "latent_dim": latent[(m, d)], "seed": 0,
                                  "created_at": now, "updated_at": now, "started_at": now,
                                  "finished_at": now})
                     epochs += [{"run_id": run_id, "epoch": k, "phase": "phase2", "size": 32,
