@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -38,29 +39,9 @@ def evaluate(model: nn.Module, images: ImageSet, *, device: torch.device | str =
     Classifier accuracy follows the study: reconstruction → clamp → ImageNet
     normalisation → reference classifier → top-1 vs the true labels.
     """
-    device = torch.device(device)
     model.eval()
-    if classifier is not None:
-        classifier.eval()
-    se = ae = ssim_sum = 0.0
-    correct = 0
-    for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
-        target = to_float(images.images[idx], device=device)
-        out = model(normalize(target)).float().clamp(0.0, 1.0)
-        diff = (out - target).double()
-        se += diff.pow(2).sum().item()
-        ae += diff.abs().sum().item()
-        ssim = structural_similarity_index_measure(out, target, data_range=1.0,
-                                                   reduction="none")
-        ssim_sum += float(ssim.sum())
-        if classifier is not None:
-            logits = classifier(normalize(out))
-            correct += int((logits.argmax(1).cpu() == images.labels[idx]).sum())
-    n = len(images)
-    values = n * target.shape[1] * target.shape[2] * target.shape[3]
-    mse = se / values
-    return Measures(mse=mse, mae=ae / values, psnr=psnr_from_mse(mse), ssim=ssim_sum / n,
-                    n_images=n, classifier_accuracy=correct / n if classifier else None)
+    return _measure(lambda idx, target: model(normalize(target)), images,
+                    device=torch.device(device), batch_size=batch_size, classifier=classifier)
 
 
 @torch.no_grad()
@@ -75,13 +56,23 @@ def measure_outputs(outputs: torch.Tensor, images: ImageSet, *,
         raise ValueError(f"outputs {tuple(outputs.shape)} do not match {len(images)} "
                          "images of 3×32×32")
     device = torch.device(device)
+    return _measure(lambda idx, _target: outputs[idx].to(device), images, device=device,
+                    batch_size=batch_size, classifier=classifier)
+
+
+def _measure(reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+             images: ImageSet, *, device: torch.device, batch_size: int,
+             classifier: nn.Module | None) -> Measures:
+    """MSE, MAE, PSNR, SSIM and classifier accuracy of ``reconstruct(idx, target)`` (a
+    batch of (B, 3, 32, 32) reconstructions, clamped here to [0, 1]) against ``target``
+    (the un-normalised originals of ``images[idx]``), accumulated over ``images``."""
     if classifier is not None:
         classifier.eval()
     se = ae = ssim_sum = 0.0
     correct = 0
     for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
         target = to_float(images.images[idx], device=device)
-        out = outputs[idx].to(device).float().clamp(0.0, 1.0)
+        out = reconstruct(idx, target).float().clamp(0.0, 1.0)
         diff = (out - target).double()
         se += diff.pow(2).sum().item()
         ae += diff.abs().sum().item()
@@ -92,7 +83,7 @@ def measure_outputs(outputs: torch.Tensor, images: ImageSet, *,
             logits = classifier(normalize(out))
             correct += int((logits.argmax(1).cpu() == images.labels[idx]).sum())
     n = len(images)
-    values = n * 3 * 32 * 32
+    values = n * target.shape[1] * target.shape[2] * target.shape[3]
     mse = se / values
     return Measures(mse=mse, mae=ae / values, psnr=psnr_from_mse(mse), ssim=ssim_sum / n,
                     n_images=n, classifier_accuracy=correct / n if classifier else None)
