@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, features
 
-from models.data import ImageSet, to_float
+from models.data import ImageSet, to_float, uint8_images
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,6 @@ def to_model_space(images: torch.Tensor) -> torch.Tensor:
     return to_float(images)
 
 
-def _images(images: ImageSet | torch.Tensor) -> torch.Tensor:
-    x = images.images if isinstance(images, ImageSet) else images
-    if x.dtype != torch.uint8 or x.dim() != 4:
-        raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} "
-                         f"{tuple(x.shape)}")
-    return x
-
-
 class _SizeCache:
     """Files of every image at each quality tried (each encoded once)."""
 
@@ -171,7 +163,7 @@ def match_size(images: ImageSet | torch.Tensor, codec: str, target_bytes: float
 
     Raises ValueError for non-uint8 images or a target ≤ 0, KeyError for an unknown codec.
     """
-    x = _images(images)
+    x = uint8_images(images)
     if not target_bytes > 0:
         raise ValueError(f"target bytes per image must be > 0, got {target_bytes}")
     spec = _spec(codec)
@@ -224,7 +216,7 @@ def curve_points(images: ImageSet | torch.Tensor, codec: str, qualities: list[in
                  ) -> list[CurvePoint]:
     """The codec at each of ``qualities`` (one quality for all images): mean whole-file
     bytes per image and bpp over native pixels."""
-    x = _images(images)
+    x = uint8_images(images)
     pixels = x.shape[2] * x.shape[3]
     out = []
     for q in qualities:

@@ -75,6 +75,16 @@ class DataSplits:
 # Batch preparation on the device
 
 
+def uint8_images(images: ImageSet | torch.Tensor) -> torch.Tensor:
+    """The uint8 (N, C, H, W) tensor of ``images`` (an ImageSet or the tensor itself);
+    ValueError naming the dtype and shape of anything else."""
+    x = images.images if isinstance(images, ImageSet) else images
+    if x.dtype != torch.uint8 or x.dim() != 4:
+        raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} "
+                         f"{tuple(x.shape)}")
+    return x
+
+
 def to_float(batch: torch.Tensor, size: int = IMAGE_SIZE,
              device: torch.device | str | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:

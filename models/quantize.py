@@ -28,7 +28,7 @@ import torch
 
 from models.architectures import Autoencoder
 from models.catalog import IMAGE_SIZE
-from models.data import ImageSet, batch_indices, normalize, to_float
+from models.data import ImageSet, batch_indices, normalize, to_float, uint8_images
 
 SUPPORTED_BITS: tuple[int, ...] = (4, 6, 8, 16)
 DEFAULT_BITS = 8
@@ -125,14 +125,6 @@ class LatentQuantizer:
         return cls(int(d["bits"]), float(d["offset"]), float(d["scale"]))
 
 
-def _images_tensor(images: ImageSet | torch.Tensor) -> torch.Tensor:
-    x = images.images if isinstance(images, ImageSet) else images
-    if x.dtype != torch.uint8 or x.dim() != 4:
-        raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} "
-                         f"{tuple(x.shape)}")
-    return x
-
-
 @torch.no_grad()
 def encode_latents(model: Autoencoder, images: ImageSet | torch.Tensor, *,
                    batch_size: int = 256, device: torch.device | str | None = None
@@ -140,7 +132,7 @@ def encode_latents(model: Autoencoder, images: ImageSet | torch.Tensor, *,
     """The encoder's float latents of ``images`` (uint8 (N, C, H, W), served to the model
     as 3×32×32 and ImageNet-normalised): (N, D) float32 on the CPU. Runs in eval mode and
     restores the model's mode."""
-    x = _images_tensor(images)
+    x = uint8_images(images)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()

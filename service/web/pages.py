@@ -171,8 +171,13 @@ def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int)
                            for f in table.FORMATS])
 
 
+def _datasets(experiment: Experiment) -> list[str]:
+    """The experiment's datasets, in its runs' order (a page's dataset tabs)."""
+    return list(dict.fromkeys(r.dataset for r in experiment.runs))
+
+
 def _dataset_of(experiment: Experiment, dataset: str | None) -> str:
-    datasets = list(dict.fromkeys(r.dataset for r in experiment.runs))
+    datasets = _datasets(experiment)
     return dataset if dataset in datasets else datasets[0]
 
 
@@ -186,7 +191,7 @@ def experiment_gallery(request: Request, sessions: SessionsDep, experiment_id: i
         runs = [r for r in experiment.runs if r.dataset == chosen]
         gallery = _reader(request).compose(s, runs, {}, chosen)  # one experiment: no names
     return render(request, "gallery.html", experiment=experiment, dataset=chosen,
-                  datasets=list(dict.fromkeys(r.dataset for r in experiment.runs)),
+                  datasets=_datasets(experiment),
                   gallery=gallery)
 
 
@@ -223,7 +228,7 @@ def experiment_curves(request: Request, sessions: SessionsDep, experiment_id: in
         runs = _history(s, [r.id for r in experiment.runs if r.dataset == chosen])
         data = curves_data(runs)
     return render(request, "curves.html", experiment=experiment, dataset=chosen,
-                  datasets=list(dict.fromkeys(r.dataset for r in experiment.runs)),
+                  datasets=_datasets(experiment),
                   curves=data)
 
 
@@ -241,7 +246,7 @@ def experiment_rate_distortion(request: Request, sessions: SessionsDep, experime
                                for p in x["points"]]}
               for x in series if x["dataset"] == chosen]
     return render(request, "rate_distortion.html", experiment=experiment, dataset=chosen,
-                  datasets=list(dict.fromkeys(r.dataset for r in experiment.runs)),
+                  datasets=_datasets(experiment),
                   series=series)
 
 
