@@ -266,6 +266,7 @@ def test_the_study_table_shows_the_apis_numbers_best_marked_and_sorts(
     with tab(browser) as t:
         page = t.open(f"{ui.base}/experiments/{exp}")
         assert page.locator("table.study tbody tr.codec").count() == len(codecs) > 0
+        assert page.locator("table.study tbody tr.codec td.best").count() == 0  # references
         cells = page.eval_on_selector_all(
             "table.study tbody tr[data-run-id]:not(.codec) td[data-col]",
             """tds => tds.map(td => [td.closest('tr').dataset.runId, td.dataset.col,

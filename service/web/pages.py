@@ -86,21 +86,25 @@ def experiments_page(
 
 
 def _study_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The results rows grouped by dataset, with the original images' accuracy and the
-    best value of each quality column among the models (ties all marked; the codec rows
-    matched to their sizes are references, as the original images' row is)."""
+    """The results rows grouped by dataset, with the original images' accuracy; each row
+    carries ``best``, the quality columns where it holds the best value among the models
+    (ties all marked; the codec rows matched to their sizes are references, as the
+    original images' row is, and are never marked)."""
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         ds_rows = [{**r, "label": table.row_label(r)} for r in rows if r["dataset"] == dataset]
+        models = [r for r in ds_rows if r.get("kind", "model") == "model"]
         best = {}
         for key, _, _, better in STUDY_COLUMNS:
-            values = [r[key] for r in ds_rows
-                      if r[key] is not None and r.get("kind", "model") == "model"]
+            values = [r[key] for r in models if r[key] is not None]
             if better and values:
                 best[key] = min(values) if better == "min" else max(values)
+        for r in ds_rows:
+            is_model = r.get("kind", "model") == "model"
+            r["best"] = {k for k, v in best.items() if is_model and r[k] == v}
         original = next((r["original_accuracy"] for r in ds_rows
                          if r["original_accuracy"] is not None), None)
-        out.append({"dataset": dataset, "rows": ds_rows, "best": best, "original": original})
+        out.append({"dataset": dataset, "rows": ds_rows, "original": original})
     return out
 
 
