@@ -45,7 +45,8 @@ def test_every_variant_trains_exactly_its_plan_on_ray(method: str, ray_head: Loc
             **TINY, "models": list(VARIANTS), "datasets": ["synthetic"],
             "lr_search": {**TINY["lr_search"], "method": method}})
         assert r.status_code == 201, r.text
-        done = wait_for(lambda: _finished(client, r.json()["id"]), 900, "the runs", 1)
+        done = wait_for(lambda: _finished(client, r.json()["id"]), 900, "the runs", 1,
+                    explain=lambda: _explain(client, r.json()["id"]))
         failures = [(x["model"], x["error"]) for x in done["runs"]
                     if x["status"] != "succeeded"]
         assert not failures, failures
@@ -78,6 +79,19 @@ def _settings(ray_head: LocalRayHead, home: Path, **kw) -> Settings:
                     reconcile_interval_s=5, max_in_flight=4, allow_download=False, **kw)
 
 
+def _explain(client: TestClient, exp_id: int) -> str:
+    """Each unfinished run's status, phase and the tail of its live log."""
+    out = []
+    for summary in experiment(client, exp_id)["runs"]:
+        if summary["status"] in ("succeeded", "failed", "cancelled"):
+            continue
+        log = client.get(f"{API}/runs/{summary['id']}/logs").json().get("text") or ""
+        tail = "\n    ".join(log.splitlines()[-15:])
+        out.append(f"run {summary['id']} {summary['model']}/{summary['dataset']}: "
+                   f"{summary['status']} ({summary.get('phase')})\n    {tail}")
+    return "\n".join(out)
+
+
 def _finished(client: TestClient, exp_id: int) -> dict | None:
     exp = experiment(client, exp_id)
     return exp if exp["status"] in ("succeeded", "failed", "cancelled") else None
@@ -105,7 +119,8 @@ def test_the_study_example_runs_end_to_end(ray_head: LocalRayHead, tmp_path: Pat
         r = client.post(f"{API}/experiments", json=spec)
         assert r.status_code == 201, r.text
         exp_id = r.json()["id"]
-        done = wait_for(lambda: _finished(client, exp_id), 900, "the study to end", 3)
+        done = wait_for(lambda: _finished(client, exp_id), 900, "the study to end", 3,
+                    explain=lambda: _explain(client, exp_id))
         bad = [(x["model"], x["dataset"], x["error"]) for x in done["runs"]
                if x["status"] != "succeeded"]
         assert done["status"] == "succeeded" and not bad, bad
@@ -145,7 +160,8 @@ def test_local_cli_and_a_ray_job_train_the_same_history(ray_head: LocalRayHead,
         exp = client.post(f"{API}/experiments", json={
             **{k: v for k, v in args.items() if k not in ("model", "dataset")},
             "models": ["baseline"], "datasets": ["synthetic"]}).json()
-        done = wait_for(lambda: _finished(client, exp["id"]), 300, "the run", 1)
+        done = wait_for(lambda: _finished(client, exp["id"]), 300, "the run", 1,
+                    explain=lambda: _explain(client, exp["id"]))
         assert done["status"] == "succeeded", done
         remote = client.get(f"{API}/runs/{done['runs'][0]['id']}").json()["epochs"]
 
@@ -165,7 +181,8 @@ def test_default_spec_without_weights_fails_in_seconds_naming_the_file(
         dry = client.post(f"{API}/experiments", params={"dry_run": True}, json=spec).json()
         assert [m["files"] for m in dry["missing"]] == [["resnet34-b627a593.pth"]]
         exp = client.post(f"{API}/experiments", json=spec).json()
-        done = wait_for(lambda: _finished(client, exp["id"]), 120, "the run to fail", 0.5)
+        done = wait_for(lambda: _finished(client, exp["id"]), 120, "the run to fail", 0.5,
+                    explain=lambda: _explain(client, exp["id"]))
         run = client.get(f"{API}/runs/{done['runs'][0]['id']}").json()
         assert run["status"] == "failed"
         assert run["epochs"] == [] and run["lr_trials"] == []
@@ -223,7 +240,8 @@ def test_a_finished_runs_log_is_served_after_its_ray_cluster_is_gone(
             exp = client.post(f"{API}/experiments", json={
                 **TINY, "models": ["baseline"], "datasets": ["synthetic"], "epochs": 2,
                 "lr_search": {"method": "fixed"}}).json()
-            done = wait_for(lambda: _finished(client, exp["id"]), 300, "the run", 1)
+            done = wait_for(lambda: _finished(client, exp["id"]), 300, "the run", 1,
+                    explain=lambda: _explain(client, exp["id"]))
             assert done["status"] == "succeeded", done
     finally:
         head.stop()

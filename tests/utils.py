@@ -12,14 +12,22 @@ API = "/api/v1"
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str,
-             interval_s: float = 1.0) -> Any:
+             interval_s: float = 1.0, explain: Callable[[], str] | None = None) -> Any:
+    """``predicate()`` once it is truthy; on timeout an AssertionError naming ``what``,
+    followed by ``explain()`` (what the test saw, for the reader of a failed CI run)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    detail = ""
+    if explain is not None:
+        try:
+            detail = "\n" + explain()
+        except Exception as exc:  # the explanation must not hide the timeout
+            detail = f"\n(explaining failed: {exc!r})"
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
 
 
 def experiment(client: TestClient, exp_id: int) -> dict[str, Any]:

@@ -52,6 +52,10 @@ log = logging.getLogger("aelab.warm")
 NAMESPACE = "aelab"
 POOL_NAME = "aelab-runner-pool"
 MAX_SESSIONS = 2  # run sessions a runner keeps (data, model) between calls
+RUNNER_PREFIX = "aelab-runner-"
+REAP_EVERY_S = 2.0  # how often the pool looks for idle runners and callers that died
+OWNER_CHECK_S = 5.0
+WAIT_NOTE_S = 15.0  # a run waiting for a runner says so this often in its log
 
 
 class SessionOpener(Protocol):
@@ -178,9 +182,10 @@ class Runner:
         return steps
 
     def call(self, key: str, opener: SessionOpener, spec: RunSpec, method: str,
-             args: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
+             args: tuple[Any, ...], lease: str) -> Iterator[tuple[str, Any]]:
         """Run ``method`` of the run's session; yields ("log", line)… then ("result",
-        value) or ("error", exception). Hands itself back to the pool when done."""
+        value) or ("error", exception). Hands itself back to the pool when done (the
+        pool ignores the hand-back of a ``lease`` it has since reclaimed)."""
         lines: queue.Queue[object] = queue.Queue()
         outcome: dict[str, Any] = {}
 
@@ -207,19 +212,44 @@ class Runner:
                 yield "result", outcome["result"]
         finally:
             thread.join()
-            _pool().release.remote(self.name)
+            _pool().release.remote(self.name, lease)
 
 
 class RunnerPool:
-    """Hands out warm runners by shape (use through :func:`pool`)."""
+    """Hands out warm runners by shape (use through :func:`pool`).
+
+    A runner handed out is *leased* to its caller, whose liveness the pool follows through
+    ``owner`` (an object the caller put in Ray: once its owner process is gone, Ray raises
+    ``OwnerDiedError`` on it). A lease whose caller died — a run's driver stopped between
+    taking a runner and its call starting — goes back to the pool instead of holding the
+    runner's resources for ever. While a run's ``tune`` search is under way, runners handed
+    back are stopped rather than kept idle, so that Tune's trials get their resources."""
 
     def __init__(self, idle_s: float) -> None:
         self.idle_s = idle_s
         self.runners: dict[str, tuple[Any, Shape]] = {}  # name → (handle, shape)
         self.idle: dict[str, float] = {}  # name → since (monotonic)
+        self.leases: dict[str, tuple[str, Any]] = {}  # name → (lease, caller's owner ref)
+        self.tuning: dict[str, Any] = {}  # session → its caller's owner ref
         self.last_session: dict[str, str] = {}  # session → runner name
         self.changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
+
+    def _start(self) -> None:
+        """On first use: stop runners an earlier pool (since died) left behind, since this
+        pool cannot know their state; start the reaper."""
+        if self._reaper is not None:
+            return
+        from ray.util import list_named_actors
+
+        for actor in list_named_actors(all_namespaces=True):
+            name = actor.get("name", "")
+            if actor.get("namespace") == NAMESPACE and name.startswith(RUNNER_PREFIX) \
+                    and name != POOL_NAME and name not in self.runners:
+                with contextlib.suppress(Exception):
+                    ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+                    log.info("stopped runner %s left by an earlier pool", name)
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     def _capacity(self, shape: Shape) -> int:
         """Runners of ``shape`` the cluster holds next to the other shapes' runners."""
@@ -234,12 +264,19 @@ class RunnerPool:
             fits.append((total.get("GPU", 0.0) - held["GPU"]) / shape.gpus)
         return max(0, math.floor(min(fits) + 1e-9))
 
+    def _lease(self, name: str, session: str, owner: list[Any]) -> tuple[str, Any, str]:
+        lease = uuid.uuid4().hex
+        self.leases[name] = (lease, owner[0])
+        self.last_session[session] = name
+        return name, self.runners[name][0], lease
+
     async def acquire(self, gpus: float, cpus: float, env_vars: dict[str, str],
-                      niceness: int, session: str) -> tuple[str, Any]:
-        """A runner of that shape for ``session`` (the one that served it last if idle);
-        waits while the cluster holds no more."""
-        if self._reaper is None:
-            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+                      niceness: int, session: str, owner: list[Any]
+                      ) -> tuple[str, Any, str]:
+        """A runner of that shape for ``session`` (the one that served it last if idle),
+        leased to the caller that put ``owner[0]``: (name, handle, lease). Waits while the
+        cluster holds no more."""
+        self._start()
         shape = Shape(gpus, cpus, tuple(sorted(env_vars.items())))
         while True:
             mine = [n for n in self.idle if self.runners[n][1].key == shape.key]
@@ -247,18 +284,16 @@ class RunnerPool:
                 name = self.last_session.get(session)
                 name = name if name in mine else mine[0]
                 del self.idle[name]
-                self.last_session[session] = name
-                return name, self.runners[name][0]
+                return self._lease(name, session, owner)
             same = sum(1 for _, s in self.runners.values() if s.key == shape.key)
             if same < self._capacity(shape):
-                name = f"aelab-runner-{uuid.uuid4().hex[:8]}"
+                name = f"{RUNNER_PREFIX}{uuid.uuid4().hex[:8]}"
                 handle = ray.remote(Runner).options(
                     name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus,
                     num_gpus=gpus, max_restarts=0,
                     runtime_env={"env_vars": dict(env_vars)}).remote(name, niceness)
                 self.runners[name] = (handle, shape)
-                self.last_session[session] = name
-                return name, handle
+                return self._lease(name, session, owner)
             others = [n for n in self.idle if self.runners[n][1].key != shape.key]
             if others:  # idle runners of another shape hold what this one needs
                 self._stop(others[0])
@@ -270,38 +305,73 @@ class RunnerPool:
     def _stop(self, name: str) -> None:
         handle, _ = self.runners.pop(name, (None, None))
         self.idle.pop(name, None)
+        self.leases.pop(name, None)
         if handle is not None:
             with contextlib.suppress(Exception):
                 ray.kill(handle)
         self.changed.set()
 
-    async def release(self, name: str) -> None:
-        if name in self.runners:
-            self.idle[name] = time.monotonic()
-            self.changed.set()
+    def _idle(self, name: str) -> None:
+        self.leases.pop(name, None)
+        if self.tuning:  # a search waits for resources: give them back now
+            self._stop(name)
+            return
+        self.idle[name] = time.monotonic()
+        self.changed.set()
+
+    async def release(self, name: str, lease: str) -> None:
+        """The runner's call under ``lease`` ended (a lease reclaimed since is ignored)."""
+        if name in self.runners and self.leases.get(name, ("",))[0] == lease:
+            self._idle(name)
 
     async def forget(self, name: str) -> None:
         """A runner that died (or that a caller gave up on)."""
         self._stop(name)
 
-    async def free_idle(self) -> int:
-        """Stop every idle runner (their resources go to Tune trials); how many."""
+    async def begin_tuning(self, session: str, owner: list[Any]) -> int:
+        """``session`` starts Tune trials: idle runners are stopped, and runners handed
+        back are stopped until :meth:`end_tuning` (or its caller's death); how many were
+        stopped now."""
+        self._start()
+        self.tuning[session] = owner[0]
         names = list(self.idle)
         for name in names:
             self._stop(name)
         return len(names)
 
+    async def end_tuning(self, session: str) -> None:
+        self.tuning.pop(session, None)
+
     async def status(self) -> dict[str, Any]:
-        return {"runners": len(self.runners), "idle": len(self.idle)}
+        return {"runners": len(self.runners), "idle": len(self.idle),
+                "leased": len(self.leases), "tuning": len(self.tuning)}
+
+    @staticmethod
+    async def _alive(owner: Any) -> bool:
+        """False once the process that put ``owner`` is gone."""
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(owner.future()), OWNER_CHECK_S)
+        except ray.exceptions.OwnerDiedError:
+            return False
+        except Exception:  # slow to answer, or another error: assume alive, check again
+            return True
+        return True
 
     async def _reap(self) -> None:
         while True:
-            await asyncio.sleep(max(1.0, self.idle_s / 4))
+            await asyncio.sleep(REAP_EVERY_S)
             now = time.monotonic()
             for name, since in list(self.idle.items()):
                 if now - since > self.idle_s:
                     log.info("stopping idle runner %s", name)
                     self._stop(name)
+            for name, (lease, owner) in list(self.leases.items()):
+                if not await self._alive(owner) and self.leases.get(name, ("",))[0] == lease:
+                    log.info("runner %s: its caller is gone; back to the pool", name)
+                    self._idle(name)
+            for session, owner in list(self.tuning.items()):
+                if not await self._alive(owner):
+                    self.tuning.pop(session, None)
 
 
 def pool(idle_s: float = 600.0) -> Any:
@@ -332,6 +402,8 @@ class RunnerSteps:
         self.session = session
         self.env_vars = env_vars
         self.pool = pool(idle_s)
+        # Owned by this process: the pool takes a lease back once this process is gone.
+        self.owner = [ray.put(None)]
         self.printer = printer
         self.spec: RunSpec | None = None
         self.store: RunStore | None = None
@@ -340,11 +412,16 @@ class RunnerSteps:
         assert self.spec is not None
         failures = 0
         while True:
-            name, runner = ray.get(self.pool.acquire.remote(
-                self.gpus, self.cpus, self.env_vars, self.env.niceness, self.session))
+            acquired = self.pool.acquire.remote(
+                self.gpus, self.cpus, self.env_vars, self.env.niceness, self.session,
+                self.owner)
+            self._wait(acquired, f"a runner for {method}")
+            name, runner, lease = ray.get(acquired)
             try:
-                for ref in runner.call.remote(self.session, self.opener, self.spec, method,
-                                              args):
+                answers = runner.call.remote(self.session, self.opener, self.spec, method,
+                                             args, lease)
+                self._wait(answers, f"runner {name} to start {method}")
+                for ref in answers:
                     kind, value = ray.get(ref)
                     if kind == "log":
                         self.printer(value)
@@ -361,6 +438,18 @@ class RunnerSteps:
                                            f"({type(exc).__name__}); last in {method}") from exc
                 self.printer(f"aelab: runner {name} was lost during {method} "
                              f"({type(exc).__name__}); resuming on another")
+
+    def _wait(self, waitable: Any, what: str) -> None:
+        """Block until ``waitable`` (an object ref, or a generator's next item) is ready,
+        saying in the run's log every ``WAIT_NOTE_S`` what it waits for and what the
+        cluster has free, so a run queued behind others is never silent."""
+        waited = 0.0
+        while not ray.wait([waitable], timeout=WAIT_NOTE_S)[0]:
+            waited += WAIT_NOTE_S
+            free = ray.available_resources()
+            self.printer(f"aelab: waiting {waited:.0f} s for {what} ({self.gpus:g} GPU, "
+                         f"{self.cpus:g} CPU); the cluster has {free.get('GPU', 0.0):g} GPU, "
+                         f"{free.get('CPU', 0.0):g} CPU free")
 
     def open(self, spec: RunSpec, store: RunStore) -> None:
         self.spec = spec
@@ -387,9 +476,13 @@ class RunnerSteps:
                     ) -> list[tuple[float, list[float]]]:
         from workers.lr_search import run_tune_trials
 
-        # Trials are Tune's own actors: idle runners give their resources back meanwhile.
-        ray.get(self.pool.free_idle.remote())
-        return run_tune_trials(spec, self.env, start, budget, gpus=self.gpus, cpus=self.cpus)
+        # Trials are Tune's own actors: runners give their resources back meanwhile.
+        ray.get(self.pool.begin_tuning.remote(self.session, self.owner))
+        try:
+            return run_tune_trials(spec, self.env, start, budget, gpus=self.gpus,
+                                   cpus=self.cpus)
+        finally:
+            self.pool.end_tuning.remote(self.session)
 
     def train(self, spec: RunSpec, lr: float, start: str | None) -> None:
         self._call("train", spec, lr, start)
