@@ -1,17 +1,22 @@
 """Orchestration overhead on a local Ray cluster declaring logical GPUs.
 
-    python bench/orchestration.py [--gpus 4] [--runs 12] [--epochs 2] [--max-in-flight 4]
+    python bench/orchestration.py [--gpus 4] [--runs 12] [--epochs 2] [--max-in-flight 8]
     python bench/orchestration.py --gpus 1 --max-in-flight 1 --runs 4   # steady state, serial
 
 Posts experiments (small runs: baseline, pixel_shuffle, progressive_resizing on synthetic
 and MNIST, fixed LR, no classifier) to an in-process API with the Ray executor, after one
-warm-up run that is not measured (it starts the warm runners). Per run, from the API and
-the run's ``timings.json``:
+warm-up run per slot that is not measured (they start the warm runners). By default twice
+as many runs as slots are in flight: the drivers of the next runs start while the slots
+train, and take a runner as soon as one is handed back (``AELAB_MAX_IN_FLIGHT`` above the
+cluster's slots does the same in a deployment). Per run, from the API and the run's
+``timings.json``:
 
 - POST → first training step (experiment created → training started in the pipeline);
 - Ray start-up: submitted → the pipeline running (job, driver, ray.init, a runner);
 - data: preflight + loading; LR search; training (Σ epoch seconds); evaluation;
-- fixed overhead = run wall time (submitted → finished) − training − evaluation.
+- fixed overhead = run wall time (submitted → finished) − training − evaluation (with more
+  runs in flight than slots it includes the wait for a free slot: measure the overhead
+  with ``--max-in-flight 1``).
 
 Then, for the whole experiment, efficiency = (Σ (training + evaluation) / slots) / wall.
 On a CPU-only machine the logical GPUs are slots sharing the real cores: training slows
@@ -101,12 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--gpus", type=int, default=4, help="logical GPUs = parallel slots")
     parser.add_argument("--max-in-flight", type=int, default=None,
-                        help="runs on Ray at once (default: --gpus)")
+                        help="runs on Ray at once (default: 2 × --gpus)")
     parser.add_argument("--runs", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-limit", type=int, default=1024)
     args = parser.parse_args()
-    slots = args.max_in_flight or args.gpus
+    slots = args.gpus
+    in_flight = args.max_in_flight or 2 * args.gpus
     datasets = ["synthetic", "mnist"]
     grid = [(m, d) for d in datasets for m in MODELS]
 
@@ -116,7 +122,7 @@ def main() -> None:
         try:
             RayExecutor(head.dashboard_url, job_env={}).wait_until_up(180)
             settings = Settings(home=Path(tmp) / "home", ray_address=head.dashboard_url,
-                                max_in_flight=slots, dispatch_interval_s=0.25,
+                                max_in_flight=in_flight, dispatch_interval_s=0.25,
                                 max_runs_per_experiment=max(args.runs, 1))
             from models.data import install_offline_mnist
 
@@ -131,10 +137,12 @@ def main() -> None:
                         "resources": {"gpus_per_run": 1, "cpus_per_run": 1}}
 
             with TestClient(app) as client:
-                warm = client.post(f"{API}/experiments",
-                                   json=spec(["baseline"], ["synthetic"], 0)).json()
-                wait(client, [warm["id"]])
-                print("warm-up run done (not measured)", file=sys.stderr)
+                warm = [client.post(f"{API}/experiments",
+                                    json=spec(["baseline"], ["synthetic"], 0)).json()["id"]
+                        for _ in range(slots)]
+                wait(client, warm)
+                print(f"warm-up: {slots} run(s), one per slot (not measured)",
+                      file=sys.stderr)
                 exp_ids = []
                 start = time.perf_counter()
                 for n in range(args.runs):  # one experiment per run: a steady stream
@@ -142,7 +150,7 @@ def main() -> None:
                     exp_ids.append(client.post(f"{API}/experiments",
                                                json=spec([model], [dataset], n + 1))
                                    .json()["id"])
-                    if slots == 1:  # serial: each POST finds the service idle and warm
+                    if in_flight == 1:  # serial: each POST finds the service idle and warm
                         wait(client, exp_ids[-1:])
                 exps = wait(client, exp_ids)
                 wall = time.perf_counter() - start
@@ -152,8 +160,8 @@ def main() -> None:
             head.stop()
 
     print(f"{args.runs} runs ({', '.join(MODELS)} × {', '.join(datasets)}), {args.epochs} "
-          f"epochs of {args.train_limit} images, {args.gpus} logical GPUs, {slots} in "
-          f"flight; {len(failed)} failed; seconds:")
+          f"epochs of {args.train_limit} images, {args.gpus} logical GPUs, {in_flight} "
+          f"in flight; {len(failed)} failed; seconds:")
     table(rows)
     print("profile of the start-up and finish (job_start: submitted -> driver process; "
           "finish_tail: pipeline done -> run finished):")

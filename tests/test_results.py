@@ -28,6 +28,8 @@ def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:
     assert all(r["status"] == "succeeded" and r["progress"] == 1.0 for r in exp["runs"])
 
     table = client.get(f"{API}/experiments/{experiment['id']}/results").json()
+    # Rendered once the experiment has ended, then served as rendered.
+    assert client.get(f"{API}/experiments/{experiment['id']}/results").json() == table
     rows = {r["model"]: r for r in table["rows"] if r["kind"] == "model"}
     codec_rows = [r for r in table["rows"] if r["kind"] == "codec"]
     assert set(rows) == {"baseline", "pixel_shuffle"}
@@ -112,6 +114,9 @@ def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:
 def test_a_failing_run_fails_alone_with_its_error(client: TestClient) -> None:
     experiment = client.post(f"{API}/experiments", json={
         **SPEC, "classifier": {"enabled": False}}).json()
+    # Read before the runs end: the table of an unfinished experiment is never kept.
+    queued = client.get(f"{API}/experiments/{experiment['id']}/results").json()["rows"]
+    assert [r["status"] for r in queued] == ["queued", "queued"]
     outcomes = execute_runs(client, experiment, lr={"baseline": 1e12})
     assert outcomes == [False, True]
     exp = client.get(f"{API}/experiments/{experiment['id']}").json()

@@ -79,7 +79,7 @@ def test_a_lease_whose_driver_died_goes_back_to_the_pool(runner_pool) -> None:
     owner = [ray.put(None)]
     name, _, lease = ray.get(runner_pool.acquire.remote(*WHOLE, "run-b", owner), timeout=60)
     assert name == held
-    # The dead driver's runner, had its call run, would hand back its old lease: ignored.
+    # A hand-back under the dead driver's lease, had it come late, changes nothing.
     ray.get(runner_pool.release.remote(name, "a-lease-since-reclaimed"))
     assert ray.get(runner_pool.status.remote()) == {
         "runners": 1, "idle": 0, "leased": 1, "tuning": 0}

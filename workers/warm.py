@@ -12,8 +12,10 @@ across runs, so a run's fixed cost is a function call, not process spawns.
 - :class:`RunnerPool` — one detached actor per cluster that hands runners out by
   resource shape, creates them up to what the cluster holds, and stops idle ones.
 - :class:`RunnerSteps` — the pipeline's steps in a run's Ray job driver: each step is a
-  call on a runner from the pool; a runner that dies (its node lost) is replaced and the
-  step resumes from its last checkpoint. Only the ``tune`` search runs as Ray Tune trials
+  call on the runner leased to the run from the pool (one lease for all its steps, so
+  drivers started ahead of free resources wait for a runner without cutting in between
+  another run's steps); a runner that dies (its node lost) is replaced and the step
+  resumes from its last checkpoint. Only the ``tune`` search runs as Ray Tune trials
   (its own actors), with no runner held meanwhile.
 
 Each run stays one Ray job (named, listed in the dashboard, stopped by ``ray job stop``).
@@ -182,10 +184,10 @@ class Runner:
         return steps
 
     def call(self, key: str, opener: SessionOpener, spec: RunSpec, method: str,
-             args: tuple[Any, ...], lease: str) -> Iterator[tuple[str, Any]]:
+             args: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
         """Run ``method`` of the run's session; yields ("log", line)… then ("result",
-        value) or ("error", exception). Hands itself back to the pool when done (the
-        pool ignores the hand-back of a ``lease`` it has since reclaimed)."""
+        value) or ("error", exception). The runner stays leased to the run's driver
+        between calls (it hands the runner back)."""
         lines: queue.Queue[object] = queue.Queue()
         outcome: dict[str, Any] = {}
 
@@ -212,7 +214,6 @@ class Runner:
                 yield "result", outcome["result"]
         finally:
             thread.join()
-            _pool().release.remote(self.name, lease)
 
 
 class RunnerPool:
@@ -320,7 +321,8 @@ class RunnerPool:
         self.changed.set()
 
     async def release(self, name: str, lease: str) -> None:
-        """The runner's call under ``lease`` ended (a lease reclaimed since is ignored)."""
+        """The runner leased under ``lease`` is handed back (a lease reclaimed since, its
+        driver having died, is ignored)."""
         if name in self.runners and self.leases.get(name, ("",))[0] == lease:
             self._idle(name)
 
@@ -407,19 +409,25 @@ class RunnerSteps:
         self.printer = printer
         self.spec: RunSpec | None = None
         self.store: RunStore | None = None
+        # The runner leased to this run attempt, (name, handle, lease): kept from step to
+        # step, so that no other run takes it between them and the run's session (data,
+        # model) stays on it; handed back for a Tune search and at the end.
+        self.leased: tuple[str, Any, str] | None = None
 
     def _call(self, method: str, *args: Any) -> Any:
         assert self.spec is not None
         failures = 0
         while True:
-            acquired = self.pool.acquire.remote(
-                self.gpus, self.cpus, self.env_vars, self.env.niceness, self.session,
-                self.owner)
-            self._wait(acquired, f"a runner for {method}")
-            name, runner, lease = ray.get(acquired)
+            if self.leased is None:
+                acquired = self.pool.acquire.remote(
+                    self.gpus, self.cpus, self.env_vars, self.env.niceness, self.session,
+                    self.owner)
+                self._wait(acquired, f"a runner for {method}")
+                self.leased = ray.get(acquired)
+            name, runner, _ = self.leased
             try:
                 answers = runner.call.remote(self.session, self.opener, self.spec, method,
-                                             args, lease)
+                                             args)
                 self._wait(answers, f"runner {name} to start {method}")
                 for ref in answers:
                     kind, value = ray.get(ref)
@@ -431,6 +439,7 @@ class RunnerSteps:
                         return value
                 raise RuntimeError(f"runner {name} ended {method} without an answer")
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                self.leased = None
                 self.pool.forget.remote(name)
                 failures += 1
                 if failures > self.env.max_trial_failures:
@@ -477,6 +486,7 @@ class RunnerSteps:
         from workers.lr_search import run_tune_trials
 
         # Trials are Tune's own actors: runners give their resources back meanwhile.
+        self._hand_back()
         ray.get(self.pool.begin_tuning.remote(self.session, self.owner))
         try:
             return run_tune_trials(spec, self.env, start, budget, gpus=self.gpus,
@@ -498,10 +508,17 @@ class RunnerSteps:
     def finish(self) -> None:
         from workers.pipeline import CheckpointStorage
 
-        if self.spec is not None:
+        if self.spec is not None and self.leased is not None:  # its session is there
             with contextlib.suppress(Exception):
                 self._call("finish")
+        self._hand_back()
         CheckpointStorage(self.env).remove()
+
+    def _hand_back(self) -> None:
+        if self.leased is not None:
+            name, _, lease = self.leased
+            self.leased = None
+            self.pool.release.remote(name, lease)
 
 
 __all__ = ["LrTrial", "ResourcesUnavailable", "Runner", "RunnerPool", "RunnerSteps",

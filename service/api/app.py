@@ -23,6 +23,7 @@ from service.persistence.artifacts import ArtifactError, ArtifactStore
 from service.persistence.db import make_engine, make_sessionmaker
 from service.persistence.migrate import upgrade
 from service.persistence.tables import Run
+from service.results import RenderedTables
 from service.settings import Settings
 from service.web import install as install_web
 
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None,
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
     app.state.artifacts = ArtifactStore(settings.artifact_root)
+    app.state.rendered_tables = RenderedTables()
     app.state.dispatcher = None
 
     def dispatcher() -> Dispatcher | None:

@@ -251,21 +251,33 @@ ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
                              "content": {f.media_type.split(";")[0]: {}
                                          for f in table.FORMATS.values()}},
                        **errors(404)})
-def get_results(sessions: SessionsDep, experiment_id: int,
+def get_results(request: Request, sessions: SessionsDep, experiment_id: int,
                 format: ResultFormat = "json",
                 aggregate: Annotated[Literal["seed"] | None, Query(
                     description="seed: one row per (model, dataset, latent size) with the "
                                 "mean, sample std and n of each measure over its seeds, "
                                 "tied-best marked by Welch's t-test")] = None) -> Response:
+    fmt = table.FORMATS[format]
+    rendered: table.RenderedTables = request.app.state.rendered_tables
+    key = (experiment_id, format, aggregate)
     with sessions() as session:
         experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
+        # An experiment that succeeded or failed has every run ended for good: its table
+        # is rendered once (reads outnumber runs by far). A cancelled one may still have
+        # runs stopping.
+        version = (experiment.status, experiment.finished_at) \
+            if experiment.status in (Status.succeeded, Status.failed) else None
+        if version is not None and (text := rendered.get(key, version)) is not None:
+            return Response(text, media_type=fmt.media_type)
         built = table.build(repo.results(session, experiment_id=experiment_id),
                             experiment.name, table.parse_spec(experiment.spec), aggregate,
                             codecs=repo.codec_results(session, experiment_id=experiment_id,
                                                       kind="matched"))
-    fmt = table.FORMATS[format]
     title = experiment.name or f"Experiment {experiment_id}"
-    return Response(fmt.render(built, title, experiment_id), media_type=fmt.media_type)
+    text = fmt.render(built, title, experiment_id)
+    if version is not None:
+        rendered.put(key, version, text)
+    return Response(text, media_type=fmt.media_type)
 
 
 @router.get("/{experiment_id}/rate_distortion", dependencies=[ReadAccess],
