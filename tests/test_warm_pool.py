@@ -1,13 +1,15 @@
-"""The warm-runner pool on a real Ray head: a runner leased to a driver that dies goes back
-to the pool, a hand-back under a reclaimed lease changes nothing, runners handed back while
-a search runs are stopped (Tune's trials need their resources), and runners an earlier
-pool left behind are stopped by the next one."""
+"""The warm-runner pool on a real Ray head: a runner leased to a driver that dies is stopped
+and its resources reused, a hand-back under a reclaimed lease changes nothing, a live
+driver keeps its lease, a search keeps one trial's resources free and stops runners handed
+back until it ends (or its driver dies), and runners an earlier pool left behind are
+stopped by the next one."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,18 +26,26 @@ WHOLE = (2.0, 1.0, {"AELAB_TEST_POOL": "whole"}, 0)
 
 @pytest.fixture()
 def runner_pool(ray_driver) -> Iterator[Any]:
+    """A fresh pool on the session's head (earlier tests' pool and runners stopped first,
+    and this test's afterwards)."""
+    _clear()
+    from workers.warm import pool
+
+    yield pool(600.0)
+    _clear()
+
+
+def _clear() -> None:
     import ray
 
-    from workers.warm import NAMESPACE, POOL_NAME, pool
+    from workers.warm import NAMESPACE, POOL_NAME
 
-    handle = pool(600.0)
-    yield handle
-    # Whatever the test leaves (a runner holding both GPUs) goes, with the pool.
     if _named(POOL_NAME):
         ray.kill(ray.get_actor(POOL_NAME, namespace=NAMESPACE))
     for name in _runners():
         ray.kill(ray.get_actor(name, namespace=NAMESPACE))
-    wait_for(lambda: not _runners(), 60, "the test's runners to stop", 0.5)
+    wait_for(lambda: not _runners() and not _named(POOL_NAME), 60,
+             "the pool and its runners to stop", 0.5)
 
 
 def _runners() -> list[str]:
@@ -60,51 +70,60 @@ def _driver(code: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, text=True)
 
 
-def test_a_lease_whose_driver_died_goes_back_to_the_pool(runner_pool) -> None:
+def test_a_runner_whose_driver_died_is_stopped_and_its_resources_reused(
+        runner_pool) -> None:
     import ray
 
     child = _driver("""
         name, _, lease = ray.get(p.acquire.remote(2.0, 1.0, {"AELAB_TEST_POOL": "whole"}, 0,
                                                   "run-a", owner))
-        print(name, flush=True)
+        print(name, lease, flush=True)
     """)
     try:
-        held = child.stdout.readline().strip()
+        held, dead_lease = child.stdout.readline().split()
         assert child.stdout.readline().strip() == "ready"
         assert ray.get(runner_pool.status.remote())["leased"] == 1
     finally:
         child.kill()
         child.wait()
-    # The dead driver never calls its runner: only its death frees the two GPUs.
+    # The dead driver never handed its runner back: only its death frees the two GPUs.
+    # The runner may still be running that driver's step: it is stopped, not reused.
     owner = [ray.put(None)]
-    name, _, lease = ray.get(runner_pool.acquire.remote(*WHOLE, "run-b", owner), timeout=60)
-    assert name == held
+    name, handle, lease = ray.get(runner_pool.acquire.remote(*WHOLE, "run-b", owner),
+                                  timeout=60)
+    assert name != held and not _named(held)
+    ray.get(handle.ping.remote(), timeout=120)
     # A hand-back under the dead driver's lease, had it come late, changes nothing.
-    ray.get(runner_pool.release.remote(name, "a-lease-since-reclaimed"))
+    ray.get(runner_pool.release.remote(held, dead_lease))
+    # A live driver keeps its lease across the reaper's rounds (every 2 s).
+    time.sleep(5)
     assert ray.get(runner_pool.status.remote()) == {
         "runners": 1, "idle": 0, "leased": 1, "tuning": 0}
     ray.get(runner_pool.release.remote(name, lease))
     assert ray.get(runner_pool.status.remote())["idle"] == 1
 
 
-def test_runners_handed_back_during_a_search_are_stopped_until_it_ends(runner_pool) -> None:
+def test_a_search_gets_one_trials_resources_until_it_ends(runner_pool) -> None:
     import ray
 
     owner = [ray.put(None)]
     name, _, lease = ray.get(runner_pool.acquire.remote(*WHOLE, "run-a", owner), timeout=60)
-    child = _driver("ray.get(p.begin_tuning.remote('run-b', owner))")
+    child = _driver("ray.get(p.begin_tuning.remote('run-b', owner, 1.0, 1.0))")
     try:
         assert child.stdout.readline().strip() == "ready"
         ray.get(runner_pool.release.remote(name, lease))  # while run-b searches
         assert ray.get(runner_pool.status.remote()) == {
             "runners": 0, "idle": 0, "leased": 0, "tuning": 1}
+        # Two GPUs, one kept for run-b's trial: no runner needing both is started.
+        waiting = runner_pool.acquire.remote(*WHOLE, "run-a", owner)
+        assert not ray.wait([waiting], timeout=6)[0]
     finally:
         child.kill()
         child.wait()
-    # The searching driver died without ending its search: the pool forgets it.
-    wait_for(lambda: ray.get(runner_pool.status.remote())["tuning"] == 0, 30,
-             "the dead driver's search to be forgotten", 0.5)
-    name, _, lease = ray.get(runner_pool.acquire.remote(*WHOLE, "run-a", owner), timeout=60)
+    # The searching driver died without ending its search: the pool forgets it, and the
+    # waiting lease comes.
+    name, _, lease = ray.get(waiting, timeout=60)
+    assert ray.get(runner_pool.status.remote())["tuning"] == 0
     ray.get(runner_pool.release.remote(name, lease))
     assert ray.get(runner_pool.status.remote())["idle"] == 1  # kept warm again
 

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aelab.warm")
 NAMESPACE = "aelab"
 POOL_NAME = "aelab-runner-pool"
-MAX_SESSIONS = 2  # run sessions a runner keeps (data, model) between calls
+MAX_SESSIONS = 1  # a runner serves one run at a time: a new session drops the last
 RUNNER_PREFIX = "aelab-runner-"
 REAP_EVERY_S = 2.0  # how often the pool looks for idle runners and callers that died
 OWNER_CHECK_S = 5.0
@@ -219,20 +219,21 @@ class Runner:
 class RunnerPool:
     """Hands out warm runners by shape (use through :func:`pool`).
 
-    A runner handed out is *leased* to its caller, whose liveness the pool follows through
-    ``owner`` (an object the caller put in Ray: once its owner process is gone, Ray raises
-    ``OwnerDiedError`` on it). A lease whose caller died — a run's driver stopped between
-    taking a runner and its call starting — goes back to the pool instead of holding the
-    runner's resources for ever. While a run's ``tune`` search is under way, runners handed
-    back are stopped rather than kept idle, so that Tune's trials get their resources."""
+    A runner handed out is *leased* to its caller (a run's driver, for all the run's
+    steps), whose liveness the pool follows through ``owner`` (an object the caller put in
+    Ray: once its owner process is gone, Ray raises ``OwnerDiedError`` on it). A runner
+    whose driver died (a run cancelled, a driver killed) is stopped — it may still be
+    running that driver's step — and its resources go back to the pool. While a run's
+    ``tune`` search is under way, one trial's resources are kept free of new runners and
+    runners handed back are stopped rather than kept idle, so that Tune's trials get
+    their resources."""
 
     def __init__(self, idle_s: float) -> None:
         self.idle_s = idle_s
         self.runners: dict[str, tuple[Any, Shape]] = {}  # name → (handle, shape)
         self.idle: dict[str, float] = {}  # name → since (monotonic)
         self.leases: dict[str, tuple[str, Any]] = {}  # name → (lease, caller's owner ref)
-        self.tuning: dict[str, Any] = {}  # session → its caller's owner ref
-        self.last_session: dict[str, str] = {}  # session → runner name
+        self.tuning: dict[str, tuple[Any, float, float]] = {}  # session → (owner, gpus, cpus)
         self.changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -253,39 +254,40 @@ class RunnerPool:
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     def _capacity(self, shape: Shape) -> int:
-        """Runners of ``shape`` the cluster holds next to the other shapes' runners."""
+        """Runners of ``shape`` the cluster holds next to the other shapes' runners and
+        one trial of each search under way."""
         total = ray.cluster_resources()
         held: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
         for _, other in self.runners.values():
             if other.key != shape.key:
                 held["CPU"] += other.cpus
                 held["GPU"] += other.gpus
+        for _, gpus, cpus in self.tuning.values():
+            held["CPU"] += cpus
+            held["GPU"] += gpus
         fits = [(total.get("CPU", 0.0) - held["CPU"]) / shape.cpus]
         if shape.gpus > 0:
             fits.append((total.get("GPU", 0.0) - held["GPU"]) / shape.gpus)
         return max(0, math.floor(min(fits) + 1e-9))
 
-    def _lease(self, name: str, session: str, owner: list[Any]) -> tuple[str, Any, str]:
+    def _lease(self, name: str, owner: list[Any]) -> tuple[str, Any, str]:
         lease = uuid.uuid4().hex
         self.leases[name] = (lease, owner[0])
-        self.last_session[session] = name
         return name, self.runners[name][0], lease
 
     async def acquire(self, gpus: float, cpus: float, env_vars: dict[str, str],
                       niceness: int, session: str, owner: list[Any]
                       ) -> tuple[str, Any, str]:
-        """A runner of that shape for ``session`` (the one that served it last if idle),
-        leased to the caller that put ``owner[0]``: (name, handle, lease). Waits while the
-        cluster holds no more."""
+        """A runner of that shape leased to the caller that put ``owner[0]``: (name,
+        handle, lease). Waits while the cluster holds no more; gives up (ValueError)
+        once the caller is gone."""
         self._start()
         shape = Shape(gpus, cpus, tuple(sorted(env_vars.items())))
         while True:
             mine = [n for n in self.idle if self.runners[n][1].key == shape.key]
-            if mine:
-                name = self.last_session.get(session)
-                name = name if name in mine else mine[0]
-                del self.idle[name]
-                return self._lease(name, session, owner)
+            if mine and not self.tuning:
+                del self.idle[mine[0]]
+                return self._lease(mine[0], owner)
             same = sum(1 for _, s in self.runners.values() if s.key == shape.key)
             if same < self._capacity(shape):
                 name = f"{RUNNER_PREFIX}{uuid.uuid4().hex[:8]}"
@@ -294,7 +296,7 @@ class RunnerPool:
                     num_gpus=gpus, max_restarts=0,
                     runtime_env={"env_vars": dict(env_vars)}).remote(name, niceness)
                 self.runners[name] = (handle, shape)
-                return self._lease(name, session, owner)
+                return self._lease(name, owner)
             others = [n for n in self.idle if self.runners[n][1].key != shape.key]
             if others:  # idle runners of another shape hold what this one needs
                 self._stop(others[0])
@@ -302,6 +304,8 @@ class RunnerPool:
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=1.0)
+            if not await self._alive(owner[0]):
+                raise ValueError(f"the driver of {session} is gone")
 
     def _stop(self, name: str) -> None:
         handle, _ = self.runners.pop(name, (None, None))
@@ -320,29 +324,35 @@ class RunnerPool:
         self.idle[name] = time.monotonic()
         self.changed.set()
 
+    def _leased_by(self, name: str, lease: str) -> bool:
+        return name in self.runners and self.leases.get(name, ("",))[0] == lease
+
     async def release(self, name: str, lease: str) -> None:
         """The runner leased under ``lease`` is handed back (a lease reclaimed since, its
         driver having died, is ignored)."""
-        if name in self.runners and self.leases.get(name, ("",))[0] == lease:
+        if self._leased_by(name, lease):
             self._idle(name)
 
     async def forget(self, name: str) -> None:
         """A runner that died (or that a caller gave up on)."""
         self._stop(name)
 
-    async def begin_tuning(self, session: str, owner: list[Any]) -> int:
-        """``session`` starts Tune trials: idle runners are stopped, and runners handed
-        back are stopped until :meth:`end_tuning` (or its caller's death); how many were
-        stopped now."""
+    async def begin_tuning(self, session: str, owner: list[Any], gpus: float, cpus: float,
+                           held: tuple[str, str] | None = None) -> None:
+        """``session`` starts Tune trials of (``gpus``, ``cpus``) each, handing back the
+        runner it ``held`` (name, lease): idle runners are stopped, one trial's resources
+        are kept free of new runners, and runners handed back are stopped until
+        :meth:`end_tuning` (or its caller's death)."""
         self._start()
-        self.tuning[session] = owner[0]
-        names = list(self.idle)
-        for name in names:
+        self.tuning[session] = (owner[0], gpus, cpus)
+        if held is not None and self._leased_by(*held):
+            self._stop(held[0])
+        for name in list(self.idle):
             self._stop(name)
-        return len(names)
 
     async def end_tuning(self, session: str) -> None:
         self.tuning.pop(session, None)
+        self.changed.set()
 
     async def status(self) -> dict[str, Any]:
         return {"runners": len(self.runners), "idle": len(self.idle),
@@ -362,18 +372,25 @@ class RunnerPool:
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(REAP_EVERY_S)
-            now = time.monotonic()
-            for name, since in list(self.idle.items()):
-                if now - since > self.idle_s:
-                    log.info("stopping idle runner %s", name)
-                    self._stop(name)
-            for name, (lease, owner) in list(self.leases.items()):
-                if not await self._alive(owner) and self.leases.get(name, ("",))[0] == lease:
-                    log.info("runner %s: its caller is gone; back to the pool", name)
-                    self._idle(name)
-            for session, owner in list(self.tuning.items()):
-                if not await self._alive(owner):
-                    self.tuning.pop(session, None)
+            try:
+                await self._reap_once()
+            except Exception:  # the reaper must outlive any one failure
+                log.exception("runner pool: reaping failed; trying again")
+
+    async def _reap_once(self) -> None:
+        now = time.monotonic()
+        for name, since in list(self.idle.items()):
+            if now - since > self.idle_s:
+                log.info("stopping idle runner %s", name)
+                self._stop(name)
+        for name, (lease, owner) in list(self.leases.items()):
+            if not await self._alive(owner) and self._leased_by(name, lease):
+                log.info("runner %s: its driver is gone; stopping it", name)
+                self._stop(name)
+        for session, (owner, _, _) in list(self.tuning.items()):
+            if not await self._alive(owner):
+                self.tuning.pop(session, None)
+                self.changed.set()
 
 
 def pool(idle_s: float = 600.0) -> Any:
@@ -382,10 +399,6 @@ def pool(idle_s: float = 600.0) -> Any:
         name=POOL_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         num_cpus=0, max_concurrency=1000,
         resources={"node:__internal_head__": 0.001}).remote(idle_s)
-
-
-def _pool() -> Any:
-    return ray.get_actor(POOL_NAME, namespace=NAMESPACE)
 
 
 class RunnerSteps:
@@ -403,6 +416,7 @@ class RunnerSteps:
         self.opener = opener
         self.session = session
         self.env_vars = env_vars
+        self.idle_s = idle_s
         self.pool = pool(idle_s)
         # Owned by this process: the pool takes a lease back once this process is gone.
         self.owner = [ray.put(None)]
@@ -414,17 +428,33 @@ class RunnerSteps:
         # model) stays on it; handed back for a Tune search and at the end.
         self.leased: tuple[str, Any, str] | None = None
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _lease(self, method: str) -> tuple[str, Any, str]:
+        """The runner leased to this run, leasing one if none is (a pool that died since is
+        looked up again: the next one is created on demand)."""
+        for tries in range(3):
+            if self.leased is not None:
+                break
+            acquired = self.pool.acquire.remote(
+                self.gpus, self.cpus, self.env_vars, self.env.niceness, self.session,
+                self.owner)
+            self._wait(acquired, f"a runner for {method}")
+            try:
+                self.leased = ray.get(acquired)
+            except ray.exceptions.RayActorError:
+                if tries == 2:
+                    raise
+                self.printer("aelab: the runner pool was lost; asking its successor")
+                self.pool = pool(self.idle_s)
+        assert self.leased is not None
+        return self.leased
+
+    def _call(self, method: str, *args: Any, reacquire: bool = True) -> Any:
+        """``method`` of the run's session on its runner; a runner lost meanwhile is
+        replaced (the step resumes from its last checkpoint) unless not ``reacquire``."""
         assert self.spec is not None
         failures = 0
         while True:
-            if self.leased is None:
-                acquired = self.pool.acquire.remote(
-                    self.gpus, self.cpus, self.env_vars, self.env.niceness, self.session,
-                    self.owner)
-                self._wait(acquired, f"a runner for {method}")
-                self.leased = ray.get(acquired)
-            name, runner, _ = self.leased
+            name, runner, _ = self._lease(method)
             try:
                 answers = runner.call.remote(self.session, self.opener, self.spec, method,
                                              args)
@@ -441,6 +471,8 @@ class RunnerSteps:
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 self.leased = None
                 self.pool.forget.remote(name)
+                if not reacquire:
+                    raise
                 failures += 1
                 if failures > self.env.max_trial_failures:
                     raise RunnersKeepDying(f"the run lost its runner {failures} times "
@@ -485,9 +517,12 @@ class RunnerSteps:
                     ) -> list[tuple[float, list[float]]]:
         from workers.lr_search import run_tune_trials
 
-        # Trials are Tune's own actors: runners give their resources back meanwhile.
-        self._hand_back()
-        ray.get(self.pool.begin_tuning.remote(self.session, self.owner))
+        # Trials are Tune's own actors: runners give their resources back meanwhile (this
+        # run's own with the same call, so that no waiting run takes it first).
+        held = (self.leased[0], self.leased[2]) if self.leased is not None else None
+        self.leased = None
+        ray.get(self.pool.begin_tuning.remote(self.session, self.owner, self.gpus,
+                                              self.cpus, held))
         try:
             return run_tune_trials(spec, self.env, start, budget, gpus=self.gpus,
                                    cpus=self.cpus)
@@ -510,7 +545,7 @@ class RunnerSteps:
 
         if self.spec is not None and self.leased is not None:  # its session is there
             with contextlib.suppress(Exception):
-                self._call("finish")
+                self._call("finish", reacquire=False)
         self._hand_back()
         CheckpointStorage(self.env).remove()
 
