@@ -346,38 +346,79 @@ def _all_succeeded(experiment: ExperimentOut) -> bool:
         all(r.status == Status.succeeded for r in experiment.runs)
 
 
+@contextlib.contextmanager
+def _interrupt_between_polls(client: Client) -> Iterator[None]:
+    """Ctrl-C while following raises KeyboardInterrupt only between polls (in the
+    client's sleep), never inside the live display's locks, where it could leave them
+    held and hang the exit; a second Ctrl-C interrupts at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        pressed.set()
+
+    def sleep(seconds: float) -> None:
+        if pressed.wait(seconds):
+            raise KeyboardInterrupt
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    previous_sleep = client._sleep
+    client._sleep = sleep
+    try:
+        yield
+    finally:
+        client._sleep = previous_sleep
+        signal.signal(signal.SIGINT, previous_handler)
+
+
+def _follow_until_ended(client: Client, experiment: ExperimentOut, console: Console, *,
+                        as_json: bool, poll_s: float) -> ExperimentOut:
+    from service.progress import LiveFollower, PlainFollower
+
+    if as_json:
+        return client.wait(experiment.id, poll_s=poll_s)
+    name = f' "{experiment.name}"' if experiment.name else ""
+    header = f"experiment {experiment.id}{name}: {len(experiment.runs)} run(s) on " \
+             f"{client.url} (Ctrl-C stops following; the experiment keeps running)"
+    follower: LiveFollower | PlainFollower
+    if console.is_terminal:
+        console.print(header, style="bold")
+        follower = LiveFollower(console)
+    else:
+        _err(header)
+        follower = PlainFollower(_err)
+    with follower:
+        return client.wait(experiment.id, poll_s=poll_s, on_change=follower.update)
+
+
 def _follow(client: Client, experiment: ExperimentOut, url: str | None, *, as_json: bool,
             poll_s: float) -> int:
     """Follow an experiment to its end: live bars on a terminal (plain lines on stderr
     otherwise), then the results table. Returns the exit code; Ctrl-C returns 130 and
     leaves the experiment running."""
-    from service.progress import LiveFollower, PlainFollower, run_label
+    from service.progress import run_label
 
     console = _console()
     exp_id = experiment.id
     try:
-        if as_json:
-            final = client.wait(exp_id, poll_s=poll_s)
-            _print_json(final)
-            return 0 if _all_succeeded(final) and not _regressed(client, final) \
-                else EXIT_FAILED
-        name = f' "{experiment.name}"' if experiment.name else ""
-        header = f"experiment {exp_id}{name}: {len(experiment.runs)} run(s) on {client.url}" \
-                 " (Ctrl-C stops following; the experiment keeps running)"
-        follower: LiveFollower | PlainFollower
-        if console.is_terminal:
-            console.print(header, style="bold")
-            follower = LiveFollower(console)
-        else:
-            _err(header)
-            follower = PlainFollower(_err)
-        with follower:
-            final = client.wait(exp_id, poll_s=poll_s, on_change=follower.update)
+        with _interrupt_between_polls(client):
+            final = _follow_until_ended(client, experiment, console, as_json=as_json,
+                                        poll_s=poll_s)
     except KeyboardInterrupt:
         _err(f"\nStopped following experiment {exp_id}: it keeps running on the server.")
         _err(f"Follow it again: {_command(url, 'status', exp_id, '--wait')}")
         _err(f"Cancel it:       {_command(url, 'cancel', exp_id)}")
         return EXIT_INTERRUPTED
+    if as_json:
+        _print_json(final)
+        return 0 if _all_succeeded(final) and not _regressed(client, final) else EXIT_FAILED
     _print_outcome(client, final, console)
     for run in final.runs:
         if run.status != Status.succeeded:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -130,3 +131,35 @@ def test_results_table_for_a_terminal() -> None:
     assert lines[2].strip(" ─") == ""
     assert lines[3].split() == ["1", "baseline", "synthetic", "succeeded", "0.012346",
                                 "0.100000", "19.12", "0.5000", "n/a", "1:15", "0.00123"]
+
+
+def test_ctrl_c_while_following_surfaces_between_polls_never_inside_the_display() -> None:
+    """A SIGINT that arrives while the live display is drawing (holding its locks) waits
+    for the next poll's sleep; a KeyboardInterrupt inside the display could leave its lock
+    held and hang the exit."""
+    import os
+    import signal
+    import threading
+
+    from service.cli import _interrupt_between_polls
+
+    class FakeClient:
+        def _sleep(self, seconds: float) -> None:
+            time.sleep(seconds)
+
+    client, where = FakeClient(), []
+    drawing = threading.Lock()
+    try:
+        with _interrupt_between_polls(client):  # type: ignore[arg-type]
+            for _ in range(50):  # polls: draw (SIGINT arrives meanwhile), then sleep
+                with drawing:
+                    where.append("drawing")
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.05)
+                    where.append("drawn")
+                client._sleep(0.05)
+    except KeyboardInterrupt:
+        where.append("interrupted")
+    assert where == ["drawing", "drawn", "interrupted"]
+    assert not drawing.locked()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -553,7 +553,10 @@ class RunnerSteps:
         if self.leased is not None:
             name, _, lease = self.leased
             self.leased = None
-            self.pool.release.remote(name, lease)
+            # Waited for: a call still queued when the driver exits is lost, and the pool
+            # would then stop the runner (its driver gone) instead of keeping it warm.
+            with contextlib.suppress(Exception):
+                ray.get(self.pool.release.remote(name, lease), timeout=30)
 
 
 __all__ = ["LrTrial", "ResourcesUnavailable", "Runner", "RunnerPool", "RunnerSteps",
