@@ -343,7 +343,13 @@ def _in_a_terminal(args: list[str], until: re.Pattern[str], timeout_s: float
                 typed = True
             if proc.poll() is not None and not ready:
                 break
-        return out.decode(errors="replace"), proc.wait(timeout=30)
+        try:
+            return out.decode(errors="replace"), proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            screen = ANSI.sub("", out.decode(errors="replace"))
+            why = "after Ctrl-C" if typed else f"and never showed {until.pattern!r}"
+            raise AssertionError(f"aelab {' '.join(args)} did not exit {why}; its screen "
+                                 f"ended:\n{screen[-1500:]}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
