@@ -149,6 +149,7 @@ def test_ctrl_c_while_following_surfaces_between_polls_never_inside_the_display(
 
     client, where = FakeClient(), []
     drawing = threading.Lock()
+    before = signal.getsignal(signal.SIGINT)
     try:
         with _interrupt_between_polls(client):  # type: ignore[arg-type]
             for _ in range(50):  # polls: draw (SIGINT arrives meanwhile), then sleep
@@ -162,4 +163,4 @@ def test_ctrl_c_while_following_surfaces_between_polls_never_inside_the_display(
         where.append("interrupted")
     assert where == ["drawing", "drawn", "interrupted"]
     assert not drawing.locked()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is given back
