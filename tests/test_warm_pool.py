@@ -51,8 +51,10 @@ def _clear() -> None:
 def _runners() -> list[str]:
     from ray.util import list_named_actors
 
+    from workers.warm import POOL_NAME, RUNNER_PREFIX
+
     return [a["name"] for a in list_named_actors(all_namespaces=True)
-            if a["name"].startswith("aelab-runner-") and a["name"] != "aelab-runner-pool"]
+            if a["name"].startswith(RUNNER_PREFIX) and a["name"] != POOL_NAME]
 
 
 def _driver(code: str) -> subprocess.Popen[str]:

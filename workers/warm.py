@@ -285,7 +285,7 @@ class RunnerPool:
         shape = Shape(gpus, cpus, tuple(sorted(env_vars.items())))
         while True:
             mine = [n for n in self.idle if self.runners[n][1].key == shape.key]
-            if mine and not self.tuning:
+            if mine:  # none while a search is under way: they are stopped
                 del self.idle[mine[0]]
                 return self._lease(mine[0], owner)
             same = sum(1 for _, s in self.runners.values() if s.key == shape.key)
