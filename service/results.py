@@ -581,33 +581,3 @@ def rate_distortion(pairs: Sequence[tuple[Run, Measure | None]],
         series.append({"kind": "codec", "name": codec, "title": CODEC_TITLES.get(codec, codec),
                        "dataset": dataset, "points": points})
     return series
-
-
-class RenderedTables:
-    """Rendered results tables of experiments whose runs have all ended, by (experiment
-    id, format, aggregate), least recently used first out. An entry is served only for
-    the ``version`` it was rendered at (the experiment's status and ``finished_at``). One
-    per app: ids name rows of that app's database (and are never reused)."""
-
-    def __init__(self, size: int = 512) -> None:
-        from collections import OrderedDict
-        from threading import Lock
-
-        self.size = size
-        self._items: OrderedDict[tuple[Any, ...], tuple[Any, str]] = OrderedDict()
-        self._lock = Lock()
-
-    def get(self, key: tuple[Any, ...], version: Any) -> str | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is None or hit[0] != version:
-                return None
-            self._items.move_to_end(key)
-            return hit[1]
-
-    def put(self, key: tuple[Any, ...], version: Any, text: str) -> None:
-        with self._lock:
-            self._items[key] = (version, text)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service.api.boundary import WRITE_METHODS, Boundary
+from service.api.cache import EndedCache
 from service.api.routes import catalog, experiments, health, runs
 from service.api.schemas import errors
 from service.errors import Conflict, NotFound, Unavailable
@@ -23,7 +24,6 @@ from service.persistence.artifacts import ArtifactError, ArtifactStore
 from service.persistence.db import make_engine, make_sessionmaker
 from service.persistence.migrate import upgrade
 from service.persistence.tables import Run
-from service.results import RenderedTables
 from service.settings import Settings
 from service.web import install as install_web
 
@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None,
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
     app.state.artifacts = ArtifactStore(settings.artifact_root)
-    app.state.rendered_tables = RenderedTables()
+    app.state.ended = EndedCache()  # answers about ended experiments, computed once
     app.state.dispatcher = None
 
     def dispatcher() -> Dispatcher | None:

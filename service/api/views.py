@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from service.api.schemas import (
@@ -15,7 +16,7 @@ from service.api.schemas import (
     RunItem,
     RunSummary,
 )
-from service.persistence.tables import Experiment, Measure, Run
+from service.persistence.tables import Measure, Run
 from service.results import finite_or_token
 
 API = "/api/v1"
@@ -28,7 +29,7 @@ def ray_job_url(dashboard: str | None, job_id: str | None) -> str | None:
     return f"{dashboard.rstrip('/')}/#/jobs/{job_id}"
 
 
-def _run_links(run: Run, dashboard: str | None) -> dict[str, str]:
+def _run_links(run: Any, dashboard: str | None) -> dict[str, str]:
     links = {"self": f"{API}/runs/{run.id}", "samples": f"{API}/runs/{run.id}/samples.png",
              "logs": f"{API}/runs/{run.id}/logs", "page": f"/runs/{run.id}"}
     if (job := ray_job_url(dashboard, run.ray_job_id)) is not None:
@@ -36,7 +37,7 @@ def _run_links(run: Run, dashboard: str | None) -> dict[str, str]:
     return links
 
 
-def _summary_fields(run: Run, dashboard: str | None) -> dict[str, Any]:
+def _summary_fields(run: Any, dashboard: str | None) -> dict[str, Any]:
     return dict(
         id=run.id, model=run.model, dataset=run.dataset, rd_lambda=run.rd_lambda,
         status=run.status, phase=run.phase,
@@ -48,7 +49,7 @@ def _summary_fields(run: Run, dashboard: str | None) -> dict[str, Any]:
     )
 
 
-def run_summary(run: Run, dashboard: str | None = None) -> RunSummary:
+def run_summary(run: Any, dashboard: str | None = None) -> RunSummary:
     """A run's status and progress, with its links (its Ray job's page when known)."""
     return RunSummary(**_summary_fields(run, dashboard))
 
@@ -61,7 +62,7 @@ def run_item(run: Run, measures: Measure | None, experiment_name: str,
                    measures=measures_dict(measures))
 
 
-def _links(experiment: Experiment, dashboard: str | None) -> dict[str, str]:
+def _links(experiment: Any, dashboard: str | None) -> dict[str, str]:
     links = {
         "self": f"{API}/experiments/{experiment.id}",
         "results": f"{API}/experiments/{experiment.id}/results",
@@ -73,21 +74,25 @@ def _links(experiment: Experiment, dashboard: str | None) -> dict[str, str]:
     return links
 
 
-def _experiment_fields(experiment: Experiment, dashboard: str | None) -> dict[str, Any]:
+def _experiment_fields(experiment: Any, dashboard: str | None) -> dict[str, Any]:
     return {"id": experiment.id, "name": experiment.name, "status": experiment.status,
             "error": experiment.error, "created_at": experiment.created_at,
             "started_at": experiment.started_at, "finished_at": experiment.finished_at,
             "links": _links(experiment, dashboard)}
 
 
-def experiment_item(experiment: Experiment, counts: dict[str, int],
+def experiment_item(experiment: Any, counts: dict[str, int],
                     dashboard: str | None = None) -> ExperimentItem:
     return ExperimentItem(**_experiment_fields(experiment, dashboard), runs=counts)
 
 
-def experiment_out(experiment: Experiment, dashboard: str | None = None) -> ExperimentOut:
+def experiment_out(experiment: Any, dashboard: str | None = None,
+                   runs: Sequence[Any] | None = None) -> ExperimentOut:
+    """An experiment (a row or an object with the summary columns) with its runs'
+    summaries: ``runs`` (rows), or the object's ``runs`` relationship."""
     return ExperimentOut(**_experiment_fields(experiment, dashboard),
-                         runs=[run_summary(r, dashboard) for r in experiment.runs])
+                         runs=[run_summary(r, dashboard)
+                               for r in (experiment.runs if runs is None else runs)])
 
 
 def measures_dict(m: Measure | None) -> dict[str, Any] | None:

@@ -77,6 +77,31 @@ def get_experiment(session: Session, *, experiment_id: int, with_runs: bool = Tr
     return experiment
 
 
+# What an experiment's and a run's summaries show (the API's list and detail, which clients
+# poll): read as Core rows, which cost a fraction of ORM objects with their specs.
+EXPERIMENT_SUMMARY = (Experiment.id, Experiment.name, Experiment.status, Experiment.error,
+                      Experiment.created_at, Experiment.started_at, Experiment.finished_at)
+RUN_SUMMARY = (Run.id, Run.experiment_id, Run.model, Run.dataset, Run.rd_lambda, Run.status,
+               Run.phase, Run.epoch, Run.epochs_total, Run.lr, Run.attempt, Run.error,
+               Run.ray_job_id, Run.created_at, Run.started_at, Run.finished_at)
+
+
+def experiment_summary(session: Session, *, experiment_id: int) -> Any:
+    """One experiment's ``EXPERIMENT_SUMMARY`` columns; NotFound when there is none."""
+    _in_range("experiment", experiment_id)
+    row = session.execute(select(*EXPERIMENT_SUMMARY)
+                          .where(Experiment.id == experiment_id)).one_or_none()
+    if row is None:
+        raise NotFound("experiment", experiment_id)
+    return row
+
+
+def run_summaries(session: Session, *, experiment_id: int) -> Sequence[Any]:
+    """An experiment's runs' ``RUN_SUMMARY`` columns, in grid order."""
+    return session.execute(select(*RUN_SUMMARY).where(Run.experiment_id == experiment_id)
+                           .order_by(Run.id)).all()
+
+
 def _contains(text: str) -> str:
     """A LIKE pattern matching ``text`` anywhere, its own ``%``/``_`` taken literally."""
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -84,12 +109,14 @@ def _contains(text: str) -> str:
 
 def list_experiments(session: Session, *, status: Status | None = None, limit: int = 20,
                      before_id: int | None = None, name: str | None = None,
-                     model: str | None = None, dataset: str | None = None
-                     ) -> tuple[Sequence[Experiment], int | None]:
+                     model: str | None = None, dataset: str | None = None,
+                     summary: bool = False) -> tuple[Sequence[Any], int | None]:
     """Newest first; returns the page and the cursor of the next page (or None).
     ``name`` matches a part of the name (any case); ``model``/``dataset`` keep the
-    experiments with a run of that variant/dataset."""
-    query = select(Experiment).options(defer(Experiment.spec)) \
+    experiments with a run of that variant/dataset. The page holds Experiment objects
+    (without their specs), or with ``summary`` rows of ``EXPERIMENT_SUMMARY``."""
+    query = (select(*EXPERIMENT_SUMMARY) if summary
+             else select(Experiment).options(defer(Experiment.spec))) \
         .order_by(Experiment.id.desc()).limit(limit + 1)
     if status is not None:
         query = query.where(Experiment.status == status)
@@ -101,7 +128,7 @@ def list_experiments(session: Session, *, status: Status | None = None, limit: i
                                                      column == value).exists())
     if before_id is not None and before_id <= MAX_ID:  # a larger cursor bounds nothing
         query = query.where(Experiment.id < before_id)
-    rows = session.scalars(query).all()
+    rows = session.execute(query).all() if summary else session.scalars(query).all()
     page = rows[:limit]
     return page, (page[-1].id if len(rows) > limit else None)
 

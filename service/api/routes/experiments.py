@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models.catalog import DATASETS
 from service import results as table
+from service.api.cache import EndedCache, ended_version
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep, WriteAccess
 from service.api.schemas import (
     DryRun,
@@ -189,25 +190,43 @@ def list_experiments(
                        Query(description="has a run on it")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
-) -> ExperimentPage:
+) -> Response:
     """Newest first, filtered; pass ``next`` as ``cursor`` for older ones."""
+    ended: EndedCache = request.app.state.ended
     with sessions() as session:
         page, next_id = repo.list_experiments(session, status=status_, limit=limit,
                                               before_id=int(cursor) if cursor else None,
-                                              name=name, model=model, dataset=dataset)
-        counts = repo.run_counts(session, experiment_ids=[e.id for e in page])
+                                              name=name, model=model, dataset=dataset,
+                                              summary=True)
+        # Runs of an ended experiment are counted once; the rest on every read.
+        versions = {e.id: ended_version(e.status, e.finished_at) for e in page}
+        counts = {i: c for i, v in versions.items()
+                  if (c := ended.get(("counts", i), v)) is not None}
+        if missing := [e.id for e in page if e.id not in counts]:
+            counts |= repo.run_counts(session, experiment_ids=missing)
+            for i in missing:
+                ended.put(("counts", i), versions[i], counts[i])
     dashboard = request.app.state.dashboard_url()
-    return ExperimentPage(items=[experiment_item(e, counts[e.id], dashboard) for e in page],
+    body = ExperimentPage(items=[experiment_item(e, counts[e.id], dashboard) for e in page],
                           next=str(next_id) if next_id is not None else None)
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{experiment_id}", response_model=ExperimentOut, dependencies=[ReadAccess],
             operation_id="get_experiment", responses=errors(404))
-def get_experiment(request: Request, sessions: SessionsDep, experiment_id: int
-                   ) -> ExperimentOut:
+def get_experiment(request: Request, sessions: SessionsDep, experiment_id: int) -> Response:
+    ended: EndedCache = request.app.state.ended
+    dashboard = request.app.state.dashboard_url()
+    key = ("detail", experiment_id, dashboard)
     with sessions() as session:
-        experiment = repo.get_experiment(session, experiment_id=experiment_id)
-    return experiment_out(experiment, request.app.state.dashboard_url())
+        # The experiment's row before its runs': an ended experiment's runs have ended.
+        experiment = repo.experiment_summary(session, experiment_id=experiment_id)
+        version = ended_version(experiment.status, experiment.finished_at)
+        if (body := ended.get(key, version)) is None:
+            runs = repo.run_summaries(session, experiment_id=experiment_id)
+            body = experiment_out(experiment, dashboard, runs).model_dump_json()
+            ended.put(key, version, body)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentOut,
@@ -258,25 +277,21 @@ def get_results(request: Request, sessions: SessionsDep, experiment_id: int,
                                 "mean, sample std and n of each measure over its seeds, "
                                 "tied-best marked by Welch's t-test")] = None) -> Response:
     fmt = table.FORMATS[format]
-    rendered: table.RenderedTables = request.app.state.rendered_tables
-    key = (experiment_id, format, aggregate)
+    ended: EndedCache = request.app.state.ended
+    key = ("results", experiment_id, format, aggregate)
     with sessions() as session:
-        experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
-        # An experiment that succeeded or failed has every run ended for good: its table
-        # is rendered once (reads outnumber runs by far). A cancelled one may still have
-        # runs stopping.
-        version = (experiment.status, experiment.finished_at) \
-            if experiment.status in (Status.succeeded, Status.failed) else None
-        if version is not None and (text := rendered.get(key, version)) is not None:
+        summary = repo.experiment_summary(session, experiment_id=experiment_id)
+        version = ended_version(summary.status, summary.finished_at)
+        if (text := ended.get(key, version)) is not None:
             return Response(text, media_type=fmt.media_type)
+        experiment = repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
         built = table.build(repo.results(session, experiment_id=experiment_id),
                             experiment.name, table.parse_spec(experiment.spec), aggregate,
                             codecs=repo.codec_results(session, experiment_id=experiment_id,
                                                       kind="matched"))
     title = experiment.name or f"Experiment {experiment_id}"
     text = fmt.render(built, title, experiment_id)
-    if version is not None:
-        rendered.put(key, version, text)
+    ended.put(key, version, text)
     return Response(text, media_type=fmt.media_type)
 
 
