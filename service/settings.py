@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     runner_idle_s: float = Field(default=600.0, gt=0, description="a warm runner idle this "
                                  "long is stopped, giving its GPU back")
     training_niceness: int = Field(default=10, ge=0, le=19, description="nice level of "
-                                   "training processes (the API keeps the CPU it needs)")
+                                   "training processes, and of the embedded Ray head's "
+                                   "session (the API keeps the CPU it needs)")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="largest request "
                                 "body accepted (413 beyond; checked before it is read)")
     max_runs_per_experiment: int = Field(default=48, ge=1)

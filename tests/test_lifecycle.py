@@ -52,6 +52,17 @@ def test_an_api_crash_keeps_its_head_and_runs_each_epoch_once(lifecycle_db: str,
                  "training to start", 0.5)
         record = LocalRayHead.load(home / "ray")
         assert record is not None and record.session
+        # The head's session (training included) and the job driver's (Ray starts it in
+        # a session of its own) yield the CPU to the API's: Linux shares the CPU between
+        # sessions before nice levels count.
+        if Path("/proc/self/autogroup").exists():
+            drivers = _drivers(home, exp["runs"][0]["id"])
+            assert drivers
+            for pid in [record.pid, *drivers]:  # AELAB_TRAINING_NICENESS, default 10
+                assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == "10", pid
+            assert server.process is not None  # the API's session keeps its share
+            assert Path(f"/proc/{server.process.pid}/autogroup").read_text().split()[-1] \
+                == "0"
         server.kill9()  # the API alone: its head (own process group) survives
 
         server.start()  # the same home: it must re-adopt that head, not start another

@@ -40,6 +40,7 @@ import httpx
 from service.errors import Unavailable
 from service.orchestration.dispatcher import ENDED, JobRequest, JobState
 from service.settings import Settings, job_environment
+from workers.priority import yield_session_cpu
 
 log = logging.getLogger("aelab.ray")
 HEAD_START_TIMEOUT_S = 120
@@ -177,7 +178,8 @@ class LocalRayHead:
 
     def __init__(self, *, state_dir: Path, dashboard_port: int = 0,
                  num_cpus: int | None = None, num_gpus: int | None = None,
-                 temp_dir: str | None = None, record: HeadRecord | None = None) -> None:
+                 temp_dir: str | None = None, record: HeadRecord | None = None,
+                 niceness: int = 0) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         use_token_auth(state_dir)
         self.state_dir = state_dir
@@ -207,6 +209,8 @@ class LocalRayHead:
         with (state_dir / "head.log").open("ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
+        if niceness:
+            yield_session_cpu(self.process.pid, niceness)  # the API keeps its CPU
         self.record = HeadRecord(f"http://127.0.0.1:{dashboard_port}",
                                  f"127.0.0.1:{gcs_port}", self.process.pid, temp_dir,
                                  time.time())
@@ -329,9 +333,10 @@ class EmbeddedHead:
     started in the background otherwise, replaced when confirmed dead."""
 
     def __init__(self, state_dir: Path, *, dashboard_port: int = 8265,
-                 dead_after_s: float = 30.0) -> None:
+                 dead_after_s: float = 30.0, niceness: int = 0) -> None:
         self.state_dir = state_dir
         self.dashboard_port = dashboard_port
+        self.niceness = niceness  # the head's session's, so the API keeps the CPU it needs
         self.dead_after_s = dead_after_s
         self.head: LocalRayHead | None = None
         self.session: str | None = None
@@ -393,7 +398,8 @@ class EmbeddedHead:
             port = 0
             log.warning("the Ray dashboard's default port %s is taken (another Ray?): the "
                         "local head uses a free port instead", DEFAULT_DASHBOARD_PORT)
-        return LocalRayHead(state_dir=self.state_dir, dashboard_port=port)
+        return LocalRayHead(state_dir=self.state_dir, dashboard_port=port,
+                            niceness=self.niceness)
 
     def _unanswered(self, head: LocalRayHead, exc: Exception) -> None:
         now = time.monotonic()
@@ -473,7 +479,7 @@ class RayExecutor:
             address = f"http://{address.split(':')[0]}:8265"
         embedded = None if address else EmbeddedHead(
             settings.home_path / "ray", dashboard_port=settings.dashboard_port,
-            dead_after_s=settings.ray_head_dead_after_s)
+            dead_after_s=settings.ray_head_dead_after_s, niceness=settings.training_niceness)
         env = job_environment(settings, database_url_file=settings.database_url_for_jobs())
         return cls(address, job_env=env, head=embedded)
 

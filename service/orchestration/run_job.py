@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.persistence.artifacts import ArtifactStore, remove_tree
     from service.settings import Settings, job_environment, run_storage_key
     from service.states import Status
+    from workers.priority import yield_cpu
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--run-id", type=int, required=True)
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     settings = Settings()
+    yield_cpu(settings.training_niceness)  # Ray starts this driver in a session of its own
     sessions = sessions_for(settings.sqlalchemy_url)
     with sessions() as s:
         run = repo.get_run(s, run_id=args.run_id)
