@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.context import RunEnv
+from workers.priority import TRAINING_NICENESS
 
 ENV_PREFIX = "AELAB_"
 
@@ -54,9 +55,10 @@ class Settings(BaseSettings):
                                     "may lose its runner (its node) and resume elsewhere")
     runner_idle_s: float = Field(default=600.0, gt=0, description="a warm runner idle this "
                                  "long is stopped, giving its GPU back")
-    training_niceness: int = Field(default=10, ge=0, le=19, description="nice level of "
-                                   "training processes, and of the embedded Ray head's "
-                                   "session (the API keeps the CPU it needs)")
+    training_niceness: int = Field(
+        default=TRAINING_NICENESS, ge=0, le=19, description="nice level of training "
+        "processes, and of the sessions of the embedded Ray head and of each job driver (the "
+        "API keeps the CPU it needs)")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="largest request "
                                 "body accepted (413 beyond; checked before it is read)")
     max_runs_per_experiment: int = Field(default=48, ge=1)

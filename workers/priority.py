@@ -8,6 +8,10 @@ from pathlib import Path
 
 log = logging.getLogger("aelab.priority")
 
+# The default nice level of what a cluster runs for training (AELAB_TRAINING_NICENESS): the
+# embedded head's session, each job driver's, the warm runners and trials.
+TRAINING_NICENESS = 10
+
 
 def yield_session_cpu(pid: int, niceness: int) -> bool:
     """Rank the CPU share of ``pid``'s whole session at ``niceness`` (0–19) against other

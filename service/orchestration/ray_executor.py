@@ -40,7 +40,7 @@ import httpx
 from service.errors import Unavailable
 from service.orchestration.dispatcher import ENDED, JobRequest, JobState
 from service.settings import Settings, job_environment
-from workers.priority import yield_session_cpu
+from workers.priority import TRAINING_NICENESS, yield_session_cpu
 
 log = logging.getLogger("aelab.ray")
 HEAD_START_TIMEOUT_S = 120
@@ -179,7 +179,7 @@ class LocalRayHead:
     def __init__(self, *, state_dir: Path, dashboard_port: int = 0,
                  num_cpus: int | None = None, num_gpus: int | None = None,
                  temp_dir: str | None = None, record: HeadRecord | None = None,
-                 niceness: int = 0) -> None:
+                 niceness: int = TRAINING_NICENESS) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         use_token_auth(state_dir)
         self.state_dir = state_dir
@@ -333,7 +333,7 @@ class EmbeddedHead:
     started in the background otherwise, replaced when confirmed dead."""
 
     def __init__(self, state_dir: Path, *, dashboard_port: int = 8265,
-                 dead_after_s: float = 30.0, niceness: int = 0) -> None:
+                 dead_after_s: float = 30.0, niceness: int = TRAINING_NICENESS) -> None:
         self.state_dir = state_dir
         self.dashboard_port = dashboard_port
         self.niceness = niceness  # the head's session's, so the API keeps the CPU it needs
