@@ -87,12 +87,37 @@ def run_facts(client: TestClient, exp: dict[str, Any], run: dict[str, Any]) -> d
         - t.get("ray_connected_unix", nan),
         "finish_tail": (ts(run["finished_at"]) - t["pipeline_started_unix"] - t["wall_s"]
                         if t else nan),
+        # Inside the pipeline, beyond the epochs and the evaluation: the epochs' own
+        # overhead (validation, checkpoints) and what follows the evaluation (artifacts).
+        "epoch_overhead": t.get("train_s", nan) - training,
+        "after_evaluation": (t["wall_s"] - sum(t.get(k, 0.0) for k in (
+            "prepare_s", "search_s", "train_s", "classifier_s", "evaluate_s"))
+            if t else nan),
+        # Absolute times, for where the slots stood idle.
+        "first_step_unix": t["training_started_unix"] if t else nan,
+        "finished_unix": ts(run["finished_at"]),
     }
+
+
+def idle_profile(rows: list[dict[str, Any]], slots: int, start: float, end: float
+                 ) -> dict[str, float]:
+    """Slot-seconds not spent training or evaluating, split into: the start (until each of
+    the first ``slots`` runs took its first step), the tail (after each of the last
+    ``slots`` runs finished) and between runs (the rest: hand-overs, drivers' start-up and
+    finish while they hold a runner)."""
+    useful = sum(r["training"] + r["evaluation"] for r in rows)
+    first = sorted(r["first_step_unix"] for r in rows)[:slots]
+    last = sorted(r["finished_unix"] for r in rows)[-slots:]
+    at_start = sum(f - start for f in first)
+    at_end = sum(end - f for f in last)
+    return {"total": slots * (end - start) - useful, "start": at_start, "tail": at_end,
+            "between": slots * (end - start) - useful - at_start - at_end}
 
 
 COLUMNS = ("post_to_first_step", "submit_to_first_step", "startup", "data", "search",
            "training", "evaluation", "wall", "overhead")
-PROFILE = ("job_start", "driver_imports", "ray_init", "runner_to_pipeline", "finish_tail")
+PROFILE = ("job_start", "driver_imports", "ray_init", "runner_to_pipeline", "epoch_overhead",
+           "after_evaluation", "finish_tail")
 
 
 def table(rows: list[dict[str, Any]], cols: tuple[str, ...] = COLUMNS) -> None:
@@ -146,7 +171,7 @@ def main() -> None:
                 print(f"warm-up: {slots} run(s), one per slot (cold: measured apart)",
                       file=sys.stderr)
                 exp_ids = []
-                start = time.perf_counter()
+                start, start_unix = time.perf_counter(), time.time()
                 for n in range(args.runs):  # one experiment per run: a steady stream
                     model, dataset = grid[n % len(grid)]
                     exp_ids.append(client.post(f"{API}/experiments",
@@ -156,6 +181,7 @@ def main() -> None:
                         wait(client, exp_ids[-1:])
                 exps = wait(client, exp_ids)
                 wall = time.perf_counter() - start
+                end_unix = start_unix + wall
                 rows = [run_facts(client, e, r) for e in exps for r in e["runs"]]
                 failed = [r for e in exps for r in e["runs"] if r["status"] != "succeeded"]
         finally:
@@ -179,6 +205,10 @@ def main() -> None:
     print(f"experiment wall time (s)                      {wall:8.2f}")
     print(f"ideal: sum(training + evaluation) / slots (s) {useful / slots:8.2f}")
     print(f"efficiency (ideal / wall)                     {useful / slots / wall:8.2f}")
+    idle = idle_profile(rows, slots, start_unix, end_unix)
+    print(f"slot-seconds idle {idle['total']:.1f}: at the start {idle['start']:.1f} (until the "
+          f"first {slots} runs' first steps), at the end {idle['tail']:.1f} (after the last "
+          f"{slots} runs finished), between runs {idle['between']:.1f}")
 
 
 if __name__ == "__main__":

@@ -223,7 +223,8 @@ class LocalSteps:
 
         def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
             if self.storage is not None:  # durable first: a recorded epoch is never redone
-                self.storage.write(progress, save_checkpoint(checkpoint))
+                last["blob"] = save_checkpoint(checkpoint)  # serialised once, kept below
+                self.storage.write(progress, last["blob"])
             store.record_epoch(metrics)
             last["checkpoint"] = checkpoint
             check_cancelled(store)
@@ -234,7 +235,7 @@ class LocalSteps:
                             resume_from=load_checkpoint(resume) if resume else None,
                             stop_after=stop_after)
         if "checkpoint" in last:
-            self._keep(step, save_checkpoint(last["checkpoint"]))
+            self._keep(step, last.get("blob") or save_checkpoint(last["checkpoint"]))
         elif resume is not None:
             self._keep(step, resume)
 
