@@ -102,3 +102,23 @@ def test_ended_experiment_reads_are_computed_once_per_version(client: TestClient
     assert client.get(f"{API}/experiments/{eid}").status_code == 404
     assert client.get(f"{API}/experiments/{eid}/results").status_code == 404
     assert client.get(f"{API}/experiments").json()["items"] == []
+
+
+def test_the_cache_is_bounded_by_bytes_least_recently_used_out() -> None:
+    from service.api.cache import EndedCache
+
+    cache = EndedCache(max_bytes=8000)
+    version = ("succeeded", "t")
+    for i in range(10):  # 10 × 900 bytes: the oldest go first
+        cache.put(("detail", i), version, b"x" * 900)
+    assert cache.size <= 8000 and len(cache) == 8
+    assert cache.get(("detail", 0), version) is None
+    assert cache.get(("detail", 2), version) == b"x" * 900  # now the most recent
+    cache.put(("detail", 10), version, b"y" * 900)
+    assert cache.get(("detail", 2), version) is not None
+    assert cache.get(("detail", 3), version) is None
+    cache.put(("detail", 11), version, b"z" * 1001)  # beyond an eighth of the bound
+    assert cache.get(("detail", 11), version) is None
+    cache.put(("detail", 2), version, b"w" * 10)  # replaced, its size with it
+    assert cache.size == 7 * 900 + 10
+    assert cache.get(("detail", 2), ("failed", "t")) is None  # another version

@@ -28,12 +28,15 @@ def ended_version(status: Status, finished_at: datetime | None) -> tuple[Any, ..
 
 class EndedCache:
     """Values by key (e.g. ``("detail", experiment_id, dashboard)``) with the version they
-    were computed at, least recently used first out. One per app: ids name rows of that
-    app's database and are never reused."""
+    were computed at, least recently used first out, bounded by their total size in bytes
+    (response bodies are stored as UTF-8 ``bytes``; other values count as 256 bytes). A
+    value larger than an eighth of the bound is not kept. One per app: ids name rows of
+    that app's database and are never reused."""
 
-    def __init__(self, size: int = 2048) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = OrderedDict()
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0  # bytes held
+        self._items: OrderedDict[tuple[Any, ...], tuple[Any, Any, int]] = OrderedDict()
         self._lock = Lock()
 
     def get(self, key: tuple[Any, ...], version: Any) -> Any | None:
@@ -49,13 +52,18 @@ class EndedCache:
 
     def put(self, key: tuple[Any, ...], version: Any, value: Any) -> None:
         """Store ``value`` for ``key`` at ``version`` (nothing when ``version`` is None)."""
-        if version is None:
+        cost = len(value) if isinstance(value, bytes) else 256
+        if version is None or cost > self.max_bytes // 8:
             return
         with self._lock:
-            self._items[key] = (version, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.size -= old[2]
+            self._items[key] = (version, value, cost)
+            self.size += cost
+            while self.size > self.max_bytes:
+                _, (_, _, evicted) = self._items.popitem(last=False)
+                self.size -= evicted
 
     def __len__(self) -> int:
         return len(self._items)

@@ -224,7 +224,7 @@ def get_experiment(request: Request, sessions: SessionsDep, experiment_id: int) 
         version = ended_version(experiment.status, experiment.finished_at)
         if (body := ended.get(key, version)) is None:
             runs = repo.run_summaries(session, experiment_id=experiment_id)
-            body = experiment_out(experiment, dashboard, runs).model_dump_json()
+            body = experiment_out(experiment, dashboard, runs).model_dump_json().encode()
             ended.put(key, version, body)
     return Response(body, media_type="application/json")
 
@@ -290,7 +290,7 @@ def get_results(request: Request, sessions: SessionsDep, experiment_id: int,
                             codecs=repo.codec_results(session, experiment_id=experiment_id,
                                                       kind="matched"))
     title = experiment.name or f"Experiment {experiment_id}"
-    text = fmt.render(built, title, experiment_id)
+    text = fmt.render(built, title, experiment_id).encode()
     ended.put(key, version, text)
     return Response(text, media_type=fmt.media_type)
 
