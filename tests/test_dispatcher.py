@@ -297,3 +297,47 @@ def test_a_log_whose_run_is_deleted_while_it_is_stored_is_removed_again(
     with pytest.raises(Exception):  # noqa: B017  # the insert is refused (no run row)
         dispatcher.keep_log(ticket.run_id, ticket.job_id)
     assert _files(Path(client.app.state.artifacts.root)) == []
+
+
+def test_a_submit_that_fails_after_its_driver_started_leaves_the_run_to_it(
+        client: TestClient) -> None:
+    """A submit can raise after Ray took the job (a timeout on the answer): a driver that
+    started meanwhile, or a run that ended meanwhile, is never put back in the queue (that
+    would run the attempt twice, or turn an ended run into a queued one)."""
+    from service.persistence import repository as repo
+    from service.persistence.db import transaction
+    from service.states import Status
+
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    sessions = client.app.state.sessions
+    first, second = (r["id"] for r in exp["runs"])
+
+    def accepted_then_raised(job: JobRequest) -> None:
+        executor.jobs[job.job_id] = JobState.running
+        with transaction(sessions) as s:  # the drivers got going before the answer
+            if job.run_id == first:
+                repo.set_run(s, run_id=first, phase="preflight")
+            else:
+                repo.finish_run(s, run_id=second, status=Status.failed, error="bad data")
+        raise Unavailable("submitting: read timed out")
+
+    executor.submit = accepted_then_raised  # type: ignore[method-assign]
+    dispatcher.tick()
+    runs = {r["id"]: r for r in client.get(f"{API}/experiments/{exp['id']}").json()["runs"]}
+    assert (runs[first]["status"], runs[first]["phase"]) == ("running", "preflight")
+    assert runs[first]["ray_job_id"] is not None
+    assert (runs[second]["status"], runs[second]["error"]) == ("failed", "bad data")
+    detail = client.get(f"{API}/runs/{first}").json()
+    assert [a["attempt"] for a in detail["attempts"]] == [0]
+
+    # A submit refused before any driver started still puts the run back, as before.
+    exp2 = client.post(f"{API}/experiments", json={**SPEC, "models": ["baseline"]}).json()
+
+    def refused(job: JobRequest) -> None:
+        raise Unavailable("No available agent")
+
+    executor.submit = refused  # type: ignore[method-assign]
+    dispatcher.tick()
+    run = client.get(f"{API}/experiments/{exp2['id']}").json()["runs"][0]
+    assert (run["status"], run["ray_job_id"]) == ("queued", None)

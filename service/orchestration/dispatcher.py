@@ -159,7 +159,9 @@ class Dispatcher:
                 self.submit_error = first_line(f"submitting {job.job_id}: {exc}")
                 log.warning("could not submit %s: %s", job.job_id, first_line(str(exc)))
                 with transaction(self.sessions) as s:
-                    repo.unsubmit(s, run_id=job.run_id, attempt=job.attempt)
+                    if not repo.unsubmit(s, run_id=job.run_id, attempt=job.attempt):
+                        log.warning("%s: its driver started (or the run ended) after all; "
+                                    "followed as submitted", job.job_id)
         return len(jobs)
 
     def follow(self, reconcile: bool = False) -> dict[str, JobState | None]:

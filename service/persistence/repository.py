@@ -382,21 +382,32 @@ def finish_run(session: Session, *, run_id: int, status: Status, error: str | No
     return changed
 
 
+SUBMITTED = "submitted"  # a run's phase from its job's submit until its pipeline starts
+
+
 def start_attempt(session: Session, *, run_id: int, attempt: int, job_id: str,
                   cluster: str | None) -> None:
     """The run's attempt goes to ``job_id`` on ``cluster``: recorded before the submit."""
-    set_run(session, run_id=run_id, status=Status.running, phase="submitted",
+    set_run(session, run_id=run_id, status=Status.running, phase=SUBMITTED,
             ray_job_id=job_id, cluster=cluster, started_at=utcnow(), error=None)
     session.add(RunAttempt(run_id=run_id, attempt=attempt, job_id=job_id, cluster=cluster,
                            status=Status.running))
 
 
-def unsubmit(session: Session, *, run_id: int, attempt: int) -> None:
-    """A submit that failed: the run goes back to the queue as the same attempt."""
+def unsubmit(session: Session, *, run_id: int, attempt: int) -> bool:
+    """A submit that failed: the run goes back to the queue as the same attempt, unless its
+    driver started after all (a submit can fail after Ray took the job) or the run ended
+    or moved on meanwhile; True if it went back."""
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.attempt == attempt,
+                          Run.status == Status.running, Run.phase == SUBMITTED)
+        .values(status=Status.queued, phase=None, ray_job_id=None, cluster=None,
+                started_at=None, updated_at=utcnow()))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        return False
     session.execute(RunAttempt.__table__.delete().where(RunAttempt.run_id == run_id,
                                                         RunAttempt.attempt == attempt))
-    set_run(session, run_id=run_id, status=Status.queued, phase=None, ray_job_id=None,
-            cluster=None, started_at=None)
+    return True
 
 
 def end_attempt(session: Session, *, run_id: int, attempt: int, status: Status,
