@@ -109,15 +109,12 @@ def _contains(text: str) -> str:
 
 def list_experiments(session: Session, *, status: Status | None = None, limit: int = 20,
                      before_id: int | None = None, name: str | None = None,
-                     model: str | None = None, dataset: str | None = None,
-                     summary: bool = False) -> tuple[Sequence[Any], int | None]:
-    """Newest first; returns the page and the cursor of the next page (or None).
-    ``name`` matches a part of the name (any case); ``model``/``dataset`` keep the
-    experiments with a run of that variant/dataset. The page holds Experiment objects
-    (without their specs), or with ``summary`` rows of ``EXPERIMENT_SUMMARY``."""
-    query = (select(*EXPERIMENT_SUMMARY) if summary
-             else select(Experiment).options(defer(Experiment.spec))) \
-        .order_by(Experiment.id.desc()).limit(limit + 1)
+                     model: str | None = None, dataset: str | None = None
+                     ) -> tuple[Sequence[Any], int | None]:
+    """Newest first; returns the page (rows of ``EXPERIMENT_SUMMARY``) and the cursor of
+    the next page (or None). ``name`` matches a part of the name (any case);
+    ``model``/``dataset`` keep the experiments with a run of that variant/dataset."""
+    query = select(*EXPERIMENT_SUMMARY).order_by(Experiment.id.desc()).limit(limit + 1)
     if status is not None:
         query = query.where(Experiment.status == status)
     if name:
@@ -128,7 +125,7 @@ def list_experiments(session: Session, *, status: Status | None = None, limit: i
                                                      column == value).exists())
     if before_id is not None and before_id <= MAX_ID:  # a larger cursor bounds nothing
         query = query.where(Experiment.id < before_id)
-    rows = session.execute(query).all() if summary else session.scalars(query).all()
+    rows = session.execute(query).all()
     page = rows[:limit]
     return page, (page[-1].id if len(rows) > limit else None)
 

@@ -196,8 +196,7 @@ def list_experiments(
     with sessions() as session:
         page, next_id = repo.list_experiments(session, status=status_, limit=limit,
                                               before_id=int(cursor) if cursor else None,
-                                              name=name, model=model, dataset=dataset,
-                                              summary=True)
+                                              name=name, model=model, dataset=dataset)
         # Runs of an ended experiment are counted once; the rest on every read.
         versions = {e.id: ended_version(e.status, e.finished_at) for e in page}
         counts = {i: c for i, v in versions.items()
