@@ -156,7 +156,6 @@ def _tune_trial(config: dict[str, Any], spec: RunSpec, env: RunEnv,
     """One Tune trial (in a Tune actor): the plan resumed from the end of phase 1 (read
     from the run's checkpoint storage) with the trial's LR, up to ``stop_after``;
     reports the validation loss of each epoch. A diverging LR scores infinity."""
-    import os
 
     from ray import tune
 
@@ -164,8 +163,9 @@ def _tune_trial(config: dict[str, Any], spec: RunSpec, env: RunEnv,
     from models.training import TrainingDiverged, load_checkpoint, train
     from workers.context import load_data, train_config
     from workers.pipeline import CheckpointStorage
+    from workers.priority import yield_cpu
 
-    os.nice(env.niceness) if env.niceness else None
+    yield_cpu(env.niceness)
     blob = CheckpointStorage(env).read(start) if start else None
 
     def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:

@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import queue
 import sys
 import threading
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import ray
 
 from workers.context import RunEnv
+from workers.priority import yield_cpu
 from workers.spec import RunSpec
 from workers.store import LrTrial, RunStore
 
@@ -156,8 +156,7 @@ class Runner:
     """A warm worker (use through :class:`RunnerPool`)."""
 
     def __init__(self, name: str, niceness: int) -> None:
-        if niceness > 0:
-            os.nice(niceness)  # training yields the CPU to the API on a shared machine
+        yield_cpu(niceness)  # training yields the CPU to the API on a shared machine
         import torch  # noqa: F401  (the point: imported once, for every run after)
 
         import models.training  # noqa: F401
