@@ -78,6 +78,17 @@ def test_ended_experiment_reads_are_computed_once_per_version(client: TestClient
     with statements(client) as seen:
         assert client.get(f"{API}/experiments/{eid}/results").json() == first_results
     assert len(seen) == 1
+    # Each format and aggregate is its own entry, never another's body.
+    for params, media in (({"format": "csv"}, "text/csv"),
+                          ({"format": "markdown"}, "text/markdown"),
+                          ({"aggregate": "seed"}, "application/json")):
+        for _ in range(2):
+            answer = client.get(f"{API}/experiments/{eid}/results", params=params)
+            assert answer.headers["content-type"].startswith(media), params
+            if media == "application/json":
+                assert answer.json() != first_results and answer.json()["rows"]
+            else:
+                assert not answer.text.startswith("{")
 
     # A write that changes the version (here: a run found failed afterwards) is seen.
     with transaction(sessions) as s:
