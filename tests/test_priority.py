@@ -60,3 +60,14 @@ def test_sessions_started_together_all_yield_without_privileges() -> None:
         pytest.skip(f"the checkout is not readable by nobody: {out.stderr.strip()[-200:]}")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[True, True, True] ['10', '10', '10']"
+
+
+@pytest.mark.parametrize(("start", "expected"), [(0, 10), (3, 10), (15, 15)])
+def test_a_process_yields_to_the_level_not_by_it(start: int, expected: int) -> None:
+    """AELAB_TRAINING_NICENESS is a level: a Ray worker (started at 15) is not pushed to
+    19, a driver at 0 or 3 goes to 10."""
+    code = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); os.nice({start}); "
+            "from workers.priority import yield_cpu; yield_cpu(10); "
+            "print(os.getpriority(os.PRIO_PROCESS, 0))")
+    assert _probe([sys.executable, "-c", code], shell=False, new_session=False) \
+        == str(expected)

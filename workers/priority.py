@@ -72,10 +72,14 @@ def session_made_for_me() -> bool:
 
 
 def yield_cpu(niceness: int) -> None:
-    """This process at ``niceness``, and its session's share (``yield_session_cpu``) when
-    the session was made for it (``session_made_for_me``), as for each Ray job driver."""
+    """This process at nice level ``niceness`` at least (a level, not an increment: Ray
+    starts its workers at 15 already, which stays), and its session's share
+    (``yield_session_cpu``) when the session was made for it (``session_made_for_me``), as
+    for each Ray job driver."""
     if niceness <= 0:
         return
-    os.nice(niceness)
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if current < niceness:
+        os.nice(niceness - current)
     if session_made_for_me():
         yield_session_cpu(os.getpid(), niceness)
