@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 API = "/api/v1"
+REPO = Path(__file__).resolve().parents[1]  # the repository's root
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str,

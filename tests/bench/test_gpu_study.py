@@ -6,11 +6,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from service.orchestration.ray_executor import LocalRayHead
+from tests.utils import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def test_gpu_study_small_runs_every_run_and_reports_against_the_target(

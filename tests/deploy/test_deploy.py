@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from service.settings import Settings
+from tests.utils import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 # Variables read by software other than aelab's settings: Ray, torch, PostgreSQL.

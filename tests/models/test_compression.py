@@ -31,8 +31,7 @@ from models.quantize import (
     decode_symbols,
     encode_latents,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.utils import REPO
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -28,8 +28,8 @@ from models.factorized_prior import (
     rate_bpp,
 )
 from models.training import TrainConfig, train
+from tests.utils import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 LOW_LAMBDA, HIGH_LAMBDA = 1e-4, 0.0483  # far below, and the top of CompressAI's MSE grid
 
 

@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy.stats import ttest_ind
 
-from tests.utils import API, execute_runs
+from tests.utils import API, REPO, execute_runs
 
 QUALITY = ("mae", "mse", "psnr", "ssim", "classifier_accuracy")
 TINY = {"datasets": ["synthetic"], "epochs": 1, "batch_size": 32, "pretrained": False,
@@ -295,7 +295,7 @@ def test_the_studys_numbers_ship_in_the_wheel() -> None:
     import fnmatch
     import tomllib
 
-    root = Path(__file__).parents[1]
+    root = REPO
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"]["models"]
     assert any(fnmatch.fnmatch("study_reference.json", g) for g in globs)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.utils import REPO
+
+ROOT = REPO
 PROBE = ("import sys; sys.path.insert(0, {root!r}); "
          "from workers.priority import session_made_for_me; print(session_made_for_me())")
 

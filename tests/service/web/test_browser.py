@@ -27,8 +27,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.utils import REPO
+
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = REPO / "tests" / "artifacts"  # the screenshots (README)
 SIZES = ((1366, 768), (390, 844))
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -26,6 +26,7 @@ from service.settings import Settings
 from service.spec import ExperimentSpec
 from service.web.auth import safe_next
 from service.web.spec_form import spec_sections
+from tests.utils import REPO
 from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
 
 API = "/api/v1"
@@ -310,7 +311,7 @@ def test_static_assets_ship_in_the_package_with_uplots_licence(web: TestClient) 
         url = static_url(path)
         assert re.fullmatch(rf"/static/{re.escape(path)}\?v=[0-9a-f]{{10}}", url)
         assert web.get(url).status_code == 200
-    licence = (Path(__file__).parents[1] / "service/web/static/vendor/uplot/LICENSE").read_text()
+    licence = (REPO / "service/web/static/vendor/uplot/LICENSE").read_text()
     assert "Leon Sorokin" in licence
     for path in ("/", "/new", "/compare"):  # no asset from another origin: works offline
         assert not re.search(r'<(script|link|img)[^>]+(src|href)="(https?:)?//',
@@ -322,7 +323,7 @@ def test_every_template_and_asset_ships_in_the_wheel() -> None:
     import fnmatch
     import tomllib
 
-    root = Path(__file__).parents[1]
+    root = REPO
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"]["service"]
     web = root / "service" / "web"
