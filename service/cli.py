@@ -32,14 +32,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 import typer
 
 from models.catalog import list_datasets, list_variants
-from service.states import Status
+from service.client.schemas import ResultFormat
+from service.client.states import Status
 from workers.spec import ClassifierArch, LrMethodName, Schedule, Validation
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from service.api.schemas import ExperimentOut, RunSummary
     from service.client import Client
+    from service.client.schemas import ExperimentOut, RunSummary
 
 app = typer.Typer(help="aelab: autoencoder-compression experiments, on a server (submit, "
                   "ls, status, results, logs, cancel, download, open) or on this machine "
@@ -243,10 +244,7 @@ PollOption = Annotated[float, typer.Option(help="seconds between polls while wai
                                            min=0.1)]
 
 
-class ResultFormatChoice(enum.StrEnum):
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
+ResultFormatChoice = _choices("ResultFormatChoice", ResultFormat)
 
 
 def _err(text: str) -> None:

@@ -19,8 +19,8 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from service.api.schemas import ExperimentOut, ResultsTable, RunSummary
-from service.states import Status
+from service.client.schemas import ExperimentOut, ResultsTable, RunSummary
+from service.client.states import Status
 
 STATUS_STYLE = {Status.queued: "dim", Status.running: "cyan", Status.succeeded: "green",
                 Status.failed: "red", Status.cancelled: "yellow"}

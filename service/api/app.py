@@ -17,8 +17,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from service.api.boundary import WRITE_METHODS, Boundary
 from service.api.cache import EndedCache
 from service.api.routes import catalog, experiments, health, runs
-from service.api.schemas import errors
 from service.errors import Conflict, NotFound, Unavailable
+from service.http_errors import errors
 from service.orchestration.dispatcher import Dispatcher, Executor
 from service.persistence.artifacts import ArtifactError, ArtifactStore
 from service.persistence.db import make_engine, make_sessionmaker

@@ -14,7 +14,7 @@ from datetime import datetime
 from threading import Lock
 from typing import Any
 
-from service.states import Status
+from service.client.states import Status
 
 # A cancelled experiment may still have runs stopping; queued and running ones change.
 ENDED_FOR_GOOD = (Status.succeeded, Status.failed)

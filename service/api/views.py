@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from service.api.schemas import (
+from service.client.schemas import (
     ArtifactOut,
     AttemptOut,
     EpochOut,

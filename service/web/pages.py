@@ -22,9 +22,9 @@ from models.catalog import DATASETS, VARIANTS
 from service import results as table
 from service.api.deps import SessionsDep, SettingsDep
 from service.api.views import ray_job_url
+from service.client.states import Status
 from service.persistence import repository as repo
 from service.persistence.tables import Experiment, Run
-from service.states import Status
 from service.web.auth import page_access
 from service.web.format import variant_title
 from service.web.gallery import GalleryReader

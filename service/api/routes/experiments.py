@@ -12,15 +12,16 @@ from models.catalog import DATASETS
 from service import results as table
 from service.api.cache import EndedCache, ended_version
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep, WriteAccess
-from service.api.schemas import (
+from service.api.views import experiment_item, experiment_out
+from service.client.schemas import (
     DryRun,
     ExperimentOut,
     ExperimentPage,
     RateDistortion,
+    ResultFormat,
     ResultsTable,
-    errors,
 )
-from service.api.views import experiment_item, experiment_out
+from service.http_errors import errors
 from service.persistence import repository as repo
 from service.persistence.artifacts import remove_tree
 from service.persistence.db import transaction
@@ -258,9 +259,6 @@ def delete_experiment(request: Request, settings: SettingsDep, artifacts: Artifa
         artifacts.delete_prefix(f"run-{run_id}")
         remove_tree(settings.tune_storage, run_storage_key(run_id, uid))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
 
 
 @router.get("/{experiment_id}/results", dependencies=[ReadAccess],

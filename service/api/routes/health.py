@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from service.api.schemas import Readiness
+from service.client.schemas import Readiness
 
 router = APIRouter(tags=["health"])
 

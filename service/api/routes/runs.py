@@ -8,12 +8,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep
-from service.api.schemas import LogOut, RunDetail, RunPage, errors
 from service.api.views import run_detail, run_item
+from service.client.schemas import LogOut, RunDetail, RunPage
+from service.client.states import Status
 from service.errors import NotFound
+from service.http_errors import errors
 from service.persistence import repository as repo
 from service.persistence.artifacts import SAFE_NAME, ArtifactError
-from service.states import Status
 from workers.spec import DatasetName, VariantName
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[ReadAccess])

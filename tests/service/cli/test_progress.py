@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from service.api.schemas import ExperimentOut, ResultsTable, RunSummary
+from service.client.schemas import ExperimentOut, ResultsTable, RunSummary
 from service.progress import (
     LiveFollower,
     PlainFollower,

@@ -304,9 +304,9 @@ def test_a_submit_that_fails_after_its_driver_started_leaves_the_run_to_it(
     """A submit can raise after Ray took the job (a timeout on the answer): a driver that
     started meanwhile, or a run that ended meanwhile, is never put back in the queue (that
     would run the attempt twice, or turn an ended run into a queued one)."""
+    from service.client.states import Status
     from service.persistence import repository as repo
     from service.persistence.db import transaction
-    from service.states import Status
 
     exp = client.post(f"{API}/experiments", json=SPEC).json()
     dispatcher, executor = make(client)

@@ -1,25 +1,13 @@
-"""A Python client for the aelab REST API (httpx), for notebooks, scripts and the CLI.
-
-Installs with the project's base install (``pip install aelab``: httpx, pydantic,
-pydantic-settings, PyYAML) and imports neither torch, Ray, SQLAlchemy nor FastAPI. Answers
-are parsed into the API's own response models (:mod:`service.api.schemas`), so the client
-and the server cannot drift apart::
-
-    from service.client import Client
-
-    with Client("http://127.0.0.1:8000") as aelab:
-        experiment = aelab.submit("spec.yaml")
-        done = aelab.wait(experiment.id, on_change=lambda e: print(e.status))
-        frame = aelab.results_frame(done.id)
+"""The client proper: one typed method per API call, with retries and checked downloads.
 
 Retries: a request that never reached the server (connection refused, connect timeout) is
 sent again whatever its method; one that may have reached it (read errors, a dropped
 connection) and a ``503`` are retried only when repeating it is harmless: ``GET``, and
 ``POST /experiments`` with its ``Idempotency-Key`` (one is generated per call unless given,
 and every retry of the call reuses it). Waits grow exponentially with jitter and honour
-``Retry-After``. Errors raise :class:`AelabError` subclasses; a refused spec raises
-:class:`InvalidRequest` whose ``errors`` are the API's field errors (``loc``, ``msg``,
-``type``), exactly as the API named them.
+``Retry-After``. Errors raise :class:`~service.client.errors.AelabError` subclasses; a
+refused spec raises :class:`~service.client.errors.InvalidRequest` whose ``errors`` are the
+API's field errors (``loc``, ``msg``, ``type``), exactly as the API named them.
 """
 
 from __future__ import annotations
@@ -27,65 +15,49 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
-import json
 import os
 import random
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import httpx
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.api.schemas import (
+from service.client.errors import (
+    ChecksumMismatch,
+    NotFoundError,
+    ServiceUnavailable,
+    Unreachable,
+    UnsafeArtifactName,
+    WaitTimeout,
+    api_error,
+)
+from service.client.schemas import (
+    API_PREFIX,
     ArtifactOut,
     Catalog,
     DryRun,
-    ErrorOut,
     ExperimentItem,
     ExperimentOut,
     ExperimentPage,
-    FieldError,
     LogOut,
     RateDistortion,
     Readiness,
+    ResultFormat,
     ResultsTable,
     RunDetail,
 )
-from service.states import Status
+from service.client.specs import SpecLike, load_spec
+from service.client.states import Status
 
 if TYPE_CHECKING:
     import pandas
 
-    from service.spec import ExperimentSpec
-
-    SpecLike = ExperimentSpec | BaseModel | Mapping[str, Any] | str | os.PathLike[str]
-
-__all__ = [
-    "AelabError",
-    "ApiError",
-    "AuthError",
-    "ChecksumMismatch",
-    "Client",
-    "ClientSettings",
-    "ConflictError",
-    "InvalidRequest",
-    "NotFoundError",
-    "ServiceUnavailable",
-    "SpecError",
-    "Unreachable",
-    "UnsafeArtifactName",
-    "WaitTimeout",
-    "load_spec",
-]
-
-API = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
-ResultFormat = Literal["json", "csv", "markdown"]
 
 
 class ClientSettings(BaseSettings):
@@ -96,130 +68,6 @@ class ClientSettings(BaseSettings):
 
     url: str = DEFAULT_URL
     api_token: SecretStr | None = None
-
-
-# --- errors ---------------------------------------------------------------------------
-
-
-class AelabError(Exception):
-    """Anything the client could not do."""
-
-
-class Unreachable(AelabError):
-    """The server could not be reached (after the retries a request allows)."""
-
-
-class SpecError(AelabError, ValueError):
-    """A spec file that cannot be read or parsed (nothing was sent)."""
-
-
-class ChecksumMismatch(AelabError):
-    """A downloaded artifact's sha256 differs from the checksum the API lists for it."""
-
-
-class UnsafeArtifactName(AelabError):
-    """The server listed an artifact whose name is not a plain file name."""
-
-
-class WaitTimeout(AelabError, TimeoutError):
-    """:meth:`Client.wait` ran out of time; ``experiment`` is how it was last seen."""
-
-    def __init__(self, experiment: ExperimentOut, timeout_s: float) -> None:
-        super().__init__(f"experiment {experiment.id} still {experiment.status.value} after "
-                         f"{timeout_s:g} s")
-        self.experiment = experiment
-
-
-class ApiError(AelabError):
-    """The API answered with an error status. ``detail`` is its message; ``errors`` its
-    field errors (a 422); ``request_id`` the id of a 500 in the server's log."""
-
-    def __init__(self, status_code: int, detail: str, errors: builtins.list[FieldError],
-                 request_id: str | None = None) -> None:
-        self.status_code = status_code
-        self.detail = detail
-        self.errors = errors
-        self.request_id = request_id
-        text = detail if not errors else "; ".join(
-            f"{field_path(e)}: {e.msg}" for e in errors)
-        suffix = f" (request id {request_id})" if request_id else ""
-        super().__init__(f"HTTP {status_code}: {text}{suffix}")
-
-
-class InvalidRequest(ApiError):
-    """422: the request (a spec) was refused; ``errors`` names every field."""
-
-
-class AuthError(ApiError):
-    """401/403: a token is missing or wrong (``AELAB_API_TOKEN``)."""
-
-
-class NotFoundError(ApiError):
-    """404: no such experiment, run or artifact."""
-
-
-class ConflictError(ApiError):
-    """409: valid, but not in the resource's current state (cancel a finished one)."""
-
-
-class ServiceUnavailable(ApiError):
-    """503: the server answers but its database or cluster does not (after retries)."""
-
-
-_ERRORS: dict[int, type[ApiError]] = {401: AuthError, 403: AuthError, 404: NotFoundError,
-                                      409: ConflictError, 422: InvalidRequest,
-                                      503: ServiceUnavailable}
-
-
-def field_path(error: FieldError) -> str:
-    """A field error's location as the API named it, dotted: ``body.lr_search.method``."""
-    return ".".join(str(part) for part in error.loc)
-
-
-def _api_error(response: httpx.Response) -> ApiError:
-    try:
-        body = ErrorOut.model_validate_json(response.read())
-        errors = body.detail if isinstance(body.detail, builtins.list) else []
-        detail = body.detail if isinstance(body.detail, str) else "invalid request"
-        request_id = body.request_id
-    except (ValidationError, ValueError):
-        detail = response.text.strip()[:500] or response.reason_phrase
-        errors, request_id = [], None
-    cls = _ERRORS.get(response.status_code, ApiError)
-    return cls(response.status_code, detail, errors, request_id)
-
-
-# --- specs ----------------------------------------------------------------------------
-
-
-def load_spec(source: SpecLike) -> dict[str, Any]:
-    """A spec as the JSON object to POST, from an ``ExperimentSpec`` (or any pydantic
-    model: the fields it was given), a mapping, or a JSON/YAML file path (``-`` reads
-    standard input). Raises :class:`SpecError` for a file that is missing or not a
-    mapping. The spec itself is validated by the API, which names every bad field."""
-    if isinstance(source, BaseModel):
-        return source.model_dump(mode="json", exclude_unset=True)
-    if isinstance(source, Mapping):
-        return dict(source)
-    if not isinstance(source, str | os.PathLike):
-        raise SpecError(f"a spec is a model, a mapping or a file path, not "
-                        f"{type(source).__name__}")
-    path = Path(source)
-    try:
-        text = sys.stdin.read() if str(source) == "-" else path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"{source}: {exc.strerror or exc}") from exc
-    import yaml
-
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise SpecError(f"{source}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
-                        f": {exc}") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: a spec is a mapping (models, datasets, ...), "
-                        f"not {type(data).__name__}")
-    return data
 
 
 def _change_key(experiment: ExperimentOut) -> tuple[Any, ...]:
@@ -312,7 +160,7 @@ class Client:
                     continue
                 if response.is_error:
                     try:
-                        raise _api_error(response)
+                        raise api_error(response)
                     finally:
                         response.close()
                 return response
@@ -343,7 +191,7 @@ class Client:
         refused field."""
         body = load_spec(spec)
         key = idempotency_key or str(uuid.uuid4())
-        response = self._send("POST", f"{API}/experiments", idempotent=True, json=body,
+        response = self._send("POST", f"{API_PREFIX}/experiments", idempotent=True, json=body,
                               params={"dry_run": "true"} if dry_run else None,
                               headers={"Idempotency-Key": key})
         if dry_run:
@@ -353,7 +201,7 @@ class Client:
     def get(self, experiment_id: int) -> ExperimentOut:
         """One experiment with its runs (status, phase, epoch, progress, errors)."""
         return ExperimentOut.model_validate_json(
-            self._get(f"{API}/experiments/{experiment_id}").content)
+            self._get(f"{API_PREFIX}/experiments/{experiment_id}").content)
 
     def page(self, *, status: Status | str | None = None, limit: int = 50,
              cursor: str | None = None) -> ExperimentPage:
@@ -364,7 +212,7 @@ class Client:
         if cursor is not None:
             params["cursor"] = cursor
         return ExperimentPage.model_validate_json(
-            self._get(f"{API}/experiments", params=params).content)
+            self._get(f"{API_PREFIX}/experiments", params=params).content)
 
     def wait(self, experiment_id: int, *, timeout: float | None = None, poll_s: float = 2.0,
              on_change: Callable[[ExperimentOut], None] | None = None,
@@ -409,14 +257,14 @@ class Client:
     def results_table(self, experiment_id: int) -> ResultsTable:
         """The study's table: ``columns`` and one row (a dict) per run."""
         return ResultsTable.model_validate_json(
-            self._get(f"{API}/experiments/{experiment_id}/results",
+            self._get(f"{API_PREFIX}/experiments/{experiment_id}/results",
                       params={"format": "json"}).content)
 
     def rate_distortion(self, experiment_id: int) -> RateDistortion:
         """Per model and dataset its measured (bpp, PSNR, SSIM, accuracy) points and each
         codec's curve (``GET /experiments/{id}/rate_distortion``)."""
         return RateDistortion.model_validate_json(
-            self._get(f"{API}/experiments/{experiment_id}/rate_distortion").content)
+            self._get(f"{API_PREFIX}/experiments/{experiment_id}/rate_distortion").content)
 
     def results(self, experiment_id: int) -> builtins.list[dict[str, Any]]:
         """The study's table as rows: one dict per run (see :meth:`results_table`)."""
@@ -437,30 +285,30 @@ class Client:
         """The table exactly as the API renders it in ``format`` (json, csv, markdown);
         ``aggregate="seed"``: one row per (model, dataset, latent size) over its seeds."""
         params = {"format": format, **({"aggregate": aggregate} if aggregate else {})}
-        return self._get(f"{API}/experiments/{experiment_id}/results",
+        return self._get(f"{API_PREFIX}/experiments/{experiment_id}/results",
                          params=params).content.decode("utf-8")
 
     def cancel(self, experiment_id: int) -> ExperimentOut:
         """Cancel a queued or running experiment: its Ray jobs are stopped. Raises
         :class:`ConflictError` when it has already ended."""
         return ExperimentOut.model_validate_json(
-            self._send("POST", f"{API}/experiments/{experiment_id}/cancel",
+            self._send("POST", f"{API_PREFIX}/experiments/{experiment_id}/cancel",
                        idempotent=False).content)
 
     def delete(self, experiment_id: int) -> None:
         """Delete a finished experiment with its runs' artifacts and checkpoints."""
-        self._send("DELETE", f"{API}/experiments/{experiment_id}", idempotent=False)
+        self._send("DELETE", f"{API_PREFIX}/experiments/{experiment_id}", idempotent=False)
 
     # --- runs ------------------------------------------------------------------------------
 
     def run(self, run_id: int) -> RunDetail:
         """One run: its spec, attempts, LR trials, epochs, measures and artifacts."""
-        return RunDetail.model_validate_json(self._get(f"{API}/runs/{run_id}").content)
+        return RunDetail.model_validate_json(self._get(f"{API_PREFIX}/runs/{run_id}").content)
 
     def logs(self, run_id: int, offset: int = 0) -> LogOut:
         """The run's driver log from character ``offset`` on (``next_offset`` continues)."""
         return LogOut.model_validate_json(
-            self._get(f"{API}/runs/{run_id}/logs", params={"offset": offset}).content)
+            self._get(f"{API_PREFIX}/runs/{run_id}/logs", params={"offset": offset}).content)
 
     def follow_logs(self, run_id: int, *, offset: int = 0, poll_s: float = 1.0
                     ) -> Iterator[LogOut]:
@@ -538,7 +386,7 @@ class Client:
 
     def catalog(self) -> Catalog:
         """Variants, datasets and pretrained weights, and what this deployment holds."""
-        return Catalog.model_validate_json(self._get(f"{API}/catalog").content)
+        return Catalog.model_validate_json(self._get(f"{API_PREFIX}/catalog").content)
 
     def ready(self) -> Readiness:
         """``/readyz``: whether the database and Ray answer (a 503 is an answer here)."""

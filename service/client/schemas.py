@@ -1,7 +1,8 @@
-"""Response bodies, shared by the API and its Python client (``service.client``).
+"""The API's wire contract: its path prefix, the results formats, and every answer's body.
 
-Imports pydantic and ``service.states`` only: the client installs without the server's
-dependencies (SQLAlchemy, FastAPI, Ray, torch) and parses answers with these very models.
+The server answers with these models and the client parses answers with the very same
+ones, so the two cannot drift apart. Imports pydantic and this package only: the client
+installs without the server's dependencies (SQLAlchemy, FastAPI, Ray, torch).
 """
 
 from __future__ import annotations
@@ -11,16 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from service.states import Status
+from service.client.states import Status
 
+API_PREFIX = "/api/v1"  # every API path starts with it (health checks aside)
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route answers."""
-    why = {400: "the body is not JSON text (not UTF-8)", 401: "the API token is missing",
-           403: "the API token is wrong", 404: "no such resource",
-           409: "not in a state that allows it", 413: "the request body is too large",
-           503: "the database is unreachable"}
-    return {code: {"model": ErrorOut, "description": why[code]} for code in codes}
+# The formats GET /experiments/{id}/results renders (service.results.FORMATS, by name).
+ResultFormat = Literal["json", "csv", "markdown"]
 
 
 def _as_utc(value: datetime) -> datetime:
