@@ -27,7 +27,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import create_engine, insert, text
 
+from service.orchestration.ray_head import free_port
 from service.persistence.migrate import upgrade
 from service.persistence.tables import Artifact, EpochMetric, Experiment, LrTrial, Measure, Run
 from service.spec import ExperimentSpec
@@ -160,12 +160,6 @@ def seed(url: str, n_experiments: int, artifact_root: Path) -> None:
                                   f"(SELECT max(id) FROM {table}))"))
             conn.execute(text("ANALYZE"))
     engine.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def load(base: str, paths: list[str], rate: float, seconds: float

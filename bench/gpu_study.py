@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from models.data import install_offline_mnist
     from service.api.app import create_app
-    from service.orchestration.ray_executor import LocalRayHead, RayExecutor
+    from service.orchestration.ray_executor import RayExecutor
+    from service.orchestration.ray_head import LocalRayHead
     from service.settings import Settings
 
     specs = study_specs(args.small)

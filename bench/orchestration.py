@@ -39,7 +39,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.orchestration.ray_executor import LocalRayHead, RayExecutor
+from service.orchestration.ray_executor import RayExecutor
+from service.orchestration.ray_head import LocalRayHead
 from service.settings import Settings
 
 API = "/api/v1"

@@ -11,6 +11,7 @@ import enum
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -191,7 +192,9 @@ def serve(
                        "start it or set DATABASE_URL", err=True)
             raise typer.Exit(3) from None
         settings = settings.model_copy(update={"migrate_on_start": False})
-    app_ = create_app(settings, executor_factory=RayExecutor.from_settings)
+    # The embedded head's news (its dashboard's address, …) goes to standard output too.
+    app_ = create_app(settings, executor_factory=partial(RayExecutor.from_settings,
+                                                         announce=typer.echo))
     # Ctrl-C / SIGTERM end the process within seconds even with clients connected.
     uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
 

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from service.orchestration.ray_executor import LocalRayHead
+from service.orchestration.ray_head import LocalRayHead
 from tests.utils import REPO
 
 ROOT = REPO

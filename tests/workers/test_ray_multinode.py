@@ -34,7 +34,7 @@ def cluster(tmp_path: Path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from service.orchestration.ray_executor import use_token_auth
+    from service.orchestration.ray_auth import use_token_auth
 
     use_token_auth(tmp_path / "ray")
     c = Cluster(initialize_head=True, head_node_args={

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.orchestration.ray_executor import free_port
+from service.orchestration.ray_head import free_port
 from service.persistence import repository as repo
 from service.persistence.db import transaction
 from service.results import FORMULA_START, csv_cell, md_text

@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from service.orchestration.ray_executor import LocalRayHead, free_port
+from service.orchestration.ray_head import LocalRayHead, free_port
 from tests.procs import Served
 from tests.utils import API, wait_for
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.orchestration.ray_executor import LocalRayHead, _processes_of
+from service.orchestration.ray_head import LocalRayHead, _processes_of
 from service.orchestration.run_store import DbRunStore
 from service.persistence import repository as repo
 from service.persistence.db import transaction
@@ -352,7 +352,7 @@ def test_a_taken_dashboard_port_is_named_not_joined(tmp_path: Path) -> None:
     import socket
 
     from service.errors import Unavailable
-    from service.orchestration.ray_executor import EmbeddedHead
+    from service.orchestration.ray_head import EmbeddedHead
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

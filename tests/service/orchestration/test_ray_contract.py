@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from models.catalog import VARIANTS
 from models.plan import epoch_plan
 from service.api.app import create_app
-from service.orchestration.ray_executor import LocalRayHead, RayExecutor
+from service.orchestration.ray_executor import RayExecutor
+from service.orchestration.ray_head import LocalRayHead
 from service.settings import Settings
 from tests.utils import API, experiment, wait_for
 from workers.context import plan

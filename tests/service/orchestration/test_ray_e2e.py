@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.api.app import create_app
-from service.orchestration.ray_executor import LocalRayHead, RayExecutor, free_port
+from service.orchestration.ray_executor import RayExecutor
+from service.orchestration.ray_head import LocalRayHead, free_port
 from service.settings import Settings
 from tests.utils import API, experiment, wait_for
 
