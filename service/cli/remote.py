@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shlex
 import signal
 import sys
@@ -50,10 +49,10 @@ from service.client import (
 )
 from service.client.schemas import ExperimentOut, ResultFormat, RunSummary
 from service.client.states import Status
+from workers.text import strip_ansi
 
 app = typer.Typer()
 REMOTE = "On a server ($AELAB_URL, token $AELAB_API_TOKEN)"
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour and cursor codes
 EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 UrlOption = Annotated[str | None, typer.Option(
@@ -401,7 +400,7 @@ def logs(
             if as_json:
                 typer.echo(chunk.model_dump_json())
             else:
-                sys.stdout.write(_ANSI.sub("", chunk.text) if plain else chunk.text)
+                sys.stdout.write(strip_ansi(chunk.text) if plain else chunk.text)
                 sys.stdout.flush()
 
 
