@@ -6,7 +6,7 @@ request rate and of the UI's experiments page, an experiment's page and the gall
     python bench/api_load.py                         # SQLite and PostgreSQL (if reachable)
     python bench/api_load.py --db sqlite --rate 200 --page-rate 20 --seconds 10
 
-The server is `uvicorn service.api.app:create_app --factory` in a subprocess; the load is
+The server is `uvicorn service.app:create_app --factory` in a subprocess; the load is
 open-loop (requests start on schedule whether or not earlier ones finished), so queueing
 shows up in the tail instead of slowing the generator down.
 
@@ -211,7 +211,7 @@ def bench_db(kind: str, url: str, args: argparse.Namespace) -> list[str]:
         env = {**os.environ, "AELAB_HOME": home, "AELAB_DATABASE_URL": url,
                "AELAB_MIGRATE_ON_START": "false"}
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory",
+            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
              "--port", str(port), "--log-level", "warning", "--workers", str(args.workers)],
             env=env)
         base = f"http://127.0.0.1:{port}"

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastapi.testclient import TestClient
 
     from models.data import install_offline_mnist
-    from service.api.app import create_app
+    from service.app import create_app
     from service.orchestration.ray_executor import RayExecutor
     from service.orchestration.ray_head import LocalRayHead
     from service.settings import Settings

@@ -38,7 +38,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
+from service.app import create_app
 from service.orchestration.ray_executor import RayExecutor
 from service.orchestration.ray_head import LocalRayHead
 from service.settings import Settings

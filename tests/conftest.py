@@ -133,7 +133,7 @@ def settings(db_url: str, tmp_path: Path):
 
 @pytest.fixture()
 def app(settings):
-    from service.api.app import create_app
+    from service.app import create_app
 
     return create_app(settings)
 

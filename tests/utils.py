@@ -9,6 +9,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from service.context import context_of
+
 API = "/api/v1"
 REPO = Path(__file__).resolve().parents[1]  # the repository's root
 
@@ -52,14 +54,14 @@ def execute_runs(client: TestClient, experiment: dict[str, Any],
     app = client.app
     outcomes = []
     for run in experiment["runs"]:
-        with app.state.sessions() as s:
+        with context_of(app).sessions() as s:
             spec = RunSpec.model_validate(repo.get_run(s, run_id=run["id"]).spec)
         if lr and run["model"] in lr:
             spec = spec.model_copy(update={
                 "lr_search": spec.lr_search.model_copy(update={"lr": lr[run["model"]]})})
-        with app.state.sessions.begin() as s:
+        with context_of(app).sessions.begin() as s:
             repo.set_run(s, run_id=run["id"], status=repo.Status.running)
-        store = DbRunStore(app.state.sessions, app.state.artifacts, run["id"])
+        store = DbRunStore(context_of(app).sessions, context_of(app).artifacts, run["id"])
         env = RunEnv(data_root=data_root, weights_dir="/unused", allow_download=False)
         outcomes.append(run_pipeline(spec, store, LocalSteps(env)))
     return outcomes

@@ -166,7 +166,7 @@ def serve(
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
-    from service.api.app import create_app
+    from service.app import create_app
     from service.orchestration.ray_executor import RayExecutor
     from service.persistence.migrate import upgrade
     from service.settings import Settings

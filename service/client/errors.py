@@ -1,12 +1,12 @@
 """What the client raises: one class per way a call can fail, each carrying what the API
-said (its status, message, field errors and request id)."""
+said (its status, message, error code, field errors and request id)."""
 
 from __future__ import annotations
 
 import httpx
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from service.client.schemas import ErrorOut, ExperimentOut, FieldError
+from service.client.schemas import ErrorOut, ExperimentOut, FieldError, ValidationErrorOut
 
 
 class AelabError(Exception):
@@ -40,14 +40,17 @@ class WaitTimeout(AelabError, TimeoutError):
 
 class ApiError(AelabError):
     """The API answered with an error status. ``detail`` is its message; ``errors`` its
-    field errors (a 422); ``request_id`` the id of a 500 in the server's log."""
+    field errors (a 422); ``code`` the error's kind (``schemas.ERROR_CODES``; None for a
+    422 or an answer that is not the API's); ``request_id`` the id of a 500 in the
+    server's log."""
 
     def __init__(self, status_code: int, detail: str, errors: list[FieldError],
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, code: str | None = None) -> None:
         self.status_code = status_code
         self.detail = detail
         self.errors = errors
         self.request_id = request_id
+        self.code = code
         text = detail if not errors else "; ".join(
             f"{field_path(e)}: {e.msg}" for e in errors)
         suffix = f" (request id {request_id})" if request_id else ""
@@ -79,20 +82,24 @@ _ERRORS: dict[int, type[ApiError]] = {401: AuthError, 403: AuthError, 404: NotFo
                                       503: ServiceUnavailable}
 
 
+_ERROR_BODY: TypeAdapter[ValidationErrorOut | ErrorOut] = TypeAdapter(
+    ValidationErrorOut | ErrorOut)
+
+
 def field_path(error: FieldError) -> str:
     """A field error's location as the API named it, dotted: ``body.lr_search.method``."""
     return ".".join(str(part) for part in error.loc)
 
 
 def api_error(response: httpx.Response) -> ApiError:
-    """The :class:`ApiError` subclass for an error answer, with what its body says."""
+    """The :class:`ApiError` subclass for an error answer, with what its body says (either
+    documented shape; another body, e.g. a proxy's page, becomes the message)."""
+    cls = _ERRORS.get(response.status_code, ApiError)
     try:
-        body = ErrorOut.model_validate_json(response.read())
-        errors = body.detail if isinstance(body.detail, list) else []
-        detail = body.detail if isinstance(body.detail, str) else "invalid request"
-        request_id = body.request_id
+        body = _ERROR_BODY.validate_json(response.read())
     except (ValidationError, ValueError):
         detail = response.text.strip()[:500] or response.reason_phrase
-        errors, request_id = [], None
-    cls = _ERRORS.get(response.status_code, ApiError)
-    return cls(response.status_code, detail, errors, request_id)
+        return cls(response.status_code, detail, [])
+    if isinstance(body, ValidationErrorOut):
+        return cls(response.status_code, "invalid request", body.detail)
+    return cls(response.status_code, body.detail, [], body.request_id, body.code)

@@ -76,20 +76,34 @@ class ExperimentItem(_ExperimentBase):
     runs: dict[str, int]  # status → count, plus "total"
 
 
+# The ``code`` of an error answer, one per status (service.http_errors answers them).
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+               500: "internal_error", 503: "unavailable"}
+
+
 class FieldError(BaseModel):
     """One problem of a refused request, as pydantic names it: ``loc`` is the path to the
-    field (``["body", "epochs"]``), ``type`` the machine-readable kind."""
+    field (``["body", "epochs"]``), ``type`` the machine-readable kind (the answer also
+    carries the refused ``input`` and the rule's ``ctx`` where pydantic gives them)."""
 
     loc: list[str | int]
     msg: str
     type: str
 
 
-class ErrorOut(BaseModel):
-    """Every error answer: a 422 lists field errors, other codes say what went wrong;
-    a 500 carries the id its log line has."""
+class ValidationErrorOut(BaseModel):
+    """A 422: every refused field of the request, each named."""
 
-    detail: str | list[FieldError]
+    detail: list[FieldError]
+
+
+class ErrorOut(BaseModel):
+    """Every other error answer: what went wrong, its ``code`` (one per status:
+    ``ERROR_CODES``), and on a 500 the id its log line has."""
+
+    detail: str
+    code: str
     request_id: str | None = None
 
 

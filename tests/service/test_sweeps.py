@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy.stats import ttest_ind
 
+from service.context import context_of
 from tests.utils import API, REPO, execute_runs
 
 QUALITY = ("mae", "mse", "psnr", "ssim", "classifier_accuracy")
@@ -37,7 +38,7 @@ SWEEP = {**TINY, "name": "sweep", "models": ["baseline", "pixel_shuffle"],
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    from service.api.app import create_app
+    from service.app import create_app
     from service.settings import Settings
 
     home = tmp_path_factory.mktemp("sweeps")
@@ -101,7 +102,7 @@ def test_runs_of_a_sweep_share_one_split_and_one_reference_classifier(
     from workers.context import classifier_key
     from workers.spec import RunSpec
 
-    with client.app.state.sessions() as s:
+    with context_of(client.app).sessions() as s:
         specs = [RunSpec.model_validate(repo.get_run(s, run_id=r["id"]).spec)
                  for r in sweep["runs"]]
     assert [s.seed for s in specs] == [0, 1, 2] * 4

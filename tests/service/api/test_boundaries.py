@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from service.context import context_of
 from service.orchestration.ray_head import free_port
 from service.persistence import repository as repo
 from service.persistence.db import transaction
@@ -204,7 +205,7 @@ def test_exports_escape_the_experiment_name_in_every_user_text_column(client: Te
 def test_non_finite_measures_read_the_same_in_every_format(client: TestClient) -> None:
     exp = client.post(f"{API}/experiments", json={**OK, "models": ["baseline", "resnet"]})
     run_id, missing_id = [r["id"] for r in exp.json()["runs"]]
-    with transaction(client.app.state.sessions) as s:
+    with transaction(context_of(client.app).sessions) as s:
         repo.record_measures(s, run_id=run_id, measures={
             "mse": 0.0, "mae": 0.0, "psnr": float("inf"), "ssim": 1.0, "n_images": 8,
             "training_time_s": 1.0, "params": 1, "latent_dim": 1000,
@@ -230,7 +231,7 @@ def test_non_finite_measures_read_the_same_in_every_format(client: TestClient) -
 _SERVER = """
 import sys, uvicorn
 from pydantic import SecretStr
-from service.api.app import create_app
+from service.app import create_app
 from service.settings import Settings
 settings = Settings(home=sys.argv[1], start_dispatcher=False,
                     api_token=SecretStr(sys.argv[3]) if sys.argv[3] else None)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from fastapi.testclient import TestClient
 from sqlalchemy import event, update
 
+from service.context import context_of
 from service.persistence import repository as repo
 from service.persistence.db import transaction
 from service.persistence.tables import Experiment, Status
@@ -23,7 +24,7 @@ SPEC = {"name": "cached", "models": ["baseline", "pixel_shuffle"], "datasets": [
 @contextmanager
 def statements(client: TestClient) -> Iterator[list[str]]:
     """The SQL statements the app runs inside the block."""
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine = context_of(client.app).engine
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany) -> None:
@@ -40,7 +41,7 @@ def test_ended_experiment_reads_are_computed_once_per_version(client: TestClient
     app = client.app
     exp = client.post(f"{API}/experiments", json=SPEC).json()
     eid, run_ids = exp["id"], [r["id"] for r in exp["runs"]]
-    sessions = app.state.sessions  # type: ignore[attr-defined]
+    sessions = context_of(app).sessions
     with transaction(sessions) as s:
         for i, rid in enumerate(run_ids):
             repo.start_attempt(s, run_id=rid, attempt=0, job_id=f"job-{i}", cluster=None)
@@ -103,7 +104,7 @@ def test_ended_experiment_reads_are_computed_once_per_version(client: TestClient
             if r["kind"] == "model"] == ["succeeded", "failed"]
 
     # The runs' links name the dashboard of the moment (a restarted head has a new one).
-    app.state.dashboard_url = lambda: "http://127.0.0.1:1234"  # type: ignore[attr-defined]
+    context_of(app).dashboard_url = lambda: "http://127.0.0.1:1234"
     links = [r["links"].get("ray_job") for r in
              client.get(f"{API}/experiments/{eid}").json()["runs"]]
     assert links == ["http://127.0.0.1:1234/#/jobs/job-0", "http://127.0.0.1:1234/#/jobs/job-1"]

@@ -251,7 +251,7 @@ def test_health_and_readiness(client: TestClient) -> None:
 
 
 def test_token_guards_writes(settings) -> None:
-    from service.api.app import create_app
+    from service.app import create_app
 
     settings.api_token = "s3cret"  # type: ignore[assignment]
     from pydantic import SecretStr
@@ -273,7 +273,7 @@ def test_token_guards_writes(settings) -> None:
 
 
 def test_database_down_is_503_and_health_stays_up(tmp_path) -> None:
-    from service.api.app import create_app
+    from service.app import create_app
     from service.settings import Settings
 
     settings = Settings(home=tmp_path, migrate_on_start=False,
@@ -291,7 +291,7 @@ def test_service_never_imports_torch(tmp_path) -> None:
     code = f"""
 import sys
 from fastapi.testclient import TestClient
-from service.api.app import create_app
+from service.app import create_app
 from service.settings import Settings
 import service.cli, service.orchestration.run_store, service.orchestration.dispatcher
 app = create_app(Settings(home={str(tmp_path)!r}))

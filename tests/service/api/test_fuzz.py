@@ -26,7 +26,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import delete, func, select
 
-from service.api.app import create_app
+from service.app import create_app
+from service.context import context_of
 from service.persistence.tables import Experiment, Run
 
 TOKEN = "fuzz-token-" + "x" * 20
@@ -45,7 +46,7 @@ def fuzz_app(settings):
 
 
 def _rows(app: Any) -> tuple[int, int]:
-    with app.state.sessions() as s:
+    with context_of(app).sessions() as s:
         return (s.scalar(select(func.count()).select_from(Experiment)) or 0,
                 s.scalar(select(func.count()).select_from(Run)) or 0)
 
@@ -95,7 +96,7 @@ def test_stateful_sequences_follow_the_links(fuzz_app) -> None:
         def setup(self) -> None:
             # Each sequence starts from an empty database: the same steps get the same
             # answers, as Hypothesis needs to replay and shrink them.
-            with fuzz_app.state.sessions.begin() as s:
+            with context_of(fuzz_app).sessions.begin() as s:
                 s.execute(delete(Experiment))
 
         def before_call(self, case: schemathesis.Case) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from service.context import context_of
 from service.persistence import repository as repo
 from service.persistence.db import transaction
 
@@ -30,7 +31,7 @@ def _seed(client: TestClient) -> list[int]:
     ids = [r["id"] for r in a["runs"] + b["runs"]]
     values = {ids[0]: (0.004, 24.0), ids[1]: (0.002, 27.0), ids[2]: (0.004, 24.1),
               ids[3]: (0.010, 20.0)}  # ids[4] is not evaluated
-    sessions = client.app.state.sessions
+    sessions = context_of(client.app).sessions
     with transaction(sessions) as s:
         for run_id, (mse, psnr) in values.items():
             repo.record_measures(s, run_id=run_id, measures=_measures(mse, psnr))
@@ -106,7 +107,7 @@ def test_runs_bad_queries_are_422_naming_the_parameter(client: TestClient) -> No
 
 
 def test_a_run_links_to_its_own_ray_job(settings, tmp_path) -> None:
-    from service.api.app import create_app
+    from service.app import create_app
 
     settings.public_dashboard_url = "http://ray.example:8265/"
     with TestClient(create_app(settings)) as c:

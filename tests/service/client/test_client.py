@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from service.client import (
+    ApiError,
     ChecksumMismatch,
     Client,
     ConflictError,
@@ -89,8 +90,8 @@ def test_reads_retry_connection_errors_with_doubling_jittered_waits() -> None:
 
 
 def test_a_503_is_retried_honouring_retry_after_and_raised_when_it_persists() -> None:
-    busy = ok({"detail": "service unavailable: the database cannot be reached"}, 503,
-              headers={"Retry-After": "2"})
+    busy = ok({"detail": "service unavailable: the database cannot be reached",
+               "code": "unavailable"}, 503, headers={"Retry-After": "2"})
     sleeps: list[float] = []
     assert client_for(Script(busy, ok(experiment_json())), sleeps).get(7).id == 7
     assert sleeps == [2.0]
@@ -144,10 +145,23 @@ def test_a_refused_spec_carries_the_api_field_errors() -> None:
 
 def test_error_statuses_raise_their_exceptions_with_the_api_detail() -> None:
     with pytest.raises(NotFoundError, match=r"^HTTP 404: experiment 9 not found$"):
-        client_for(Script(ok({"detail": "experiment 9 not found"}, 404))).get(9)
+        client_for(Script(ok({"detail": "experiment 9 not found", "code": "not_found"},
+                             404))).get(9)
     with pytest.raises(ConflictError) as conflict:
-        client_for(Script(ok({"detail": "experiment 7 is succeeded"}, 409))).cancel(7)
-    assert conflict.value.detail == "experiment 7 is succeeded"
+        client_for(Script(ok({"detail": "experiment 7 is succeeded", "code": "conflict"},
+                             409))).cancel(7)
+    assert (conflict.value.detail, conflict.value.code) == ("experiment 7 is succeeded",
+                                                            "conflict")
+    failed = ok({"detail": "internal error", "code": "internal_error",
+                 "request_id": "0123456789ab"}, 500)
+    with pytest.raises(ApiError, match=r"^HTTP 500: internal error \(request id 0123456789ab\)$"):
+        client_for(Script(failed)).get(9)
+    # Not the API's answer (a proxy's page): its text is the message, nothing is invented.
+    proxy = httpx.Response(502, text="<html>Bad Gateway</html>")
+    with pytest.raises(ApiError) as bad_gateway:
+        client_for(Script(proxy)).get(9)
+    assert (bad_gateway.value.detail, bad_gateway.value.code) == ("<html>Bad Gateway</html>",
+                                                                  None)
 
 
 def test_a_spec_object_a_mapping_and_files_send_the_same_body(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from service.context import context_of
 from service.errors import Unavailable
 from service.orchestration.dispatcher import Dispatcher, JobRequest, JobState
 
@@ -72,9 +73,9 @@ class FakeExecutor:
 
 def make(client: TestClient, max_in_flight: int = 3) -> tuple[Dispatcher, FakeExecutor]:
     executor = FakeExecutor()
-    dispatcher = Dispatcher(client.app.state.sessions, executor, max_in_flight=max_in_flight,
-                            artifacts=client.app.state.artifacts)
-    client.app.state.dispatcher = dispatcher
+    dispatcher = Dispatcher(context_of(client.app).sessions, executor, max_in_flight=max_in_flight,
+                            artifacts=context_of(client.app).artifacts)
+    context_of(client.app).dispatcher = dispatcher
     return dispatcher, executor
 
 
@@ -277,7 +278,7 @@ def test_a_cancelled_run_deleted_before_its_job_stops_leaves_no_log_behind(
     assert client.delete(f"{API}/experiments/{exp['id']}").status_code == 204
     executor.jobs[job_id] = JobState.stopped  # now it has stopped: its log is collectable
     dispatcher.tick()
-    root = Path(client.app.state.artifacts.root)
+    root = Path(context_of(client.app).artifacts.root)
     assert _files(root) == []
 
 
@@ -296,7 +297,7 @@ def test_a_log_whose_run_is_deleted_while_it_is_stored_is_removed_again(
     executor.logs = logs_then_deleted  # type: ignore[method-assign]
     with pytest.raises(Exception):  # noqa: B017  # the insert is refused (no run row)
         dispatcher.keep_log(ticket.run_id, ticket.job_id)
-    assert _files(Path(client.app.state.artifacts.root)) == []
+    assert _files(Path(context_of(client.app).artifacts.root)) == []
 
 
 def test_a_submit_that_fails_after_its_driver_started_leaves_the_run_to_it(
@@ -310,7 +311,7 @@ def test_a_submit_that_fails_after_its_driver_started_leaves_the_run_to_it(
 
     exp = client.post(f"{API}/experiments", json=SPEC).json()
     dispatcher, executor = make(client)
-    sessions = client.app.state.sessions
+    sessions = context_of(client.app).sessions
     first, second = (r["id"] for r in exp["runs"])
 
     def accepted_then_raised(job: JobRequest) -> None:

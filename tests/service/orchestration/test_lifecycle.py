@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from service.context import context_of
 from service.orchestration.ray_head import LocalRayHead, _processes_of
 from service.orchestration.run_store import DbRunStore
 from service.persistence import repository as repo
@@ -242,7 +243,7 @@ def test_a_database_outage_loses_and_doubles_nothing(private_postgres, tmp_path:
 def _running_run(client: TestClient) -> int:
     exp = client.post(f"{API}/experiments", json={**RUN, "models": ["baseline", "resnet"]})
     run_ids = [r["id"] for r in exp.json()["runs"]]
-    with transaction(client.app.state.sessions) as s:
+    with transaction(context_of(client.app).sessions) as s:
         for run_id in run_ids:
             repo.start_attempt(s, run_id=run_id, attempt=0, job_id=f"job-{run_id}",
                                cluster="c1")
@@ -254,13 +255,13 @@ def test_a_stale_drivers_writes_are_refused(client: TestClient) -> None:
 
     app = client.app
     run_id = _running_run(client)
-    stale = DbRunStore(app.state.sessions, app.state.artifacts, run_id, attempt=0)
+    stale = DbRunStore(context_of(app).sessions, context_of(app).artifacts, run_id, attempt=0)
     epoch = EpochMetrics(1, "phase1", 32, 1e-3, 0.5, 0.4, 0.4, 0.5, 1.0, 100.0)
     stale.record_epoch(epoch)
-    with transaction(app.state.sessions) as s:
+    with transaction(context_of(app).sessions) as s:
         assert repo.requeue(s, run_id=run_id, attempt=0, reason="its cluster is gone")
         repo.start_attempt(s, run_id=run_id, attempt=1, job_id="job-a1", cluster="c2")
-    current = DbRunStore(app.state.sessions, app.state.artifacts, run_id, attempt=1)
+    current = DbRunStore(context_of(app).sessions, context_of(app).artifacts, run_id, attempt=1)
     current.record_epoch(epoch)
     for write in (lambda: stale.record_epoch(epoch), lambda: stale.set_phase("train"),
                   lambda: stale.record_measures({"mse": 1.0}), stale.succeed,
@@ -272,7 +273,7 @@ def test_a_stale_drivers_writes_are_refused(client: TestClient) -> None:
     run = client.get(f"{API}/runs/{run_id}").json()
     assert run["status"] == "running" and run["attempt"] == 1 and run["artifacts"] == []
     assert [e["epoch"] for e in run["epochs"]] == [1]
-    assert not list(Path(app.state.settings.artifact_root).rglob("samples.png"))
+    assert not list(Path(context_of(app).settings.artifact_root).rglob("samples.png"))
     client.post(f"{API}/experiments/{run['experiment_id']}/cancel")
     with pytest.raises(RunCancelled):
         current.record_epoch(epoch)
@@ -286,10 +287,10 @@ def test_a_pipeline_whose_attempt_was_replaced_stops_and_changes_nothing(
 
     app = client.app
     run_id = _running_run(client)
-    with transaction(app.state.sessions) as s:
+    with transaction(context_of(app).sessions) as s:
         repo.requeue(s, run_id=run_id, attempt=0, reason="lost")
         spec = RunSpec.model_validate(repo.get_run(s, run_id=run_id).spec)
-    stale = DbRunStore(app.state.sessions, app.state.artifacts, run_id, attempt=0)
+    stale = DbRunStore(context_of(app).sessions, context_of(app).artifacts, run_id, attempt=0)
     env = RunEnv(data_root="/unused", weights_dir="/unused", allow_download=False)
     assert run_pipeline(spec, stale, LocalSteps(env)) is False
     run = client.get(f"{API}/runs/{run_id}").json()
@@ -318,12 +319,12 @@ def test_a_dead_classifier_trainers_claim_is_taken_over(client: TestClient,
                                 settings.artifact_root, str(first)])
     try:
         def beats() -> object:
-            with app.state.sessions() as s:
+            with context_of(app).sessions() as s:
                 row = s.get(ReferenceClassifier, "synthetic-small-k")
                 return row is not None and row.owner == f"run-{first}-a0"
 
         wait_for(beats, 60, "the first trainer's claim", 0.2)
-        waiter = DbRunStore(app.state.sessions, app.state.artifacts, second,
+        waiter = DbRunStore(context_of(app).sessions, context_of(app).artifacts, second,
                             claim_expiry_s=4)
         time.sleep(2)
         assert waiter._claim("synthetic-small-k", "synthetic") is False  # alive: wait
@@ -337,7 +338,7 @@ def test_a_dead_classifier_trainers_claim_is_taken_over(client: TestClient,
         waited = time.monotonic() - killed
         assert trained == [True] and (blob, accuracy) == (b"weights", 0.75)
         assert 2 <= waited < 15  # the claim expired (4 s after the last beat), no sooner
-        with app.state.sessions() as s:
+        with context_of(app).sessions() as s:
             row = s.get(ReferenceClassifier, "synthetic-small-k")
             assert (row.status.value, row.owner, row.accuracy) == (
                 "succeeded", f"run-{second}-a0", 0.75)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from models.catalog import VARIANTS
 from models.plan import epoch_plan
-from service.api.app import create_app
+from service.app import create_app
 from service.orchestration.ray_executor import RayExecutor
 from service.orchestration.ray_head import LocalRayHead
 from service.settings import Settings

@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.api.app import create_app
+from service.app import create_app
+from service.context import context_of
 from service.orchestration.ray_executor import RayExecutor
 from service.orchestration.ray_head import LocalRayHead, free_port
 from service.settings import Settings
@@ -64,7 +65,7 @@ def test_experiment_runs_on_ray_and_results_are_served(ray_settings: Settings) -
 
         ok = runs[("baseline", "synthetic")]
         assert ok["ray_job_id"].startswith(f"aelab-e{exp['id']}-r{ok['id']}-baseline-synthetic-a0-")
-        jobs = app.state.dispatcher.executor.client().list_jobs()
+        jobs = context_of(app).dispatcher.executor.client().list_jobs()
         assert ok["ray_job_id"] in {j.submission_id for j in jobs}
 
         run = client.get(f"{API}/runs/{ok['id']}").json()
@@ -95,7 +96,7 @@ def test_cancel_stops_the_ray_job_within_seconds(ray_settings: Settings) -> None
         wait_for(lambda: experiment(client, exp["id"])["runs"][0]["epoch"] >= 1, 300,
                  "the first epoch")
         job_id = experiment(client, exp["id"])["runs"][0]["ray_job_id"]
-        executor = app.state.dispatcher.executor
+        executor = context_of(app).dispatcher.executor
         # The dispatcher's one call: the live list from Ray's state API, and None for a job
         # Ray never saw.
         assert executor.states([job_id, "aelab-never-submitted"]) == {

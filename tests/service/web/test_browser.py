@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.context import context_of
 from tests.utils import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -82,7 +83,7 @@ def serve(settings: Any) -> Server:
     """The app on uvicorn in a thread (its lifespan included), on a free port."""
     import uvicorn
 
-    from service.api.app import create_app
+    from service.app import create_app
 
     app = create_app(settings)
     port = _free_port()
@@ -122,7 +123,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
             assert execute_runs(runner, a) == [True, True]
             assert execute_runs(runner, b) == [True]
             runs = [r["id"] for r in a["runs"] + b["runs"]]
-            with transaction(server.app.state.sessions) as s:  # as the dispatcher records
+            with transaction(context_of(server.app).sessions) as s:  # as the dispatcher records
                 for run_id in runs:
                     repo.set_run(s, run_id=run_id, ray_job_id=f"aelab-job-{run_id}")
             yield SimpleNamespace(base=server.base, http=http, app=server.app, a=a, b=b,
@@ -234,7 +235,7 @@ def test_experiments_page_shows_live_progress_and_links_each_run_to_its_ray_job(
             row = page.locator(f'.run[data-run-id="{run_id}"]')
             assert row.locator("[data-role=epochs]").inner_text() == "0/2"
             assert row.locator("[data-role=ray]").is_hidden()
-            with transaction(ui.app.state.sessions) as s:  # what a driver reports
+            with transaction(context_of(ui.app).sessions) as s:  # what a driver reports
                 repo.set_run(s, run_id=run_id, status=repo.Status.running, phase="train",
                              epoch=1, ray_job_id="aelab-job-live")
                 repo.refresh_experiment_status(s, experiment_id=queued["id"])
@@ -445,7 +446,7 @@ def test_a_tune_search_plots_its_trials_and_marks_the_chosen_one(
               LrTrial("tune", 1e-3, 0.12, 2, False, True),
               LrTrial("tune", 3e-2, 0.25, 2, False, False),
               LrTrial("tune", 2e-1, 0.90, 1, True, False)]
-    with transaction(ui.app.state.sessions) as s:
+    with transaction(context_of(ui.app).sessions) as s:
         repo.set_run(s, run_id=run_id, status=repo.Status.running, phase="train")
         for k, phase in ((1, "phase1"), (2, "phase2")):
             repo.record_epoch(s, run_id=run_id, metrics=EpochMetrics(

@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import BaseModel, SecretStr
 
-from service.api.app import create_app
-from service.api.session import SESSION_COOKIE, make_session, session_valid
+from service.access import SESSION_COOKIE, make_session, session_valid
+from service.app import create_app
+from service.context import context_of
 from service.persistence import repository as repo
 from service.persistence.db import transaction
 from service.settings import Settings
@@ -83,11 +84,11 @@ def store_gallery(client: TestClient, run_id: int, inputs: list[np.ndarray],
     """Gallery artifacts as a run's evaluation stores them (see models.samples)."""
     app = client.app
     meta = json.dumps({"count": len(recon), "psnr_db": psnr}).encode()
-    with transaction(app.state.sessions) as s:
+    with transaction(context_of(app).sessions) as s:
         for name, data, ctype in ((GALLERY_INPUTS, strip(inputs), "image/png"),
                                   (GALLERY_RECONSTRUCTIONS, strip(recon), "image/png"),
                                   (GALLERY_META, meta, "application/json")):
-            stored = app.state.artifacts.put(f"run-{run_id}/a0", name, data)
+            stored = context_of(app).artifacts.put(f"run-{run_id}/a0", name, data)
             repo.record_artifact(s, run_id=run_id, name=name, kind="gallery", uri=stored.uri,
                                  content_type=ctype, size=stored.size, checksum=stored.checksum)
         repo.set_run(s, run_id=run_id, status=repo.Status.succeeded)
@@ -143,7 +144,7 @@ def test_pages_render_for_every_kind_of_run_without_torch(web: TestClient,
     code = f"""
 import sys
 from fastapi.testclient import TestClient
-from service.api.app import create_app
+from service.app import create_app
 from service.settings import Settings
 settings = Settings(home={str(web_settings.home)!r}, database_url={web_settings.database_url!r},
                     start_dispatcher=False)
@@ -164,7 +165,8 @@ def test_a_missing_page_is_a_page_and_a_missing_resource_stays_json(web: TestCli
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
     assert "experiment 404 not found" in page.text
     api = web.get(f"{API}/experiments/404")
-    assert api.status_code == 404 and api.json() == {"detail": "experiment 404 not found"}
+    assert api.status_code == 404 and api.json() == {"detail": "experiment 404 not found",
+                                                     "code": "not_found"}
     assert web.get("/runs/404").status_code == 404
     # Ids no database stores and ids that are not numbers: a page, never a 500.
     huge = web.get("/compare/view?runs=9223372036854775808")
