@@ -160,6 +160,28 @@ assert 'torch' not in sys.modules, 'a page imported torch'
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_a_run_page_numbers_attempts_as_the_api_and_the_ray_job_do(web: TestClient) -> None:
+    """One numbering, from 0: a run re-queued once is attempt 1 on its page, in the API and
+    in its Ray job's name (``-a1-``)."""
+    from service.orchestration.dispatcher import job_id_for
+
+    run_id = web.post(f"{API}/experiments", json=SPEC).json()["runs"][0]["id"]
+    sessions = context_of(web.app).sessions
+    for attempt in (0, 1):
+        with transaction(sessions) as s:
+            run = repo.get_run(s, run_id=run_id)
+            repo.start_attempt(s, run_id=run_id, attempt=attempt, job_id=job_id_for(run),
+                               cluster="session-1")
+        if attempt == 0:
+            with transaction(sessions) as s:
+                assert repo.requeue(s, run_id=run_id, attempt=0, reason="its driver died")
+    api = web.get(f"{API}/runs/{run_id}").json()
+    assert api["attempt"] == 1 and [a["attempt"] for a in api["attempts"]] == [0, 1]
+    assert f"-r{run_id}-baseline-synthetic-a1-" in api["ray_job_id"]
+    facts = re.search(r"<dt>Attempt</dt><dd>([^<]*)</dd>", web.get(f"/runs/{run_id}").text)
+    assert facts is not None and facts.group(1) == "1"
+
+
 def test_a_missing_page_is_a_page_and_a_missing_resource_stays_json(web: TestClient) -> None:
     page = web.get("/experiments/404")
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
