@@ -108,7 +108,13 @@ def test_unknown_dataset_lists_valid_names() -> None:
 @needs_mnist
 def test_real_mnist_loads_offline_as_uint8(tmp_path: Path) -> None:
     raw = install_offline_mnist(tmp_path)
-    assert sorted(p.name for p in raw.iterdir())[:4]
+    source = mnist_offline_source()
+    assert source is not None
+    # torchvision's four files, each the packaged file byte for byte.
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == {
+        name: (source / name).read_bytes()
+        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                     "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
     s = load_dataset("mnist", tmp_path, train_limit=1000, test_limit=500, download=False)
     assert s.train.images.dtype == torch.uint8 and s.train.images.shape[1:] == (1, 28, 28)
     assert len(s.train) == 1000 and len(s.test) == 500

@@ -17,11 +17,32 @@ from models.classifier import (
     save_classifier,
     train_classifier,
 )
-from models.data import ImageSet, load_dataset, to_float
+from models.data import ImageSet, load_dataset, normalize, to_float
 from models.lr_finder import lr_range_test, steepest_descent
 from models.metrics import evaluate, model_facts, psnr_from_mse
 from models.samples import sample_grid
 from models.training import TrainConfig, train
+
+
+def ssim_by_hand(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two (C, H, W) images in [0, 1] as Wang et al. (2004) define it (local
+    statistics under an 11×11 Gaussian window, σ 1.5; C1 = 0.01², C2 = 0.03²), at every
+    pixel of the image mirrored at its borders (torchmetrics' reflect padding), averaged."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    window = np.outer(g, g) / g.sum() ** 2
+
+    def local(img: np.ndarray) -> np.ndarray:
+        padded = np.pad(img, ((0, 0), (5, 5), (5, 5)), mode="reflect")
+        patches = np.lib.stride_tricks.sliding_window_view(padded, (11, 11), axis=(1, 2))
+        return (patches * window).sum(axis=(-2, -1))
+
+    mu_a, mu_b = local(a), local(b)
+    var_a = np.maximum(local(a * a) - mu_a**2, 0)
+    var_b = np.maximum(local(b * b) - mu_b**2, 0)
+    cov = local(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    return float(np.mean((2 * mu_a * mu_b + c1) * (2 * cov + c2)
+                         / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))))
 
 
 class Identity(nn.Module):
@@ -61,12 +82,26 @@ def test_perfect_reconstruction_scores_perfectly(synthetic_splits) -> None:
     assert psnr_from_mse(0.0) == math.inf
 
 
-def test_mae_squared_le_mse_le_mae_on_real_outputs(tiny_splits) -> None:
+def test_measures_of_a_trained_model_are_its_reconstructions_errors(tiny_splits) -> None:
+    """evaluate() against the same errors computed here, over uneven batches (32 images in
+    batches of 5): a per-batch mean, a dropped last batch or a missed clamp would differ."""
     result = train(TrainConfig("baseline", epochs=1, batch_size=16, pretrained=False),
                    tiny_splits)
-    m = evaluate(result.model, tiny_splits.test)
-    assert m.mae**2 <= m.mse <= m.mae
-    assert 0 < m.ssim < 1
+    test = tiny_splits.test
+    x = to_float(test.images)
+    with torch.no_grad():
+        out = result.model.eval()(normalize(x)).clamp(0, 1).double().numpy()
+    err = out - x.double().numpy()
+    m = evaluate(result.model, test, batch_size=5)
+    assert m.n_images == len(test) == 32
+    assert m.mse == pytest.approx((err**2).mean(), rel=1e-6)
+    assert m.mae == pytest.approx(np.abs(err).mean(), rel=1e-6)
+    assert m.psnr == pytest.approx(10 * math.log10(1 / (err**2).mean()), rel=1e-6)
+    whole = evaluate(result.model, test, batch_size=256)  # one batch: the same numbers
+    assert (whole.mse, whole.mae) == pytest.approx((m.mse, m.mae), rel=1e-9)
+    assert whole.ssim == pytest.approx(m.ssim, rel=1e-6)
+    ssim = [ssim_by_hand(o, t) for o, t in zip(out, x.double().numpy(), strict=True)]
+    assert m.ssim == pytest.approx(float(np.mean(ssim)), abs=1e-4)  # the images' mean
     facts = model_facts(result.model, 1000)
     assert facts["params"] == 3_080_629 and facts["compression_ratio"] == pytest.approx(3.072)
 
@@ -117,13 +152,20 @@ def test_suggestion_reads_the_curve_as_fastais_recorder() -> None:
     assert steepest_descent(lrs[:12], losses[:12]) == pytest.approx(lrs[3] / 10)
 
 
-def test_range_test_sweeps_exponentially_and_restores_weights(tiny_splits) -> None:
+def test_range_test_sweeps_exponentially_stops_at_divergence_and_reads_the_curve(
+        tiny_splits) -> None:
     config = TrainConfig("baseline", epochs=1, batch_size=16, pretrained=False, augment=False)
     result = lr_range_test(config, tiny_splits.train, start_lr=1e-6, end_lr=10, num_steps=30)
-    assert result.lrs[0] == pytest.approx(1e-6)
-    assert all(b > a for a, b in zip(result.lrs, result.lrs[1:], strict=False))
-    assert 1e-6 <= result.suggestion <= 10
-    assert len(result.lrs) == len(result.losses) <= 30
+    n = len(result.lrs)
+    assert len(result.losses) == n
+    # Step i trains at 1e-6 · (1e7)^(i/29): the 30 steps would end exactly at end_lr.
+    assert result.lrs == pytest.approx([1e-6 * 1e7 ** (i / 29) for i in range(n)], rel=1e-9)
+    # It stops at the first smoothed loss above 4× the best so far, and only there.
+    best = [min(result.losses[: i + 1]) for i in range(n)]
+    assert all(loss <= 4 * b for loss, b in zip(result.losses[:-1], best, strict=False))
+    assert result.diverged == (result.losses[-1] > 4 * best[-1])
+    assert result.diverged == (n < 30)
+    assert result.suggestion == steepest_descent(result.lrs, result.losses)
 
 
 def test_range_test_leaves_model_and_optimizer_untouched(tiny_splits) -> None:

@@ -4,10 +4,11 @@ import io
 
 import pytest
 import torch
+from torchvision.models import vgg16_bn
 
 from models.catalog import VARIANTS
 from models.data import normalize, to_float
-from models.losses import FEATURE_LAYERS, FEATURE_WEIGHTS, FeatureLoss, gram_matrix
+from models.losses import FEATURE_LAYERS, FeatureLoss, gram_matrix
 from models.plan import plan_phases
 from models.recipes import build_model, param_groups
 from models.training import (
@@ -116,24 +117,33 @@ def test_pretrained_arm_freezes_encoder_then_uses_geometric_groups(tiny_splits) 
     assert lrs[2] == pytest.approx(5.99e-5, rel=1e-2)  # layer1, as in the study
 
 
-def test_feature_loss_uses_three_vgg_layers_and_frozen_vgg() -> None:
+def test_feature_loss_is_pixel_mse_plus_weighted_vgg_features_and_grams() -> None:
     loss_fn = FeatureLoss(pretrained=False)
-    assert FEATURE_LAYERS == (5, 12, 22) and FEATURE_WEIGHTS == (30.0, 20.0, 10.0)
-    relus = [type(loss_fn.features[i]).__name__ for i in FEATURE_LAYERS]
-    assert relus == ["ReLU"] * 3
-    assert [type(loss_fn.features[i + 1]).__name__ for i in FEATURE_LAYERS[:2]] == \
-        ["MaxPool2d", "MaxPool2d"]
+    # Its layers are VGG16-bn's last ReLUs before each of the first three max-pools.
+    vgg = vgg16_bn(weights=None).features
+    before_pools = [i - 1 for i, m in enumerate(vgg) if isinstance(m, torch.nn.MaxPool2d)][:3]
+    assert list(FEATURE_LAYERS) == before_pools
+    assert all(isinstance(vgg[i], torch.nn.ReLU) for i in before_pools)
     model = build_model("feature_loss", pretrained=False)
     x = torch.rand(4, 3, 32, 32)
     loss_fn.train()
     assert not loss_fn.features.training
-    loss = loss_fn(model(x), x)
+    out = model(x)
+    loss = loss_fn(out, x)
+    # Its value, as its docstring and the study define it: pixel MSE + Σ wᵢ·MSE(featuresᵢ)
+    # + Σ wᵢ²·5000·MSE(Gramᵢ) with weights 30, 20, 10 on those layers, VGG in eval mode.
+    mse = torch.nn.functional.mse_loss
+    expected = mse(out, x)
+    with torch.no_grad():
+        for w, layer in zip((30.0, 20.0, 10.0), before_pools, strict=True):
+            f_out, f_x = loss_fn.features[: layer + 1](out), loss_fn.features[: layer + 1](x)
+            expected = expected + w * mse(f_out, f_x) \
+                + w**2 * 5000 * mse(gram_matrix(f_out), gram_matrix(f_x))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
     assert all(p.grad is None for p in loss_fn.features.parameters())
     assert model.encoder[0][0].weight.grad is not None
     assert model.encoder[0][0].weight.grad.abs().sum() > 0
-    pixel = torch.nn.functional.mse_loss(model(x), x)
-    assert loss.item() > pixel.item()
 
 
 def test_gram_matrix_by_hand() -> None:
