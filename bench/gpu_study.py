@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.client.schemas import API_PREFIX as API
+
 TARGET_S = 600.0  # the whole study in 10 minutes on one GPU (issue 15)
-API = "/api/v1"
 STUDY_MODELS = ["baseline", "pixel_shuffle", "progressive_resizing", "pretrained_resnet",
                 "resnet", "feature_loss"]
 DATASETS = ["mnist", "synthetic"]

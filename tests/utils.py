@@ -9,10 +9,36 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from service.client.schemas import API_PREFIX as API
 from service.context import context_of
 
-API = "/api/v1"
 REPO = Path(__file__).resolve().parents[1]  # the repository's root
+
+# --- experiment specs ---------------------------------------------------------------------
+
+CPU = {"gpus_per_run": 0, "cpus_per_run": 1}  # a run's resources where no GPU is declared
+# The reference classifier at its smallest: a small CNN, one epoch, no ImageNet weights.
+SMALL_CLASSIFIER = {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
+                    "pretrained": False}
+
+
+def spec(*models: str, **fields: Any) -> dict[str, Any]:
+    """An experiment spec to POST: ``models`` (default: baseline) on the generated
+    ``synthetic`` set, ``fields`` on top; the API's defaults for the rest."""
+    return {"models": list(models or ("baseline",)), "datasets": ["synthetic"], **fields}
+
+
+def tiny_spec(*models: str, **fields: Any) -> dict[str, Any]:
+    """A spec whose runs train in seconds on a CPU, offline: 2 epochs of 256 ``synthetic``
+    images in batches of 32, tested on 64, at a fixed LR, without pretrained weights or a
+    reference classifier; ``fields`` replace any of these whole."""
+    return spec(*models, **{"epochs": 2, "batch_size": 32, "pretrained": False,
+                            "data": {"train_limit": 256, "test_limit": 64},
+                            "lr_search": {"method": "fixed"},
+                            "classifier": {"enabled": False}, **fields})
+
+
+# --- waiting and running ------------------------------------------------------------------
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str,

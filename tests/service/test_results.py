@@ -8,15 +8,9 @@ import io
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.utils import execute_runs
+from tests.utils import API, SMALL_CLASSIFIER, execute_runs, tiny_spec
 
-API = "/api/v1"
-SPEC = {"name": "tiny study", "models": ["baseline", "pixel_shuffle"],
-        "datasets": ["synthetic"], "epochs": 2, "batch_size": 32,
-        "lr_search": {"method": "fixed"}, "data": {"train_limit": 256, "test_limit": 64},
-        "classifier": {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
-                       "pretrained": False},
-        "pretrained": False}
+SPEC = tiny_spec("baseline", "pixel_shuffle", name="tiny study", classifier=SMALL_CLASSIFIER)
 
 
 def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:
@@ -132,11 +126,9 @@ def test_a_failing_run_fails_alone_with_its_error(client: TestClient) -> None:
     assert "| Baseline | n/a | n/a |" in md and "| failed |" in md
 
 
-RD_SPEC = {"name": "rd", "models": ["baseline", "factorized_prior"], "datasets": ["synthetic"],
-           "lambdas": [1e-4, 0.05], "epochs": 2, "batch_size": 32,
-           "lr_search": {"method": "fixed", "lr": 1e-2}, "schedule": "one_cycle",
-           "data": {"train_limit": 256, "test_limit": 64}, "classifier": {"enabled": False},
-           "pretrained": False, "compression": {"bits": 6, "codecs": ["webp"]}}
+RD_SPEC = tiny_spec("baseline", "factorized_prior", name="rd", lambdas=[1e-4, 0.05],
+                    lr_search={"method": "fixed", "lr": 1e-2}, schedule="one_cycle",
+                    compression={"bits": 6, "codecs": ["webp"]})
 
 
 def test_lambdas_join_the_grid_and_rate_distortion_has_points_and_curves(

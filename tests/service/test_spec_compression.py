@@ -8,10 +8,10 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.spec import ExperimentSpec
-from tests.utils import API
+from tests.utils import API, spec
 from workers.spec import RunSpec
 
-BASE = {"models": ["baseline", "factorized_prior"], "datasets": ["synthetic", "mnist"]}
+BASE = spec("baseline", "factorized_prior", datasets=["synthetic", "mnist"])
 
 
 def test_lambdas_expand_only_the_rate_distortion_variant() -> None:

@@ -21,14 +21,11 @@ from fastapi.testclient import TestClient
 from scipy.stats import ttest_ind
 
 from service.context import context_of
-from tests.utils import API, REPO, execute_runs
+from tests.utils import API, CPU, REPO, SMALL_CLASSIFIER, execute_runs, tiny_spec
 
 QUALITY = ("mae", "mse", "psnr", "ssim", "classifier_accuracy")
-TINY = {"datasets": ["synthetic"], "epochs": 1, "batch_size": 32, "pretrained": False,
-        "lr_search": {"method": "fixed"}, "data": {"train_limit": 64, "test_limit": 32},
-        "classifier": {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
-                       "pretrained": False},
-        "resources": {"gpus_per_run": 0, "cpus_per_run": 1}}
+TINY = tiny_spec(epochs=1, data={"train_limit": 64, "test_limit": 32},
+                 classifier=SMALL_CLASSIFIER, resources=CPU)
 SWEEP = {**TINY, "name": "sweep", "models": ["baseline", "pixel_shuffle"],
          "latent_dims": [16, 32], "seeds": [0, 1, 2],
          # One bound that holds and one that cannot (an MSE is never negative).

@@ -16,17 +16,17 @@ from service.persistence.db import transaction
 from service.persistence.migrate import upgrade
 from service.settings import Settings, job_environment
 from service.spec import ExperimentSpec
+from tests.utils import tiny_spec
 from workers.pipeline import run_pipeline
 from workers.spec import RunSpec
 from workers.warm import RunnerSteps
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SPEC = {"models": ["baseline"], "datasets": ["synthetic"], "epochs": 6, "batch_size": 32,
-        "schedule": "one_cycle", "pretrained": False,
-        "data": {"train_limit": 2048, "test_limit": 64, "augment": False},
-        "classifier": {"enabled": False}, "lr_search": {"method": "fixed", "lr": 3e-3},
-        "resources": {"gpus_per_run": 1, "cpus_per_run": 1}}
+SPEC = tiny_spec(epochs=6, schedule="one_cycle",
+                 data={"train_limit": 2048, "test_limit": 64, "augment": False},
+                 lr_search={"method": "fixed", "lr": 3e-3},
+                 resources={"gpus_per_run": 1, "cpus_per_run": 1})
 
 
 @pytest.fixture()

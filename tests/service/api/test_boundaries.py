@@ -20,11 +20,9 @@ from service.orchestration.ray_head import free_port
 from service.persistence import repository as repo
 from service.persistence.db import transaction
 from service.results import FORMULA_START, csv_cell, md_text
-from tests.utils import wait_for
+from tests.utils import API, spec, wait_for
 
-API = "/api/v1"
-OK = {"models": ["baseline"], "datasets": ["synthetic"], "pretrained": False,
-      "classifier": {"enabled": False}}
+OK = spec(pretrained=False, classifier={"enabled": False})
 
 
 def _stored(client: TestClient) -> int:

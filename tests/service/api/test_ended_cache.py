@@ -14,11 +14,9 @@ from service.context import context_of
 from service.persistence import repository as repo
 from service.persistence.db import transaction
 from service.persistence.tables import Experiment, Status
+from tests.utils import API, tiny_spec
 
-API = "/api/v1"
-SPEC = {"name": "cached", "models": ["baseline", "pixel_shuffle"], "datasets": ["synthetic"],
-        "epochs": 2, "pretrained": False, "lr_search": {"method": "fixed"},
-        "classifier": {"enabled": False}}
+SPEC = tiny_spec("baseline", "pixel_shuffle", name="cached")
 
 
 @contextmanager

@@ -8,8 +8,9 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-API = "/api/v1"
-SMALL = {"models": ["baseline", "pixel_shuffle"], "datasets": ["synthetic"]}
+from tests.utils import API, spec
+
+SMALL = spec("baseline", "pixel_shuffle")
 
 
 def count_experiments(client: TestClient) -> int:
@@ -228,9 +229,8 @@ def test_dry_run_lists_what_the_spec_needs_and_what_is_missing(client: TestClien
     assert needed[("dataset", "cifar10")]["folder"].endswith("cifar-10-batches-py")
     assert "test_batch" in needed[("dataset", "cifar10")]["files"]
     assert {(m["kind"], m["name"]) for m in body["missing"]} == set(needed)
-    offline = client.post(f"{API}/experiments", params={"dry_run": True}, json={
-        "models": ["baseline"], "datasets": ["synthetic"], "pretrained": False,
-        "classifier": {"pretrained": False}}).json()
+    offline = client.post(f"{API}/experiments", params={"dry_run": True}, json=spec(
+        pretrained=False, classifier={"pretrained": False})).json()
     assert offline["needs"] == [] and offline["missing"] == []
 
 

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from service.context import context_of
 from service.persistence import repository as repo
 from service.persistence.db import transaction
+from tests.utils import API, spec
 
-API = "/api/v1"
-BASE = {"datasets": ["synthetic"], "epochs": 2, "pretrained": False}
+BASE = spec(epochs=2, pretrained=False)
 
 
 def _measures(mse: float, psnr: float) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-API = "/api/v1/experiments"
-VALID = {"models": ["baseline"], "datasets": ["synthetic"], "epochs": 2,
-         "lr_search": {"method": "fixed"}, "data": {"train_limit": 64}}
+from tests.utils import API, spec
+
+EXPERIMENTS = f"{API}/experiments"
+VALID = spec(epochs=2, lr_search={"method": "fixed"}, data={"train_limit": 64})
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12)
@@ -33,7 +34,7 @@ def mutated_specs(draw: st.DrawFn) -> dict:
 
 
 def _stored(client: TestClient) -> int:
-    return len(client.get(API, params={"limit": 200}).json()["items"])
+    return len(client.get(EXPERIMENTS, params={"limit": 200}).json()["items"])
 
 
 @settings(max_examples=150, deadline=None,
@@ -42,7 +43,7 @@ def _stored(client: TestClient) -> int:
 def test_random_bodies_never_5xx_and_refusals_store_nothing(client: TestClient,
                                                             body: object) -> None:
     before = _stored(client)
-    r = client.post(API, json=body)
+    r = client.post(EXPERIMENTS, json=body)
     assert r.status_code < 500, (body, r.text)
     if r.status_code >= 400:
         assert _stored(client) == before
@@ -57,6 +58,6 @@ def test_random_bodies_never_5xx_and_refusals_store_nothing(client: TestClient,
 @given(raw=st.binary(max_size=200))
 def test_random_bytes_never_5xx(client: TestClient, raw: bytes) -> None:
     before = _stored(client)
-    r = client.post(API, content=raw, headers={"Content-Type": "application/json"})
+    r = client.post(EXPERIMENTS, content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code in (400, 422), r.text  # undecodable → 400, malformed → 422
     assert _stored(client) == before

@@ -30,14 +30,11 @@ import yaml
 
 from service.orchestration.ray_head import LocalRayHead, free_port
 from tests.procs import Served
-from tests.utils import API, wait_for
+from tests.utils import API, CPU, tiny_spec, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TINY = {"name": "tiny", "models": ["baseline"], "datasets": ["synthetic"], "epochs": 2,
-        "batch_size": 32, "pretrained": False, "data": {"train_limit": 256, "test_limit": 32},
-        "lr_search": {"method": "fixed"}, "classifier": {"enabled": False},
-        "resources": {"gpus_per_run": 0, "cpus_per_run": 1}}
+TINY = tiny_spec(name="tiny", data={"train_limit": 256, "test_limit": 32}, resources=CPU)
 # Long enough to be interrupted and cancelled mid-training (it never gets to the end).
 LONG = {**TINY, "name": "long", "epochs": 150, "data": {"train_limit": 1024, "test_limit": 32}}
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

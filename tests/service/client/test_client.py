@@ -28,10 +28,10 @@ from service.client import (
     load_spec,
 )
 from service.spec import ExperimentSpec
+from tests.utils import spec
 
 NOW = "2026-01-02T03:04:05Z"
-SPEC = {"models": ["baseline"], "datasets": ["synthetic"], "epochs": 2,
-        "data": {"train_limit": 256}}
+SPEC = spec(epochs=2, data={"train_limit": 256})
 
 
 def run_json(run_id: int = 1, status: str = "running", phase: str | None = "train",

@@ -8,9 +8,9 @@ from typing import get_args
 from fastapi.testclient import TestClient
 
 from service.client.schemas import ResultFormat, RunSummary
-from tests.utils import API
+from tests.utils import API, spec
 
-SPEC = {"models": ["baseline"], "datasets": ["synthetic"]}
+SPEC = spec()
 
 
 def test_every_timestamp_is_utc_with_its_offset(client: TestClient) -> None:

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from service.context import context_of
 from service.errors import Unavailable
 from service.orchestration.dispatcher import Dispatcher, JobRequest, JobState
+from tests.utils import API, spec
 
-API = "/api/v1"
-SPEC = {"models": ["baseline", "pixel_shuffle"], "datasets": ["synthetic"]}
+SPEC = spec("baseline", "pixel_shuffle")
 
 
 class FakeExecutor:

@@ -21,15 +21,12 @@ from service.persistence import repository as repo
 from service.persistence.db import transaction
 from service.persistence.tables import ReferenceClassifier
 from tests.procs import Served
-from tests.utils import API, wait_for
+from tests.utils import API, CPU, tiny_spec, wait_for
 from workers.store import RunCancelled, StaleAttempt
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-RUN = {"models": ["baseline"], "datasets": ["synthetic"], "epochs": 10, "batch_size": 32,
-       "pretrained": False, "data": {"train_limit": 1024, "test_limit": 64},
-       "lr_search": {"method": "fixed"}, "classifier": {"enabled": False},
-       "resources": {"gpus_per_run": 0, "cpus_per_run": 1}}
+RUN = tiny_spec(epochs=10, data={"train_limit": 1024, "test_limit": 64}, resources=CPU)
 
 
 def _jobs_of(dashboard: str, uid: str) -> list[str]:

@@ -20,7 +20,7 @@ from service.app import create_app
 from service.orchestration.ray_executor import RayExecutor
 from service.orchestration.ray_head import LocalRayHead
 from service.settings import Settings
-from tests.utils import API, experiment, wait_for
+from tests.utils import API, experiment, spec, wait_for
 from workers.context import plan
 from workers.lr_search import METHODS
 from workers.spec import RunSpec
@@ -159,8 +159,7 @@ def test_local_cli_and_a_ray_job_train_the_same_history(ray_head: LocalRayHead,
     app = create_app(_settings(ray_head, home), executor_factory=RayExecutor.from_settings)
     with TestClient(app) as client:
         exp = client.post(f"{API}/experiments", json={
-            **{k: v for k, v in args.items() if k not in ("model", "dataset")},
-            "models": ["baseline"], "datasets": ["synthetic"]}).json()
+            **{k: v for k, v in args.items() if k not in ("model", "dataset")}, **spec()}).json()
         done = wait_for(lambda: _finished(client, exp["id"]), 300, "the run", 1,
                     explain=lambda: _explain(client, exp["id"]))
         assert done["status"] == "succeeded", done
@@ -178,10 +177,9 @@ def test_default_spec_without_weights_fails_in_seconds_naming_the_file(
     settings = _settings(ray_head, tmp_path / "home")
     app = create_app(settings, executor_factory=RayExecutor.from_settings)
     with TestClient(app) as client:
-        spec = {"models": ["baseline"], "datasets": ["synthetic"]}
-        dry = client.post(f"{API}/experiments", params={"dry_run": True}, json=spec).json()
+        dry = client.post(f"{API}/experiments", params={"dry_run": True}, json=spec()).json()
         assert [m["files"] for m in dry["missing"]] == [["resnet34-b627a593.pth"]]
-        exp = client.post(f"{API}/experiments", json=spec).json()
+        exp = client.post(f"{API}/experiments", json=spec()).json()
         done = wait_for(lambda: _finished(client, exp["id"]), 120, "the run to fail", 0.5,
                     explain=lambda: _explain(client, exp["id"]))
         run = client.get(f"{API}/runs/{done['runs'][0]['id']}").json()

@@ -20,13 +20,12 @@ from service.context import context_of
 from service.orchestration.ray_executor import RayExecutor
 from service.orchestration.ray_head import LocalRayHead, free_port
 from service.settings import Settings
-from tests.utils import API, experiment, wait_for
+from tests.utils import API, SMALL_CLASSIFIER, experiment, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 TINY = {"epochs": 2, "batch_size": 32, "data": {"train_limit": 256, "test_limit": 64},
-        "classifier": {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
-                       "pretrained": False},
+        "classifier": SMALL_CLASSIFIER,
         "resources": {"gpus_per_run": 1, "cpus_per_run": 1}, "pretrained": False}
 
 

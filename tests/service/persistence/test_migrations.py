@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, inspect
 
 from service.persistence.migrate import current, upgrade
 from service.persistence.tables import Base
+from tests.utils import API, spec
 
 
 def test_upgrade_builds_the_schema_and_autogenerate_finds_no_drift(db_url: str) -> None:
@@ -27,14 +28,13 @@ def test_upgrade_builds_the_schema_and_autogenerate_finds_no_drift(db_url: str) 
 
 
 def test_ids_are_never_reused_after_delete(client) -> None:
-    spec = {"models": ["baseline"], "datasets": ["synthetic"]}
-    first = client.post("/api/v1/experiments", json=spec).json()
-    client.post(f"/api/v1/experiments/{first['id']}/cancel")
-    assert client.delete(f"/api/v1/experiments/{first['id']}").status_code == 204
-    second = client.post("/api/v1/experiments", json=spec).json()
+    first = client.post(f"{API}/experiments", json=spec()).json()
+    client.post(f"{API}/experiments/{first['id']}/cancel")
+    assert client.delete(f"{API}/experiments/{first['id']}").status_code == 204
+    second = client.post(f"{API}/experiments", json=spec()).json()
     assert second["id"] > first["id"]
     assert second["runs"][0]["id"] > first["runs"][0]["id"]
-    assert client.get(f"/api/v1/runs/{first['runs'][0]['id']}").status_code == 404
+    assert client.get(f"{API}/runs/{first['runs'][0]['id']}").status_code == 404
 
 
 def test_upgrading_a_sqlite_database_with_rows_keeps_them_and_their_children(tmp_path

@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 
 from service.context import context_of
-from tests.utils import REPO
+from tests.utils import API, CPU, REPO, SMALL_CLASSIFIER
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"  # the screenshots (README)
@@ -37,7 +37,6 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 DASHBOARD = "http://ray-head.example:8265"
 TOKEN = "browser-t0ken"
-API = "/api/v1"
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
@@ -56,9 +55,7 @@ pytestmark = [
 
 TINY = {"datasets": ["synthetic"], "epochs": 2, "batch_size": 32, "pretrained": False,
         "gallery_samples": 8, "data": {"train_limit": 256, "test_limit": 64},
-        "resources": {"gpus_per_run": 0, "cpus_per_run": 1},
-        "classifier": {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
-                       "pretrained": False}}
+        "resources": CPU, "classifier": SMALL_CLASSIFIER}
 
 
 @dataclass

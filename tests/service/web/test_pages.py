@@ -27,12 +27,10 @@ from service.settings import Settings
 from service.spec import ExperimentSpec
 from service.web.auth import safe_next
 from service.web.spec_form import spec_sections
-from tests.utils import REPO
+from tests.utils import API, REPO, spec
 from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
 
-API = "/api/v1"
-SPEC = {"name": "pages", "models": ["baseline", "pixel_shuffle", "resnet"],
-        "datasets": ["synthetic"], "epochs": 2, "pretrained": False}
+SPEC = spec("baseline", "pixel_shuffle", "resnet", name="pages", epochs=2, pretrained=False)
 
 
 class Tags(HTMLParser):
