@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 
 from service.context import context_of
-from tests.utils import API, CPU, REPO, SMALL_CLASSIFIER
+from tests.utils import API, CPU, REPO, SMALL_CLASSIFIER, execute_runs
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"  # the screenshots (README)
@@ -102,7 +102,6 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     from service.persistence import repository as repo
     from service.persistence.db import transaction
     from service.settings import Settings
-    from tests.test_results import execute_runs
 
     home = tmp_path_factory.mktemp("ui-home")
     settings = Settings(home=home, database_url=f"sqlite:///{home / 'ui.db'}",
