@@ -1,4 +1,5 @@
-"""The API's front door, before any route runs: authentication and a bounded body.
+"""The service's front door, before any route runs: authentication and a bounded body
+(the composition root puts it outermost; its refusals are answered by the error mapping).
 
 A pure ASGI middleware, because FastAPI reads a request's whole body before it solves the
 route's dependencies (so a token check in a dependency comes after a 200 MiB upload):
