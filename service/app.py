@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from service.api import router as api
 from service.api.boundary import WRITE_METHODS, Boundary
-from service.api.cache import EndedCache
+from service.caches import EndedCache, TileCache
 from service.context import ServiceContext
 from service.http_errors import ErrorMapping
 from service.orchestration.dispatcher import Dispatcher, Executor
@@ -26,7 +26,6 @@ from service.persistence.db import make_engine, make_sessionmaker
 from service.persistence.migrate import upgrade
 from service.settings import Settings
 from service.web import router as web
-from service.web.gallery import GalleryReader
 
 ExecutorFactory = Callable[[Settings], Executor]
 
@@ -34,10 +33,10 @@ ExecutorFactory = Callable[[Settings], Executor]
 def build_context(settings: Settings) -> ServiceContext:
     """The context of a service with these settings (no dispatcher yet)."""
     engine = make_engine(settings.sqlalchemy_url)
-    artifacts = ArtifactStore(settings.artifact_root)
     return ServiceContext(settings=settings, engine=engine,
-                          sessions=make_sessionmaker(engine), artifacts=artifacts,
-                          ended=EndedCache(), gallery=GalleryReader(artifacts))
+                          sessions=make_sessionmaker(engine),
+                          artifacts=ArtifactStore(settings.artifact_root),
+                          ended=EndedCache(), tiles=TileCache())
 
 
 def make_dispatcher(ctx: ServiceContext, executor: Executor) -> Dispatcher:

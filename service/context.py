@@ -12,23 +12,20 @@ below, each read from the context).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.caches import EndedCache, TileCache
 from service.errors import Unavailable
+from service.orchestration.dispatcher import Dispatcher
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
 from service.persistence.tables import Run, Status
 from service.settings import Settings
-
-if TYPE_CHECKING:  # each wing's cache; the composition root builds them
-    from service.api.cache import EndedCache
-    from service.orchestration.dispatcher import Dispatcher
-    from service.web.gallery import GalleryReader
 
 
 @dataclass
@@ -38,7 +35,7 @@ class ServiceContext:
     sessions: sessionmaker[Session]
     artifacts: ArtifactStore
     ended: EndedCache  # the API's answers about ended experiments, computed once
-    gallery: GalleryReader  # the web UI's galleries, tiles cut once
+    tiles: TileCache  # the web UI's gallery tiles, cut once
     dispatcher: Dispatcher | None = None  # set by the lifespan when runs are executed
 
     def wake(self) -> None:

@@ -21,12 +21,13 @@ from sqlalchemy.orm import Session, selectinload
 from models.catalog import DATASETS, VARIANTS
 from service import results as table
 from service.client.states import Status
-from service.context import ContextDep, SessionsDep, SettingsDep
+from service.context import ContextDep, ServiceContext, SessionsDep, SettingsDep
 from service.orchestration.ray_executor import ray_job_url
 from service.persistence import repository as repo
 from service.persistence.tables import Experiment, Run
 from service.web.auth import page_access
 from service.web.format import variant_title
+from service.web.gallery import GalleryReader
 from service.web.render import render
 from service.web.spec_form import spec_sections
 
@@ -48,6 +49,10 @@ STUDY_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("search_time_s", "LR search", "duration", None),
     ("wall_time_s", "Wall time", "duration", None), ("lr", "Chosen LR", "sig", None),
 )
+
+
+def _galleries(ctx: ServiceContext) -> GalleryReader:
+    return GalleryReader(ctx.artifacts, ctx.tiles)
 
 
 def _choice(value: str | None, valid: Sequence[str]) -> str | None:
@@ -188,7 +193,7 @@ def experiment_gallery(request: Request, ctx: ContextDep, experiment_id: int,
         experiment = _experiment(s, experiment_id)
         chosen = _dataset_of(experiment, dataset)
         runs = [r for r in experiment.runs if r.dataset == chosen]
-        gallery = ctx.gallery.compose(s, runs, {}, chosen)  # one experiment: no names
+        gallery = _galleries(ctx).compose(s, runs, {}, chosen)  # one experiment: no names
     return render(request, "gallery.html", experiment=experiment, dataset=chosen,
                   datasets=_datasets(experiment),
                   gallery=gallery)
@@ -307,7 +312,7 @@ def compare_view(request: Request, ctx: ContextDep,
         gallery = data = None
         if problem is None:
             names = {r.experiment_id: r.experiment.name for r in selected}
-            gallery = ctx.gallery.compose(s, selected, names, datasets[0])
+            gallery = _galleries(ctx).compose(s, selected, names, datasets[0])
             data = curves_data(selected)
     status = 200 if problem is None else 400
     return render(request, "compare_view.html", status_code=status, runs=selected,
@@ -323,7 +328,7 @@ def run_page(request: Request, ctx: ContextDep, run_id: int) -> Response:
     """A run: progress, measures, its reconstructions, epochs, LR search, spec, files, log."""
     with ctx.sessions() as s:
         run = repo.get_run(s, run_id=run_id, detail=True)
-        gallery = ctx.gallery.compose(s, [run], {}, run.dataset)
+        gallery = _galleries(ctx).compose(s, [run], {}, run.dataset)
         data = curves_data([run])
     dashboard = ctx.dashboard_url()
     return render(request, "run.html", run=run, gallery=gallery, curves=data,

@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 
 from models.catalog import DATASETS
 from service import results as table
-from service.api.cache import ended_version
 from service.api.deps import ReadAccess, WriteAccess
 from service.api.views import experiment_item, experiment_out
+from service.caches import ended_version
 from service.client.schemas import (
     DryRun,
     ExperimentOut,

@@ -115,7 +115,7 @@ def test_ended_experiment_reads_are_computed_once_per_version(client: TestClient
 
 
 def test_the_cache_is_bounded_by_bytes_least_recently_used_out() -> None:
-    from service.api.cache import EndedCache
+    from service.caches import EndedCache
 
     cache = EndedCache(max_bytes=8000)
     version = ("succeeded", "t")
