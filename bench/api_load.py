@@ -6,7 +6,7 @@ request rate and of the UI's experiments page, an experiment's page and the gall
     python bench/api_load.py                         # SQLite and PostgreSQL (if reachable)
     python bench/api_load.py --db sqlite --rate 200 --page-rate 20 --seconds 10
 
-The server is `uvicorn service.api.app:create_app --factory` in a subprocess; the load is
+The server is `uvicorn service.app:create_app --factory` in a subprocess; the load is
 open-loop (requests start on schedule whether or not earlier ones finished), so queueing
 shows up in the tail instead of slowing the generator down.
 
@@ -27,7 +27,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import create_engine, insert, text
 
+from service.orchestration.ray_head import free_port
 from service.persistence.migrate import upgrade
 from service.persistence.tables import Artifact, EpochMetric, Experiment, LrTrial, Measure, Run
 from service.spec import ExperimentSpec
@@ -162,12 +162,6 @@ def seed(url: str, n_experiments: int, artifact_root: Path) -> None:
     engine.dispose()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def load(base: str, paths: list[str], rate: float, seconds: float
                ) -> tuple[list[float], int]:
     """Open loop: request i starts at i / rate whatever happened to the others. aiohttp
@@ -217,7 +211,7 @@ def bench_db(kind: str, url: str, args: argparse.Namespace) -> list[str]:
         env = {**os.environ, "AELAB_HOME": home, "AELAB_DATABASE_URL": url,
                "AELAB_MIGRATE_ON_START": "false"}
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory",
+            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
              "--port", str(port), "--log-level", "warning", "--workers", str(args.workers)],
             env=env)
         base = f"http://127.0.0.1:{port}"

@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.client.schemas import API_PREFIX as API
+
 TARGET_S = 600.0  # the whole study in 10 minutes on one GPU (issue 15)
-API = "/api/v1"
 STUDY_MODELS = ["baseline", "pixel_shuffle", "progressive_resizing", "pretrained_resnet",
                 "resnet", "feature_loss"]
 DATASETS = ["mnist", "synthetic"]
@@ -134,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     from fastapi.testclient import TestClient
 
     from models.data import install_offline_mnist
-    from service.api.app import create_app
-    from service.orchestration.ray_executor import LocalRayHead, RayExecutor
+    from service.app import create_app
+    from service.orchestration.ray_executor import RayExecutor
+    from service.orchestration.ray_head import LocalRayHead
     from service.settings import Settings
 
     specs = study_specs(args.small)

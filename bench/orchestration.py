@@ -38,11 +38,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.orchestration.ray_executor import LocalRayHead, RayExecutor
+from service.app import create_app
+from service.client.schemas import API_PREFIX as API
+from service.orchestration.ray_executor import RayExecutor
+from service.orchestration.ray_head import LocalRayHead
 from service.settings import Settings
 
-API = "/api/v1"
 MODELS = ["baseline", "pixel_shuffle", "progressive_resizing"]
 
 

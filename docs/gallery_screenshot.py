@@ -19,7 +19,8 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from models.data import install_offline_mnist
-from service.api.app import create_app
+from service.app import create_app
+from service.context import context_of
 from service.orchestration.run_store import DbRunStore
 from service.persistence import repository as repo
 from service.settings import Settings
@@ -51,10 +52,10 @@ def main() -> None:
     try:
         experiment = httpx.post(f"{base}/api/v1/experiments", json=SPEC).json()
         for run in experiment["runs"]:
-            with app.state.sessions.begin() as s:
+            with context_of(app).sessions.begin() as s:
                 spec = RunSpec.model_validate(repo.get_run(s, run_id=run["id"]).spec)
                 repo.set_run(s, run_id=run["id"], status=repo.Status.running)
-            store = DbRunStore(app.state.sessions, app.state.artifacts, run["id"])
+            store = DbRunStore(context_of(app).sessions, context_of(app).artifacts, run["id"])
             assert run_pipeline(spec, store, LocalSteps(settings.run_env())), run
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[

@@ -1,4 +1,4 @@
-"""Domain errors, mapped to HTTP once in service.api.app."""
+"""Domain errors, answered over HTTP once, in service.http_errors."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from models.catalog import DATASETS, VARIANTS
 from models.study import STUDY_MEASURES, source, study_original_accuracy, study_values
-from service.api.schemas import ResultsTable
+from service.client.schemas import ResultsTable
 from service.persistence.tables import CodecResult, Measure, Run
 from service.spec import Bound, ExperimentSpec, Tolerance
 

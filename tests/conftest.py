@@ -21,10 +21,11 @@ os.environ["RAY_AUTH_MODE"] = "token"
 def ray_head(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray head for the whole session (4 CPUs, 2 fake GPUs, token auth on):
     the API's jobs run on it, and in-process tests join it as drivers."""
-    from service.orchestration.ray_executor import LocalRayHead, RayExecutor
+    from service.orchestration.ray_executor import RayExecutor
+    from service.orchestration.ray_head import LocalRayHead
 
     head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray"), num_cpus=4, num_gpus=2)
-    RayExecutor(head.dashboard_url, job_env={}, head=head).wait_until_up(180)
+    RayExecutor(head.dashboard_url, job_env={}).wait_until_up(180)
     yield head
     import ray
 
@@ -132,7 +133,7 @@ def settings(db_url: str, tmp_path: Path):
 
 @pytest.fixture()
 def app(settings):
-    from service.api.app import create_app
+    from service.app import create_app
 
     return create_app(settings)
 

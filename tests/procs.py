@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from service.orchestration.ray_executor import free_port
+from service.orchestration.ray_head import free_port
 from tests.utils import API, wait_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

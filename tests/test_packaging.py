@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.utils import REPO
+
+ROOT = REPO
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 HEAVY = {"torch", "torchvision", "torchmetrics", "ray", "sqlalchemy", "alembic", "fastapi",
          "uvicorn", "fsspec", "pillow", "psycopg", "pandas"}

@@ -4,11 +4,41 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-API = "/api/v1"
+from service.client.schemas import API_PREFIX as API
+from service.context import context_of
+
+REPO = Path(__file__).resolve().parents[1]  # the repository's root
+
+# --- experiment specs ---------------------------------------------------------------------
+
+CPU = {"gpus_per_run": 0, "cpus_per_run": 1}  # a run's resources where no GPU is declared
+# The reference classifier at its smallest: a small CNN, one epoch, no ImageNet weights.
+SMALL_CLASSIFIER = {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
+                    "pretrained": False}
+
+
+def spec(*models: str, **fields: Any) -> dict[str, Any]:
+    """An experiment spec to POST: ``models`` (default: baseline) on the generated
+    ``synthetic`` set, ``fields`` on top; the API's defaults for the rest."""
+    return {"models": list(models or ("baseline",)), "datasets": ["synthetic"], **fields}
+
+
+def tiny_spec(*models: str, **fields: Any) -> dict[str, Any]:
+    """A spec whose runs train in seconds on a CPU, offline: 2 epochs of 256 ``synthetic``
+    images in batches of 32, tested on 64, at a fixed LR, without pretrained weights or a
+    reference classifier; ``fields`` replace any of these whole."""
+    return spec(*models, **{"epochs": 2, "batch_size": 32, "pretrained": False,
+                            "data": {"train_limit": 256, "test_limit": 64},
+                            "lr_search": {"method": "fixed"},
+                            "classifier": {"enabled": False}, **fields})
+
+
+# --- waiting and running ------------------------------------------------------------------
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str,
@@ -50,14 +80,14 @@ def execute_runs(client: TestClient, experiment: dict[str, Any],
     app = client.app
     outcomes = []
     for run in experiment["runs"]:
-        with app.state.sessions() as s:
+        with context_of(app).sessions() as s:
             spec = RunSpec.model_validate(repo.get_run(s, run_id=run["id"]).spec)
         if lr and run["model"] in lr:
             spec = spec.model_copy(update={
                 "lr_search": spec.lr_search.model_copy(update={"lr": lr[run["model"]]})})
-        with app.state.sessions.begin() as s:
+        with context_of(app).sessions.begin() as s:
             repo.set_run(s, run_id=run["id"], status=repo.Status.running)
-        store = DbRunStore(app.state.sessions, app.state.artifacts, run["id"])
+        store = DbRunStore(context_of(app).sessions, context_of(app).artifacts, run["id"])
         env = RunEnv(data_root=data_root, weights_dir="/unused", allow_download=False)
         outcomes.append(run_pipeline(spec, store, LocalSteps(env)))
     return outcomes

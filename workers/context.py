@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from workers.spec import RunSpec
+from workers.text import strip_ansi
 
 if TYPE_CHECKING:
     from models.classifier import ClassifierConfig
@@ -95,9 +95,6 @@ def load_data(spec: RunSpec, env: RunEnv) -> DataSplits:
                         download=env.allow_download)
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
 def one_line_error(exc: BaseException, limit: int = 1000) -> str:
     """``"Type: message"`` on one line: Ray's task/Tune wrappers unwrapped to the error that
     was raised, ANSI colour codes and tracebacks dropped, at most ``limit`` characters."""
@@ -112,7 +109,7 @@ def one_line_error(exc: BaseException, limit: int = 1000) -> str:
             exc = exc.__cause__
             continue
         break
-    message = _ANSI.sub("", str(exc)).strip()
+    message = strip_ansi(str(exc)).strip()
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     if lines and lines[0].startswith(("Traceback", "ray::")):
         # Ray renders a remote traceback into the message: the last line is the error.

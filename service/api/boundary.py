@@ -1,4 +1,5 @@
-"""The API's front door, before any route runs: authentication and a bounded body.
+"""The service's front door, before any route runs: authentication and a bounded body
+(the composition root puts it outermost; its refusals are answered by the error mapping).
 
 A pure ASGI middleware, because FastAPI reads a request's whole body before it solves the
 route's dependencies (so a token check in a dependency comes after a 200 MiB upload):
@@ -12,12 +13,14 @@ route's dependencies (so a token check in a dependency comes after a 200 MiB upl
 
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.access import token_problem
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,30 +31,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def token_problem(expected: SecretStr | None, authorization: str | None
-                  ) -> tuple[int, str] | None:
-    """Why ``authorization`` (an ``Authorization`` header value) does not carry the API
-    token: (401, …) when absent, (403, …) when wrong; None when it does or none is set.
-    Compared in constant time."""
-    if expected is None:
-        return None
-    scheme, _, credentials = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not credentials:
-        return 401, "missing bearer token"
-    if not secrets.compare_digest(credentials.strip().encode(),
-                                  expected.get_secret_value().encode()):
-        return 403, "invalid token"
-    return None
-
-
-async def _answer(send: Send, status: int, detail: str,
-                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
+# (request, status, message, headers) → the answer: service.http_errors decides its shape.
+Refuse = Callable[[Request, int, str, dict[str, str]], Response]
 
 
 class Boundary:
@@ -59,15 +40,24 @@ class Boundary:
 
     ``needs_token(method, path)`` says whether a request must carry the token; requests it
     exempts (e.g. the web UI's own cookie-authenticated pages) are left to the app.
+    ``refuse`` makes the answer to a refused request (the one error mapping's).
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int,
                  token: Callable[[], SecretStr | None],
-                 needs_token: Callable[[str, str], bool]) -> None:
+                 needs_token: Callable[[str, str], bool], refuse: Refuse) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.token = token
         self.needs_token = needs_token
+        self.refuse = refuse
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, status: int,
+                      message: str, headers: dict[str, str] | None = None) -> None:
+        """Refuse the request; the connection closes (the body may still be coming)."""
+        response = self.refuse(Request(scope), status, message,
+                               {**(headers or {}), "Connection": "close"})
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,17 +69,18 @@ class Boundary:
         if self.needs_token(method, path):
             problem = token_problem(self.token(), headers.get("authorization"))
             if problem is not None:
-                await _answer(send, *problem,
-                              headers=[(b"www-authenticate", b"Bearer")]
-                              if problem[0] == 401 else None)
+                await self._answer(scope, receive, send, *problem,
+                                   headers={"WWW-Authenticate": "Bearer"}
+                                   if problem[0] == 401 else None)
                 return
         if method not in WRITE_METHODS:
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
         declared = headers.get("content-length")
+        too_large = f"request body larger than {limit} bytes"
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _too_large(send, limit)
+            await self._answer(scope, receive, send, 413, too_large)
             return
         chunks: list[bytes] = []
         size = 0
@@ -100,7 +91,7 @@ class Boundary:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _too_large(send, limit)
+                await self._answer(scope, receive, send, 413, too_large)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -116,7 +107,3 @@ class Boundary:
             return await receive()  # after the body: disconnect notices
 
         await self.app(scope, replay, send)
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    await _answer(send, 413, f"request body larger than {limit} bytes")

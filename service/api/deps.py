@@ -1,4 +1,5 @@
-"""Request dependencies as Annotated aliases."""
+"""The API's access dependencies: who may read (:data:`ReadAccess`) and write
+(:data:`WriteAccess`). The service context and its parts are ``service.context``'s."""
 
 from __future__ import annotations
 
@@ -6,37 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.boundary import token_problem
-from service.api.session import SESSION_COOKIE, session_valid
-from service.persistence.artifacts import ArtifactStore
+from service.access import has_session, reads_protected, token_problem
+from service.context import SettingsDep
 from service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False)
-
-
-# Dependencies that do no blocking I/O are `async def`: FastAPI would otherwise run each
-# in the thread pool, and those hops cost more than the handlers' own work.
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-async def get_sessions(request: Request) -> sessionmaker[Session]:
-    # Handlers open a session around their queries only, so a connection goes back to
-    # the pool before the response is serialised and sent.
-    return request.app.state.sessions
-
-
-async def get_artifacts(request: Request) -> ArtifactStore:
-    return request.app.state.artifacts
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
-ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
@@ -52,19 +28,6 @@ async def require_write(settings: SettingsDep, credentials: Credentials) -> None
     """Writes need the bearer token (declared in the OpenAPI as HTTPBearer)."""
     _check(settings, f"{credentials.scheme} {credentials.credentials}" if credentials
            else None)
-
-
-def reads_protected(settings: Settings) -> bool:
-    """Whether reads need the token (``protect_reads`` with a token configured)."""
-    return settings.protect_reads and settings.api_token is not None
-
-
-def has_session(request: Request, settings: Settings) -> bool:
-    """Whether the request carries the web UI's valid session cookie (see ``session``)."""
-    if settings.api_token is None:
-        return False
-    return session_valid(settings.api_token.get_secret_value(),
-                         request.cookies.get(SESSION_COOKIE))
 
 
 async def require_read(request: Request, settings: SettingsDep) -> None:

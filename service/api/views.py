@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from service.api.schemas import (
+from service.client.schemas import API_PREFIX as API
+from service.client.schemas import (
     ArtifactOut,
     AttemptOut,
     EpochOut,
@@ -16,17 +17,9 @@ from service.api.schemas import (
     RunItem,
     RunSummary,
 )
+from service.orchestration.ray_executor import ray_job_url
 from service.persistence.tables import Measure, Run
 from service.results import finite_or_token
-
-API = "/api/v1"
-
-
-def ray_job_url(dashboard: str | None, job_id: str | None) -> str | None:
-    """The Ray dashboard's page of one job (its submission id), when both are known."""
-    if not dashboard or not job_id:
-        return None
-    return f"{dashboard.rstrip('/')}/#/jobs/{job_id}"
 
 
 def _run_links(run: Any, dashboard: str | None) -> dict[str, str]:

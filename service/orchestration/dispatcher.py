@@ -29,11 +29,7 @@ from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
 from service.persistence.tables import Run, Status
-
-
-def first_line(text: str, limit: int = 300) -> str:
-    """The first non-empty line of ``text`` (errors shown in /readyz stay one line)."""
-    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:limit]
+from workers.text import first_line
 
 log = logging.getLogger("aelab.dispatcher")
 

@@ -5,471 +5,69 @@ stopping the job stops its Tune trials and frees their GPUs.
 
 Which cluster a job went to matters: a run is re-queued only when the cluster that ran
 its job says the job is gone, or that cluster is confirmed gone. A cluster is known by its
-Ray *session* (``/api/version``'s ``session_name``, unique to one start of a head).
-
-Without ``RAY_ADDRESS`` the service runs an *embedded* head (:class:`EmbeddedHead`):
-started in the background (the API answers at once), recorded in
-``AELAB_HOME/ray/head.json``, probed with the cluster's token, re-adopted with its runs by
-a restarted service, and — only when confirmed dead — cleaned up (every process of it and
-its temp folder) and replaced. With ``RAY_ADDRESS`` the cluster is never started, stopped or
-cleaned by aelab.
+Ray *session* (``/api/version``'s ``session_name``, unique to one start of a head): the
+executor's ``cluster_id``. The cluster is ``RAY_ADDRESS``'s, or the service's own head
+(:mod:`.ray_head`); Ray's token auth is :mod:`.ray_auth`'s, and why a job failed is read
+from its log by :mod:`.job_logs`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import os
-import re
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-
-import httpx
 
 from service.errors import Unavailable
 from service.orchestration.dispatcher import ENDED, JobRequest, JobState
+from service.orchestration.job_logs import failure_line
+from service.orchestration.ray_auth import probe, ray_auth_token
+from service.orchestration.ray_head import EmbeddedHead
 from service.settings import Settings, job_environment
-from workers.priority import TRAINING_NICENESS, yield_session_cpu
 
-log = logging.getLogger("aelab.ray")
-HEAD_START_TIMEOUT_S = 120
-PROBE_TIMEOUT_S = 5.0
-RESTART_BACKOFF_S = 30.0  # after a failed start, before the next attempt
-DEFAULT_DASHBOARD_PORT = 8265
 LIVE_JOBS_LIMIT = 10_000  # jobs in flight at once; far above any max_in_flight
 STATE_TIMEOUT_S = 10
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def ray_job_url(dashboard: str | None, job_id: str | None) -> str | None:
+    """The Ray dashboard's page of one job (its submission id), when both are known."""
+    if not dashboard or not job_id:
+        return None
+    return f"{dashboard.rstrip('/')}/#/jobs/{job_id}"
 
 
-def use_token_auth(state_dir: Path) -> str:
-    """Token auth for a head we own: one token file under ``state_dir``, announced to
-    this process (job clients) and inherited by the head (and so by every job). A token
-    this process was already given (RAY_AUTH_TOKEN[_PATH]) wins: Ray reads it once."""
-    if os.environ.get("RAY_AUTH_MODE") == "token":
-        token = ray_auth_token()
-        if token:
-            return token
-    state_dir.mkdir(parents=True, exist_ok=True)
-    token_file = state_dir / "auth_token"
-    if not token_file.is_file():
-        token_file.write_text(secrets.token_hex(32))
-        token_file.chmod(0o600)
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
-    return token_file.read_text().strip()
-
-
-def ray_auth_token() -> str | None:
-    """The Ray token this process uses (RAY_AUTH_TOKEN, or the file RAY_AUTH_TOKEN_PATH)."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"]
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if path and Path(path).is_file():
-        return Path(path).read_text().strip()
-    return None
-
-
-def probe(dashboard: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
-    """The session name of the Ray cluster answering at ``dashboard``, asked with this
-    process's Ray token. Raises :class:`Unavailable` with the reason when it does not
-    answer (a 401 means the token is not that cluster's)."""
-    token = ray_auth_token()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        r = httpx.get(f"{dashboard.rstrip('/')}/api/version", headers=headers,
-                      timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise Unavailable(f"Ray at {dashboard}: {type(exc).__name__}: {exc}") from exc
-    if r.status_code in (401, 403):
-        raise Unavailable(f"Ray at {dashboard} refused this service's token "
-                          f"(HTTP {r.status_code}): set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) "
-                          "to the cluster's token")
-    if r.status_code != 200:
-        raise Unavailable(f"Ray at {dashboard}: HTTP {r.status_code}")
-    return str(r.json()["session_name"])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_open(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def _processes_of(temp_dir: str, gcs: str) -> list[int]:
-    """Processes that belong to one head: their command line names its temp folder
-    (raylet, GCS, dashboard, workers) or their environment its GCS port (job drivers,
-    which Ray starts in sessions of their own, with RAY_ADDRESS=<node ip>:<port>).
-    Linux /proc."""
-    driver = re.compile(rb"(?:^|\0)RAY_ADDRESS=[^\0]*:" + gcs.rsplit(":", 1)[1].encode()
-                        + rb"\0")
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if temp_dir.encode() in cmdline or driver.search(environ):
-            found.append(int(entry.name))
-    return found
-
-
-def _kill(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-@dataclass
-class HeadRecord:
-    """What ``head.json`` remembers of a local head."""
-
-    dashboard: str
-    gcs: str
-    pid: int  # the `ray start --block` process, leader of its process group
-    temp_dir: str
-    started: float  # time.time()
-    session: str | None = None
-
-
-class LocalRayHead:
-    """`ray start --head --block` in a process group of its own: it outlives this
-    process (a restarted service re-adopts it) and stops when we stop it."""
-
-    def __init__(self, *, state_dir: Path, dashboard_port: int = 0,
-                 num_cpus: int | None = None, num_gpus: int | None = None,
-                 temp_dir: str | None = None, record: HeadRecord | None = None,
-                 niceness: int = TRAINING_NICENESS) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        use_token_auth(state_dir)
-        self.state_dir = state_dir
-        self.process: subprocess.Popen[bytes] | None = None
-        if record is not None:  # adopting a head a previous service started
-            self.record = record
-            return
-        gcs_port = free_port()
-        dashboard_port = dashboard_port or free_port()
-        # Ray's socket paths must stay short: a private folder under /tmp, not deep paths.
-        temp_dir = temp_dir or tempfile.mkdtemp(prefix="aelab-ray-")
-        ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-        cmd = [ray, "start", "--head", "--block", f"--port={gcs_port}",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-               f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"]
-        # Ray's agents default to fixed ports; a second Ray on the machine would collide.
-        for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                     "runtime-env-agent-port", "metrics-export-port",
-                     "ray-client-server-port"):
-            cmd.append(f"--{flag}={free_port()}")
-        if num_cpus is not None:
-            cmd.append(f"--num-cpus={num_cpus}")
-        if num_gpus is not None:
-            cmd.append(f"--num-gpus={num_gpus}")
-        log.info("starting a local Ray head: %s", " ".join(cmd))
-        # Its output goes to a file, not a pipe: the head outlives this process.
-        with (state_dir / "head.log").open("ab") as out:
-            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-        if niceness:
-            yield_session_cpu(self.process.pid, niceness)  # the API keeps its CPU
-        self.record = HeadRecord(f"http://127.0.0.1:{dashboard_port}",
-                                 f"127.0.0.1:{gcs_port}", self.process.pid, temp_dir,
-                                 time.time())
-        self.save()
-
-    # --- the record ---------------------------------------------------------------------
-
-    @property
-    def record_path(self) -> Path:
-        return self.state_dir / "head.json"
-
-    def save(self) -> None:
-        tmp = self.record_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self.record)))
-        os.replace(tmp, self.record_path)
-
-    @staticmethod
-    def load(state_dir: Path) -> HeadRecord | None:
-        try:
-            return HeadRecord(**json.loads((state_dir / "head.json").read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    @property
-    def dashboard_url(self) -> str:
-        return self.record.dashboard
-
-    @property
-    def gcs_address(self) -> str:
-        return self.record.gcs
-
-    # --- life and death -----------------------------------------------------------------
-
-    def exited(self) -> bool:
-        """Whether the head's `ray start` process is gone (for an adopted head: no live
-        process with its pid runs with its temp folder, so a reused pid is not it)."""
-        if self.process is not None:
-            return self.process.poll() is not None
-        try:
-            cmdline = Path(f"/proc/{self.record.pid}/cmdline").read_bytes()
-        except OSError:
-            return not _pid_alive(self.record.pid)
-        return self.record.temp_dir.encode() not in cmdline
-
-    def owns(self, session: str) -> bool:
-        """Whether ``session`` is this head's: Ray names a session after the pid of the
-        process that started it, so another cluster on our port never passes for ours."""
-        return session.endswith(f"_{self.record.pid}")
-
-    def failure(self) -> str:
-        """Why the head stopped, from its log: the last line that says so."""
-        lines = [ln.strip() for ln in self.log_tail(20_000).splitlines() if ln.strip()]
-        for line in reversed(lines):
-            if re.search(r"error|occupied|failed|exception", line, re.IGNORECASE):
-                return line[:300]
-        return lines[-1][:300] if lines else "no output"
-
-    def log_tail(self, n: int = 2000) -> str:
-        try:
-            return (self.state_dir / "head.log").read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop every process of this head and remove its temp folder and record."""
-        record = self.record
-        if not self.exited():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGTERM)  # `ray start --block` stops its own
-            deadline = time.monotonic() + timeout_s
-            while not self.exited() and time.monotonic() < deadline:
-                time.sleep(0.1)
-        self.cleanup()
-
-    def cleanup(self) -> None:
-        """Kill whatever is left of this head (SIGKILL) and remove its traces."""
-        record = self.record
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(record.pid, signal.SIGKILL)
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                log.warning("the Ray head process %s did not exit", record.pid)
-        deadline = time.monotonic() + 2
-        while (left := _processes_of(record.temp_dir, record.gcs)) and \
-                time.monotonic() < deadline:  # SIGKILL is delivered, not awaited: wait
-            _kill(left, signal.SIGKILL)
-            time.sleep(0.2)
-        if left:
-            log.warning("processes %s of the dead Ray head would not die", left)
-        for _ in range(3):  # a dying process may still write a file into it
-            shutil.rmtree(record.temp_dir, ignore_errors=True)
-            if not os.path.exists(record.temp_dir):
-                break
-            time.sleep(0.2)
-        if record.session:
-            mark_dead(self.state_dir, record.session)
-        if (current := self.load(self.state_dir)) is not None and current.pid == record.pid:
-            self.record_path.unlink(missing_ok=True)
-
-
-def dead_sessions(state_dir: Path) -> set[str]:
-    try:
-        return set(json.loads((state_dir / "dead_sessions.json").read_text()))
-    except (OSError, ValueError):
-        return set()
-
-
-def mark_dead(state_dir: Path, session: str) -> None:
-    """Remember a cluster confirmed dead and cleaned up: its runs may be re-queued."""
-    sessions = sorted(dead_sessions(state_dir) | {session})[-1000:]
-    tmp = state_dir / "dead_sessions.tmp"
-    tmp.write_text(json.dumps(sessions))
-    os.replace(tmp, state_dir / "dead_sessions.json")
-
-
-class EmbeddedHead:
-    """The service's own local head: adopted if a previous service left one alive,
-    started in the background otherwise, replaced when confirmed dead."""
-
-    def __init__(self, state_dir: Path, *, dashboard_port: int = 8265,
-                 dead_after_s: float = 30.0, niceness: int = TRAINING_NICENESS) -> None:
-        self.state_dir = state_dir
-        self.dashboard_port = dashboard_port
-        self.niceness = niceness  # the head's session's, so the API keeps the CPU it needs
-        self.dead_after_s = dead_after_s
-        self.head: LocalRayHead | None = None
-        self.session: str | None = None
-        self._silent_since: float | None = None
-        self._failed: tuple[float, str] | None = None  # when and why a start failed
-        self._lock = threading.Lock()
-        state_dir.mkdir(parents=True, exist_ok=True)
-        use_token_auth(state_dir)
-
-    def ensure(self) -> str:
-        """The head's dashboard URL once it answers; raises :class:`Unavailable` with
-        what is happening meanwhile (starting, dead and being replaced)."""
-        with self._lock:
-            if self.head is None:
-                if self._failed and time.monotonic() - self._failed[0] < RESTART_BACKOFF_S:
-                    raise Unavailable(f"the local Ray head failed to start: {self._failed[1]}")
-                self.head = self._adopt_or_start()
-            head = self.head
-            try:
-                session = probe(head.dashboard_url, timeout_s=2.0)
-                if not head.owns(session):
-                    raise Unavailable(
-                        f"another Ray cluster ({session}) answers at {head.dashboard_url}, "
-                        "not the head aelab started: set AELAB_DASHBOARD_PORT to a free "
-                        "port (0 picks one)")
-            except Unavailable as exc:
-                self._unanswered(head, exc)
-                raise
-            if session != head.record.session:
-                head.record.session = session
-                head.save()
-                log.info("local Ray head up (session %s), dashboard at %s", session,
-                         head.dashboard_url)
-                print(f"aelab: local Ray head up, dashboard at {head.dashboard_url}",
-                      flush=True)
-            self.session = session
-            self._silent_since = None
-            return head.dashboard_url
-
-    def _adopt_or_start(self) -> LocalRayHead:
-        record = LocalRayHead.load(self.state_dir)
-        if record is not None:
-            head = LocalRayHead(state_dir=self.state_dir, record=record)
-            if not head.exited():
-                log.info("adopting the local Ray head recorded in %s (pid %s)",
-                         self.state_dir / "head.json", record.pid)
-                print(f"aelab: re-adopting the local Ray head at {record.dashboard}",
-                      flush=True)
-                return head
-            log.warning("the recorded local Ray head (pid %s) is gone: cleaning it up",
-                        record.pid)
-            head.cleanup()
-        port = self.dashboard_port
-        if port and not _port_free(port):
-            if port != DEFAULT_DASHBOARD_PORT:
-                self._failed = (time.monotonic(), f"its dashboard port {port} "
-                                "(AELAB_DASHBOARD_PORT) is taken; set a free one, or 0")
-                raise Unavailable(f"the local Ray head cannot start: {self._failed[1]}")
-            port = 0
-            log.warning("the Ray dashboard's default port %s is taken (another Ray?): the "
-                        "local head uses a free port instead", DEFAULT_DASHBOARD_PORT)
-        return LocalRayHead(state_dir=self.state_dir, dashboard_port=port,
-                            niceness=self.niceness)
-
-    def _unanswered(self, head: LocalRayHead, exc: Exception) -> None:
-        now = time.monotonic()
-        if self._silent_since is None:
-            self._silent_since = now
-        starting = head.record.session is None and \
-            time.time() - head.record.started < HEAD_START_TIMEOUT_S
-        # Dead: its process is gone, or it stopped answering and its GCS port is closed. A
-        # head that is merely slow (a loaded machine) is never killed: its runs live on it.
-        dead = head.exited() or (not starting and now - self._silent_since > self.dead_after_s
-                                 and not _port_open(head.gcs_address))
-        if not dead:
-            if starting:
-                raise Unavailable("starting the local Ray head") from exc
-            return
-        if head.record.session is None:  # it never came up
-            reason = head.failure()
-            log.error("the local Ray head failed to start: %s (full log: %s)", reason,
-                      self.state_dir / "head.log")
-            head.cleanup()
-            self.head = None
-            self._silent_since = None
-            self._failed = (now, reason)
-            raise Unavailable(f"the local Ray head failed to start: {reason}") from exc
-        log.error("the local Ray head (pid %s) is dead (%s); cleaning it up and starting "
-                  "a new one; its last words: %s (log: %s)", head.record.pid,
-                  first_line(str(exc), 200), head.failure(), self.state_dir / "head.log")
-        head.cleanup()
-        self.head = None
-        self.session = None
-        self._silent_since = None
-        raise Unavailable("the local Ray head died; starting a new one") from exc
-
-    def dead(self, session: str) -> bool:
-        return session in dead_sessions(self.state_dir)
-
-    def close(self, *, in_flight: int | None) -> None:
-        """Stop the head with nothing in flight; otherwise (or not knowing: the database
-        is away) leave it for the next start."""
-        head = self.head
-        if head is None or head.exited():
-            return
-        if in_flight is None or in_flight:
-            what = (f"{in_flight} run(s) in flight" if in_flight is not None
-                    else "runs possibly in flight (the database is unreachable)")
-            print(f"aelab: left the local Ray head running with {what} (dashboard "
-                  f"{head.dashboard_url}); the next `aelab serve` re-adopts them. To stop "
-                  f"it now: kill -TERM -{head.record.pid}", flush=True)
-            return
-        head.stop(timeout_s=3.0)
+def _unknown_job(exc: Exception) -> bool:
+    """Whether Ray's error says it does not know the job."""
+    return "does not exist" in str(exc) or "not found" in str(exc).lower()
 
 
 class RayExecutor:
-    def __init__(self, address: str | None, *, job_env: dict[str, str],
-                 head: LocalRayHead | EmbeddedHead | None = None) -> None:
-        if isinstance(head, LocalRayHead):  # tests hand in a head they started
-            address = address or head.dashboard_url
-            head = None
-        self.address = address
+    """Runs each run as a Ray job on one cluster: ``RAY_ADDRESS``'s (``dashboard_url``
+    given), or the service's own embedded head (``embedded`` given, ``dashboard_url``
+    learnt from it). ``job_env`` is every job's environment (``job_environment``).
+
+    ``cluster_id`` is the session of the cluster jobs go to now and ``dashboard_url`` its
+    dashboard (also its job API), both known once :meth:`check` succeeded. Calls that
+    cannot reach Ray raise :class:`~service.errors.Unavailable`; the dispatcher retries.
+    """
+
+    def __init__(self, dashboard_url: str | None, *, job_env: dict[str, str],
+                 embedded: EmbeddedHead | None = None) -> None:
+        self.dashboard_url = dashboard_url
         self.job_env = job_env
-        self.embedded = head
-        self.session: str | None = None
+        self.cluster_id: str | None = None
+        self._embedded = embedded
         self._client: Any = None
         self._client_address: str | None = None
         self._state_client: Any = None
         self._state_address: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RayExecutor:
-        """Join ``RAY_ADDRESS``, or run an embedded head (started in the background)."""
+    def from_settings(cls, settings: Settings, *,
+                      announce: Callable[[str], None] | None = None) -> RayExecutor:
+        """Join ``RAY_ADDRESS``, or run an embedded head (started in the background) whose
+        news (up, re-adopted, left running) goes to ``announce`` as well as the log."""
         address = settings.ray_address
         if address and ray_auth_token() and not os.environ.get("RAY_AUTH_MODE"):
             # A token was given for the cluster: Ray's clients use it only in token mode.
@@ -479,11 +77,13 @@ class RayExecutor:
             address = f"http://{address.split(':')[0]}:8265"
         embedded = None if address else EmbeddedHead(
             settings.home_path / "ray", dashboard_port=settings.dashboard_port,
-            dead_after_s=settings.ray_head_dead_after_s, niceness=settings.training_niceness)
+            dead_after_s=settings.ray_head_dead_after_s, niceness=settings.training_niceness,
+            announce=announce)
         env = job_environment(settings, database_url_file=settings.database_url_for_jobs())
-        return cls(address, job_env=env, head=embedded)
+        return cls(address, job_env=env, embedded=embedded)
 
     def wait_until_up(self, timeout_s: float) -> None:
+        """Return once the cluster answers; raise :class:`Unavailable` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -495,49 +95,44 @@ class RayExecutor:
                 time.sleep(0.5)
 
     def client(self) -> Any:
-        if self.embedded is not None:
-            self.address = self.embedded.ensure()
-        if self._client is None or self._client_address != self.address:
+        """Ray's ``JobSubmissionClient`` for the cluster's dashboard (made again when the
+        embedded head has moved); raises :class:`Unavailable` when it cannot be made."""
+        if self._embedded is not None:
+            self.dashboard_url = self._embedded.ensure()
+        if self._client is None or self._client_address != self.dashboard_url:
             from ray.job_submission import JobSubmissionClient
 
             try:
-                self._client = JobSubmissionClient(self.address)
-                self._client_address = self.address
+                self._client = JobSubmissionClient(self.dashboard_url)
+                self._client_address = self.dashboard_url
             except Exception as exc:  # ConnectionError, auth errors, …
-                raise Unavailable(f"Ray at {self.address}: {exc}") from exc
+                raise Unavailable(f"Ray at {self.dashboard_url}: {exc}") from exc
         return self._client
 
     def check(self) -> None:
         """Raise :class:`Unavailable` unless the cluster answers; learn its session."""
-        if self.embedded is not None:
-            self.address = self.embedded.ensure()
-            self.session = self.embedded.session
+        if self._embedded is not None:
+            self.dashboard_url = self._embedded.ensure()
+            self.cluster_id = self._embedded.session
             return
-        assert self.address is not None
+        assert self.dashboard_url is not None
         try:
-            self.session = probe(self.address)
+            self.cluster_id = probe(self.dashboard_url)
         except Unavailable:
             self._client = None
             self._state_client = None
             raise
 
-    @property
-    def cluster_id(self) -> str | None:
-        """The session of the cluster jobs go to now (known after a successful check)."""
-        return self.session
-
     def is_gone(self, cluster: str) -> bool:
         """Whether the cluster ``cluster`` is confirmed gone, so its jobs are: the
         embedded head cleaned it up, or ``RAY_ADDRESS`` now answers as another session."""
-        if self.embedded is not None:
-            return self.embedded.dead(cluster)
-        return self.session is not None and cluster != self.session
-
-    @property
-    def dashboard_url(self) -> str | None:
-        return self.address
+        if self._embedded is not None:
+            return self._embedded.dead(cluster)
+        return self.cluster_id is not None and cluster != self.cluster_id
 
     def submit(self, job: JobRequest) -> None:
+        """Submit the run's driver (``service.orchestration.run_job``) as the Ray job
+        ``job.job_id``; a job id Ray already has is a no-op."""
         try:
             self.client().submit_job(
                 entrypoint=f"{sys.executable} -m service.orchestration.run_job "
@@ -557,12 +152,13 @@ class RayExecutor:
             raise Unavailable(f"submitting {job.job_id}: {exc}") from exc
 
     def state(self, job_id: str) -> JobState | None:
+        """Ray's state of the job; None when Ray does not know it."""
         try:
             status = self.client().get_job_status(job_id)
         except Unavailable:
             raise
         except Exception as exc:
-            if "does not exist" in str(exc) or "not found" in str(exc).lower():
+            if _unknown_job(exc):
                 return None
             raise Unavailable(str(exc)) from exc
         return JobState(str(status.value if hasattr(status, "value") else status))
@@ -581,15 +177,15 @@ class RayExecutor:
     def _live_jobs(self) -> dict[str, JobState]:
         from ray.util.state.common import ListApiOptions, StateResource
 
-        self.client()  # resolves the address (the embedded head may move)
-        if self._state_client is None or self._state_address != self.address:
+        self.client()  # resolves the dashboard's address (the embedded head may move)
+        if self._state_client is None or self._state_address != self.dashboard_url:
             from ray.util.state import StateApiClient
 
             try:
-                self._state_client = StateApiClient(address=self.address)
-                self._state_address = self.address
+                self._state_client = StateApiClient(address=self.dashboard_url)
+                self._state_address = self.dashboard_url
             except Exception as exc:
-                raise Unavailable(f"Ray state API at {self.address}: {exc}") from exc
+                raise Unavailable(f"Ray state API at {self.dashboard_url}: {exc}") from exc
         options = ListApiOptions(limit=LIVE_JOBS_LIMIT, timeout=STATE_TIMEOUT_S, filters=[
             ("status", "!=", state.value) for state in ENDED])
         try:
@@ -602,6 +198,7 @@ class RayExecutor:
                 for job in jobs if job.submission_id}
 
     def stop(self, job_id: str) -> None:
+        """Stop the job (and its Tune trials); a job Ray does not know is already stopped."""
         try:
             self.client().stop_job(job_id)
         except Unavailable:
@@ -617,8 +214,7 @@ class RayExecutor:
             logs = self.client().get_job_logs(job_id)
         except Exception as exc:
             return f"job {job_id} ended; its details are unavailable ({type(exc).__name__})"
-        return last_error_line(logs) or exit_reason(info.message or "") or \
-            first_line(info.message or "the job failed")
+        return failure_line(logs, info.message or "")
 
     def logs(self, job_id: str) -> str | None:
         """The job driver's log as Ray keeps it, or None when Ray does not know the job."""
@@ -627,46 +223,11 @@ class RayExecutor:
         except Unavailable:
             raise
         except Exception as exc:
-            if "does not exist" in str(exc) or "not found" in str(exc).lower():
+            if _unknown_job(exc):
                 return None
             raise Unavailable(str(exc)) from exc
 
     def close(self, *, in_flight: int | None = 0) -> None:
-        if self.embedded is not None:
-            self.embedded.close(in_flight=in_flight)
-
-
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failed)\b.*)$")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def exit_reason(message: str) -> str | None:
-    """"the driver exited with code 137 (SIGKILL: …)" from Ray's job message, if it has
-    an exit code."""
-    match = re.search(r"exit code (-?\d+)", message)
-    if match is None:
-        return None
-    code = int(match.group(1))
-    signum = code - 128 if code > 128 else -code if code < 0 else 0
-    why = ""
-    if signum:
-        try:
-            why = f" ({signal.Signals(signum).name}"
-        except ValueError:
-            why = f" (signal {signum}"
-        why += ": killed, e.g. out of memory)" if signum == signal.SIGKILL else ")"
-    return f"the driver exited with code {code}{why}"
-
-
-def first_line(text: str, limit: int = 500) -> str:
-    line = next((ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()), "")
-    return line[:limit]
-
-
-def last_error_line(log: str) -> str | None:
-    """The last ``SomeError: message`` line of a log (ANSI codes dropped), if any."""
-    for line in reversed(_ANSI.sub("", log).splitlines()):
-        match = _ERROR_LINE.match(line.strip())
-        if match:
-            return match.group(1)[:500]
-    return None
+        """On the service's exit: stop the embedded head unless runs are in flight."""
+        if self._embedded is not None:
+            self._embedded.close(in_flight=in_flight)

@@ -51,11 +51,11 @@ class Tee:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.time()  # the service's modules are imported below, for the profile
+    from service.client.states import Status
     from service.orchestration.run_store import DbRunStore, DbSessionOpener, sessions_for
     from service.persistence import repository as repo
     from service.persistence.artifacts import ArtifactStore, remove_tree
     from service.settings import Settings, job_environment, run_storage_key
-    from service.states import Status
     from workers.priority import yield_cpu
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from service.states import FINISHED, Status  # noqa: F401  (re-exported)
+from service.client.states import FINISHED, Status  # noqa: F401  (re-exported)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -13,9 +13,7 @@ import base64
 import io
 import json
 import struct
-import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +23,7 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.caches import TileCache
 from service.persistence.artifacts import ArtifactError, ArtifactStore
 from service.persistence.tables import Artifact, Run
 from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
@@ -56,37 +55,6 @@ class Gallery:
     @property
     def count(self) -> int:
         return len(self.inputs)
-
-
-class TileCache:
-    """Tiles of strips already cut, by (artifact uri, checksum): a gallery read twice costs
-    no PNG work. Bounded by the bytes of the data URIs it holds."""
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> tuple[str, ...] | None:
-        """The tiles cut from this strip before, if still held."""
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: tuple[str, str], value: tuple[str, ...]) -> None:
-        """Hold ``value``, dropping the least recently used strips beyond the budget."""
-        size = sum(len(v) for v in value)
-        with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = value
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, old = self._items.popitem(last=False)
-                self._bytes -= sum(len(v) for v in old)
 
 
 def png_rgb(pixels: np.ndarray, level: int = 6) -> bytes:

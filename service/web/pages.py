@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from models.catalog import DATASETS, VARIANTS
 from service import results as table
-from service.api.deps import SessionsDep, SettingsDep
-from service.api.views import ray_job_url
+from service.client.states import Status
+from service.context import ContextDep, ServiceContext, SessionsDep, SettingsDep
+from service.orchestration.ray_executor import ray_job_url
 from service.persistence import repository as repo
 from service.persistence.tables import Experiment, Run
-from service.states import Status
 from service.web.auth import page_access
 from service.web.format import variant_title
 from service.web.gallery import GalleryReader
@@ -51,8 +51,8 @@ STUDY_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
 )
 
 
-def _reader(request: Request) -> GalleryReader:
-    return request.app.state.gallery_reader
+def _galleries(ctx: ServiceContext) -> GalleryReader:
+    return GalleryReader(ctx.artifacts, ctx.tiles)
 
 
 def _choice(value: str | None, valid: Sequence[str]) -> str | None:
@@ -186,14 +186,14 @@ def _dataset_of(experiment: Experiment, dataset: str | None) -> str:
 
 
 @router.get("/experiments/{experiment_id}/gallery", response_class=HTMLResponse)
-def experiment_gallery(request: Request, sessions: SessionsDep, experiment_id: int,
+def experiment_gallery(request: Request, ctx: ContextDep, experiment_id: int,
                        dataset: str | None = None) -> Response:
     """The aligned reconstruction gallery of one dataset of an experiment."""
-    with sessions() as s:
+    with ctx.sessions() as s:
         experiment = _experiment(s, experiment_id)
         chosen = _dataset_of(experiment, dataset)
         runs = [r for r in experiment.runs if r.dataset == chosen]
-        gallery = _reader(request).compose(s, runs, {}, chosen)  # one experiment: no names
+        gallery = _galleries(ctx).compose(s, runs, {}, chosen)  # one experiment: no names
     return render(request, "gallery.html", experiment=experiment, dataset=chosen,
                   datasets=_datasets(experiment),
                   gallery=gallery)
@@ -296,11 +296,11 @@ def compare_page(
 
 
 @router.get("/compare/view", response_class=HTMLResponse)
-def compare_view(request: Request, sessions: SessionsDep,
+def compare_view(request: Request, ctx: ContextDep,
                  runs: Annotated[list[int] | None, Query()] = None) -> Response:
     """One gallery and one set of curves for a selection of runs of one dataset."""
     ids = list(dict.fromkeys(runs or []))[:MAX_COMPARED]
-    with sessions() as s:
+    with ctx.sessions() as s:
         selected = _history(s, ids)
         datasets = sorted({r.dataset for r in selected})
         problem = None
@@ -312,7 +312,7 @@ def compare_view(request: Request, sessions: SessionsDep,
         gallery = data = None
         if problem is None:
             names = {r.experiment_id: r.experiment.name for r in selected}
-            gallery = _reader(request).compose(s, selected, names, datasets[0])
+            gallery = _galleries(ctx).compose(s, selected, names, datasets[0])
             data = curves_data(selected)
     status = 200 if problem is None else 400
     return render(request, "compare_view.html", status_code=status, runs=selected,
@@ -324,13 +324,13 @@ def compare_view(request: Request, sessions: SessionsDep,
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, sessions: SessionsDep, run_id: int) -> Response:
+def run_page(request: Request, ctx: ContextDep, run_id: int) -> Response:
     """A run: progress, measures, its reconstructions, epochs, LR search, spec, files, log."""
-    with sessions() as s:
+    with ctx.sessions() as s:
         run = repo.get_run(s, run_id=run_id, detail=True)
-        gallery = _reader(request).compose(s, [run], {}, run.dataset)
+        gallery = _galleries(ctx).compose(s, [run], {}, run.dataset)
         data = curves_data([run])
-    dashboard = request.app.state.dashboard_url()
+    dashboard = ctx.dashboard_url()
     return render(request, "run.html", run=run, gallery=gallery, curves=data,
                   ray_job=ray_job_url(dashboard, run.ray_job_id),
                   spec_json=json.dumps(run.spec, indent=2, sort_keys=True),

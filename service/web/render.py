@@ -11,8 +11,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from service.api.deps import has_session, reads_protected
-from service.api.views import ray_job_url
+from service.access import has_session, reads_protected
+from service.context import context_of
+from service.orchestration.ray_executor import ray_job_url
 from service.web.format import FILTERS, fmt_value
 
 HERE = Path(__file__).parent
@@ -38,12 +39,17 @@ templates.env.globals.update(static_url=static_url, ray_job_url=ray_job_url,
 def render(request: Request, name: str, status_code: int = 200,
            **context: Any) -> HTMLResponse:
     """Render template ``name`` with what every page needs (login state, dashboard)."""
-    settings = request.app.state.settings
-    protected = reads_protected(settings)
+    ctx = context_of(request.app)
+    protected = reads_protected(ctx.settings)
     context.update(
         reads_protected=protected,
-        logged_in=protected and has_session(request, settings),
-        dashboard=request.app.state.dashboard_url(),
+        logged_in=protected and has_session(request, ctx.settings),
+        dashboard=ctx.dashboard_url(),
         path=request.url.path,
     )
     return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    """A page answering an error (the error mapping's, ``service.http_errors``)."""
+    return render(request, "error.html", status_code=status, title=title, message=message)

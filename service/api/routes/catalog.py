@@ -9,8 +9,9 @@ from fastapi import APIRouter
 from models.assets import WEIGHTS_URLS
 from models.catalog import DATASETS, VARIANTS, DatasetInfo
 from models.dataset_files import DatasetCheck, check_dataset
-from service.api.deps import ReadAccess, SettingsDep
-from service.api.schemas import Catalog, DatasetOut, VariantOut, WeightsOut
+from service.api.deps import ReadAccess
+from service.client.schemas import Catalog, DatasetOut, VariantOut, WeightsOut
+from service.context import SettingsDep
 from workers.preflight import weights_requirement
 
 router = APIRouter(tags=["catalog"], dependencies=[ReadAccess])

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 
 from models.catalog import DATASETS
 from service import results as table
-from service.api.cache import EndedCache, ended_version
-from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep, SettingsDep, WriteAccess
-from service.api.schemas import (
+from service.api.deps import ReadAccess, WriteAccess
+from service.api.views import experiment_item, experiment_out
+from service.caches import ended_version
+from service.client.schemas import (
     DryRun,
     ExperimentOut,
     ExperimentPage,
     RateDistortion,
+    ResultFormat,
     ResultsTable,
-    errors,
 )
-from service.api.views import experiment_item, experiment_out
+from service.context import ContextDep, SessionsDep
+from service.http_errors import errors
 from service.persistence import repository as repo
 from service.persistence.artifacts import remove_tree
 from service.persistence.db import transaction
@@ -116,7 +118,7 @@ CREATED_LINKS = {
                         201: {"description": "created", "links": CREATED_LINKS},
                         **errors(400, 413)})
 def create_experiment(
-    request: Request, response: Response, settings: SettingsDep,
+    ctx: ContextDep, response: Response,
     spec: Annotated[ExperimentSpec, Body()],
     dry_run: Annotated[bool, Query(description="validate and estimate only")] = False,
     idempotency_key: Annotated[str | None, Header(
@@ -124,8 +126,8 @@ def create_experiment(
         description="makes retries safe: the same key and spec answer the first "
                     "experiment (200); the same key with another spec is a 422")] = None,
 ) -> Any:
+    settings, sessions = ctx.settings, ctx.sessions
     _check_limits(spec, settings)
-    sessions = request.app.state.sessions
 
     def key_reused(existing: Any) -> RequestValidationError | None:
         # The IETF Idempotency-Key draft: a key reused for another request is an error.
@@ -156,7 +158,7 @@ def create_experiment(
         if refused := key_reused(existing):
             raise refused
         response.status_code = status.HTTP_200_OK
-        return experiment_out(existing, request.app.state.dashboard_url())
+        return experiment_out(existing, ctx.dashboard_url())
 
     if idempotency_key:
         with sessions() as s:
@@ -166,14 +168,14 @@ def create_experiment(
     try:
         with transaction(sessions) as s:
             experiment = repo.create_experiment(s, spec=spec, idempotency_key=idempotency_key)
-            body = experiment_out(experiment, request.app.state.dashboard_url())
+            body = experiment_out(experiment, ctx.dashboard_url())
     except IntegrityError:  # the same key raced us: answer as the winner's replay
         with sessions() as s:
             existing = repo.get_by_idempotency_key(s, key=idempotency_key or "")
         if existing is None:
             raise
         return replay(existing)
-    request.app.state.wake_dispatcher()
+    ctx.wake()
     response.headers["Location"] = body.links["self"]
     return body
 
@@ -181,7 +183,7 @@ def create_experiment(
 @router.get("", response_model=ExperimentPage, dependencies=[ReadAccess],
             operation_id="list_experiments")
 def list_experiments(
-    request: Request, sessions: SessionsDep,
+    ctx: ContextDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     name: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
     model: Annotated[VariantName | None,  # type: ignore[valid-type]
@@ -192,8 +194,8 @@ def list_experiments(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> Response:
     """Newest first, filtered; pass ``next`` as ``cursor`` for older ones."""
-    ended: EndedCache = request.app.state.ended
-    with sessions() as session:
+    ended = ctx.ended
+    with ctx.sessions() as session:
         page, next_id = repo.list_experiments(session, status=status_, limit=limit,
                                               before_id=int(cursor) if cursor else None,
                                               name=name, model=model, dataset=dataset)
@@ -205,7 +207,7 @@ def list_experiments(
             counts |= repo.run_counts(session, experiment_ids=missing)
             for i in missing:
                 ended.put(("counts", i), versions[i], counts[i])
-    dashboard = request.app.state.dashboard_url()
+    dashboard = ctx.dashboard_url()
     body = ExperimentPage(items=[experiment_item(e, counts[e.id], dashboard) for e in page],
                           next=str(next_id) if next_id is not None else None)
     return Response(body.model_dump_json(), media_type="application/json")
@@ -213,11 +215,11 @@ def list_experiments(
 
 @router.get("/{experiment_id}", response_model=ExperimentOut, dependencies=[ReadAccess],
             operation_id="get_experiment", responses=errors(404))
-def get_experiment(request: Request, sessions: SessionsDep, experiment_id: int) -> Response:
-    ended: EndedCache = request.app.state.ended
-    dashboard = request.app.state.dashboard_url()
+def get_experiment(ctx: ContextDep, experiment_id: int) -> Response:
+    ended = ctx.ended
+    dashboard = ctx.dashboard_url()
     key = ("detail", experiment_id, dashboard)
-    with sessions() as session:
+    with ctx.sessions() as session:
         # The experiment's row before its runs': an ended experiment's runs have ended.
         experiment = repo.experiment_summary(session, experiment_id=experiment_id)
         version = ended_version(experiment.status, experiment.finished_at)
@@ -235,32 +237,27 @@ def get_experiment(request: Request, sessions: SessionsDep, experiment_id: int) 
                  ("GetExperiment", "get_experiment", "experiment_id"))},
                  **errors(404, 409, 413)},
              dependencies=[WriteAccess])
-def cancel_experiment(request: Request, experiment_id: int) -> ExperimentOut:
-    sessions = request.app.state.sessions
-    with transaction(sessions) as s:
+def cancel_experiment(ctx: ContextDep, experiment_id: int) -> ExperimentOut:
+    with transaction(ctx.sessions) as s:
         _, running = repo.request_cancel(s, experiment_id=experiment_id)
-    request.app.state.stop_runs(running)
-    with sessions() as s:
+    ctx.stop_runs(running)
+    with ctx.sessions() as s:
         return experiment_out(repo.get_experiment(s, experiment_id=experiment_id),
-                              request.app.state.dashboard_url())
+                              ctx.dashboard_url())
 
 
 @router.delete("/{experiment_id}", status_code=status.HTTP_204_NO_CONTENT,
                operation_id="delete_experiment", responses=errors(404, 409, 413),
                dependencies=[WriteAccess])
-def delete_experiment(request: Request, settings: SettingsDep, artifacts: ArtifactsDep,
-                      experiment_id: int) -> Response:
+def delete_experiment(ctx: ContextDep, experiment_id: int) -> Response:
     """Delete a finished experiment: its rows, its runs' artifacts and their Tune trial
     folders (checkpoints), on local disk or fsspec storage alike."""
-    with transaction(request.app.state.sessions) as s:
+    with transaction(ctx.sessions) as s:
         runs = repo.delete_experiment(s, experiment_id=experiment_id)
     for run_id, uid in runs:
-        artifacts.delete_prefix(f"run-{run_id}")
-        remove_tree(settings.tune_storage, run_storage_key(run_id, uid))
+        ctx.artifacts.delete_prefix(f"run-{run_id}")
+        remove_tree(ctx.settings.tune_storage, run_storage_key(run_id, uid))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
 
 
 @router.get("/{experiment_id}/results", dependencies=[ReadAccess],
@@ -269,16 +266,16 @@ ResultFormat = Literal[tuple(table.FORMATS)]  # type: ignore[valid-type]
                              "content": {f.media_type.split(";")[0]: {}
                                          for f in table.FORMATS.values()}},
                        **errors(404)})
-def get_results(request: Request, sessions: SessionsDep, experiment_id: int,
+def get_results(ctx: ContextDep, experiment_id: int,
                 format: ResultFormat = "json",
                 aggregate: Annotated[Literal["seed"] | None, Query(
                     description="seed: one row per (model, dataset, latent size) with the "
                                 "mean, sample std and n of each measure over its seeds, "
                                 "tied-best marked by Welch's t-test")] = None) -> Response:
     fmt = table.FORMATS[format]
-    ended: EndedCache = request.app.state.ended
+    ended = ctx.ended
     key = ("results", experiment_id, format, aggregate)
-    with sessions() as session:
+    with ctx.sessions() as session:
         summary = repo.experiment_summary(session, experiment_id=experiment_id)
         version = ended_version(summary.status, summary.finished_at)
         if (text := ended.get(key, version)) is not None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from service.api.schemas import Readiness
+from service.client.schemas import Readiness
+from service.context import ContextDep
 
 router = APIRouter(tags=["health"])
 
@@ -19,16 +20,16 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", operation_id="readyz", response_model=Readiness,
             responses={503: {"model": Readiness,
                              "description": "a dependency does not answer (which, why)"}})
-def readyz(request: Request) -> JSONResponse:
+def readyz(ctx: ContextDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with request.app.state.sessions() as s:
+        with ctx.sessions() as s:
             s.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means "not ready"
         reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
         checks["database"] = f"unreachable: {type(exc).__name__}: {reason}"[:500]
-    checks["ray"] = request.app.state.ray_status()
+    checks["ray"] = ctx.ray_status()
     ready = all(v in ("ok", "disabled") for v in checks.values())
     return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
                         status_code=200 if ready else 503)

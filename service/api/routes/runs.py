@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from service.api.deps import ArtifactsDep, ReadAccess, SessionsDep
-from service.api.schemas import LogOut, RunDetail, RunPage, errors
+from service.api.deps import ReadAccess
 from service.api.views import run_detail, run_item
+from service.client.schemas import LogOut, RunDetail, RunPage
+from service.client.states import Status
+from service.context import ArtifactsDep, ContextDep, SessionsDep
 from service.errors import NotFound
+from service.http_errors import errors
 from service.persistence import repository as repo
 from service.persistence.artifacts import SAFE_NAME, ArtifactError
-from service.states import Status
 from workers.spec import DatasetName, VariantName
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[ReadAccess])
@@ -24,7 +26,7 @@ OrderBy = Literal[tuple(o for key in repo.RUN_ORDERS  # type: ignore[valid-type]
 
 @router.get("", response_model=RunPage, operation_id="list_runs")
 def list_runs(
-    request: Request, sessions: SessionsDep,
+    ctx: ContextDep,
     experiment: Annotated[int | None, Query(ge=1, le=repo.MAX_ID,
                                             description="an experiment's id")] = None,
     model: Annotated[list[VariantName] | None, Query()] = None,  # type: ignore[valid-type]
@@ -41,7 +43,7 @@ def list_runs(
     ordered by a measure, e.g. ``?dataset=cifar10&order_by=-psnr``; keyset-paginated like
     GET /experiments: pass ``next`` as ``cursor`` with the same filters and order."""
     try:
-        with sessions() as session:
+        with ctx.sessions() as session:
             rows, next_cursor = repo.list_runs(
                 session, experiment_id=experiment, models=model or (),
                 datasets=dataset or (), statuses=status or (), latent_dims=latent_dim or (),
@@ -49,17 +51,17 @@ def list_runs(
     except repo.BadCursor as exc:
         raise RequestValidationError([{"type": "value_error", "loc": ("query", "cursor"),
                                        "msg": str(exc), "input": cursor}]) from exc
-    dashboard = request.app.state.dashboard_url()
+    dashboard = ctx.dashboard_url()
     return RunPage(items=[run_item(r, m, name, dashboard) for r, m, name in rows],
                    next=next_cursor)
 
 
 @router.get("/{run_id}", response_model=RunDetail, operation_id="get_run",
             responses=errors(404))
-def get_run(request: Request, sessions: SessionsDep, run_id: int) -> RunDetail:
-    with sessions() as session:
+def get_run(ctx: ContextDep, run_id: int) -> RunDetail:
+    with ctx.sessions() as session:
         run = repo.get_run(session, run_id=run_id, detail=True)
-        return run_detail(run, request.app.state.dashboard_url())
+        return run_detail(run, ctx.dashboard_url())
 
 
 def _artifact_response(sessions: SessionsDep, artifacts: ArtifactsDep, run_id: int,
@@ -93,14 +95,14 @@ def get_artifact(sessions: SessionsDep, artifacts: ArtifactsDep, run_id: int,
 
 @router.get("/{run_id}/logs", response_model=LogOut, operation_id="get_run_logs",
             responses=errors(404))
-def get_logs(request: Request, sessions: SessionsDep, artifacts: ArtifactsDep, run_id: int,
+def get_logs(ctx: ContextDep, run_id: int,
              offset: Annotated[int, Query(ge=0, le=2**63 - 1,
                                           description="characters already read")] = 0
              ) -> LogOut:
     """The run's driver log from ``offset`` on: the saved ``job.log`` once the run ended
     (also after its Ray cluster is gone), Ray's live copy while it runs. Follow a running
     run by calling again with ``next_offset``."""
-    with sessions() as session:
+    with ctx.sessions() as session:
         run = repo.get_run(session, run_id=run_id, detail=True)
         saved = next((a for a in run.artifacts if a.name == "job.log"), None)
         status, job_id = run.status, run.ray_job_id
@@ -108,11 +110,11 @@ def get_logs(request: Request, sessions: SessionsDep, artifacts: ArtifactsDep, r
     source = "saved"
     if saved is not None:
         try:
-            text = artifacts.read(saved.uri).decode("utf-8", errors="replace")
+            text = ctx.artifacts.read(saved.uri).decode("utf-8", errors="replace")
         except (ArtifactError, FileNotFoundError):
             text = None
     if text is None and job_id is not None:
-        text, source = request.app.state.job_logs(job_id), "ray"
+        text, source = ctx.job_logs(job_id), "ray"
     if text is None:
         if status == Status.queued or job_id is None:
             text, source = "", "none"

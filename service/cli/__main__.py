@@ -1,0 +1,5 @@
+"""``python -m service.cli``: the ``aelab`` command."""
+
+from service.cli import app
+
+app()

@@ -1,0 +1,296 @@
+"""The API's wire contract: its path prefix, the results formats, and every answer's body.
+
+The server answers with these models and the client parses answers with the very same
+ones, so the two cannot drift apart. Imports pydantic and this package only: the client
+installs without the server's dependencies (SQLAlchemy, FastAPI, Ray, torch).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from service.client.states import Status
+
+API_PREFIX = "/api/v1"  # every API path starts with it (health checks aside)
+
+# The formats GET /experiments/{id}/results renders (service.results.FORMATS, by name).
+ResultFormat = Literal["json", "csv", "markdown"]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without an offset: say it."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Every timestamp in an answer is UTC with its offset, whatever the database kept.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class _FromRow(BaseModel):
+    # Non-finite numbers read "NaN", "Infinity", "-Infinity" (as in every results format);
+    # null means "not measured".
+    model_config = ConfigDict(from_attributes=True, ser_json_inf_nan="strings")
+
+
+class RunSummary(_FromRow):
+    id: int
+    model: str
+    dataset: str
+    rd_lambda: float | None = None  # factorized_prior's λ; None for the other variants
+    status: Status
+    phase: str | None
+    epoch: int
+    epochs_total: int
+    progress: float  # share of training epochs done, 0..1
+    lr: float | None
+    attempt: int
+    error: str | None
+    ray_job_id: str | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    links: dict[str, str]
+
+
+class _ExperimentBase(_FromRow):
+    id: int
+    name: str
+    status: Status
+    error: str | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    links: dict[str, str]
+
+
+class ExperimentOut(_ExperimentBase):
+    runs: list[RunSummary]
+
+
+class ExperimentItem(_ExperimentBase):
+    """An experiment in a list: its runs as counts (the detail endpoint lists them)."""
+
+    runs: dict[str, int]  # status → count, plus "total"
+
+
+# The ``code`` of an error answer, one per status (service.http_errors answers them).
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+               500: "internal_error", 503: "unavailable"}
+
+
+class FieldError(BaseModel):
+    """One problem of a refused request, as pydantic names it: ``loc`` is the path to the
+    field (``["body", "epochs"]``), ``type`` the machine-readable kind (the answer also
+    carries the refused ``input`` and the rule's ``ctx`` where pydantic gives them)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: every refused field of the request, each named."""
+
+    detail: list[FieldError]
+
+
+class ErrorOut(BaseModel):
+    """Every other error answer: what went wrong, its ``code`` (one per status:
+    ``ERROR_CODES``), and on a 500 the id its log line has."""
+
+    detail: str
+    code: str
+    request_id: str | None = None
+
+
+class Readiness(BaseModel):
+    """``/readyz``: ready when every check is ``ok`` (or ``disabled``); 503 otherwise."""
+
+    ready: bool
+    checks: dict[str, str]  # database, ray → ok, disabled or what is wrong
+
+
+class ResultsTable(BaseModel):
+    """``GET /experiments/{id}/results?format=json``: the study's table, one row per run
+    (``columns`` in order; a run without measures has them as null), or with
+    ``aggregate=seed`` one per (model, dataset, latent size): ``{m}_mean``, ``{m}_std``
+    (ddof = 1, null for n < 2) and ``{m}_n`` of each measure, ``{m}_tied_best``."""
+
+    experiment_id: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
+    reference: str | None = None  # the study's source, with reference: "study"
+    expect: str | None = None  # PASSED, REGRESSED, or None (no bounds, or runs pending)
+
+
+class RatePoint(BaseModel):
+    """One point of a rate–distortion curve. ``bpp`` = 8 · bytes_per_image / native H·W.
+    A model point is measured on images decoded from its entropy-coded test set (the
+    mean over the runs of its group, e.g. seeds); a codec point at one quality."""
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+    bpp: float
+    bytes_per_image: float
+    psnr: float
+    ssim: float
+    accuracy: float | None
+    latent_dim: int | None = None
+    rd_lambda: float | None = None
+    quant_bits: int | None = None
+    quality: float | None = None
+    run_ids: list[int] = []
+
+
+class RateSeries(BaseModel):
+    """A model's points on one dataset (one per latent size / λ), or a codec's curve."""
+
+    kind: Literal["model", "codec"]
+    name: str  # variant name, or codec name
+    title: str
+    dataset: str
+    points: list[RatePoint]
+
+
+class RateDistortion(BaseModel):
+    """``GET /experiments/{id}/rate_distortion``: per dataset, each model's points
+    (grouped by model, dataset, latent size and λ; sorted by bpp) and the codec curves
+    over a range of qualities on the same test images."""
+
+    experiment_id: int
+    definitions: dict[str, str]
+    series: list[RateSeries]
+
+
+class ExperimentPage(BaseModel):
+    items: list[ExperimentItem]
+    next: str | None  # cursor for the next (older) page
+
+
+class RunItem(RunSummary):
+    """A run in a list across experiments: its summary, size and measures."""
+
+    experiment_id: int
+    experiment_name: str
+    latent_dim: int  # effective: the spec's or the variant's
+    measures: dict[str, Any] | None  # the results table's measures, once evaluated
+
+
+class RunPage(BaseModel):
+    items: list[RunItem]
+    next: str | None  # cursor for the next page in the same order
+
+
+class DryRun(BaseModel):
+    dry_run: bool = True
+    spec: dict[str, Any]
+    runs: list[dict[str, str | int]]  # model, dataset, latent_dim, seed: one per grid point
+    estimate: dict[str, float | int]
+    needs: list[dict[str, Any]]  # files the runs need, as the API host sees them
+    missing: list[dict[str, Any]]  # those absent here (workers may still hold them)
+
+
+class EpochOut(_FromRow):
+    epoch: int
+    phase: str
+    size: int
+    lr: float
+    train_loss: float
+    val_loss: float
+    val_mse: float
+    val_mae: float
+    seconds: float
+    images_per_s: float
+
+
+class LrTrialOut(_FromRow):
+    method: str
+    lr: float
+    loss: float | None
+    iterations: int
+    stopped_early: bool
+    chosen: bool
+
+
+class ArtifactOut(_FromRow):
+    name: str
+    kind: str
+    content_type: str
+    size: int
+    checksum: str
+    created_at: UtcDatetime
+    url: str
+
+
+class AttemptOut(_FromRow):
+    attempt: int
+    job_id: str
+    cluster: str | None  # the Ray session it was submitted to
+    status: Status
+    error: str | None
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None
+
+
+class RunDetail(RunSummary):
+    experiment_id: int
+    spec: dict[str, Any]
+    attempts: list[AttemptOut]  # every submission of the run, each with how it ended
+    lr_trials: list[LrTrialOut]
+    epochs: list[EpochOut]
+    measures: dict[str, Any] | None
+    artifacts: list[ArtifactOut]
+
+
+class VariantOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    latent_dim: int
+    params: int
+    needs_pretrained_weights: bool
+    pretrained_weights: list[str]  # weights files it loads with pretrained: true
+    pretrained_weights_present: bool  # all of them on the API host
+    seed_lr: dict[str, float]
+
+
+class DatasetOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    num_classes: int
+    train_size: int
+    test_size: int
+    available: bool  # present and whole on the API host
+    status: str  # available, missing or corrupt ("present but corrupt")
+    problems: list[str]  # each missing or corrupt file, by path
+
+
+class WeightsOut(BaseModel):
+    name: str
+    file: str
+    folder: str  # where to place it
+    present: bool  # present and whole (its SHA-256 prefix checked)
+    problem: str | None = None  # e.g. "… is corrupt"
+
+
+class Catalog(BaseModel):
+    variants: list[VariantOut]
+    datasets: list[DatasetOut]
+    weights: list[WeightsOut]
+    classifier_pretrained_weights_present: bool  # the reference classifier's (ResNet34)
+
+
+class LogOut(BaseModel):
+    run_id: int
+    status: Status
+    source: str  # saved (job.log artifact), ray (live from the cluster), none (not started)
+    offset: int
+    next_offset: int  # pass as ?offset= to read what comes next
+    text: str
+    complete: bool  # the run ended and this is its saved log: nothing more will come

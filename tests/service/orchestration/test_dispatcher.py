@@ -1,0 +1,344 @@
+"""The dispatcher against an in-memory executor (the Ray executor has its own tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.context import context_of
+from service.errors import Unavailable
+from service.orchestration.dispatcher import Dispatcher, JobRequest, JobState
+from tests.utils import API, spec
+
+SPEC = spec("baseline", "pixel_shuffle")
+
+
+class FakeExecutor:
+    def __init__(self) -> None:
+        self.session = "session-1"
+        self.gone: set[str] = set()
+        self.jobs: dict[str, JobState] = {}
+        self.submitted: list[JobRequest] = []
+        self.stopped: list[str] = []
+        self.down = False
+        self.calls: list[str] = []  # state reads the dispatcher made, by kind
+
+    def submit(self, job: JobRequest) -> None:
+        if self.down:
+            raise Unavailable("ray is down")
+        self.submitted.append(job)
+        self.jobs.setdefault(job.job_id, JobState.running)
+
+    def state(self, job_id: str) -> JobState | None:
+        self.calls.append("state")
+        return self.jobs.get(job_id)
+
+    def states(self, job_ids: list[str]) -> dict[str, JobState | None]:
+        self.calls.append("states")
+        return {job_id: self.jobs.get(job_id) for job_id in job_ids}
+
+    def stop(self, job_id: str) -> None:
+        self.stopped.append(job_id)
+        self.jobs[job_id] = JobState.stopped
+
+    def failure_reason(self, job_id: str) -> str:
+        return f"job {job_id} crashed: CUDA out of memory"
+
+    def logs(self, job_id: str) -> str | None:
+        return f"log of {job_id}\n" if job_id in self.jobs else None
+
+    def check(self) -> None:
+        if self.down:
+            raise Unavailable("cannot reach the Ray dashboard")
+
+    @property
+    def dashboard_url(self) -> str:
+        return "http://ray-head:8265"
+
+    @property
+    def cluster_id(self) -> str | None:
+        return None if self.down else self.session
+
+    def is_gone(self, cluster: str) -> bool:
+        return cluster in self.gone
+
+    def restart(self) -> None:
+        """The cluster restarts: its jobs are gone, it answers as a new session."""
+        self.gone.add(self.session)
+        self.session = f"session-{len(self.gone) + 1}"
+        self.jobs.clear()
+
+
+def make(client: TestClient, max_in_flight: int = 3) -> tuple[Dispatcher, FakeExecutor]:
+    executor = FakeExecutor()
+    dispatcher = Dispatcher(context_of(client.app).sessions, executor, max_in_flight=max_in_flight,
+                            artifacts=context_of(client.app).artifacts)
+    context_of(client.app).dispatcher = dispatcher
+    return dispatcher, executor
+
+
+def runs(client: TestClient, exp_id: int) -> list[dict]:
+    return client.get(f"{API}/experiments/{exp_id}").json()["runs"]
+
+
+def test_admits_oldest_first_up_to_the_limit_with_readable_job_ids(client: TestClient) -> None:
+    first = client.post(f"{API}/experiments", json=SPEC).json()
+    second = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client, max_in_flight=3)
+    dispatcher.tick()
+    assert [t.run_id for t in executor.submitted] == \
+        [r["id"] for r in first["runs"]] + [second["runs"][0]["id"]]
+    ticket = executor.submitted[0]
+    assert ticket.job_id.startswith(f"aelab-e{first['id']}-r{ticket.run_id}-baseline-synthetic-a0-")
+    assert ticket.metadata == {"experiment": str(first["id"]), "run": str(ticket.run_id),
+                               "model": "baseline", "dataset": "synthetic", "attempt": "0"}
+    assert [r["status"] for r in runs(client, first["id"])] == ["running", "running"]
+    assert runs(client, second["id"])[1]["status"] == "queued"
+    exp = client.get(f"{API}/experiments/{first['id']}").json()
+    assert exp["status"] == "running"
+    assert exp["links"]["ray_dashboard"] == "http://ray-head:8265/#/jobs"
+    dispatcher.tick()
+    assert len(executor.submitted) == 3  # nothing more until a slot frees
+
+
+def test_each_tick_reads_every_job_in_flight_with_one_call(client: TestClient) -> None:
+    client.post(f"{API}/experiments", json={**SPEC, "datasets": ["synthetic", "mnist"]})
+    dispatcher, executor = make(client, max_in_flight=4)
+    dispatcher.tick()
+    assert len(executor.submitted) == 4
+    executor.calls.clear()
+    dispatcher.tick()
+    assert executor.calls == ["states"]  # not one status call per running job
+    # A cancelled run's job is followed in that same call until its log is kept.
+    exp = client.get(f"{API}/experiments").json()["items"][0]
+    client.post(f"{API}/experiments/{exp['id']}/cancel")
+    executor.calls.clear()
+    dispatcher.tick()
+    assert executor.calls == ["states"]
+
+
+def test_a_crashed_driver_requeues_its_run_with_the_reason(client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    executor.jobs[executor.submitted[0].job_id] = JobState.failed  # died without reporting
+    dispatcher.tick()
+    crashed, alive = runs(client, exp["id"])
+    assert crashed["status"] == "running" and crashed["attempt"] == 1
+    detail = client.get(f"{API}/runs/{crashed['id']}").json()
+    assert "CUDA out of memory" in detail["attempts"][0]["error"]
+    assert alive["status"] == "running" and alive["attempt"] == 0
+
+
+def test_a_job_stopped_outside_aelab_cancels_its_run(client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    executor.jobs[executor.submitted[0].job_id] = JobState.stopped  # `ray job stop`
+    dispatcher.tick()
+    stopped = runs(client, exp["id"])[0]
+    assert stopped["status"] == "cancelled" and stopped["error"] == "its Ray job was stopped"
+
+
+def test_runs_lost_with_their_cluster_are_requeued_once_and_never_duplicated(
+        client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    executor.restart()  # the Ray cluster restarted: a new session, its jobs gone
+    dispatcher.tick()
+    run = client.get(f"{API}/runs/{exp['runs'][0]['id']}").json()
+    assert run["attempt"] == 1 and run["status"] == "running"
+    assert "-a1-" in executor.submitted[-1].job_id  # re-admitted in the same pass
+    assert len([t for t in executor.submitted if t.run_id == run["id"]]) == 2
+    first, second = run["attempts"]
+    assert (first["attempt"], first["status"], first["cluster"]) == (0, "failed", "session-1")
+    assert "its Ray cluster (session-1) is gone" in first["error"]
+    assert (second["attempt"], second["status"], second["cluster"]) == (1, "running",
+                                                                      "session-2")
+    dispatcher.tick(reconcile=True)  # nothing more to do: attempt 1 runs on session-2
+    assert len(executor.submitted) == 4
+
+
+def test_a_job_its_own_cluster_never_saw_is_submitted_again_not_requeued(
+        client: TestClient) -> None:
+    """A crash between recording the job and submitting it: same attempt, same job id."""
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    lost = executor.submitted[0]
+    del executor.jobs[lost.job_id]
+    dispatcher.tick()  # not reconciling: nothing
+    assert len(executor.submitted) == 2
+    dispatcher.tick(reconcile=True)
+    assert executor.submitted[-1] == lost and executor.jobs[lost.job_id] == "RUNNING"
+    assert runs(client, exp["id"])[0]["attempt"] == 0
+
+
+def test_a_job_unknown_to_a_different_cluster_is_left_alone(client: TestClient) -> None:
+    """The restarted-service bug: asking a second head about the first head's job."""
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    executor.session = "some-other-head"  # alive elsewhere, not confirmed gone
+    executor.jobs.clear()
+    dispatcher.tick(reconcile=True)
+    assert [r["attempt"] for r in runs(client, exp["id"])] == [0, 0]
+    assert [r["status"] for r in runs(client, exp["id"])] == ["running", "running"]
+    assert len(executor.submitted) == 2
+
+
+def test_attempts_are_capped_and_every_attempts_error_stays(client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json={**SPEC, "models": ["baseline"]}).json()
+    dispatcher, executor = make(client)
+    dispatcher.max_attempts = 3
+    dispatcher.tick()
+    for _ in range(3):
+        executor.jobs[executor.submitted[-1].job_id] = JobState.failed  # the driver died
+        dispatcher.tick()
+    run = client.get(f"{API}/runs/{exp['runs'][0]['id']}").json()
+    assert run["status"] == "failed" and run["attempt"] == 2
+    assert run["error"].startswith("gave up after 3 attempts; the last one was lost: its "
+                                   "driver died: job ") and "CUDA out of memory" in run["error"]
+    assert [(a["attempt"], a["status"]) for a in run["attempts"]] == [
+        (0, "failed"), (1, "failed"), (2, "failed")]
+    assert all("CUDA out of memory" in a["error"] for a in run["attempts"])
+    # Each lost attempt's driver log stays, beside the others'.
+    logs = {a["name"] for a in run["artifacts"]}
+    assert {"job-a0.log", "job-a1.log", "job-a2.log"} <= logs
+    text = client.get(f"{API}/runs/{run['id']}/artifacts/job-a1.log").text
+    assert text == f"log of {executor.submitted[1].job_id}\n"
+    assert len(executor.submitted) == 3
+    dispatcher.tick(reconcile=True)
+    assert len(executor.submitted) == 3  # never again
+
+
+def test_a_refused_submit_stays_visible_in_readiness_until_one_succeeds(
+        client: TestClient) -> None:
+    client.post(f"{API}/experiments", json=SPEC)
+    dispatcher, executor = make(client)
+
+    def refuse(job: JobRequest) -> None:
+        raise Unavailable("Authentication required: Unauthorized\nsecond line")
+
+    executor.submit = refuse  # type: ignore[method-assign]
+    for _ in range(3):  # the cluster answers checks, yet refuses every submit
+        dispatcher.tick()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["ray"].startswith("refusing jobs: submitting aelab-e1")
+        assert "second line" not in ready.json()["checks"]["ray"]
+    del executor.submit
+    dispatcher.tick()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_ray_down_keeps_the_api_up_and_resumes_later(client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    executor.down = True
+    dispatcher.tick()
+    assert executor.submitted == []
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "cannot reach" in ready.json()["checks"]["ray"]
+    assert client.get(f"{API}/experiments/{exp['id']}").status_code == 200
+    executor.down = False
+    dispatcher.tick()
+    assert len(executor.submitted) == 2
+    assert client.get("/readyz").status_code == 200
+
+
+def test_cancel_stops_running_jobs(client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json={**SPEC, "datasets": ["synthetic", "mnist"]}
+                      ).json()
+    dispatcher, executor = make(client, max_in_flight=2)
+    dispatcher.tick()
+    r = client.post(f"{API}/experiments/{exp['id']}/cancel").json()
+    assert r["status"] == "cancelled"
+    assert {x["status"] for x in r["runs"]} == {"cancelled"}
+    assert sorted(executor.stopped) == sorted(t.job_id for t in executor.submitted)
+    dispatcher.tick()
+    assert len(executor.submitted) == 2  # cancelled runs are never admitted
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_a_cancelled_run_deleted_before_its_job_stops_leaves_no_log_behind(
+        client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    job_id = executor.submitted[0].job_id
+    executor.stop = lambda job: None  # type: ignore[method-assign]  # the job stops slowly
+    client.post(f"{API}/experiments/{exp['id']}/cancel")
+    assert client.delete(f"{API}/experiments/{exp['id']}").status_code == 204
+    executor.jobs[job_id] = JobState.stopped  # now it has stopped: its log is collectable
+    dispatcher.tick()
+    root = Path(context_of(client.app).artifacts.root)
+    assert _files(root) == []
+
+
+def test_a_log_whose_run_is_deleted_while_it_is_stored_is_removed_again(
+        client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    ticket = executor.submitted[0]
+
+    def logs_then_deleted(job_id: str) -> str:  # the DELETE lands between check and insert
+        client.post(f"{API}/experiments/{exp['id']}/cancel")
+        assert client.delete(f"{API}/experiments/{exp['id']}").status_code == 204
+        return "log\n"
+
+    executor.logs = logs_then_deleted  # type: ignore[method-assign]
+    with pytest.raises(Exception):  # noqa: B017  # the insert is refused (no run row)
+        dispatcher.keep_log(ticket.run_id, ticket.job_id)
+    assert _files(Path(context_of(client.app).artifacts.root)) == []
+
+
+def test_a_submit_that_fails_after_its_driver_started_leaves_the_run_to_it(
+        client: TestClient) -> None:
+    """A submit can raise after Ray took the job (a timeout on the answer): a driver that
+    started meanwhile, or a run that ended meanwhile, is never put back in the queue (that
+    would run the attempt twice, or turn an ended run into a queued one)."""
+    from service.client.states import Status
+    from service.persistence import repository as repo
+    from service.persistence.db import transaction
+
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    sessions = context_of(client.app).sessions
+    first, second = (r["id"] for r in exp["runs"])
+
+    def accepted_then_raised(job: JobRequest) -> None:
+        executor.jobs[job.job_id] = JobState.running
+        with transaction(sessions) as s:  # the drivers got going before the answer
+            if job.run_id == first:
+                repo.set_run(s, run_id=first, phase="preflight")
+            else:
+                repo.finish_run(s, run_id=second, status=Status.failed, error="bad data")
+        raise Unavailable("submitting: read timed out")
+
+    executor.submit = accepted_then_raised  # type: ignore[method-assign]
+    dispatcher.tick()
+    runs = {r["id"]: r for r in client.get(f"{API}/experiments/{exp['id']}").json()["runs"]}
+    assert (runs[first]["status"], runs[first]["phase"]) == ("running", "preflight")
+    assert runs[first]["ray_job_id"] is not None
+    assert (runs[second]["status"], runs[second]["error"]) == ("failed", "bad data")
+    detail = client.get(f"{API}/runs/{first}").json()
+    assert [a["attempt"] for a in detail["attempts"]] == [0]
+
+    # A submit refused before any driver started still puts the run back, as before.
+    exp2 = client.post(f"{API}/experiments", json={**SPEC, "models": ["baseline"]}).json()
+
+    def refused(job: JobRequest) -> None:
+        raise Unavailable("No available agent")
+
+    executor.submit = refused  # type: ignore[method-assign]
+    dispatcher.tick()
+    run = client.get(f"{API}/experiments/{exp2['id']}").json()["runs"][0]
+    assert (run["status"], run["ray_job_id"]) == ("queued", None)

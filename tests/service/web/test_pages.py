@@ -1,0 +1,372 @@
+"""The web UI without a browser: pages, galleries composed from stored strips, the login
+and its cookie, and the editor's form against the spec. (Browser tests: test_web_browser.)"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydantic import BaseModel, SecretStr
+
+from service.access import SESSION_COOKIE, make_session, session_valid
+from service.app import create_app
+from service.context import context_of
+from service.persistence import repository as repo
+from service.persistence.db import transaction
+from service.settings import Settings
+from service.spec import ExperimentSpec
+from service.web.auth import safe_next
+from service.web.spec_form import spec_sections
+from tests.utils import API, REPO, spec
+from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
+
+SPEC = spec("baseline", "pixel_shuffle", "resnet", name="pages", epochs=2, pretrained=False)
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page with its attributes, in order."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def find(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
+        def match(a: dict[str, str | None]) -> bool:
+            return all(k.rstrip("_") in a and (v is None or v in (a[k.rstrip("_")] or "").split())
+                       for k, v in attrs.items())
+        return [a for t, a in self.tags if t == tag and match(a)]
+
+
+def pixels(data_uri: str) -> np.ndarray:
+    assert data_uri.startswith("data:image/png;base64,")
+    png = base64.b64decode(data_uri.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+@pytest.fixture()
+def web_settings(tmp_path: Path) -> Settings:
+    # Pages read through the repository functions that test_runs_list and test_api check
+    # on SQLite and PostgreSQL; the page tests themselves run on SQLite.
+    return Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'web.db'}",
+                    start_dispatcher=False, max_runs_per_experiment=12, max_epochs=50)
+
+
+@pytest.fixture()
+def web(web_settings: Settings):
+    with TestClient(create_app(web_settings)) as c:
+        yield c
+
+
+def strip(tiles: list[np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.concatenate(tiles, axis=1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def store_gallery(client: TestClient, run_id: int, inputs: list[np.ndarray],
+                  recon: list[np.ndarray], psnr: list[float]) -> None:
+    """Gallery artifacts as a run's evaluation stores them (see models.samples)."""
+    app = client.app
+    meta = json.dumps({"count": len(recon), "psnr_db": psnr}).encode()
+    with transaction(context_of(app).sessions) as s:
+        for name, data, ctype in ((GALLERY_INPUTS, strip(inputs), "image/png"),
+                                  (GALLERY_RECONSTRUCTIONS, strip(recon), "image/png"),
+                                  (GALLERY_META, meta, "application/json")):
+            stored = context_of(app).artifacts.put(f"run-{run_id}/a0", name, data)
+            repo.record_artifact(s, run_id=run_id, name=name, kind="gallery", uri=stored.uri,
+                                 content_type=ctype, size=stored.size, checksum=stored.checksum)
+        repo.set_run(s, run_id=run_id, status=repo.Status.succeeded)
+
+
+def tile(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+def test_a_gallery_is_the_stored_pixels_aligned_by_test_image(web: TestClient) -> None:
+    exp = web.post(f"{API}/experiments", json={
+        **SPEC, "models": ["baseline", "pixel_shuffle", "resnet", "feature_loss"]}).json()
+    a, b, _queued, d = (r["id"] for r in exp["runs"])
+    inputs = [tile(i) for i in range(3)]
+    recon_a = [tile(10 + i) for i in range(3)]
+    recon_b = [tile(20 + i) for i in range(2)]
+    store_gallery(web, a, inputs, recon_a, [11.5, 12.25, 13.0])
+    store_gallery(web, b, inputs[:2], recon_b, [21.0, 22.0])  # fewer samples
+    store_gallery(web, d, [tile(99), *inputs[1:]], [tile(30 + i) for i in range(3)],
+                  [1.0, 2.0, 3.0])  # other test images: flagged
+    page = web.get(f"/experiments/{exp['id']}/gallery")
+    assert page.status_code == 200
+    tags = Tags(page.text)
+    shown_inputs = tags.find("img", class_="input")
+    assert [pixels(i["src"]).tolist() for i in shown_inputs] == [t.tolist() for t in inputs]
+    assert [i["alt"] for i in shown_inputs] == [
+        f"Test image {k} of Synthetic shapes" for k in range(3)]
+    cells = tags.find("figure", class_="recon-cell")
+    assert [(int(f["data-run-id"]), int(f["data-index"]), f["data-psnr"]) for f in cells] == [
+        (a, 0, "11.5"), (a, 1, "12.25"), (a, 2, "13.0"), (b, 0, "21.0"), (b, 1, "22.0"),
+        (d, 0, "1.0"), (d, 1, "2.0"), (d, 2, "3.0")]
+    recon = tags.find("img", class_="recon")
+    assert [pixels(i["src"]).tolist() for i in recon[:5]] == \
+        [t.tolist() for t in recon_a + recon_b]
+    assert recon[0]["alt"] == f"Baseline #{a}: reconstruction of test image 0, PSNR 11.5 dB"
+    # Run b has no third sample, the queued run none: empty cells keep the columns aligned.
+    assert len(tags.find("div", class_="empty")) == 1 + 3
+    assert "no reconstructions yet (queued)" in page.text
+    assert page.text.count("its test images differ from the first row") == 1
+    assert '<div class="gallery" style="--n: 3" data-count="3"' in page.text
+
+
+def test_pages_render_for_every_kind_of_run_without_torch(web: TestClient,
+                                                          web_settings: Settings) -> None:
+    exp = web.post(f"{API}/experiments", json=SPEC).json()
+    first = exp["runs"][0]["id"]
+    store_gallery(web, first, [tile(1)], [tile(2)], [9.0])
+    other = web.post(f"{API}/experiments", json={**SPEC, "datasets": ["mnist"]}).json()
+    paths = ["/", f"/experiments/{exp['id']}", f"/experiments/{exp['id']}/gallery",
+             f"/experiments/{exp['id']}/curves", "/compare", "/compare?order_by=-psnr",
+             f"/compare/view?runs={first}&runs={first + 1}", f"/runs/{first}",
+             f"/runs/{first + 1}", "/new", "/login"]
+    code = f"""
+import sys
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.settings import Settings
+settings = Settings(home={str(web_settings.home)!r}, database_url={web_settings.database_url!r},
+                    start_dispatcher=False)
+with TestClient(create_app(settings)) as c:
+    for path in {paths!r}:
+        r = c.get(path)
+        assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        assert r.headers["content-type"].startswith("text/html"), path
+    mixed = c.get("/compare/view?runs={first}&runs={other['runs'][0]['id']}")
+    assert mixed.status_code == 400 and "Pick runs of one dataset" in mixed.text
+assert 'torch' not in sys.modules, 'a page imported torch'
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_run_page_numbers_attempts_as_the_api_and_the_ray_job_do(web: TestClient) -> None:
+    """One numbering, from 0: a run re-queued once is attempt 1 on its page, in the API and
+    in its Ray job's name (``-a1-``)."""
+    from service.orchestration.dispatcher import job_id_for
+
+    run_id = web.post(f"{API}/experiments", json=SPEC).json()["runs"][0]["id"]
+    sessions = context_of(web.app).sessions
+    for attempt in (0, 1):
+        with transaction(sessions) as s:
+            run = repo.get_run(s, run_id=run_id)
+            repo.start_attempt(s, run_id=run_id, attempt=attempt, job_id=job_id_for(run),
+                               cluster="session-1")
+        if attempt == 0:
+            with transaction(sessions) as s:
+                assert repo.requeue(s, run_id=run_id, attempt=0, reason="its driver died")
+    api = web.get(f"{API}/runs/{run_id}").json()
+    assert api["attempt"] == 1 and [a["attempt"] for a in api["attempts"]] == [0, 1]
+    assert f"-r{run_id}-baseline-synthetic-a1-" in api["ray_job_id"]
+    facts = re.search(r"<dt>Attempt</dt><dd>([^<]*)</dd>", web.get(f"/runs/{run_id}").text)
+    assert facts is not None and facts.group(1) == "1"
+
+
+def test_a_missing_page_is_a_page_and_a_missing_resource_stays_json(web: TestClient) -> None:
+    page = web.get("/experiments/404")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "experiment 404 not found" in page.text
+    api = web.get(f"{API}/experiments/404")
+    assert api.status_code == 404 and api.json() == {"detail": "experiment 404 not found",
+                                                     "code": "not_found"}
+    assert web.get("/runs/404").status_code == 404
+    # Ids no database stores and ids that are not numbers: a page, never a 500.
+    huge = web.get("/compare/view?runs=9223372036854775808")
+    assert huge.status_code == 400 and "Pick at least one run" in huge.text
+    bad = web.get("/runs/abc")
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("text/html")
+    assert "run_id" in bad.text
+    assert web.get(f"{API}/runs/abc").json()["detail"][0]["loc"] == ["path", "run_id"]
+
+
+def test_experiments_page_filters_and_keyset_pages(web: TestClient,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.web import pages
+
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
+    ids = [web.post(f"{API}/experiments", json={**SPEC, "name": f"exp {k}",
+                                                "models": [m]}).json()["id"]
+           for k, m in enumerate(["baseline", "resnet", "baseline"])]
+
+    def shown(html: str) -> list[int]:
+        return [int(x) for x in re.findall(r'data-experiment-id="(\d+)"', html)]
+
+    first = web.get("/").text
+    assert shown(first) == [ids[2], ids[1]]
+    older = re.search(r'<a href="([^"]+)" rel="next">Older', first)
+    assert older is not None and older.group(1) == f"/?cursor={ids[1]}"
+    assert shown(web.get(older.group(1)).text) == [ids[0]]
+    assert shown(web.get("/?model=resnet").text) == [ids[1]]
+    assert shown(web.get("/?model=baseline&name=EXP%200").text) == [ids[0]]
+    filtered = web.get("/?model=baseline").text
+    assert shown(filtered) == [ids[2], ids[0]] and 'rel="next"' not in filtered
+    assert shown(web.get("/?status=succeeded").text) == []
+    # Each run's progress: epoch/total and a progress bar per run.
+    assert re.findall(r'data-role="epochs">([^<]+)<', first) == ["0/2", "0/2"]
+
+
+def test_session_cookie_proves_the_token_and_nothing_more() -> None:
+    value = make_session("tok", now=1000.0, ttl_s=60)
+    assert "tok" not in value
+    assert session_valid("tok", value, now=1059.0)
+    assert not session_valid("tok", value, now=1061.0)  # expired
+    assert not session_valid("other", value, now=1001.0)  # the token changed
+    expires, mac = value.split(".")
+    assert not session_valid("tok", f"{int(expires) + 1000}.{mac}", now=1001.0)  # forged
+    for bad in (None, "", "x", "1.2.3", f"{expires}.", ".abc"):
+        assert not session_valid("tok", bad, now=1001.0)
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("/experiments/3?dataset=mnist", "/experiments/3?dataset=mnist"), (None, "/"),
+    ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"),
+    ("relative", "/")])
+def test_login_only_returns_to_this_site(target: str | None, expected: str) -> None:
+    assert safe_next(target) == expected
+
+
+def test_protected_reads_need_the_login_cookie_for_pages_images_and_exports(
+        web_settings: Settings) -> None:
+    web_settings.api_token = SecretStr("t0ken")
+    web_settings.protect_reads = True
+    bearer = {"Authorization": "Bearer t0ken"}
+    with TestClient(create_app(web_settings)) as c:
+        exp = c.post(f"{API}/experiments", json=SPEC, headers=bearer).json()
+        run = exp["runs"][0]["id"]
+        store_gallery(c, run, [tile(1)], [tile(2)], [9.0])
+        guarded = [f"{API}/runs/{run}/artifacts/{GALLERY_RECONSTRUCTIONS}",
+                   f"{API}/experiments/{exp['id']}/results?format=csv", f"{API}/runs"]
+        page = c.get(f"/experiments/{exp['id']}?x=1", follow_redirects=False)
+        assert page.status_code == 303
+        assert page.headers["location"] == f"/login?next=/experiments/{exp['id']}%3Fx%3D1"
+        for path in guarded:
+            assert c.get(path).status_code == 401, path
+        login = c.get("/login?next=/new")
+        assert login.status_code == 200 and 'type="password"' in login.text
+        wrong = c.post("/login", data={"token": "guess", "next": "/new"},
+                       follow_redirects=False)
+        assert wrong.status_code == 401 and "not this server" in wrong.text
+        assert SESSION_COOKIE not in c.cookies
+        ok = c.post("/login", data={"token": "t0ken", "next": "/new"}, follow_redirects=False)
+        assert ok.status_code == 303 and ok.headers["location"] == "/new"
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "t0ken" not in cookie
+        assert session_valid("t0ken", c.cookies[SESSION_COOKIE])
+        for path in [f"/experiments/{exp['id']}", f"/experiments/{exp['id']}/gallery", "/new",
+                     *guarded]:
+            assert c.get(path, follow_redirects=False).status_code == 200, path
+        # The cookie grants reads only: writes still need the bearer token.
+        assert c.post(f"{API}/experiments", json=SPEC).status_code == 401
+        assert c.post(f"{API}/experiments", json=SPEC, headers=bearer).status_code == 201
+        # A tampered cookie is no cookie.
+        real = c.cookies[SESSION_COOKIE]  # its last character changed, whatever it was
+        c.cookies.set(SESSION_COOKIE, real[:-1] + ("1" if real.endswith("0") else "0"))
+        assert c.get("/", follow_redirects=False).status_code == 303
+        assert c.get(guarded[0]).status_code == 401
+        # Scripts and curl may send the bearer header to pages as well.
+        assert c.get("/", headers=bearer, follow_redirects=False).status_code == 200
+        c.post("/login", data={"token": "t0ken"})
+        assert c.get("/").status_code == 200
+        out = c.post("/logout", follow_redirects=False)
+        assert out.status_code == 303 and 'aelab_session=""' in out.headers["set-cookie"]
+
+
+def test_open_reads_need_no_login(web: TestClient) -> None:
+    r = web.get("/login?next=/compare", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/compare"
+    assert "Log out" not in web.get("/").text
+
+
+def _spec_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    paths = set()
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            paths |= _spec_paths(kind, f"{prefix}{name}.")
+        else:
+            paths.add(prefix + name)
+    return paths
+
+
+def test_the_editor_has_one_input_per_spec_field(web: TestClient) -> None:
+    form = {f.path for s in spec_sections() for f in s.fields}
+    assert form == _spec_paths(ExperimentSpec)
+    assert "gallery_samples" in form and "lr_search.min_lr" in form
+    tags = Tags(web.get("/new").text)
+    inputs = {a["data-path"] for t, a in tags.tags if a.get("data-path")}
+    assert inputs == form
+    errors = {a["id"] for t, a in tags.tags if (a.get("id") or "").startswith("err:")}
+    assert errors == {f"err:{p}" for p in form} | {"err:", "err:lr_search", "err:data",
+                                                   "err:resources", "err:classifier",
+                                                   "err:tolerance", "err:compression"}
+    by_path = {f.path: f for s in spec_sections() for f in s.fields}
+    assert by_path["lr_search.min_lr"].hint == "above 0, below 10"
+    assert by_path["data.train_limit"].hint == "at least 16; empty: none (the default)"
+    assert [o.label for o in by_path["models"].options][:2] == ["Baseline", "Pixel Shuffle"]
+    assert by_path["lambdas"].kind == "numbers" and by_path["lambdas"].nullable
+    assert by_path["compression.bits"].numeric and by_path["compression.bits"].default == 8
+
+
+def test_static_assets_ship_in_the_package_with_uplots_licence(web: TestClient) -> None:
+    from service.web.render import static_url
+
+    for path in ("app.css", "app.js", "gallery.js", "curves.js", "editor.js",
+                 "vendor/uplot/uPlot.iife.min.js", "vendor/uplot/uPlot.min.css"):
+        url = static_url(path)
+        assert re.fullmatch(rf"/static/{re.escape(path)}\?v=[0-9a-f]{{10}}", url)
+        assert web.get(url).status_code == 200
+    licence = (REPO / "service/web/static/vendor/uplot/LICENSE").read_text()
+    assert "Leon Sorokin" in licence
+    for path in ("/", "/new", "/compare"):  # no asset from another origin: works offline
+        assert not re.search(r'<(script|link|img)[^>]+(src|href)="(https?:)?//',
+                             web.get(path).text), path
+
+
+def test_every_template_and_asset_ships_in_the_wheel() -> None:
+    """pip install . (the Docker image) copies only what package-data names."""
+    import fnmatch
+    import tomllib
+
+    root = REPO
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["service"]
+    web = root / "service" / "web"
+    files = [p.relative_to(root / "service").as_posix()
+             for folder in ("templates", "static") for p in (web / folder).rglob("*")
+             if p.is_file()]
+    assert len(files) > 20
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
+    assert unshipped == []
+
+
+def test_tiles_are_lossless_pngs() -> None:
+    from service.web.gallery import cut_tiles, png_rgb
+
+    rng = np.random.default_rng(7)
+    for shape in ((32, 32, 3), (1, 1, 3), (5, 9, 3)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        decoded = Image.open(io.BytesIO(png_rgb(image)))
+        assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), image)
+    tiles = [tile(k) for k in range(4)]
+    assert [pixels(uri).tolist() for uri in cut_tiles(strip(tiles))] == \
+        [t.tolist() for t in tiles]
+    with pytest.raises(ValueError, match="not a gallery strip"):
+        cut_tiles(strip([np.zeros((32, 40, 3), dtype=np.uint8)]))
