@@ -36,10 +36,11 @@ def test_a_naive_time_is_read_as_utc_and_an_aware_one_converted() -> None:
     assert naive.model_dump(mode="json")["created_at"] == "2026-01-02T03:04:05Z"
 
 
-def test_the_schemas_import_nothing_but_pydantic_and_the_states() -> None:
+def test_the_schemas_import_nothing_but_pydantic_the_states_and_the_measures() -> None:
+    """Of aelab's other layers, only the measures contract (pydantic alone)."""
     code = ("import sys; import service.api.schemas; "
-            "print(sorted(m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('fastapi', 'sqlalchemy', 'ray', 'torch', 'starlette', 'models', 'workers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "['workers', 'workers.measures']"
