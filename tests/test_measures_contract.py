@@ -15,11 +15,15 @@ from sqlalchemy import BigInteger, Integer
 from service.persistence import repository as repo
 from service.persistence.db import transaction
 from service.persistence.tables import CodecResult, Measure, Measured
+from service.results.columns import COLUMNS, RESULT_MEASURES
+from service.web.format import fmt_value
 from tests.utils import API
 from workers.measures import (
     BY_NAME,
     MEASURES,
+    SUMMARY,
     CodecRow,
+    MeasureInfo,
     RunMeasures,
 )
 
@@ -49,6 +53,19 @@ def test_the_codec_row_and_its_database_columns_are_equal() -> None:
     assert set(columns) == set(CodecRow.model_fields)
     for name, field in CodecRow.model_fields.items():
         assert columns[name].nullable == (type(None) in get_args(field.annotation)), name
+
+
+def test_the_table_is_consistent_with_where_it_is_used() -> None:
+    for m in MEASURES:
+        fmt_value(m.format, 1.5 if m.kind is float else 3)  # a format the pages know
+        if m.expectable:  # a bound reads the run's results row by the measure's name
+            assert m.results and m.head == m.name, m.name
+        if m.study or m.page or m.aggregated:
+            assert m.results, m.name
+        if m.tied_best:
+            assert m.better is not None and m.aggregated, m.name
+    assert {name for name, _, _ in SUMMARY} <= set(BY_NAME)
+    assert all(head in COLUMNS for head in RESULT_MEASURES)
 
 
 def test_a_key_the_contract_does_not_know_is_refused_naming_it() -> None:
@@ -126,3 +143,66 @@ def test_stored_measures_read_back_whole_with_the_schema_saying_what_each_is(
     assert schema["properties"]["bpp"]["description"] == (
         "8 · bytes_per_image / native_pixels: bits per pixel of the native image [bit/px]")
     assert set(schema["required"]) == set(REQUIRED)
+
+
+def test_the_results_heads_are_the_studys_columns_then_each_group(client: TestClient
+                                                                  ) -> None:
+    """The CSV head and the aggregate's columns, byte for byte, as the table orders them
+    (a new measure joins them where the table places it)."""
+    exp = client.post(f"{API}/experiments", json={
+        "models": ["baseline"], "datasets": ["synthetic"], "seeds": [0, 1]}).json()
+    csv = client.get(f"{API}/experiments/{exp['id']}/results", params={"format": "csv"}).text
+    assert csv.splitlines()[0] == (
+        "run_id,experiment,kind,model,codec,dataset,latent_dim,rd_lambda,seed,mae,mse,psnr,"
+        "ssim,classifier_accuracy,original_accuracy,quant_bits,q_mse,q_psnr,q_ssim,"
+        "q_accuracy,bytes_per_image,bpp,raw_bytes_per_image,side_info_bytes,codec_quality,"
+        "codec_status,training_time_s,search_time_s,wall_time_s,lr,"
+        "nominal_compression_ratio,params,status")
+    agg = client.get(f"{API}/experiments/{exp['id']}/results",
+                     params={"aggregate": "seed"}).json()["columns"]
+    measured = ["mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
+                "q_mse", "q_psnr", "q_ssim", "q_accuracy", "bytes_per_image", "bpp",
+                "training_time_s", "search_time_s", "wall_time_s", "lr", "params"]
+    assert agg == ["experiment", "model", "dataset", "latent_dim", "rd_lambda", "runs",
+                   "seeds", *(f"{m}_{s}" for m in measured for s in ("mean", "std", "n")),
+                   *(f"{m}_tied_best" for m in ("mae", "mse", "psnr", "ssim",
+                                                 "classifier_accuracy"))]
+
+
+def test_the_terminal_writes_non_finite_measures_as_the_answer_has_them() -> None:
+    """A perfect reconstruction's PSNR is "Infinity" in the JSON the CLI reads: its table
+    shows the token (it used to stop with a format error)."""
+    import io
+
+    from rich.console import Console
+
+    from service.progress import results_table
+    from workers.measures import ResultsTable
+
+    table = ResultsTable(experiment_id=1, columns=["run_id"], rows=[{
+        "run_id": 3, "model": "baseline", "dataset": "synthetic", "status": "succeeded",
+        "mse": 0.0, "mae": 0.0, "psnr": "Infinity", "ssim": 1.0, "lr": 0.001,
+        "classifier_accuracy": "NaN", "training_time_s": 61.0}])
+    out = io.StringIO()
+    Console(file=out, width=200).print(results_table(table))
+    assert out.getvalue().splitlines()[3].split() == [
+        "3", "baseline", "synthetic", "succeeded", "0.000000", "0.000000", "Infinity",
+        "1.0000", "NaN", "1:01", "0.001"]
+
+
+def _readme_row(m: MeasureInfo) -> str:
+    results = (f"`{m.head}`" if m.head != m.name else "yes") if m.results else ""
+    better = {"min": "; lower is better", "max": "; higher is better"}.get(m.better or "", "")
+    flags = " | ".join("yes" if f else "" for f in (m.aggregated, m.expectable, m.orderable))
+    return (f"| `{m.name}` | {m.unit} | {m.long_title}: {m.description}{better} | {results} "
+            f"| {flags} |")
+
+
+def test_the_readmes_table_of_measures_is_the_table() -> None:
+    """The user's manual lists every measure as the contract has it."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("### Measures\n", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows == [_readme_row(m) for m in MEASURES]
