@@ -232,9 +232,11 @@ def _cell(value: Any, measure: MeasureInfo) -> str:
     return f"{value:.{digits}f}" if digits is not None else f"{value:.6g}"
 
 
-def _measure_column(name: str, head: str) -> tuple[str, str, Callable[[dict[str, Any]], Any]]:
+def _measure_column(name: str, label: str
+                    ) -> tuple[str, str, Callable[[dict[str, Any]], Any]]:
+    """The terminal's column ``label`` of measure ``name``."""
     measure = BY_NAME[name]
-    return head, "right", lambda r: _cell(r.get(name), measure)
+    return label, "right", lambda r: _cell(r.get(measure.head), measure)
 
 
 WIDE = 120
@@ -254,8 +256,8 @@ def results_table(results: ResultsTable, title: str = "", width: int = WIDE) -> 
         ("dataset", "left", lambda r: r["dataset"]),
         *([] if narrow else [("status", "left", lambda r: Text(
             r["status"], style=STATUS_STYLE[Status(r["status"])]))]),
-        *(_measure_column(name, head) for name, head, kept in SUMMARY
-          if kept or not narrow),
+        *(_measure_column(name, label) for name, label, narrow_too in SUMMARY
+          if narrow_too or not narrow),
         ("LR", "right", lambda r: "n/a" if r.get("lr") is None else f"{r['lr']:.3g}"),
     ]
     for name, justify, _ in columns:

@@ -69,15 +69,16 @@ def test_the_table_is_consistent_with_where_it_is_used() -> None:
 
 
 def test_a_key_the_contract_does_not_know_is_refused_naming_it() -> None:
-    with pytest.raises(ValidationError, match="psnr_per_image\n  Extra inputs are not"):
-        RunMeasures(**REQUIRED, psnr_per_image=24.0)
+    """A misspelt measure is an error, never a value silently dropped."""
+    with pytest.raises(ValidationError, match="pnsr\n  Extra inputs are not permitted"):
+        RunMeasures(**REQUIRED, pnsr=24.0)
     row = {"codec": "jpeg", "kind": "curve", "status": None, "quality": 50.0,
            "target_bytes": None, "min_bytes_per_image": None, "max_bytes_per_image": None,
            "bytes_per_image": 300.0, "bpp": 2.3, "mse": 0.01, "mae": 0.05, "psnr": 20.0,
            "ssim": 0.6, "classifier_accuracy": None, "n_images": 16}
     assert CodecRow(**row).bpp == 2.3
-    with pytest.raises(ValidationError, match="ms_ssim\n  Extra inputs are not"):
-        CodecRow(**row, ms_ssim=0.9)
+    with pytest.raises(ValidationError, match="bytes_per_imag\n  Extra inputs are not"):
+        CodecRow(**row, bytes_per_imag=300.0)
     with pytest.raises(ValidationError, match="mse\n  Field required"):
         RunMeasures(**{k: v for k, v in REQUIRED.items() if k != "mse"})
 

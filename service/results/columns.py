@@ -37,7 +37,7 @@ COLUMNS = (*IDENTITY, *_measures("quality", "rate"), *CODEC_FACTS, *_measures("t
 AGGREGATED = tuple(c for c in COLUMNS
                    if c == "lr" or (c in RESULT_MEASURES and RESULT_MEASURES[c].aggregated))
 # Quality measures and which way is better: Welch's test marks the tied-best per group.
-TIED_BEST = {m.name: m.better for m in RESULT_MEASURES.values()
+TIED_BEST = {head: m.better for head, m in RESULT_MEASURES.items()
              if m.tied_best and m.better is not None}
 # The study's table (Markdown and the web page): these measures' columns, in this order.
 STUDY = tuple(m for m in MEASURES if m.study)

@@ -55,12 +55,12 @@ def _writer(m: MeasureInfo) -> Callable[[Any], str]:
 
 def _pm(row: dict[str, Any], m: MeasureInfo) -> str:
     """``mean ± std`` of an aggregated row (★ when tied-best); ``n/a`` without values."""
-    mean, std = row[f"{m.name}_mean"], row[f"{m.name}_std"]
+    mean, std = row[f"{m.head}_mean"], row[f"{m.head}_std"]
     show = _writer(m)
     text = show(mean)
     if mean is not None and std is not None:
         text += f" ± {show(std)}"
-    return text + (" ★" if row.get(f"{m.name}_tied_best") else "")
+    return text + (" ★" if row.get(f"{m.head}_tied_best") else "")
 
 
 def _cell(row: dict[str, Any], m: MeasureInfo) -> str:

@@ -42,7 +42,7 @@ MAX_COMPARED = 24  # runs in one comparison view (a gallery row and a curve each
 # (its study columns, and those the page has room for), then the chosen LR. Measures with a
 # better direction get the study's "best value" mark; rate, times and the LR are facts.
 STUDY_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
-    *((m.name, m.title, m.format, m.better) for m in MEASURES if m.study or m.page),
+    *((m.head, m.title, m.format, m.better) for m in MEASURES if m.study or m.page),
     ("lr", "Chosen LR", "sig", None),
 )
 
@@ -111,7 +111,7 @@ def _study_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # The aggregated table's columns (over seeds): the study's quality measures with error
 # bars, then its time.
-AGGREGATE_COLUMNS = tuple((m.name, m.title, m.format, m.better) for m in MEASURES
+AGGREGATE_COLUMNS = tuple((m.head, m.title, m.format, m.better) for m in MEASURES
                           if m.study and (m.better is not None or m.group == "time"))
 
 
