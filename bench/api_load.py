@@ -47,6 +47,7 @@ from service.orchestration.ray_head import free_port
 from service.persistence.migrate import upgrade
 from service.persistence.tables import Artifact, EpochMetric, Experiment, LrTrial, Measure, Run
 from service.spec import ExperimentSpec
+from workers.measures import RunMeasures
 from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
 
 MODELS = ["baseline", "pixel_shuffle", "progressive_resizing", "pretrained_resnet", "resnet",
@@ -143,12 +144,11 @@ def seed(url: str, n_experiments: int, artifact_root: Path) -> None:
                     trials += [{"run_id": run_id, "method": "tune", "lr": 10 ** -rng.uniform(1, 5),
                                 "loss": rng.random(), "iterations": 2, "stopped_early": k > 3,
                                 "chosen": k == 0} for k in range(8)]
-                    measures.append({"run_id": run_id, "mse": 0.004, "mae": 0.046, "psnr": 24.0,
-                                     "ssim": 0.8, "n_images": 10000,
-                                     "classifier_accuracy": 0.46, "original_accuracy": 0.82,
-                                     "training_time_s": 1400.0, "params": 3080629,
-                                     "latent_dim": 1000, "compression_ratio": 3.072,
-                                     "compression_ratio_bytes": 0.768})
+                    measures.append({"run_id": run_id, **RunMeasures(
+                        mse=0.004, mae=0.046, psnr=24.0, ssim=0.8, n_images=10000,
+                        classifier_accuracy=0.46, original_accuracy=0.82,
+                        training_time_s=1400.0, params=3080629, latent_dim=1000,
+                        compression_ratio=3.072, compression_ratio_bytes=0.768).model_dump()})
                     artifacts += gallery.write(run_id, d)
         for table, rows in ((Run, runs), (EpochMetric, epochs), (LrTrial, trials),
                             (Measure, measures), (Artifact, artifacts)):

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from workers.measures import EXPECTABLE
 from workers.spec import (
     MAX_SEED,
     RD_VARIANT,
@@ -26,10 +27,6 @@ from workers.spec import (
     _Strict,
 )
 
-# Measures an `expect` bound may name: the results table's per-run measures.
-EXPECTABLE = ("mae", "mse", "psnr", "ssim", "classifier_accuracy", "q_mse", "q_psnr",
-              "q_ssim", "q_accuracy", "bytes_per_image", "bpp", "training_time_s",
-              "search_time_s", "wall_time_s", "params")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _BOUND = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")

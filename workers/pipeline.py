@@ -29,6 +29,7 @@ from workers.context import (
     train_config,
 )
 from workers.lr_search import SearchJob, get_method, phase1_epochs
+from workers.measures import CodecRow, RunMeasures
 from workers.preflight import preflight
 from workers.spec import RunSpec
 from workers.store import (
@@ -86,9 +87,9 @@ class Steps(Protocol):
         """The reference classifier's serialised weights and its test accuracy."""
 
     def evaluate(self, spec: RunSpec, classifier: bytes | None,
-                 original_accuracy: float | None) -> dict[str, Any]:
-        """Test-set measures of the trained model; its sample figure and weights are saved
-        as the run's artifacts."""
+                 original_accuracy: float | None) -> tuple[RunMeasures, list[CodecRow]]:
+        """Test-set measures of the trained model and its codec rows; its sample figure
+        and weights are saved as the run's artifacts."""
 
     def finish(self) -> None:
         """Release what the steps kept for the run (sessions, trial checkpoints)."""
@@ -284,7 +285,7 @@ class LocalSteps:
         return TrainResult(model, history, sum(m.seconds for m in history))
 
     def evaluate(self, spec: RunSpec, classifier: bytes | None,
-                 original_accuracy: float | None) -> dict[str, Any]:
+                 original_accuracy: float | None) -> tuple[RunMeasures, list[CodecRow]]:
         store = self.store
         assert store is not None
         evaluation = evaluate_run(spec, self._trained(spec), self._data(spec), classifier,
@@ -306,7 +307,7 @@ class LocalSteps:
                                 "application/octet-stream")
             store.save_artifact(COMPRESSION_META, "compression",
                                 json.dumps(c.meta, indent=1).encode(), "application/json")
-        return evaluation.measures
+        return evaluation.measures, evaluation.codecs
 
     def finish(self) -> None:
         self.data = None
@@ -318,7 +319,8 @@ class LocalSteps:
 
 @dataclass(frozen=True)
 class Evaluation:
-    measures: dict[str, Any]
+    measures: RunMeasures  # without search_time_s and wall_time_s (the pipeline's)
+    codecs: list[CodecRow]
     samples_png: bytes
     weights: bytes
     gallery: GalleryArtifacts
@@ -333,7 +335,7 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     what an image really costs (``models.compression``): the test set quantised to
     ``spec.compression.bits``, entropy-coded (the stream is an artifact), decoded from the
     stream and measured (``q_*``), bytes per image and bpp, and codec rows at the same
-    bytes (``measures["codecs"]``)."""
+    bytes. ValidationError when a measure is not in the contract (``workers.measures``)."""
     import torch
 
     from models.classifier import load_classifier
@@ -350,17 +352,19 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     compression = compress_run(model, data, dataset=spec.dataset,
                                bits=spec.compression.bits, classifier=classifier,
                                device=device, codecs=tuple(spec.compression.codecs))
-    row = {**measures.as_dict(), "original_accuracy": original_accuracy,
-           "training_time_s": result.seconds, **model_facts(model, model.latent_dim),
-           **compression.measures, "rd_lambda": spec.effective_rd_lambda,
-           "codecs": compression.codec_rows}
+    # The models layer reports plain dicts; the contract validates their union.
+    reported = RunMeasures.model_validate({
+        **measures.as_dict(), "original_accuracy": original_accuracy,
+        "training_time_s": result.seconds, **model_facts(model, model.latent_dim),
+        **compression.measures, "rd_lambda": spec.effective_rd_lambda})
+    codecs = [CodecRow.model_validate(row) for row in compression.codec_rows]
     weights = io.BytesIO()
     torch.save({"model": spec.model, "latent_dim": model.latent_dim,
                 "spec": spec.model_dump(mode="json"), "state": model.state_dict()}, weights)
     gallery = reconstruct_gallery(model, data.test, spec.gallery_samples,
                                   dataset=spec.dataset, device=device)
-    return Evaluation(row, sample_grid(model, data.test, device=device), weights.getvalue(),
-                      gallery, compression)
+    return Evaluation(reported, codecs, sample_grid(model, data.test, device=device),
+                      weights.getvalue(), gallery, compression)
 
 
 def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
@@ -411,13 +415,14 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
             blob, original = store.reference_classifier(
                 key, spec.dataset, lambda: steps.train_classifier(spec))
         t = lap("classifier", t)
-        measures = steps.evaluate(spec, blob, original)
+        measures, codecs = steps.evaluate(spec, blob, original)
         lap("evaluate", t)
         clock["wall_s"] = time.perf_counter() - started
         store.save_artifact("timings.json", "timings", json.dumps(clock).encode(),
                             "application/json")
-        store.record_measures({**measures, "search_time_s": search_time,
-                               "wall_time_s": time.perf_counter() - started})
+        store.record_measures(measures.model_copy(update={
+            "search_time_s": search_time, "wall_time_s": time.perf_counter() - started}),
+            codecs)
         store.succeed()
         return True
     except RunCancelled:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from models.plan import EpochMetrics, format_epoch
+from workers.measures import CodecRow, RunMeasures
 
 # A run's gallery artifacts, saved at evaluation (``models.samples.reconstruct_gallery``):
 # its dataset's fixed sample set (the first ``gallery_samples`` test images) and the
@@ -61,7 +62,9 @@ class RunStore(Protocol):
 
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None: ...
 
-    def record_measures(self, measures: dict[str, Any]) -> None: ...
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
+                        ) -> None:
+        """The run's test-set measures and its codec rows (replacing earlier ones)."""
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None: ...
 
@@ -88,7 +91,8 @@ class MemoryStore:
         self.epochs: list[EpochMetrics] = []
         self.trials: list[LrTrial] = []
         self.lr: float | None = None
-        self.measures: dict[str, Any] | None = None
+        self.measures: RunMeasures | None = None
+        self.codecs: list[CodecRow] = []
         self.artifacts: dict[str, bytes] = {}
         self.classifiers: dict[str, tuple[bytes, float]] = {}
         self.outcome: str | None = None
@@ -107,8 +111,9 @@ class MemoryStore:
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
         self.trials, self.lr = list(trials), chosen_lr
 
-    def record_measures(self, measures: dict[str, Any]) -> None:
-        self.measures = dict(measures)
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
+                        ) -> None:
+        self.measures, self.codecs = measures, list(codecs)
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
         self.artifacts[name] = data
@@ -140,7 +145,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 class DirStore:
     """A :class:`RunStore` writing one run to ``folder``: ``history.json``,
-    ``lr_trials.json``, ``measures.json``, ``status.json`` and every artifact by name.
+    ``lr_trials.json``, ``measures.json`` (the measures and, under ``codecs``, the codec
+    rows), ``status.json`` and every artifact by name.
     Reference classifiers are cached in ``classifier_cache`` (shared across runs), so a
     second local run on the same data reuses the first one's."""
 
@@ -169,8 +175,10 @@ class DirStore:
                                       "trials": [asdict(t) for t in trials]})
         self.echo(f"  learning rate: {chosen_lr:.3g} ({trials[0].method if trials else '-'})")
 
-    def record_measures(self, measures: dict[str, Any]) -> None:
-        self._json("measures.json", measures)
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
+                        ) -> None:
+        self._json("measures.json", {**measures.model_dump(),
+                                     "codecs": [c.model_dump() for c in codecs]})
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
         _write_atomic(self.folder / name, data)

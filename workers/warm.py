@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import ray
 
 from workers.context import RunEnv
+from workers.measures import CodecRow, RunMeasures
 from workers.priority import yield_cpu
 from workers.spec import RunSpec
 from workers.store import LrTrial, RunStore
@@ -535,7 +536,7 @@ class RunnerSteps:
         return self._call("train_classifier", spec)  # type: ignore[no-any-return]
 
     def evaluate(self, spec: RunSpec, classifier: bytes | None,
-                 original_accuracy: float | None) -> dict[str, Any]:
+                 original_accuracy: float | None) -> tuple[RunMeasures, list[CodecRow]]:
         return self._call("evaluate", spec, classifier,  # type: ignore[no-any-return]
                           original_accuracy)
 

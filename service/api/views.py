@@ -19,7 +19,7 @@ from service.client.schemas import (
 )
 from service.orchestration.ray_executor import ray_job_url
 from service.persistence.tables import Measure, Run
-from service.results import finite_or_token
+from workers.measures import RunMeasures
 
 
 def _run_links(run: Any, dashboard: str | None) -> dict[str, str]:
@@ -52,7 +52,7 @@ def run_item(run: Run, measures: Measure | None, experiment_name: str,
     """A run in a list across experiments (GET /runs)."""
     return RunItem(**_summary_fields(run, dashboard), experiment_id=run.experiment_id,
                    experiment_name=experiment_name, latent_dim=run.latent_dim,
-                   measures=measures_dict(measures))
+                   measures=run_measures(measures))
 
 
 def _links(experiment: Any, dashboard: str | None) -> dict[str, str]:
@@ -88,12 +88,9 @@ def experiment_out(experiment: Any, dashboard: str | None = None,
                                for r in (experiment.runs if runs is None else runs)])
 
 
-def measures_dict(m: Measure | None) -> dict[str, Any] | None:
-    """A run's measures; non-finite values as their tokens (``service.results``)."""
-    if m is None:
-        return None
-    return {c.name: finite_or_token(getattr(m, c.name))
-            for c in Measure.__table__.columns if c.name != "run_id"}
+def run_measures(m: Measure | None) -> RunMeasures | None:
+    """A run's stored measures as the contract has them (None before evaluation)."""
+    return None if m is None else RunMeasures.model_validate(m)
 
 
 def run_detail(run: Run, dashboard: str | None = None) -> RunDetail:
@@ -103,7 +100,7 @@ def run_detail(run: Run, dashboard: str | None = None) -> RunDetail:
         attempts=[AttemptOut.model_validate(a) for a in run.attempts],
         lr_trials=[LrTrialOut.model_validate(t) for t in run.lr_trials],
         epochs=[EpochOut.model_validate(e) for e in run.epochs],
-        measures=measures_dict(run.measures),
+        measures=run_measures(run.measures),
         artifacts=[ArtifactOut(name=a.name, kind=a.kind, content_type=a.content_type,
                                size=a.size, checksum=a.checksum, created_at=a.created_at,
                                url=f"{API}/runs/{run.id}/artifacts/{a.name}")

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from service.client.schemas import ExperimentOut, ResultsTable, RunSummary
 from service.client.states import Status
+from workers.measures import BY_NAME, SUMMARY, MeasureInfo
 
 STATUS_STYLE = {Status.queued: "dim", Status.running: "cyan", Status.succeeded: "green",
                 Status.failed: "red", Status.cancelled: "yellow"}
@@ -218,18 +219,34 @@ class LiveFollower:
         self.progress.refresh()
 
 
-def _num(value: Any, digits: int) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _cell(value: Any, measure: MeasureInfo) -> str:
+    """A measure as the terminal writes it: to its format's decimals, a time as ``m:ss``,
+    a non-finite value as the answer has it (``Infinity``), ``n/a`` when not measured."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):  # NaN, Infinity, -Infinity
+        return value
+    if measure.format == "duration":
+        return format_duration(value)
+    digits = measure.digits
+    return f"{value:.{digits}f}" if digits is not None else f"{value:.6g}"
 
 
-NARROW_DROPS = ("status", "MAE", "SSIM", "train time")  # left out below WIDE columns
+def _measure_column(name: str, label: str
+                    ) -> tuple[str, str, Callable[[dict[str, Any]], Any]]:
+    """The terminal's column ``label`` of measure ``name``."""
+    measure = BY_NAME[name]
+    return label, "right", lambda r: _cell(r.get(measure.head), measure)
+
+
 WIDE = 120
 
 
 def results_table(results: ResultsTable, title: str = "", width: int = WIDE) -> Table:
     """The study's table for a terminal ``width`` columns wide: one row per run, the
-    measures that matter. Below 120 columns it leaves out status, MAE, SSIM and train
-    time (``aelab results --format markdown`` has them all) rather than cut every value."""
+    measures of a one-line summary (``workers.measures.SUMMARY``). Below 120 columns it
+    leaves out the status and the measures a narrow summary drops (MAE, SSIM and train
+    time; ``aelab results --format markdown`` has them all) rather than cut every value."""
     narrow = width < WIDE
     table = Table(title=title or None, box=box.SIMPLE_HEAD, title_justify="left",
                   collapse_padding=narrow, pad_edge=not narrow)
@@ -237,18 +254,12 @@ def results_table(results: ResultsTable, title: str = "", width: int = WIDE) -> 
         ("run", "right", lambda r: str(r["run_id"])),
         ("model", "left", lambda r: r["model"]),
         ("dataset", "left", lambda r: r["dataset"]),
-        ("status", "left", lambda r: Text(r["status"], style=STATUS_STYLE[Status(r["status"])])),
-        ("MSE", "right", lambda r: _num(r.get("mse"), 6)),
-        ("MAE", "right", lambda r: _num(r.get("mae"), 6)),
-        ("PSNR dB", "right", lambda r: _num(r.get("psnr"), 2)),
-        ("SSIM", "right", lambda r: _num(r.get("ssim"), 4)),
-        ("clf acc", "right", lambda r: _num(r.get("classifier_accuracy"), 4)),
-        ("train time", "right", lambda r: format_duration(r["training_time_s"])
-         if r.get("training_time_s") is not None else "n/a"),
+        *([] if narrow else [("status", "left", lambda r: Text(
+            r["status"], style=STATUS_STYLE[Status(r["status"])]))]),
+        *(_measure_column(name, label) for name, label, narrow_too in SUMMARY
+          if narrow_too or not narrow),
         ("LR", "right", lambda r: "n/a" if r.get("lr") is None else f"{r['lr']:.3g}"),
     ]
-    if narrow:
-        columns = [c for c in columns if c[0] not in NARROW_DROPS]
     for name, justify, _ in columns:
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for row in results.rows:

@@ -132,10 +132,12 @@ def _remote(refused: str = "the server refused the request", as_json: bool = Fal
 
 
 def _print_json(data: Any) -> None:
+    # Through pydantic's JSON, which writes non-finite numbers as the API does ("NaN").
     if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json")
+        data = json.loads(data.model_dump_json())
     elif isinstance(data, list):
-        data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
+        data = [json.loads(d.model_dump_json()) if isinstance(d, BaseModel) else d
+                for d in data]
     typer.echo(json.dumps(data, indent=2))
 
 
@@ -518,7 +520,7 @@ def run_info(
     if run.measures:
         console.print("measures: " + ", ".join(
             f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in run.measures.items() if v is not None))
+            for k, v in run.measures.model_dump().items() if v is not None))
     for a in run.artifacts:
         console.print(f"artifact {a.name}: {a.size} bytes, sha256 {a.checksum} "
                       f"({_command(url, 'download', run.id, a.name)})")

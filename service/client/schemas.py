@@ -1,7 +1,8 @@
 """The API's wire contract: its path prefix, the results formats, and every answer's body.
 
 The server answers with these models and the client parses answers with the very same
-ones, so the two cannot drift apart. Imports pydantic and this package only: the client
+ones, so the two cannot drift apart. Imports pydantic, this package and the measures
+contract (``workers.measures``, a leaf module that imports pydantic only): the client
 installs without the server's dependencies (SQLAlchemy, FastAPI, Ray, torch).
 """
 
@@ -13,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from service.client.states import Status
+from workers.measures import ResultsTable as ResultsTable  # the results' JSON body
+from workers.measures import RunMeasures
 
 API_PREFIX = "/api/v1"  # every API path starts with it (health checks aside)
 
@@ -114,20 +117,6 @@ class Readiness(BaseModel):
     checks: dict[str, str]  # database, ray → ok, disabled or what is wrong
 
 
-class ResultsTable(BaseModel):
-    """``GET /experiments/{id}/results?format=json``: the study's table, one row per run
-    (``columns`` in order; a run without measures has them as null), or with
-    ``aggregate=seed`` one per (model, dataset, latent size): ``{m}_mean``, ``{m}_std``
-    (ddof = 1, null for n < 2) and ``{m}_n`` of each measure, ``{m}_tied_best``."""
-
-    experiment_id: int
-    columns: list[str]
-    rows: list[dict[str, Any]]
-    aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
-    reference: str | None = None  # the study's source, with reference: "study"
-    expect: str | None = None  # PASSED, REGRESSED, or None (no bounds, or runs pending)
-
-
 class RatePoint(BaseModel):
     """One point of a rate–distortion curve. ``bpp`` = 8 · bytes_per_image / native H·W.
     A model point is measured on images decoded from its entropy-coded test set (the
@@ -178,7 +167,7 @@ class RunItem(RunSummary):
     experiment_id: int
     experiment_name: str
     latent_dim: int  # effective: the spec's or the variant's
-    measures: dict[str, Any] | None  # the results table's measures, once evaluated
+    measures: RunMeasures | None  # once evaluated
 
 
 class RunPage(BaseModel):
@@ -243,7 +232,7 @@ class RunDetail(RunSummary):
     attempts: list[AttemptOut]  # every submission of the run, each with how it ended
     lr_trials: list[LrTrialOut]
     epochs: list[EpochOut]
-    measures: dict[str, Any] | None
+    measures: RunMeasures | None  # once evaluated
     artifacts: list[ArtifactOut]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
 from service.persistence.tables import ReferenceClassifier, Run, Status, utcnow
 from workers.context import RunEnv
+from workers.measures import CodecRow, RunMeasures
 from workers.store import ClassifierTrainer, LrTrial, RunCancelled, StaleAttempt
 
 log = logging.getLogger("aelab.run_store")
@@ -111,8 +112,10 @@ class DbRunStore:
         self._write(lambda s: repo.record_lr_trials(s, run_id=self.run_id, trials=trials,
                                                     chosen_lr=chosen_lr))
 
-    def record_measures(self, measures: dict[str, Any]) -> None:
-        self._write(lambda s: repo.record_measures(s, run_id=self.run_id, measures=measures))
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
+                        ) -> None:
+        self._write(lambda s: repo.record_measures(s, run_id=self.run_id, measures=measures,
+                                                   codecs=codecs))
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
         self._write(lambda s: None)  # refuse before writing a file for a stale attempt

@@ -31,6 +31,7 @@ from service.persistence.tables import (
     LrTrial as LrTrialRow,
 )
 from service.spec import ExperimentSpec
+from workers.measures import MEASURES, CodecRow, RunMeasures
 from workers.store import LrTrial
 
 
@@ -153,13 +154,11 @@ def runs_of(session: Session, *, experiment_ids: Sequence[int]) -> dict[int, lis
     return out
 
 
-# Orders of GET /runs: a measure (or a run column), ascending; "-name" descending.
+# Orders of GET /runs: a run column or an orderable measure (the measures table),
+# ascending; "-name" descending.
 RUN_ORDERS: dict[str, Any] = {
     "id": Run.id, "lr": Run.lr, "latent_dim": Run.latent_dim,
-    **{name: getattr(Measure, name) for name in (
-        "mse", "mae", "psnr", "ssim", "classifier_accuracy", "training_time_s",
-        "search_time_s", "wall_time_s", "params", "compression_ratio", "bytes_per_image",
-        "bpp", "q_mse", "q_psnr", "q_ssim", "q_accuracy")},
+    **{m.name: getattr(Measure, m.name) for m in MEASURES if m.orderable},
 }
 
 
@@ -461,17 +460,18 @@ def record_lr_trials(session: Session, *, run_id: int, trials: Sequence[LrTrial]
     set_run(session, run_id=run_id, lr=chosen_lr)
 
 
-def record_measures(session: Session, *, run_id: int, measures: dict[str, Any]) -> None:
+def record_measures(session: Session, *, run_id: int, measures: RunMeasures,
+                    codecs: Sequence[CodecRow] = ()) -> None:
+    """Store a run's measures (one column each) and its codec rows, replacing what an
+    earlier attempt stored."""
     existing = session.get(Measure, run_id)
     if existing is not None:
         session.delete(existing)
         session.flush()
-    fields = {c.name for c in Measure.__table__.columns} - {"run_id"}
-    session.add(Measure(run_id=run_id, **{k: measures.get(k) for k in fields}))
+    session.add(Measure(run_id=run_id, **measures.model_dump()))
     session.execute(CodecResult.__table__.delete().where(CodecResult.run_id == run_id))
-    codec_fields = {c.name for c in CodecResult.__table__.columns} - {"id", "run_id"}
-    for row in measures.get("codecs") or []:
-        session.add(CodecResult(run_id=run_id, **{k: row.get(k) for k in codec_fields}))
+    for row in codecs:
+        session.add(CodecResult(run_id=run_id, **row.model_dump()))
 
 
 def record_artifact(session: Session, *, run_id: int, name: str, kind: str, uri: str,

@@ -199,6 +199,9 @@ class LrTrial(Base):
 
 
 class Measure(Base):
+    """One column per measure of the measures contract (``workers.measures.RunMeasures``,
+    where each is described); a test keeps the two equal."""
+
     __tablename__ = "measures"
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"),
@@ -232,6 +235,8 @@ class Measure(Base):
     bpp: Mapped[float | None] = mapped_column(Measured)
     raw_bytes_per_image: Mapped[int | None] = mapped_column(Integer)
     side_info_bytes: Mapped[int | None] = mapped_column(BigInteger)  # per run, not per image
+    native_pixels: Mapped[int | None] = mapped_column(Integer)  # H×W that bpp is counted over
+    rd_lambda: Mapped[float | None] = mapped_column(Measured)  # the λ it was trained with
 
 
 class CodecResult(Base):

@@ -30,6 +30,7 @@ from service.web.format import variant_title
 from service.web.gallery import GalleryReader
 from service.web.render import render
 from service.web.spec_form import spec_sections
+from workers.measures import BY_NAME, MEASURES, SUMMARY
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(page_access)])
 
@@ -37,18 +38,18 @@ PAGE_SIZE = 20
 COMPARE_PAGE_SIZE = 50
 MAX_COMPARED = 24  # runs in one comparison view (a gallery row and a curve each)
 
-# The study's table: (column, header, fmt_value format, better). Quality measures get the
-# study's "best value" mark; times and the LR are facts, not scores.
+# The study's table: (column, header, fmt_value format, better), from the measures table
+# (its study columns, and those the page has room for), then the chosen LR. Measures with a
+# better direction get the study's "best value" mark; rate, times and the LR are facts.
 STUDY_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
-    ("mae", "MAE", "num6", "min"), ("mse", "MSE", "num6", "min"),
-    ("psnr", "PSNR (dB)", "num2", "max"), ("ssim", "SSIM", "num4", "max"),
-    ("classifier_accuracy", "Classifier acc.", "num4", "max"),
-    ("q_psnr", "Quantised PSNR", "num2", "max"), ("q_accuracy", "Quantised acc.", "num4", "max"),
-    ("bytes_per_image", "Bytes / image", "num1", None), ("bpp", "bpp", "num3", None),
-    ("training_time_s", "Train time", "duration", None),
-    ("search_time_s", "LR search", "duration", None),
-    ("wall_time_s", "Wall time", "duration", None), ("lr", "Chosen LR", "sig", None),
+    *((m.head, m.title, m.format, m.better) for m in MEASURES if m.study or m.page),
+    ("lr", "Chosen LR", "sig", None),
 )
+
+
+# A run in one line (the comparison's list): (column, header, fmt_value format).
+SUMMARY_COLUMNS = tuple((name, BY_NAME[name].title, BY_NAME[name].format)
+                        for name, _, _ in SUMMARY)
 
 
 def _galleries(ctx: ServiceContext) -> GalleryReader:
@@ -108,9 +109,10 @@ def _study_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-# The aggregated table's columns (over seeds): quality measures with error bars, then time.
-AGGREGATE_COLUMNS = (*(c for c in STUDY_COLUMNS if c[3] is not None),
-                     ("training_time_s", "Train time", "duration", None))
+# The aggregated table's columns (over seeds): the study's quality measures with error
+# bars, then its time.
+AGGREGATE_COLUMNS = tuple((m.head, m.title, m.format, m.better) for m in MEASURES
+                          if m.study and (m.better is not None or m.group == "time"))
 
 
 def _bar(mean: float | None, std: float | None, lo: float, hi: float
@@ -292,7 +294,8 @@ def compare_page(
     return render(request, "compare.html", rows=rows, filters=filters, query=query,
                   next_cursor=next_cursor, error=error, orders=orders, variants=VARIANTS,
                   datasets=DATASETS, statuses=[s.value for s in Status],
-                  max_compared=MAX_COMPARED, first_page=cursor is None)
+                  max_compared=MAX_COMPARED, first_page=cursor is None,
+                  summary=SUMMARY_COLUMNS)
 
 
 @router.get("/compare/view", response_class=HTMLResponse)
@@ -338,28 +341,10 @@ def run_page(request: Request, ctx: ContextDep, run_id: int) -> Response:
 
 
 def measure_rows(run: Run) -> list[tuple[str, str, Any]]:
-    """The run's measures as (label, format, value) rows."""
-    m = run.measures
-    if m is None:
+    """The run's measures as (label, format, value) rows: every measure of the table."""
+    if run.measures is None:
         return []
-    return [("MSE", "num6", m.mse), ("MAE", "num6", m.mae), ("PSNR (dB)", "num2", m.psnr),
-            ("SSIM", "num4", m.ssim), ("Classifier accuracy", "num4", m.classifier_accuracy),
-            ("Original images' accuracy", "num4", m.original_accuracy),
-            ("Test images", "int", m.n_images), ("Train time", "duration", m.training_time_s),
-            ("LR search time", "duration", m.search_time_s),
-            ("Wall time", "duration", m.wall_time_s), ("Parameters", "int", m.params),
-            ("Latent size", "int", m.latent_dim),
-            ("Quantised MSE", "num6", m.q_mse), ("Quantised PSNR (dB)", "num2", m.q_psnr),
-            ("Quantised SSIM", "num4", m.q_ssim), ("Quantised classifier acc.", "num4",
-                                                    m.q_accuracy),
-            ("Quantiser bits", "int", m.quant_bits),
-            ("Bytes / image (measured stream)", "num1", m.bytes_per_image),
-            ("bpp (native pixels)", "num3", m.bpp),
-            ("Raw uint8 bytes / image", "int", m.raw_bytes_per_image),
-            ("Side information (bytes, per run)", "int", m.side_info_bytes),
-            ("Nominal ratio (values; not measured)", "num3", m.compression_ratio),
-            ("Nominal ratio (float32 bytes; not measured)", "num3",
-             m.compression_ratio_bytes)]
+    return [(m.long_title, m.format, getattr(run.measures, m.name)) for m in MEASURES]
 
 
 # --- a new experiment -------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_the_variant_runs_through_the_run_contract(method: str) -> None:
     env = RunEnv(data_root="/unused", weights_dir="/unused", allow_download=False)
     assert run_pipeline(spec, store, LocalSteps(env)), store.error
     m = store.measures
-    assert m is not None and m["rd_lambda"] == 0.01 and m["quant_bits"] is None
-    assert m["bytes_per_image"] == len(store.artifacts["latents-test.bin"]) / 16
+    assert m is not None and m.rd_lambda == 0.01 and m.quant_bits is None
+    assert m.bytes_per_image == len(store.artifacts["latents-test.bin"]) / 16
     assert [e.phase for e in store.epochs] == ["phase1", "phase2"]
-    assert [c["codec"] for c in m["codecs"] if c["kind"] == "matched"] == ["jpeg"]
+    assert [c.codec for c in store.codecs if c.kind == "matched"] == ["jpeg"]

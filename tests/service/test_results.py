@@ -84,6 +84,8 @@ def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:
     assert run["lr_trials"] == [{"method": "fixed", "lr": 1e-3, "loss": None, "iterations": 0,
                                  "stopped_early": False, "chosen": True}]
     assert run["measures"]["mse"] == rows["baseline"]["mse"]
+    # Every measure the trainer reports reaches the API (native_pixels was once dropped).
+    assert run["measures"]["native_pixels"] == 1024 and run["measures"]["rd_lambda"] is None
     assert {a["name"] for a in run["artifacts"]} == {
         "samples.png", "model.pt", "gallery-inputs.png", "gallery-recon.png", "gallery.json",
         "timings.json", "latents-test.bin", "compression.json"}

@@ -252,7 +252,7 @@ def test_the_reference_column_shows_the_studys_mnist_numbers(
 
 
 def test_reproduced_within_the_tolerance() -> None:
-    from service.results import _reference_cells
+    from service.results.reference import reference_cells as _reference_cells
     from service.spec import Tolerance
 
     tol = Tolerance()

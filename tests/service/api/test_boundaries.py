@@ -21,6 +21,7 @@ from service.persistence import repository as repo
 from service.persistence.db import transaction
 from service.results import FORMULA_START, csv_cell, md_text
 from tests.utils import API, spec, wait_for
+from workers.measures import RunMeasures
 
 OK = spec(pretrained=False, classifier={"enabled": False})
 
@@ -204,11 +205,11 @@ def test_non_finite_measures_read_the_same_in_every_format(client: TestClient) -
     exp = client.post(f"{API}/experiments", json={**OK, "models": ["baseline", "resnet"]})
     run_id, missing_id = [r["id"] for r in exp.json()["runs"]]
     with transaction(context_of(client.app).sessions) as s:
-        repo.record_measures(s, run_id=run_id, measures={
-            "mse": 0.0, "mae": 0.0, "psnr": float("inf"), "ssim": 1.0, "n_images": 8,
-            "training_time_s": 1.0, "params": 1, "latent_dim": 1000,
-            "compression_ratio": 3.072, "compression_ratio_bytes": 0.768,
-            "classifier_accuracy": float("nan")})
+        repo.record_measures(s, run_id=run_id, measures=RunMeasures(
+            mse=0.0, mae=0.0, psnr=float("inf"), ssim=1.0, n_images=8,
+            training_time_s=1.0, params=1, latent_dim=1000,
+            compression_ratio=3.072, compression_ratio_bytes=0.768,
+            classifier_accuracy=float("nan")))
     exp_id = exp.json()["id"]
     rows = {r["run_id"]: r for r in
             client.get(f"{API}/experiments/{exp_id}/results").json()["rows"]}

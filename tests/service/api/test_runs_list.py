@@ -11,14 +11,15 @@ from service.context import context_of
 from service.persistence import repository as repo
 from service.persistence.db import transaction
 from tests.utils import API, spec
+from workers.measures import RunMeasures
 
 BASE = spec(epochs=2, pretrained=False)
 
 
-def _measures(mse: float, psnr: float) -> dict[str, Any]:
-    return {"mse": mse, "mae": mse * 10, "psnr": psnr, "ssim": 0.5, "n_images": 64,
-            "training_time_s": 1.0, "params": 1, "latent_dim": 1000,
-            "compression_ratio": 3.072, "compression_ratio_bytes": 0.768}
+def _measures(mse: float, psnr: float) -> RunMeasures:
+    return RunMeasures(mse=mse, mae=mse * 10, psnr=psnr, ssim=0.5, n_images=64,
+                       training_time_s=1.0, params=1, latent_dim=1000,
+                       compression_ratio=3.072, compression_ratio_bytes=0.768)
 
 
 def _seed(client: TestClient) -> list[int]:

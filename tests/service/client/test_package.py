@@ -14,6 +14,9 @@ PACKAGE = REPO / "service" / "client"
 # The base install's dependencies (pyproject.toml) and pandas, which results_frame imports
 # only when asked (an extra).
 ALLOWED = {"httpx", "pydantic", "pydantic_settings", "yaml", "pandas"}
+# The one module of aelab's other layers the wire contract needs: the measures contract,
+# a leaf that imports the standard library and pydantic alone (checked below).
+CONTRACT = "workers.measures"
 
 
 def imported_modules(path) -> set[str]:
@@ -35,9 +38,19 @@ def test_every_import_of_the_client_package_is_stdlib_its_dependencies_or_itself
                                        "specs.py", "states.py"}
     outside = {f"{f.name}: {name}" for f in files for name in imported_modules(f)
                if not (name == "service.client" or name.startswith("service.client.")
+                       or name == CONTRACT
                        or name.split(".")[0] in sys.stdlib_module_names
                        or name.split(".")[0] in ALLOWED)}
     assert outside == set()
+
+
+def test_the_measures_contract_the_client_shares_is_a_leaf() -> None:
+    path = REPO / "workers" / "measures.py"
+    outside = {name for name in imported_modules(path)
+               if not (name.split(".")[0] in sys.stdlib_module_names or name == "__future__"
+                       or name.split(".")[0] == "pydantic")}
+    assert outside == set()
+    assert (REPO / "workers" / "__init__.py").read_text().count("import") == 0
 
 
 def test_importing_the_client_loads_no_other_part_of_aelab() -> None:
@@ -46,4 +59,5 @@ def test_importing_the_client_loads_no_other_part_of_aelab() -> None:
             "'workers') and not m.startswith('service.client')}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "['service']"  # the namespace's own one-line __init__
+    # the namespaces' own one-line __init__s and the measures contract
+    assert out.strip() == "['service', 'workers', 'workers.measures']"

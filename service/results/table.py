@@ -1,0 +1,56 @@
+"""An experiment's results table: per run, or aggregated over seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from models.study import source
+from service.results.aggregate import aggregate
+from service.results.columns import aggregate_columns, run_columns
+from service.results.expect import experiment_verdict
+from service.results.rows import rows
+from service.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from service.persistence.tables import CodecResult, Measure, Run
+
+
+@dataclass
+class Table:
+    """A results table and what its Markdown shows beyond the study's columns."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
+    reference: str | None = None  # the study's source, when the spec names it
+    expect: str | None = None  # the experiment's verdict: PASSED, REGRESSED or None
+    sweep: bool = False  # latent sizes or seeds vary: per-run rows say which
+
+
+def parse_spec(raw: dict[str, Any] | None) -> ExperimentSpec | None:
+    """The stored experiment spec, or None where an old one no longer validates."""
+    try:
+        return ExperimentSpec.model_validate(raw or {})
+    except ValidationError:
+        return None
+
+
+def build(pairs: Sequence[tuple[Run, Measure | None]], experiment: str = "",
+          spec: ExperimentSpec | None = None, aggregate_by: str | None = None,
+          codecs: Sequence[tuple[Run, CodecResult]] = ()) -> Table:
+    """The results table of an experiment's runs: per run (each followed by its matched
+    codec rows), or per group of seeds (model rows only)."""
+    per_run = rows(pairs, experiment, spec, codecs)
+    bounded = [r.get("expect") for r in per_run if r["kind"] == "model"
+               and spec is not None and spec.bounds(r["model"], r["dataset"])]
+    expect = experiment_verdict(bounded, len(bounded)) if spec and spec.expect else None
+    reference = source() if spec is not None and spec.reference == "study" else None
+    sweep = spec is not None and (len(spec.latent_sizes) > 1 or len(spec.seed_values) > 1)
+    if aggregate_by == "seed":
+        return Table(aggregate_columns(spec), aggregate(per_run, spec), "seed", reference,
+                     expect, sweep)
+    return Table(run_columns(spec), per_run, None, reference, expect, sweep)

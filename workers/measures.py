@@ -1,0 +1,281 @@
+"""The measures contract: what a run reports, as one typed record from the trainer to the
+database and the API, and the one table every list of measures derives from.
+
+:class:`RunMeasures` *is* the table: each field is one measure, its type says whether it
+is a count or a real number and whether a run may lack it, and its :class:`MeasureInfo`
+says how it is shown and used (title, unit, format, which way is better, whether it is a
+results column, aggregated over seeds, boundable by ``expect``, orderable in ``GET /runs``).
+:data:`MEASURES` lists them in the results' order. The trainer builds a ``RunMeasures``
+(``workers.pipeline.evaluate_run``) and one :class:`CodecRow` per codec measurement; the
+store interface carries them (``workers.store``); the repository writes one column per
+measure (``service.persistence.tables.Measure``); the API answers them
+(``service.client.schemas``) and the client parses them back. A key the contract does not know
+is refused (``extra="forbid"``), never dropped.
+
+Adding a measure is: one field here, its computation, one column of ``tables.Measure`` and
+one migration. The results' columns and their Markdown/CSV heads, the ``expect`` bounds,
+the ``order_by`` keys, the web tables and the terminal's derive from this table, and a test
+(tests/test_measures_contract.py) keeps this table, the database's columns and the
+migrations equal.
+
+Imports pydantic only: the API process, the client and the CLI import it without torch,
+Ray, SQLAlchemy or FastAPI.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict
+
+Group = Literal["quality", "rate", "time", "model"]
+Better = Literal["min", "max"]
+
+
+@dataclass(frozen=True)
+class MeasureInfo:
+    """One row of the measures table. ``name``, ``kind`` and ``nullable`` come from the
+    :class:`RunMeasures` field it annotates; the rest is written there."""
+
+    title: str  # its column head in the study's table (Markdown and web) and elsewhere
+    description: str  # what it is and how it is measured (the API schema's description)
+    group: Group  # quality, rate, time or model facts: where it sits among results columns
+    format: str = "num4"  # how tables write it: num<digits>, int, duration or sig
+    unit: str = ""  # "" for ratios and counts of nothing in particular
+    label: str = ""  # its name on a run's page when the title is too terse ("" → title)
+    better: Better | None = None  # which way a score improves; None for facts, rate, time
+    column: str = ""  # its results column when that is not its name ("" → name)
+    results: bool = False  # a column of the results table (JSON, CSV)
+    study: bool = False  # a column of the study's table (Markdown and the web page)
+    page: bool = False  # a column of the web page's study table only (room for more)
+    aggregated: bool = False  # aggregate=seed gives its mean, std and n
+    tied_best: bool = False  # aggregate=seed marks the rows Welch's test ties with the best
+    expectable: bool = False  # an ``expect`` bound may name it
+    orderable: bool = False  # GET /runs may order by it
+    name: str = ""  # the field's name
+    kind: type = float  # int (a count) or float
+    nullable: bool = False  # a run may lack it (None): not measured
+
+    @property
+    def head(self) -> str:
+        """Its results column (CSV head, JSON key)."""
+        return self.column or self.name
+
+    @property
+    def long_title(self) -> str:
+        """Its name where there is room (a run's page)."""
+        return self.label or self.title
+
+    @property
+    def digits(self) -> int | None:
+        """The decimals of a ``num<digits>`` format; None for the others."""
+        return int(self.format[3:]) if self.format.startswith("num") else None
+
+
+class RunMeasures(BaseModel):
+    """A run's test-set measures, as the trainer reports them and the API answers them.
+
+    Non-finite values are kept (a perfect reconstruction's PSNR is Infinity) and written
+    ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` in JSON; ``null`` means not measured."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True,
+                              ser_json_inf_nan="strings",
+                              json_schema_extra=lambda schema, cls: _describe(schema))
+
+    # --- quality: the study's measures on the test split (models.metrics) ---------------
+    mae: Annotated[float, MeasureInfo(
+        "MAE", "mean absolute error over every value of the test split (images × 3 × 32 × "
+        "32 in model space, [0, 1])", "quality", format="num6", better="min",
+        results=True, study=True, aggregated=True, tied_best=True, expectable=True,
+        orderable=True)]
+    mse: Annotated[float, MeasureInfo(
+        "MSE", "mean squared error over every value of the test split, as mae", "quality",
+        format="num6", better="min",
+        results=True, study=True, aggregated=True, tied_best=True, expectable=True,
+        orderable=True)]
+    psnr: Annotated[float, MeasureInfo(
+        "PSNR (dB)", "10·log10(1 / mse) of the whole split (not a mean over images); "
+        "Infinity for a perfect reconstruction", "quality", format="num2", unit="dB",
+        better="max",
+        results=True, study=True, aggregated=True, tied_best=True, expectable=True,
+        orderable=True)]
+    ssim: Annotated[float, MeasureInfo(
+        "SSIM", "mean per-image SSIM (Gaussian window 11, σ 1.5; torchmetrics)", "quality",
+        better="max",
+        results=True, study=True, aggregated=True, tied_best=True, expectable=True,
+        orderable=True)]
+    classifier_accuracy: Annotated[float | None, MeasureInfo(
+        "Classifier acc.", "top-1 accuracy of the dataset's reference classifier on the "
+        "reconstructions (None: classifier disabled)", "quality",
+        label="Classifier accuracy", better="max",
+        results=True, study=True, aggregated=True, tied_best=True, expectable=True,
+        orderable=True)] = None
+    original_accuracy: Annotated[float | None, MeasureInfo(
+        "Original images' accuracy", "the reference classifier's top-1 accuracy on the "
+        "original test images (the study's 'Original images' row)", "quality",
+        results=True, aggregated=True)] = None
+    n_images: Annotated[int, MeasureInfo(
+        "Test images", "test images measured", "quality", format="int")]
+    # The q_* measures are taken on the images decoded from the entropy-coded test set
+    # (models.compression), through a quantiser of quant_bits bits.
+    quant_bits: Annotated[int | None, MeasureInfo(
+        "Quantiser bits", "bits per latent value of the quantiser behind the q_* measures "
+        "(None: factorized_prior's own integer symbols)", "quality", format="int",
+        results=True)] = None
+    q_mae: Annotated[float | None, MeasureInfo(
+        "Quantised MAE", "mae of the images decoded from the stream", "quality",
+        format="num6", better="min")] = None
+    q_mse: Annotated[float | None, MeasureInfo(
+        "Quantised MSE", "mse of the images decoded from the stream", "quality",
+        format="num6", better="min",
+        results=True, aggregated=True, expectable=True, orderable=True)] = None
+    q_psnr: Annotated[float | None, MeasureInfo(
+        "Quantised PSNR (dB)", "psnr of the images decoded from the stream", "quality",
+        format="num2", unit="dB", better="max",
+        results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
+    q_ssim: Annotated[float | None, MeasureInfo(
+        "Quantised SSIM", "ssim of the images decoded from the stream", "quality",
+        better="max",
+        results=True, aggregated=True, expectable=True, orderable=True)] = None
+    q_accuracy: Annotated[float | None, MeasureInfo(
+        "Quantised acc.", "classifier_accuracy on the images decoded from the stream",
+        "quality", label="Quantised classifier acc.", better="max",
+        results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
+
+    # --- rate: what an image really costs (models.compression) ---------------------------
+    bytes_per_image: Annotated[float | None, MeasureInfo(
+        "Bytes / image", "the test set's entropy-coded stream (header included) / test "
+        "images; the per-run side information apart", "rate", format="num1", unit="B",
+        label="Bytes / image (measured stream)",
+        results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
+    bpp: Annotated[float | None, MeasureInfo(
+        "bpp", "8 · bytes_per_image / native_pixels: bits per pixel of the native image",
+        "rate", format="num3", unit="bit/px", label="bpp (native pixels)",
+        results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
+    raw_bytes_per_image: Annotated[int | None, MeasureInfo(
+        "Raw uint8 bytes / image", "the native image as uint8 (784 MNIST, 3,072 CIFAR-10)",
+        "rate", format="int", unit="B",
+        results=True)] = None
+    side_info_bytes: Annotated[int | None, MeasureInfo(
+        "Side information (bytes, per run)", "per run, not per image: the quantiser (2 "
+        "float32) and per-dimension entropy-model tables (2 float32 each)", "rate",
+        format="int", unit="B",
+        results=True)] = None
+    stream_bytes: Annotated[int | None, MeasureInfo(
+        "Test-set stream (bytes)", "the entropy-coded test set's length (the "
+        "latents-test.bin artifact)", "rate", format="int", unit="B")] = None
+    native_pixels: Annotated[int | None, MeasureInfo(
+        "Native pixels / image", "H × W of the dataset's native image, the pixels bpp is "
+        "counted over (784 MNIST, 1,024 CIFAR-10)", "rate", format="int", unit="px")] = None
+
+    # --- time --------------------------------------------------------------------------
+    training_time_s: Annotated[float, MeasureInfo(
+        "Train time", "every epoch of the final model", "time", format="duration",
+        unit="s",
+        results=True, study=True, aggregated=True, expectable=True, orderable=True)]
+    search_time_s: Annotated[float | None, MeasureInfo(
+        "LR search", "the learning-rate search alone", "time", format="duration", unit="s",
+        label="LR search time",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+    wall_time_s: Annotated[float | None, MeasureInfo(
+        "Wall time", "the whole run, preflight to evaluated", "time", format="duration",
+        unit="s",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+
+    # --- the model ---------------------------------------------------------------------
+    compression_ratio: Annotated[float, MeasureInfo(
+        "Nominal ratio", "nominal, not measured: model-space values (3 × 32 × 32) per "
+        "latent value", "model", format="num3",
+        label="Nominal ratio (values; not measured)", column="nominal_compression_ratio",
+        results=True, orderable=True)]
+    params: Annotated[int, MeasureInfo(
+        "Parameters", "the model's parameters", "model", format="int",
+        results=True, aggregated=True, expectable=True, orderable=True)]
+    latent_dim: Annotated[int, MeasureInfo(
+        "Latent size", "the trained model's latent size (values per image)", "model",
+        format="int")]
+    compression_ratio_bytes: Annotated[float, MeasureInfo(
+        "Nominal ratio (float32 bytes; not measured)", "nominal, not measured: model-space "
+        "values per float32 byte of the latent", "model", format="num3")]
+    rd_lambda: Annotated[float | None, MeasureInfo(
+        "λ", "the λ of factorized_prior's rate + λ·255²·MSE loss the model was trained "
+        "with (None for the other variants)", "model", format="sig",
+        label="Rate–distortion λ")] = None
+
+
+class CodecRow(BaseModel):
+    """A standard codec on a run's test images (``models.compression.codec_rows``):
+    matched to the run's bytes per image (``kind`` matched, with its ``status``) or at one
+    quality of a curve (``kind`` curve). Sizes are whole files; distortion in model space,
+    measured as the model's (mse … classifier_accuracy mean what :class:`RunMeasures`'s
+    do)."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True,
+                              ser_json_inf_nan="strings")
+
+    codec: str  # jpeg, webp, avif
+    kind: Literal["matched", "curve"]
+    status: str | None  # matched, below_range, above_range (kind matched)
+    quality: float | None  # the codec's quality (mean over images when matched)
+    target_bytes: float | None  # the run's bytes per image it was matched to
+    min_bytes_per_image: float | None  # the smallest and largest mean file it could reach
+    max_bytes_per_image: float | None
+    bytes_per_image: float
+    bpp: float
+    mse: float
+    mae: float
+    psnr: float
+    ssim: float
+    classifier_accuracy: float | None
+    n_images: int
+
+
+def _info(name: str, annotation: Any, metadata: list[Any]) -> MeasureInfo:
+    infos = [m for m in metadata if isinstance(m, MeasureInfo)]
+    if len(infos) != 1:
+        raise TypeError(f"RunMeasures.{name} needs exactly one MeasureInfo")
+    args = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) \
+        else (annotation,)
+    kinds = [a for a in args if a is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in (int, float):
+        raise TypeError(f"RunMeasures.{name} must be an int or a float (or None)")
+    return replace(infos[0], name=name, kind=kinds[0], nullable=type(None) in args)
+
+
+# The measures table, in the results' order.
+MEASURES: tuple[MeasureInfo, ...] = tuple(
+    _info(name, field.annotation, field.metadata)
+    for name, field in RunMeasures.model_fields.items())
+BY_NAME: dict[str, MeasureInfo] = {m.name: m for m in MEASURES}
+# Measures an ``expect`` bound may name, in the table's order.
+EXPECTABLE: tuple[str, ...] = tuple(m.name for m in MEASURES if m.expectable)
+# One line per run (the terminal's results table, the web's comparison of runs), in the
+# study's order (MSE first): (measure, its terminal head, kept on a narrow terminal).
+SUMMARY: tuple[tuple[str, str, bool], ...] = (
+    ("mse", "MSE", True), ("mae", "MAE", False), ("psnr", "PSNR dB", True),
+    ("ssim", "SSIM", False), ("classifier_accuracy", "clf acc", True),
+    ("training_time_s", "train time", False))
+
+
+def _describe(schema: dict[str, Any]) -> None:
+    """Each measure's description (and unit) in the JSON schema (the API's OpenAPI)."""
+    for name, prop in schema.get("properties", {}).items():
+        m = BY_NAME[name]
+        prop["title"] = m.long_title
+        prop["description"] = m.description + (f" [{m.unit}]" if m.unit else "")
+
+
+class ResultsTable(BaseModel):
+    """``GET /experiments/{id}/results?format=json``: the study's table, one row per run
+    (``columns`` in order; a run without measures has them as null), or with
+    ``aggregate=seed`` one per (model, dataset, latent size): ``{m}_mean``, ``{m}_std``
+    (ddof = 1, null for n < 2) and ``{m}_n`` of each measure, ``{m}_tied_best``."""
+
+    experiment_id: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
+    reference: str | None = None  # the study's source, with reference: "study"
+    expect: str | None = None  # PASSED, REGRESSED, or None (no bounds, or runs pending)
