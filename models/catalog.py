@@ -1,180 +1,391 @@
-"""The study's variants and datasets as plain data.
+"""The recipe vocabulary as plain data: architectures, losses, recipes and the study's
+presets, and where each entry comes from.
 
-This module must stay importable without torch: the API validates experiment specs
-against it and the API process never loads torch.
+A **recipe** is a point on orthogonal axes — an ``architecture`` (a registered builder:
+built-in, or a plugin's), a ``loss``, ``progressive`` resizing, ``encoder_weights`` and the
+per-dataset learning rates where known. The study's six rows and ``factorized_prior`` are
+**presets**: named recipes with a title. A spec names presets (or plugin variants) or
+composes recipes inline; which combinations can work is decided by each architecture's
+capabilities (:class:`ArchitectureInfo`), never by its name.
+
+Torch-free: the API validates specs against it and never loads torch. Built-in
+architectures are named by an import target that ``models.builders`` resolves on the
+torch side; plugin architectures by their entry point (``models.plugins``), described to
+this process by the plugin probe.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
-Architecture = Literal["conv", "pixel_shuffle", "resnet", "factorized_prior"]
-LossName = Literal["mse", "feature", "rate_distortion"]
+from pydantic import BaseModel, ConfigDict, Field
 
+from models import plugins
+from models.assets import WeightsName
+from models.datasets import DATASETS
+from models.registry import AELAB, NAME_PATTERN, Registry, Source
+
+IMAGE_SIZE = 32  # model space: every image is served to the models as 3×32×32
+INPUT_VALUES = 3 * IMAGE_SIZE * IMAGE_SIZE
+DEFAULT_LATENT_DIM = 1000  # the study's code size, for architectures that name none
+MAX_LATENT_DIM = 8192
 # factorized_prior's λ when a spec gives none: the middle of CompressAI's MSE grid
 # (0.0018 … 0.0483 for its quality levels 1–6).
 DEFAULT_RD_LAMBDA = 0.0067
 
+LossName = Literal["mse", "feature", "rate_distortion"]
+EncoderWeights = Literal["none", "imagenet"]
+
+
+# ---------------------------------------------------------------------------------------
+# Architectures and losses
+
+
+@dataclass(frozen=True)
+class ArchitectureInfo:
+    """A registered builder and what it can do. The capabilities decide which recipes
+    over it can work; a test checks each against the built-in class itself."""
+
+    name: str
+    title: str
+    description: str
+    target: str  # "module:attr" building it from latent_dim (and its options)
+    default_latent_dim: int = DEFAULT_LATENT_DIM
+    params: int | None = None  # at the default latent size; None: not known before a build
+    resizable: bool = False  # can change its output size: progressive resizing
+    pretrained_body: WeightsName | None = None  # an encoder body with these ImageNet weights
+    layer_groups: bool = False  # discriminative LR groups (the pretrained arm's phase 2)
+    entropy_model: bool = False  # a learned entropy model: rate-distortion, its own coder
+    options: tuple[str, ...] = ()  # builder keywords besides latent_dim, e.g. icnr
+    source: Source = AELAB
+
+
+ARCHITECTURES: Registry[ArchitectureInfo] = Registry("architecture")
+for _arch in (
+    ArchitectureInfo(
+        "conv", "Conv autoencoder", "Conv encoder, Linear 1536→latent bottleneck, "
+        "nearest-upsample decoder (the study's baseline).",
+        "models.architectures:ConvAutoencoder", params=3_080_629, resizable=True),
+    ArchitectureInfo(
+        "pixel_shuffle", "Pixel-shuffle autoencoder", "Baseline encoder; decoder upsamples "
+        "with weight-normed 1×1 convs, pixel shuffle and blur.",
+        "models.architectures:PixelShuffleAutoencoder", params=3_079_042, resizable=True,
+        options=("icnr",)),
+    ArchitectureInfo(
+        "resnet", "ResNet34-encoder autoencoder", "ResNet34 body + concat pool (latent "
+        "1024), the baseline decoder; its body takes ImageNet weights.",
+        "models.architectures:ResNetAutoencoder", default_latent_dim=1024,
+        params=22_862_105, pretrained_body="resnet34", layer_groups=True),
+    ArchitectureInfo(
+        "factorized_prior", "Factorized prior", "Baseline encoder/decoder with a learned "
+        "factorised entropy model on the latent (Ballé et al. 2017); codes its own "
+        "bitstream.", "models.factorized_prior:FactorizedPriorAutoencoder",
+        params=3_123_629, entropy_model=True),
+):
+    ARCHITECTURES.register(_arch.name, _arch)
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    name: str
+    title: str
+    description: str
+    weights: tuple[WeightsName, ...] = ()  # pretrained weights it loads (pretrained: true)
+    needs_entropy_model: bool = False  # its rate term reads the model's likelihoods
+
+
+LOSSES: Registry[LossInfo] = Registry("loss")
+for _loss in (
+    LossInfo("mse", "Pixel MSE", "Mean squared error of the reconstruction."),
+    LossInfo("feature", "Feature loss", "Pixel MSE + VGG16-bn feature and Gram terms "
+             "(the study's).", weights=("vgg16_bn",)),
+    LossInfo("rate_distortion", "Rate + λ·distortion", "Estimated bits per pixel + "
+             "λ·255²·MSE (CompressAI's convention).", needs_entropy_model=True),
+):
+    LOSSES.register(_loss.name, _loss)
+
+
+# ---------------------------------------------------------------------------------------
+# Recipes
+
+
+class PluginRef(BaseModel):
+    """The distribution an architecture plugin came from on the API host: a worker's
+    preflight checks it has the same."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    distribution: str | None
+    version: str | None
+
+
+class Recipe(BaseModel):
+    """A variant as data: what to build, how to train it. Stored whole in each run spec,
+    so a driver never needs the API's catalog to know what to build."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: str = Field(pattern=NAME_PATTERN, description="the run's label in results, "
+                      "gallery and compare; may not be a preset's")
+    architecture: str = Field(pattern=NAME_PATTERN, description="GET /catalog: "
+                              "architectures (built-in or a plugin's)")
+    loss: LossName = "mse"
+    progressive: bool = Field(default=False, description="phase 1 at 16 px, then full "
+                              "size (needs an architecture that can change output size)")
+    encoder_weights: EncoderWeights = Field(
+        default="none", description="imagenet: load the architecture's ImageNet encoder "
+        "body (frozen in phase 1, then discriminative learning rates)")
+    latent_dim: int | None = Field(default=None, ge=1, le=MAX_LATENT_DIM, description="its "
+                                   "latent size (None: the architecture's)")
+    lr: dict[str, float] = Field(default_factory=dict, description="phase-2 max learning "
+                                 "rate per dataset for lr_search fixed (the study's where "
+                                 "known; else lr_search.lr or 1e-3)")
+    plugin: PluginRef | None = Field(default=None, description="filled by the service for a "
+                                     "plugin architecture")
+
+    @property
+    def pretrained_encoder(self) -> bool:
+        return self.encoder_weights == "imagenet"
+
+    @property
+    def trains_rate(self) -> bool:
+        """Trained on rate + λ·distortion (a spec's lambdas and rd_lambda apply)."""
+        return LOSSES[self.loss].needs_entropy_model
+
+    @property
+    def pretrained_weights(self) -> tuple[WeightsName, ...]:
+        """Weights files (``models.assets`` names) it loads when pretrained."""
+        body = ARCHITECTURES[self.architecture].pretrained_body \
+            if self.pretrained_encoder else None
+        return ((body,) if body else ()) + LOSSES[self.loss].weights
+
 
 @dataclass(frozen=True)
 class Variant:
-    """A recipe: an architecture, a loss and how the two training phases treat it."""
+    """A named recipe of the catalog (a preset, or a plugin architecture's own)."""
 
-    name: str
+    recipe: Recipe
     title: str  # the study's row label
     description: str
-    architecture: Architecture
-    loss: LossName = "mse"
-    latent_dim: int = 1000
-    # Parameter count of the study's model at its default latent size (seed-experiment §4).
-    params: int = 0
-    pretrained_encoder: bool = False  # ImageNet ResNet34, frozen in phase 1
-    progressive: bool = False  # phase 1 at 16 px, then 32 px with the same parameters
-    # Phase-2 max learning rate the study picked by hand, per dataset (seed-experiment §2).
-    seed_lr: dict[str, float] = field(default_factory=dict)
+    source: Source = AELAB
+    params: int | None = None  # at its latent size, where known before a build
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def architecture(self) -> str:
+        return self.recipe.architecture
+
+    @property
+    def loss(self) -> str:
+        return self.recipe.loss
+
+    @property
+    def latent_dim(self) -> int:
+        assert self.recipe.latent_dim is not None  # catalog recipes are resolved
+        return self.recipe.latent_dim
+
+    @property
+    def progressive(self) -> bool:
+        return self.recipe.progressive
+
+    @property
+    def pretrained_encoder(self) -> bool:
+        return self.recipe.pretrained_encoder
+
+    @property
+    def seed_lr(self) -> dict[str, float]:
+        """Phase-2 max learning rate the study picked by hand, per dataset (§2)."""
+        return self.recipe.lr
+
+    @property
+    def pretrained_weights(self) -> tuple[WeightsName, ...]:
+        return self.recipe.pretrained_weights
 
     @property
     def needs_pretrained_weights(self) -> bool:
         return bool(self.pretrained_weights)
 
-    @property
-    def pretrained_weights(self) -> tuple[str, ...]:
-        """Weights files (``models.assets`` names) it loads when pretrained."""
-        return (("resnet34",) if self.pretrained_encoder else ()) + \
-            (("vgg16_bn",) if self.loss == "feature" else ())
+
+def _preset(name: str, title: str, description: str, architecture: str,
+            lr: dict[str, float], **axes: Any) -> Variant:
+    arch = ARCHITECTURES[architecture]
+    recipe = Recipe(name=name, architecture=architecture, latent_dim=arch.default_latent_dim,
+                    lr=lr, **axes)
+    return Variant(recipe, title, description, params=arch.params)
 
 
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant(
-            name="baseline",
-            title="Baseline",
-            description="Conv encoder, Linear 1536→1000 bottleneck, nearest-upsample decoder.",
-            architecture="conv",
-            params=3_080_629,
-            seed_lr={"mnist": 1e-3, "cifar10": 1e-3},
-        ),
-        Variant(
-            name="pixel_shuffle",
-            title="Pixel Shuffle",
-            description="Baseline encoder; decoder upsamples with weight-normed 1×1 convs, "
-            "pixel shuffle and blur.",
-            architecture="pixel_shuffle",
-            params=3_079_042,
-            seed_lr={"mnist": 1e-3, "cifar10": 1e-3},
-        ),
-        Variant(
-            name="progressive_resizing",
-            title="Progressive Resizing",
-            description="Baseline trained at 16 px first, then at 32 px by switching the "
-            "second upsample factor (same parameters).",
-            architecture="conv",
-            params=3_080_629,
-            progressive=True,
-            seed_lr={"mnist": 1.74e-4, "cifar10": 1e-3},
-        ),
-        Variant(
-            name="pretrained_resnet",
-            title="Pretraining",
-            description="ImageNet ResNet34 encoder + concat pool (latent 1024), frozen in "
-            "phase 1, then 10 discriminative learning-rate groups.",
-            architecture="resnet",
-            latent_dim=1024,
-            params=22_862_105,
-            pretrained_encoder=True,
-            seed_lr={"mnist": 1e-2, "cifar10": 1e-2},
-        ),
-        Variant(
-            name="resnet",
-            title="Resnet w/o pretrain",
-            description="ResNet34 encoder + concat pool (latent 1024) from random init.",
-            architecture="resnet",
-            latent_dim=1024,
-            params=22_862_105,
-            seed_lr={"mnist": 1e-4, "cifar10": 1e-3},
-        ),
-        Variant(
-            name="feature_loss",
-            title="Feature Loss",
-            description="Baseline trained with pixel MSE + VGG16-bn feature and Gram terms.",
-            architecture="conv",
-            loss="feature",
-            params=3_080_629,
-            seed_lr={"mnist": 1e-4, "cifar10": 1e-3},
-        ),
-        Variant(
-            name="factorized_prior",
-            title="Factorized Prior",
-            description="Not in the study: the baseline's encoder/decoder with a learned "
-            "factorised entropy model on the latent (Ballé et al. 2017), trained on "
-            "rate + λ·distortion; its bitstream is really coded.",
-            architecture="factorized_prior",
-            loss="rate_distortion",
-            params=3_123_629,
-            seed_lr={"mnist": 1e-3, "cifar10": 1e-3},
-        ),
-    )
-}
+# The study's variants (seed-experiment §2–4) and factorized_prior: their recipes,
+# parameter counts and hand-picked LRs, unchanged.
+PRESETS: Registry[Variant] = Registry("variant")
+for _variant in (
+    _preset("baseline", "Baseline", "Conv encoder, Linear 1536→1000 bottleneck, "
+            "nearest-upsample decoder.", "conv", {"mnist": 1e-3, "cifar10": 1e-3}),
+    _preset("pixel_shuffle", "Pixel Shuffle", "Baseline encoder; decoder upsamples with "
+            "weight-normed 1×1 convs, pixel shuffle and blur.", "pixel_shuffle",
+            {"mnist": 1e-3, "cifar10": 1e-3}),
+    _preset("progressive_resizing", "Progressive Resizing", "Baseline trained at 16 px "
+            "first, then at 32 px by switching the second upsample factor (same "
+            "parameters).", "conv", {"mnist": 1.74e-4, "cifar10": 1e-3}, progressive=True),
+    _preset("pretrained_resnet", "Pretraining", "ImageNet ResNet34 encoder + concat pool "
+            "(latent 1024), frozen in phase 1, then 10 discriminative learning-rate groups.",
+            "resnet", {"mnist": 1e-2, "cifar10": 1e-2}, encoder_weights="imagenet"),
+    _preset("resnet", "Resnet w/o pretrain", "ResNet34 encoder + concat pool (latent 1024) "
+            "from random init.", "resnet", {"mnist": 1e-4, "cifar10": 1e-3}),
+    _preset("feature_loss", "Feature Loss", "Baseline trained with pixel MSE + VGG16-bn "
+            "feature and Gram terms.", "conv", {"mnist": 1e-4, "cifar10": 1e-3},
+            loss="feature"),
+    _preset("factorized_prior", "Factorized Prior", "Not in the study: the baseline's "
+            "encoder/decoder with a learned factorised entropy model on the latent (Ballé "
+            "et al. 2017), trained on rate + λ·distortion; its bitstream is really coded.",
+            "factorized_prior", {"mnist": 1e-3, "cifar10": 1e-3}, loss="rate_distortion"),
+):
+    PRESETS.register(_variant.name, _variant)
+VARIANTS: dict[str, Variant] = dict(PRESETS)  # the presets by name
+
+
+# ---------------------------------------------------------------------------------------
+# Plugin architectures (each also a variant of its own name)
+
+
+def describe_variant_plugin(name: str, build: Any) -> dict[str, Any]:
+    """The facts of an ``aelab.variants`` entry point's object (in the plugin probe):
+    a callable ``build(latent_dim)`` with optional ``title``, ``default_latent_dim`` and a
+    docstring. ValueError saying what is wrong otherwise."""
+    if not callable(build):
+        raise ValueError(f"an aelab.variants entry point names a callable "
+                         f"build(latent_dim) -> nn.Module, not {type(build).__name__}")
+    latent = getattr(build, "default_latent_dim", DEFAULT_LATENT_DIM)
+    if isinstance(latent, bool) or not isinstance(latent, int) \
+            or not 1 <= latent <= MAX_LATENT_DIM:
+        raise ValueError(f"build.default_latent_dim must be an int in 1..{MAX_LATENT_DIM}, "
+                         f"got {latent!r}")
+    title = getattr(build, "title", None) or name
+    doc = (getattr(build, "__doc__", None) or "").strip().splitlines()
+    return {"title": str(title), "default_latent_dim": latent,
+            "description": doc[0] if doc else ""}
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    title: str
-    description: str
-    num_classes: int
-    channels: int  # as stored; every dataset is served as 3×32×32
-    size: int
-    train_size: int
-    test_size: int
-    offline: bool  # generated by aelab itself, needs no files
+class PluginVariant:
+    """An installed ``aelab.variants`` entry point: its architecture and variant, or why
+    it is unavailable."""
+
+    described: plugins.Described
+    architecture: ArchitectureInfo | None
+    variant: Variant | None
+    problem: str | None
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    d.name: d
-    for d in (
-        DatasetInfo(
-            "mnist", "MNIST", "Handwritten digits, 28×28 grey, served as 3×32×32.",
-            10, 1, 28, 60_000, 10_000, offline=False,
-        ),
-        DatasetInfo(
-            "cifar10", "CIFAR-10", "Tiny colour photos in 10 classes, 3×32×32.",
-            10, 3, 32, 50_000, 10_000, offline=False,
-        ),
-        DatasetInfo(
-            "synthetic", "Synthetic shapes",
-            "Generated offline by aelab: 10 shape classes, random colours, sizes and places.",
-            10, 3, 32, 10_000, 2_000, offline=True,
-        ),
-    )
-}
-
-IMAGE_SIZE = 32
-INPUT_VALUES = 3 * IMAGE_SIZE * IMAGE_SIZE
+def plugin_variants() -> dict[str, PluginVariant]:
+    """Installed architecture plugins by name (described by the plugin probe)."""
+    group = plugins.described()[plugins.VARIANTS_GROUP]
+    out: dict[str, PluginVariant] = {}
+    for d in group:
+        problem = plugins.problem(d, group, {*ARCHITECTURES, *PRESETS}, "variant")
+        arch = variant = None
+        if problem is None:
+            e = d.entry
+            arch = ArchitectureInfo(e.name, d.facts["title"], d.facts["description"],
+                                    e.target, d.facts["default_latent_dim"], source=e.source)
+            recipe = Recipe(name=e.name, architecture=e.name,
+                            latent_dim=arch.default_latent_dim,
+                            plugin=PluginRef(distribution=e.distribution, version=e.version))
+            variant = Variant(recipe, arch.title, arch.description, e.source)
+        out.setdefault(d.entry.name, PluginVariant(d, arch, variant, problem))
+    return out
 
 
-def list_variants() -> list[str]:
-    return list(VARIANTS)
+def architecture_info(name: str) -> ArchitectureInfo:
+    """A built-in's or an available plugin's architecture. KeyError listing the valid
+    names when unknown; PluginUnavailable saying why for a broken plugin."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    found = plugin_variants()
+    if name in found:
+        if found[name].architecture is None:
+            raise plugins.PluginUnavailable(f"architecture {name!r} is unavailable: "
+                                            f"{found[name].problem}")
+        return found[name].architecture  # type: ignore[return-value]
+    valid = [*ARCHITECTURES, *(n for n, p in found.items() if p.architecture)]
+    raise KeyError(f"unknown architecture {name!r}; valid: {', '.join(valid)}")
 
 
-def list_datasets() -> list[str]:
-    return list(DATASETS)
+def variant_names() -> list[str]:
+    """Every variant a spec may name here: the presets, then available plugin variants."""
+    return [*PRESETS, *(n for n, p in plugin_variants().items() if p.variant)]
 
 
 def get_variant(name: str) -> Variant:
-    try:
-        return VARIANTS[name]
-    except KeyError:
-        raise KeyError(f"unknown variant {name!r}; valid: {', '.join(VARIANTS)}") from None
+    """A preset or an available plugin variant. KeyError listing the valid names when
+    unknown; PluginUnavailable saying why for a broken plugin."""
+    if name in PRESETS:
+        return PRESETS[name]
+    found = plugin_variants()
+    if name in found:
+        if found[name].variant is None:
+            raise plugins.PluginUnavailable(f"variant {name!r} is unavailable: "
+                                            f"{found[name].problem}")
+        return found[name].variant  # type: ignore[return-value]
+    raise KeyError(f"unknown variant {name!r}; valid: {', '.join(variant_names())}")
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
+def _able(flag: str) -> str:
+    return ", ".join(n for n, a in ARCHITECTURES.items() if getattr(a, flag)) or "none"
+
+
+def recipe_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    """What cannot work in ``recipe``, as (field, message) pairs: an architecture that is
+    unknown or unavailable, or an axis the architecture cannot serve."""
     try:
-        return DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}") from None
+        arch = architecture_info(recipe.architecture)
+    except (KeyError, plugins.PluginUnavailable) as exc:
+        return [("architecture", str(exc.args[0]))]
+    problems = []
+    if recipe.progressive and not arch.resizable:
+        problems.append(("progressive", f"progressive resizing trains at {IMAGE_SIZE // 2} px "
+                         f"first, and architecture {arch.name} cannot change its output "
+                         f"size (those that can: {_able('resizable')})"))
+    if recipe.pretrained_encoder and not (arch.pretrained_body and arch.layer_groups):
+        problems.append(("encoder_weights", f"architecture {arch.name} has no ImageNet "
+                         f"encoder body (those with one: {_able('pretrained_body')})"))
+    if LOSSES[recipe.loss].needs_entropy_model and not arch.entropy_model:
+        problems.append(("loss", f"the {recipe.loss} loss needs a learned entropy model, "
+                         f"which architecture {arch.name} has not (those with one: "
+                         f"{_able('entropy_model')})"))
+    if arch.entropy_model and not LOSSES[recipe.loss].needs_entropy_model:
+        problems.append(("loss", f"architecture {arch.name} learns its entropy model "
+                         f"through the rate term only: train it with loss rate_distortion"))
+    return problems
+
+
+def resolve(ref: str | Recipe) -> Recipe:
+    """The complete recipe a run spec stores: a named variant's, or an inline one with
+    its latent size and plugin distribution filled in from its architecture."""
+    if isinstance(ref, str):
+        return get_variant(ref).recipe
+    arch = architecture_info(ref.architecture)
+    plugin = PluginRef(distribution=arch.source.distribution, version=arch.source.version) \
+        if arch.source.kind == "plugin" else None
+    return ref.model_copy(update={"latent_dim": ref.latent_dim or arch.default_latent_dim,
+                                  "plugin": plugin})
+
+
+# ---------------------------------------------------------------------------------------
+# Names for the CLI, and nominal sizes
+
+
+def list_variants() -> list[str]:
+    """The presets (``aelab train --model``)."""
+    return list(PRESETS)
+
+
+def list_datasets() -> list[str]:
+    """The built-in datasets (``aelab train --dataset``)."""
+    return list(DATASETS)
 
 
 def compression_ratio(latent_dim: int) -> float:
@@ -188,3 +399,4 @@ def compression_ratio_bytes(latent_dim: int) -> float:
     """*Nominal*: model-space input bytes (3,072 uint8) per float32 code byte; MNIST's
     native image is 784 bytes. Not measured — see ``bytes_per_image``."""
     return INPUT_VALUES / (4 * latent_dim)
+

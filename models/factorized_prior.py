@@ -160,6 +160,8 @@ class CodingTables:
 class FactorizedPriorAutoencoder(Autoencoder):
     """Baseline conv encoder/decoder + :class:`EntropyBottleneck` on the (B, D) latent."""
 
+    has_entropy_model = True
+
     def __init__(self, latent_dim: int = 1000) -> None:
         super().__init__()
         self.latent_dim = latent_dim
@@ -174,10 +176,6 @@ class FactorizedPriorAutoencoder(Autoencoder):
             y_tilde, lik = self.entropy_bottleneck(y.float())
         self.last_likelihoods = lik  # (B, D): read by RateDistortionLoss
         return self.decoder(y_tilde).clamp(0.0, 1.0)
-
-
-def build_factorized_prior(latent_dim: int = 1000) -> FactorizedPriorAutoencoder:
-    return FactorizedPriorAutoencoder(latent_dim)
 
 
 def rate_bpp(likelihoods: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -199,10 +197,10 @@ class RateDistortionLoss(nn.Module):
             self.bind(model)
 
     def bind(self, model: nn.Module) -> RateDistortionLoss:
-        if not isinstance(model, FactorizedPriorAutoencoder):
-            raise TypeError(f"the rate-distortion loss needs a factorized-prior model, got "
-                            f"{type(model).__name__}")
-        self._model[:] = [model]
+        if not getattr(model, "has_entropy_model", False):
+            raise TypeError(f"the rate-distortion loss needs a model with a learned entropy "
+                            f"model, got {type(model).__name__}")
+        self._model[:] = [model]  # type: ignore[list-item]  # has_entropy_model
         return self
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from models.catalog import IMAGE_SIZE, Variant
+from models.catalog import IMAGE_SIZE, Recipe, Variant
 
 Schedule = Literal["seed", "one_cycle"]
 
@@ -62,12 +62,13 @@ class Phase:
         return d
 
 
-def plan_phases(variant: Variant, *, epochs: int, lr: float, schedule: Schedule,
+def plan_phases(variant: Recipe | Variant, *, epochs: int, lr: float, schedule: Schedule,
                 phase1_epochs: int = PHASE1_EPOCHS,
                 phase1_lr: float = PHASE1_LR) -> list[Phase]:
-    """The seed schedule is the study's: phase 1 (5 epochs at 3e-3; 16 px for progressive
-    resizing; frozen encoder for the pretrained arm), then the rest at ``lr``. With fewer
-    epochs phase 1 shrinks so phase 2 keeps at least one. ``one_cycle`` is one phase.
+    """The seed schedule is the study's: phase 1 (5 epochs at 3e-3; 16 px when the recipe
+    is ``progressive``; frozen encoder body with ``encoder_weights: imagenet``), then the
+    rest at ``lr`` (discriminative groups for the pretrained body). With fewer epochs
+    phase 1 shrinks so phase 2 keeps at least one. ``one_cycle`` is one phase.
 
     Raises ValueError when ``epochs`` < 1.
     """

@@ -1,66 +1,72 @@
-"""Turn a variant name into a model, a loss and the study's per-phase optimiser setup."""
+"""Turn a recipe into a model, a loss and the study's per-phase optimiser setup.
+
+Everything a phase asks of a model goes through its capabilities (``Autoencoder``'s
+``set_output_size``, ``freeze_encoder_body``, ``layer_groups``, ``load_encoder_weights``),
+never through its class, so a plugin's architecture trains like a built-in one.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from models.architectures import (
-    Autoencoder,
-    ConvAutoencoder,
-    ResNetAutoencoder,
-    get_architecture,
-)
-from models.catalog import IMAGE_SIZE, Variant, get_variant
+from models.architectures import Autoencoder
+from models.builders import architecture_builder
+from models.catalog import ARCHITECTURES, PRESETS, Recipe, Variant
 from models.losses import build_loss
 from models.plan import Phase
-from models.weights import WeightsSource, resnet34_body_state
+from models.weights import WeightsSource
 
 DISCRIMINATIVE_SPAN = 1e4  # slice(1e-6, 1e-2): the lowest group gets max_lr / 1e4
 
 
-def build_model(variant: Variant | str, *, latent_dim: int | None = None, pretrained: bool = True,
-                weights: WeightsSource | None = None, icnr: bool = False) -> Autoencoder:
-    v = get_variant(variant) if isinstance(variant, str) else variant
-    kwargs: dict[str, object] = {"latent_dim": latent_dim or v.latent_dim}
-    if v.architecture == "pixel_shuffle":
-        kwargs["icnr"] = icnr
-    model = get_architecture(v.architecture, **kwargs)
-    if v.pretrained_encoder and pretrained:
-        assert isinstance(model, ResNetAutoencoder)
-        model.body.load_state_dict(resnet34_body_state(weights or WeightsSource()))
+def recipe_of(variant: Recipe | Variant | str) -> Recipe:
+    """A recipe as given, a variant's, or a preset's by name (KeyError listing them)."""
+    if isinstance(variant, Recipe):
+        return variant
+    return (variant if isinstance(variant, Variant) else PRESETS[variant]).recipe
+
+
+def build_model(variant: Recipe | Variant | str, *, latent_dim: int | None = None,
+                pretrained: bool = True, weights: WeightsSource | None = None,
+                icnr: bool = False) -> Autoencoder:
+    """The recipe's architecture at ``latent_dim`` (default: the recipe's), with ImageNet
+    weights in its encoder body when the recipe asks for them and ``pretrained``.
+    ``icnr`` reaches architectures that take it (see PixelShuffleBlock)."""
+    recipe = recipe_of(variant)
+    info = ARCHITECTURES.get(recipe.architecture)  # None: a plugin (no options)
+    options = {k: v for k, v in {"icnr": icnr}.items() if info and k in info.options}
+    size = latent_dim or recipe.latent_dim or (info.default_latent_dim if info else None)
+    model = architecture_builder(recipe.architecture)(latent_dim=size, **options)
+    if recipe.pretrained_encoder and pretrained:
+        model.load_encoder_weights(weights or WeightsSource())
     return model
 
 
-def build_training_loss(variant: Variant | str, *, pretrained: bool = True,
+def build_training_loss(variant: Recipe | Variant | str, *, pretrained: bool = True,
                         weights: WeightsSource | None = None,
                         rd_lambda: float | None = None,
                         model: nn.Module | None = None) -> nn.Module:
-    """The variant's loss; a rate-distortion loss is bound to ``model`` (required then)."""
-    v = get_variant(variant) if isinstance(variant, str) else variant
-    loss = build_loss(v.loss, pretrained=pretrained, weights=weights, rd_lambda=rd_lambda)
+    """The recipe's loss; a rate-distortion loss is bound to ``model`` (required then)."""
+    recipe = recipe_of(variant)
+    loss = build_loss(recipe.loss, pretrained=pretrained, weights=weights, rd_lambda=rd_lambda)
     bind = getattr(loss, "bind", None)
     if bind is not None:
         if model is None:
-            raise ValueError(f"the {v.loss} loss of {v.name} needs its model")
+            raise ValueError(f"the {recipe.loss} loss of {recipe.name} needs its model")
         bind(model)
     return loss
 
 
 def enter_phase(model: Autoencoder, phase: Phase) -> None:
-    """Set what a phase changes in the model itself: output size, frozen encoder."""
-    if isinstance(model, ConvAutoencoder):
-        model.set_output_size(phase.size)
-    elif phase.size != IMAGE_SIZE:
-        raise ValueError(f"{type(model).__name__} trains at {IMAGE_SIZE} px only")
-    if isinstance(model, ResNetAutoencoder):
-        # Frozen, but left in train mode: its BN running stats adapt, as in the study.
-        model.body.requires_grad_(not phase.frozen_encoder)
+    """Set what a phase changes in the model itself: output size, frozen encoder body."""
+    model.set_output_size(phase.size)
+    model.freeze_encoder_body(phase.frozen_encoder)
 
 
 def param_groups(model: Autoencoder, phase: Phase) -> tuple[list[dict], list[float]]:
     """Optimiser parameter groups and their max learning rates for ``phase``."""
-    if phase.discriminative and isinstance(model, ResNetAutoencoder):
+    if phase.discriminative:
         groups = model.layer_groups()
         n = len(groups)
         lrs = [phase.lr / DISCRIMINATIVE_SPAN ** (1 - i / (n - 1)) for i in range(n)]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from models.architectures import Autoencoder
-from models.catalog import get_variant
+from models.catalog import Recipe
 from models.data import (
     DataSplits,
     ImageSet,
@@ -45,10 +45,11 @@ from models.recipes import (
     make_optimizer,
     make_scheduler,
     param_groups,
+    recipe_of,
 )
 from models.weights import WeightsSource
 
-CHECKPOINT_VERSION = 2  # 2: the plan travels with the checkpoint
+CHECKPOINT_VERSION = 3  # 2: the plan travels with the checkpoint; 3: and the recipe
 
 
 class TrainingDiverged(RuntimeError):
@@ -57,7 +58,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    variant: str
+    variant: str  # the recipe's name (a preset's when ``recipe`` is None)
     epochs: int = 15
     batch_size: int = 128
     lr: float = 1e-3  # top LR of the last phase (phase 2 of the seed schedule)
@@ -77,9 +78,14 @@ class TrainConfig:
     compile: bool = False
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     rd_lambda: float | None = None  # factorized_prior's λ (None: DEFAULT_RD_LAMBDA)
+    recipe: Recipe | None = None  # None: the preset named ``variant``
 
     def __post_init__(self) -> None:
-        get_variant(self.variant)  # raises a KeyError listing the valid names
+        if self.recipe is None:
+            self.recipe = recipe_of(self.variant)  # a KeyError listing the valid names
+        elif self.recipe.name != self.variant:
+            raise ValueError(f"variant {self.variant!r} is not its recipe's name "
+                             f"{self.recipe.name!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
 
@@ -89,7 +95,8 @@ class TrainConfig:
         return WeightsSource(folder=folder, download=self.allow_download)
 
     def phases(self) -> list[Phase]:
-        return plan_phases(get_variant(self.variant), epochs=self.epochs, lr=self.lr,
+        assert self.recipe is not None
+        return plan_phases(self.recipe, epochs=self.epochs, lr=self.lr,
                            schedule=self.schedule, phase1_epochs=self.phase1_epochs,
                            phase1_lr=self.phase1_lr)
 
@@ -158,7 +165,8 @@ class TrainingSession:
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        self.model = build_model(config.variant, latent_dim=config.latent_dim,
+        assert config.recipe is not None
+        self.model = build_model(config.recipe, latent_dim=config.latent_dim,
                                  pretrained=config.pretrained, weights=config.weights,
                                  icnr=config.icnr).to(self.device)
         self.channels_last = (config.channels_last if config.channels_last is not None
@@ -166,7 +174,7 @@ class TrainingSession:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_fn = torch.compile(self.model) if config.compile else self.model
-        self.loss_fn = build_training_loss(config.variant, pretrained=config.pretrained,
+        self.loss_fn = build_training_loss(config.recipe, pretrained=config.pretrained,
                                            weights=config.weights, rd_lambda=config.rd_lambda,
                                            model=self.model).to(self.device)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -198,7 +206,7 @@ class TrainingSession:
         assert self.optimizer is not None and self.scheduler is not None
         return {
             "version": CHECKPOINT_VERSION,
-            "config": asdict(self.config),
+            "config": self._config_dict(),
             "epoch": self.epoch,
             "plan": [p.shape() for p in self.phases],
             "model": self.model.state_dict(),
@@ -208,12 +216,19 @@ class TrainingSession:
             "history": [asdict(m) for m in self.history],
         }
 
+    def _config_dict(self) -> dict[str, Any]:
+        assert self.config.recipe is not None
+        return {**asdict(self.config), "recipe": self.config.recipe.model_dump(mode="json")}
+
     def restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"unsupported checkpoint version {ckpt.get('version')!r}")
         if ckpt["config"]["variant"] != self.config.variant:
             raise ValueError(f"checkpoint is of {ckpt['config']['variant']!r}, "
                              f"not {self.config.variant!r}")
+        if ckpt["config"]["recipe"] != self._config_dict()["recipe"]:
+            raise ValueError(f"checkpoint of {self.config.variant!r} was made under another "
+                             f"recipe: {ckpt['config']['recipe']}")
         plan = [p.shape() for p in self.phases]
         if ckpt["plan"] != plan:
             # A slice of another plan (e.g. a phase-1 run planned with fewer epochs) would
@@ -310,7 +325,7 @@ class TrainingSession:
 def train(config: TrainConfig, data: DataSplits, *, on_epoch: EpochCallback | None = None,
           resume_from: dict[str, Any] | None = None,
           stop_after: int | None = None) -> TrainResult:
-    """Train ``config.variant`` on ``data``; returns the model (eval mode) and its history.
+    """Train ``config.recipe`` on ``data``; returns the model (eval mode) and its history.
 
     ``resume_from`` continues a checkpoint of the same plan (ValueError otherwise);
     ``stop_after`` stops after that epoch of the plan (e.g. the end of phase 1), so every

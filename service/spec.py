@@ -12,18 +12,21 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from models.catalog import Recipe, get_variant, recipe_problems, resolve, variant_names
+from models.plugins import PluginUnavailable
 from workers.measures import EXPECTABLE
 from workers.spec import (
     MAX_SEED,
-    RD_VARIANT,
+    RATE_ARCHITECTURES,
     DatasetName,
+    EnumOf,
     RunSpec,
     TrainingOptions,
-    VariantName,
     _Strict,
 )
 
@@ -69,6 +72,39 @@ class Tolerance(_Strict):
                                    "below the study's")
 
 
+def _variant_ref(value: Any, handler: Any) -> str | Recipe:
+    """A name of the catalog's variants, or an inline recipe that can work (its problems
+    named by field: models[i].architecture, models[i].progressive, …)."""
+    if isinstance(value, str):
+        try:
+            get_variant(value)
+        except (KeyError, PluginUnavailable) as exc:
+            raise PydanticCustomError("unknown_variant", str(exc.args[0])) from None
+        return value
+    if not isinstance(value, dict | Recipe):
+        raise PydanticCustomError("variant_ref", "a variant's name (GET /catalog) or an "
+                                  "inline recipe with a name and an architecture")
+    recipe = Recipe.model_validate(value)  # its field errors come back under models[i]
+    problems = recipe_problems(recipe)
+    if recipe.name in variant_names():
+        problems.insert(0, ("name", f"{recipe.name!r} is the name of a catalog variant: "
+                                    "name a composed recipe otherwise"))
+    if problems:
+        raise ValidationError.from_exception_data("Recipe", [InitErrorDetails(
+            type=PydanticCustomError("recipe", msg), loc=(field,),
+            input=getattr(recipe, field)) for field, msg in problems])
+    return recipe
+
+
+# One entry of an experiment's models: a variant's name, or a recipe composed inline.
+VariantRef = Annotated[Annotated[str, EnumOf(variant_names)] | Recipe,
+                       WrapValidator(_variant_ref)]
+
+
+def _name(ref: str | Recipe) -> str:
+    return ref if isinstance(ref, str) else ref.name
+
+
 def _one_form(info: ValidationInfo, single: str, plural: str, values: list[int] | None
               ) -> list[int] | None:
     if values is None:
@@ -84,7 +120,9 @@ def _one_form(info: ValidationInfo, single: str, plural: str, values: list[int] 
 class ExperimentSpec(TrainingOptions):
     name: str = Field(default="", max_length=200,
                       description="free text without control characters (no newlines)")
-    models: list[VariantName] = Field(min_length=1, description="variant names (GET /catalog)")
+    models: list[VariantRef] = Field(
+        min_length=1, description="variants (GET /catalog) by name, or recipes composed "
+        'inline: {"name": "ps_feature", "architecture": "pixel_shuffle", "loss": "feature"}')
     datasets: list[DatasetName] = Field(min_length=1)
     latent_dim: int | None = Field(default=None, ge=1, le=8192,
                                    description="one latent size for every run; None: each "
@@ -106,8 +144,9 @@ class ExperimentSpec(TrainingOptions):
         '{"baseline/mnist": {"mse": "<= 0.001"}}: each run PASSED or REGRESSED')
     lambdas: list[float] | None = Field(
         default=None, min_length=1, max_length=16,
-        description=f"λ values of {RD_VARIANT}'s rate + λ·255²·MSE loss: each is one run "
-        f"per dataset (the grid is models × datasets × lambdas, for {RD_VARIANT} only)")
+        description="λ values of the rate + λ·255²·MSE loss: each is one run per dataset "
+        "of every model trained on it (loss rate_distortion; the grid is models × datasets "
+        "× lambdas for those)")
 
     @field_validator("lambdas")
     @classmethod
@@ -119,9 +158,9 @@ class ExperimentSpec(TrainingOptions):
         if len(set(value)) != len(value):
             raise ValueError("lambdas lists a value twice")
         models = info.data.get("models")
-        if models is not None and RD_VARIANT not in models:
-            raise ValueError(f"lambdas apply to {RD_VARIANT} only, which models does not "
-                             "list")
+        if models is not None and not any(resolve(m).trains_rate for m in models):
+            raise ValueError(f"lambdas apply to recipes trained on rate + λ·distortion "
+                             f"({RATE_ARCHITECTURES}), which models does not list")
         return value
 
     @field_validator("name")
@@ -137,8 +176,9 @@ class ExperimentSpec(TrainingOptions):
 
     @field_validator("models", "datasets")
     @classmethod
-    def _unique(cls, values: list[str], info: ValidationInfo) -> list[str]:
-        if len(set(values)) != len(values):
+    def _unique(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
+        names = [_name(v) for v in values]
+        if len(set(names)) != len(names):
             raise ValueError(f"{info.field_name} lists a name twice")
         return values
 
@@ -164,7 +204,7 @@ class ExperimentSpec(TrainingOptions):
                 ) -> dict[str, dict[str, str]] | None:
         for key, bounds in (value or {}).items():
             model, _, dataset = key.partition("/")
-            if model not in info.data.get("models", ()) or \
+            if model not in map(_name, info.data.get("models", ())) or \
                     dataset not in info.data.get("datasets", ()):
                 raise ValueError(f"{key!r} names no (model, dataset) of this experiment: "
                                  "write it as model/dataset, e.g. baseline/mnist")
@@ -173,6 +213,11 @@ class ExperimentSpec(TrainingOptions):
             for measure, text in bounds.items():
                 Bound.parse(measure, text)
         return value
+
+    @property
+    def model_names(self) -> list[str]:
+        """The names of the models, in the spec's order (inline recipes by theirs)."""
+        return [_name(m) for m in self.models]
 
     @property
     def latent_sizes(self) -> list[int | None]:
@@ -192,7 +237,8 @@ class ExperimentSpec(TrainingOptions):
         text = (f"{len(self.models)} models × {len(self.datasets)} datasets × "
                 f"{len(self.latent_sizes)} latent sizes × {len(self.seed_values)} seeds")
         if self.lambdas:
-            text += f", {RD_VARIANT} × {len(self.lambdas)} lambdas"
+            rate = [r.name for r in map(resolve, self.models) if r.trains_rate]
+            text += f", {', '.join(rate)} × {len(self.lambdas)} lambdas"
         return text
 
     def bounds(self, model: str, dataset: str) -> list[Bound]:
@@ -202,17 +248,18 @@ class ExperimentSpec(TrainingOptions):
 
     def run_specs(self) -> list[RunSpec]:
         """One run spec per grid point, in a stable order: dataset, model, latent size,
-        λ (the rate-distortion variant only, when ``lambdas`` is given), seed
-        (dataset-major). Every run carries the experiment's first seed as its
-        ``shared_seed``."""
+        λ (recipes trained on rate + λ·distortion only, when ``lambdas`` is given), seed
+        (dataset-major). Every run carries its complete recipe and the experiment's first
+        seed as its ``shared_seed``."""
         shared = TrainingOptions.model_fields.keys()
         options = {k: getattr(self, k) for k in shared}
         seeds = self.seed_values
+        recipes = [resolve(m) for m in self.models]
 
-        def lambdas(model: str) -> list[float | None]:
-            return list(self.lambdas) if model == RD_VARIANT and self.lambdas else [None]
+        def lambdas(recipe: Recipe) -> list[float | None]:
+            return list(self.lambdas) if recipe.trains_rate and self.lambdas else [None]
 
-        return [RunSpec(model=m, dataset=d, latent_dim=latent, seed=seed,
+        return [RunSpec(model=r.name, recipe=r, dataset=d, latent_dim=latent, seed=seed,
                         shared_seed=seeds[0], rd_lambda=lam, **options)
-                for d in self.datasets for m in self.models
-                for latent in self.latent_sizes for lam in lambdas(m) for seed in seeds]
+                for d in self.datasets for r in recipes
+                for latent in self.latent_sizes for lam in lambdas(r) for seed in seeds]

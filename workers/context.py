@@ -40,12 +40,12 @@ class RunEnv:
 
 
 def plan(spec: RunSpec, lr: float | None = None) -> list[Phase]:
-    """The run's one plan (``models.plan.plan_phases``) with ``lr`` for its last phase."""
-    from models.catalog import get_variant
+    """The run's one plan (``models.plan.plan_phases`` of its recipe) with ``lr`` for its
+    last phase."""
     from models.plan import plan_phases
 
-    return plan_phases(get_variant(spec.model), epochs=spec.epochs,
-                       lr=lr or spec.fixed_lr, schedule=spec.schedule)
+    return plan_phases(spec.recipe, epochs=spec.epochs, lr=lr or spec.fixed_lr,
+                       schedule=spec.schedule)
 
 
 def train_config(spec: RunSpec, env: RunEnv, lr: float | None = None,
@@ -59,7 +59,7 @@ def train_config(spec: RunSpec, env: RunEnv, lr: float | None = None,
         lr=lr or spec.fixed_lr, schedule=spec.schedule, latent_dim=spec.latent_dim,
         augment=spec.data.augment, pretrained=spec.pretrained, weights_dir=env.weights_dir,
         allow_download=env.allow_download, seed=spec.seed, device=device or env.device,
-        threads=spec.resources.threads, rd_lambda=spec.rd_lambda,
+        threads=spec.resources.threads, rd_lambda=spec.rd_lambda, recipe=spec.recipe,
     )
 
 

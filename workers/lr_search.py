@@ -161,8 +161,8 @@ def _tune_trial(config: dict[str, Any], spec: RunSpec, env: RunEnv,
 
     from models.plan import format_epoch
     from models.training import TrainingDiverged, load_checkpoint, train
+    from workers.checkpoints import CheckpointStorage
     from workers.context import load_data, train_config
-    from workers.pipeline import CheckpointStorage
     from workers.priority import yield_cpu
 
     yield_cpu(env.niceness)

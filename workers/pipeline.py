@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from workers.checkpoints import CheckpointStorage
 from workers.context import (
     RunEnv,
     classifier_config,
@@ -124,42 +125,6 @@ def train_classifier_blob(spec: RunSpec, env: RunEnv, data: DataSplits,
     buffer = io.BytesIO()
     save_classifier(model, config, accuracy, buffer)
     return buffer.getvalue(), accuracy
-
-
-class CheckpointStorage:
-    """Checkpoints of one run attempt under ``env.tune_storage / env.storage_key`` (any
-    fsspec URL, shared by the cluster's nodes): written each epoch through a temporary
-    name and a rename, so a step resumed on another node finds the last whole one."""
-
-    def __init__(self, env: RunEnv) -> None:
-        from fsspec.core import url_to_fs
-
-        self.fs, root = url_to_fs(env.tune_storage)
-        self.folder = f"{root.rstrip('/')}/{env.storage_key}"
-
-    def path(self, key: str) -> str:
-        return f"{self.folder}/{key}.pt"
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            with self.fs.open(self.path(key), "rb") as f:
-                return f.read()  # type: ignore[no-any-return]
-        except FileNotFoundError:
-            return None
-
-    def write(self, key: str, data: bytes) -> None:
-        self.fs.makedirs(self.folder, exist_ok=True)
-        tmp = f"{self.folder}/.{key}.tmp"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-        self.fs.mv(tmp, self.path(key))
-
-    def remove(self) -> None:
-        try:
-            if self.fs.exists(self.folder):
-                self.fs.rm(self.folder, recursive=True)
-        except OSError as exc:
-            log.warning("could not remove the checkpoints in %s: %s", self.folder, exc)
 
 
 class LocalSteps:
@@ -278,7 +243,7 @@ class LocalSteps:
         blob = self._checkpoint("train")
         assert blob is not None
         checkpoint = load_checkpoint(blob)
-        model = build_model(spec.model, latent_dim=spec.latent_dim, pretrained=False)
+        model = build_model(spec.recipe, latent_dim=spec.latent_dim, pretrained=False)
         model.load_state_dict(checkpoint["model"])
         model.to(resolve_device(self.env.device)).eval()
         history = [EpochMetrics(**m) for m in checkpoint["history"]]
@@ -360,6 +325,7 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     codecs = [CodecRow.model_validate(row) for row in compression.codec_rows]
     weights = io.BytesIO()
     torch.save({"model": spec.model, "latent_dim": model.latent_dim,
+                "recipe": spec.recipe.model_dump(mode="json"),
                 "spec": spec.model_dump(mode="json"), "state": model.state_dict()}, weights)
     gallery = reconstruct_gallery(model, data.test, spec.gallery_samples,
                                   dataset=spec.dataset, device=device)

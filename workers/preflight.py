@@ -1,16 +1,20 @@
-"""Preflight: every file a run will need, checked before any training.
+"""Preflight: every file and plugin a run will need, checked before any training.
 
-:func:`requirements` is torch-free: the API lists it in ``dry_run`` and ``/catalog``.
-:func:`preflight` runs first in every run (on the node that executes it); where downloads
-are allowed it fetches what is missing, then fails naming every file still missing and
-the folder to place it in — in seconds, with zero epochs trained.
+:func:`requirements` is torch-free: the API lists it in ``dry_run`` and ``/catalog``
+(plugins by their installed metadata only). :func:`preflight` runs first in every run (on
+the node that executes it): it loads the run's plugins (a node without them, or whose
+copy fails to import, fails the run naming the plugin), checks a plugin dataset's files
+with its own check, and where downloads are allowed fetches what is missing; then it fails
+naming every file still missing and the folder to place it in — in seconds, with zero
+epochs trained.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from models import plugins
 from models.assets import (
     WEIGHTS_PURPOSE,
     WEIGHTS_URLS,
@@ -20,8 +24,8 @@ from models.assets import (
     weights_folders,
     weights_problem,
 )
-from models.catalog import get_dataset_info, get_variant
-from models.dataset_files import check_dataset, dataset_files, dataset_folder
+from models.catalog import ARCHITECTURES
+from models.datasets import BUILT_IN, DatasetEntry, dataset_entry
 from workers.spec import RunSpec
 
 
@@ -31,15 +35,16 @@ class PreflightFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Requirement:
-    """One thing a run needs: a dataset's files or a weights file."""
+    """One thing a run needs: a dataset's files, a weights file or a plugin."""
 
-    kind: str  # "dataset" | "weights"
-    name: str  # dataset name or weights name
+    kind: str  # "dataset" | "weights" | "plugin"
+    name: str  # dataset, weights or plugin (entry point) name
     purpose: str
     files: tuple[str, ...]
     folder: str  # where to place them
     present: bool  # present and whole
     problem: str | None = None  # e.g. which file is corrupt
+    group: str | None = None  # a plugin's entry point group
 
     def describe(self) -> str:
         if self.problem:
@@ -48,13 +53,8 @@ class Requirement:
 
 
 def weights_needed(spec: RunSpec, *, classifier_ready: bool = False) -> list[WeightsName]:
-    """Pretrained weights ``spec`` loads: its encoder, its loss and its classifier."""
-    variant = get_variant(spec.model)
-    names: list[WeightsName] = []
-    if spec.pretrained and variant.pretrained_encoder:
-        names.append("resnet34")
-    if spec.pretrained and variant.loss == "feature":
-        names.append("vgg16_bn")
+    """Pretrained weights ``spec`` loads: its encoder body, its loss and its classifier."""
+    names: list[WeightsName] = list(spec.recipe.pretrained_weights) if spec.pretrained else []
     c = spec.classifier
     if c.enabled and c.pretrained and c.arch == "resnet34" and not classifier_ready:
         names.append("resnet34")
@@ -63,9 +63,8 @@ def weights_needed(spec: RunSpec, *, classifier_ready: bool = False) -> list[Wei
 
 def _random_init_fields(spec: RunSpec) -> list[str]:
     """The spec fields that, set to false, stop this run needing pretrained weights."""
-    variant = get_variant(spec.model)
     fields = []
-    if spec.pretrained and (variant.pretrained_encoder or variant.loss == "feature"):
+    if spec.pretrained and spec.recipe.pretrained_weights:
         fields.append("pretrained: false")
     if spec.classifier.enabled and spec.classifier.pretrained \
             and spec.classifier.arch == "resnet34":
@@ -83,34 +82,94 @@ def weights_requirement(name: WeightsName, weights_dir: str) -> Requirement:
                        path is not None and problem is None, problem)
 
 
-def dataset_requirement(name: str, data_root: str) -> Requirement:
+def dataset_requirement(entry: DatasetEntry, data_root: str) -> Requirement:
+    """The files of a dataset entry, checked by the entry itself."""
     root = Path(data_root).expanduser()
-    info = get_dataset_info(name)
-    check = check_dataset(name, root)
+    info = entry.info
+    check = entry.check(root)
     problem = None
     if check.status == "corrupt":
         problem = "; ".join(check.problems) + ": delete or replace it"
-    return Requirement("dataset", name, f"dataset {name} ({info.title})", dataset_files(name),
-                       str(dataset_folder(name, root)), check.status == "available", problem)
+    return Requirement("dataset", info.name, f"dataset {info.name} ({info.title})",
+                       entry.files(), str(entry.folder(root)), check.status == "available",
+                       problem)
+
+
+INSTALL_HINT = ("install it into the Python environment of every node that trains (README: "
+                "Plugins)")
+
+
+def plugin_requirement(group: str, name: str, planned: str | None = None) -> Requirement:
+    """A plugin's entry point, installed here or not (metadata only: nothing imported);
+    ``planned``: the distribution and version the run was planned with."""
+    entry = plugins.find(group, name)
+    what = "architecture" if group == plugins.VARIANTS_GROUP else "dataset"
+    purpose = f"{what} plugin {name!r} ({group} entry point)"
+    problem = None
+    if entry is None:
+        problem = (f"{purpose} is not installed on this node"
+                   f"{f' (the run was planned with {planned})' if planned else ''}: "
+                   f"{INSTALL_HINT}")
+    elif planned and planned != entry.source.describe():
+        problem = (f"{purpose} is {entry.source.describe()} on this node, but the run was "
+                   f"planned with {planned}: {INSTALL_HINT}")
+    return Requirement("plugin", name, purpose, (planned or name,),
+                       "this node's Python environment", problem is None, problem, group)
+
+
+def plugin_requirements(spec: RunSpec) -> list[Requirement]:
+    """The plugins ``spec`` builds or loads: its architecture's and its dataset's."""
+    needs = []
+    recipe = spec.recipe
+    if recipe.architecture not in ARCHITECTURES:
+        ref = recipe.plugin
+        planned = f"{ref.distribution} {ref.version}" if ref and ref.distribution else None
+        needs.append(plugin_requirement(plugins.VARIANTS_GROUP, recipe.architecture, planned))
+    if spec.dataset not in BUILT_IN:
+        needs.append(plugin_requirement(plugins.DATASETS_GROUP, spec.dataset))
+    return needs
 
 
 def requirements(spec: RunSpec, *, data_root: str, weights_dir: str,
                  classifier_ready: bool = False) -> list[Requirement]:
-    """What ``spec`` needs on the node that runs it, each marked present or not."""
-    needs = []
-    if not get_dataset_info(spec.dataset).offline:
-        needs.append(dataset_requirement(spec.dataset, data_root))
+    """What ``spec`` needs on the node that runs it, each marked present or not. Torch-
+    free: a plugin dataset's files are checked by :func:`preflight`, on the node."""
+    needs = plugin_requirements(spec)
+    if spec.dataset in BUILT_IN and BUILT_IN[spec.dataset].info.needs_files:
+        needs.append(dataset_requirement(BUILT_IN[spec.dataset], data_root))
     needs += [weights_requirement(n, weights_dir)
               for n in weights_needed(spec, classifier_ready=classifier_ready)]
     return needs
 
 
+def _imported(need: Requirement) -> Requirement:
+    """A present plugin imported here as the run will (torch, on the node): its failure
+    to load becomes its problem."""
+    try:
+        if need.group == plugins.DATASETS_GROUP:
+            dataset_entry(need.name)
+        else:
+            from models.builders import architecture_builder
+
+            architecture_builder(need.name)
+    except (plugins.PluginUnavailable, KeyError) as exc:
+        return replace(need, present=False, problem=str(exc.args[0]))
+    return need
+
+
 def preflight(spec: RunSpec, *, data_root: str, weights_dir: str, allow_download: bool,
               classifier_ready: bool = False) -> list[Requirement]:
-    """Make sure every file ``spec`` needs is here (downloading when allowed); raise
-    :class:`PreflightFailed` naming every missing one. Returns the requirements."""
-    needs = requirements(spec, data_root=data_root, weights_dir=weights_dir,
-                         classifier_ready=classifier_ready)
+    """Make sure every plugin and file ``spec`` needs is here (downloading files when
+    allowed); raise :class:`PreflightFailed` naming every missing one. Returns the
+    requirements."""
+    needs = [_imported(n) if n.kind == "plugin" and n.present else n
+             for n in requirements(spec, data_root=data_root, weights_dir=weights_dir,
+                                   classifier_ready=classifier_ready)]
+    plugin_dataset = [n for n in needs if n.group == plugins.DATASETS_GROUP]
+    if plugin_dataset and plugin_dataset[0].present:  # its files, by its own check
+        entry = dataset_entry(spec.dataset)
+        if entry.info.needs_files:
+            needs.append(dataset_requirement(entry, data_root))
     problems = []
     for need in needs:
         if need.present:

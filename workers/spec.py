@@ -10,14 +10,52 @@ Importable without torch and Ray: the API validates specs with it.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from models.catalog import DATASETS, DEFAULT_RD_LAMBDA, VARIANTS, get_variant
+from models.catalog import ARCHITECTURES, DEFAULT_RD_LAMBDA, PRESETS, Recipe
+from models.datasets import DatasetInfo, dataset_info, dataset_names, known_dataset_info
+from models.plugins import PluginUnavailable
+from models.registry import NAME_PATTERN
 
-VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
-DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+# A variant's name (a preset, a plugin's or a composed recipe's): what a run is labelled
+# by. Which names exist is the catalog's (and the stored runs') business, not the form's.
+VariantName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+
+def known_dataset(name: str) -> str:
+    """``name`` if it names a dataset here (built-in or an available plugin's)."""
+    try:
+        dataset_info(name)
+    except (KeyError, PluginUnavailable) as exc:
+        raise ValueError(exc.args[0]) from None
+    return name
+
+
+class EnumOf:
+    """A string's JSON schema as an enum of ``names()`` when the schema is made (the
+    registries may grow plugins after import)."""
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self.names = names
+
+    def __get_pydantic_json_schema__(self, core_schema: object, handler: object
+                                     ) -> dict[str, object]:
+        return {"type": "string", "enum": self.names()}
+
+
+# A dataset a spec (or a filter) names: checked against the dataset registry.
+DatasetName = Annotated[str, AfterValidator(known_dataset), EnumOf(dataset_names)]
 # The LR-search registry (workers.lr_search.METHODS) has exactly these names; a test
 # checks that the two agree.
 LrMethodName = Literal["tune", "range_test", "fixed"]
@@ -26,7 +64,8 @@ Validation = Literal["holdout", "test"]
 ClassifierArch = Literal["resnet34", "small"]
 QuantBits = Literal[4, 6, 8, 16]
 CodecName = Literal["jpeg", "webp", "avif"]
-RD_VARIANT = "factorized_prior"  # the one variant trained on rate + λ·distortion
+# The architectures a rate + λ·distortion loss can train (a learned entropy model), in words.
+RATE_ARCHITECTURES = ", ".join(n for n, a in ARCHITECTURES.items() if a.entropy_model)
 DEFAULT_CODECS: tuple[CodecName, ...] = ("jpeg", "webp")
 
 DEFAULT_LR = 1e-3  # the `fixed` method's LR where the study picked none for the dataset
@@ -96,24 +135,18 @@ class ClassifierBudget(_Strict):
         return self
 
 
-def train_capacity(dataset: str, validation: Validation) -> int:
-    """The most training images ``dataset`` offers: its training split, less the 10 %
-    held out for validation under ``validation="holdout"`` (as ``models.data.load_dataset``
-    splits it)."""
-    size = DATASETS[dataset].train_size
-    return size if validation == "test" else size - max(1, round(size * 0.1))
-
-
-def data_limit_problems(data: DataOptions, dataset: str, batch_size: int
+def data_limit_problems(data: DataOptions, info: DatasetInfo, batch_size: int
                         ) -> list[tuple[tuple[str, ...], str]]:
-    """What is wrong with ``data``'s limits for ``dataset``: (field path, message) pairs.
+    """What is wrong with ``data``'s limits for the dataset ``info`` describes: (field
+    path, message) pairs.
 
     Limits are refused rather than clamped, so a run never trains on less than its spec
-    says: ``train_limit`` at most :func:`train_capacity` and at least ``batch_size`` (the
-    training split must fill one batch); ``test_limit`` at most the test split."""
-    info = DATASETS[dataset]
+    says: ``train_limit`` at most the dataset's capacity (``DatasetInfo.capacity``, the
+    split ``models.data.load_dataset`` makes) and at least ``batch_size`` (the training
+    split must fill one batch); ``test_limit`` at most the test split."""
+    dataset = info.name
     problems = []
-    capacity = train_capacity(dataset, data.validation)
+    capacity = info.capacity(data.validation)
     train = data.train_limit
     if train is not None and train > capacity:
         held = " less the 10% validation hold-out" if data.validation == "holdout" else ""
@@ -173,10 +206,13 @@ class TrainingOptions(_Strict):
 class RunSpec(TrainingOptions):
     """Everything one run needs to execute, and nothing else."""
 
-    model: VariantName
-    dataset: DatasetName
+    model: VariantName = Field(description="the run's variant: a preset's name, or the "
+                               "name of the recipe it carries")
+    recipe: Recipe = Field(description="what to build and how to train it (a run spec "
+                           "stored before recipes existed gets the preset named by model)")
+    dataset: Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
     latent_dim: int | None = Field(default=None, ge=1, le=8192,
-                                   description="None: the variant's (1000, or 1024)")
+                                   description="None: the recipe's (1000, or 1024)")
     seed: int = Field(default=0, ge=0, le=MAX_SEED,
                       description="drives everything random in the run: init, data order, "
                       "augmentation, the Tune search's samples")
@@ -185,36 +221,50 @@ class RunSpec(TrainingOptions):
         description="the experiment's first seed: it seeds what runs differing only in seed "
         "share, the train/validation split and the reference classifier; None: the run's")
     rd_lambda: float | None = Field(
-        default=None, gt=0, le=100, description=f"{RD_VARIANT} only: λ of its rate + "
-        f"λ·255²·MSE loss (None: {DEFAULT_RD_LAMBDA})")
+        default=None, gt=0, le=100, description="recipes with loss rate_distortion only: "
+        f"λ of their rate + λ·255²·MSE loss (None: {DEFAULT_RD_LAMBDA})")
 
-    @field_validator("rd_lambda")
+    @model_validator(mode="before")
     @classmethod
-    def _lambda_for_rd_only(cls, value: float | None, info: ValidationInfo) -> float | None:
-        model = info.data.get("model")
-        if value is not None and model is not None and model != RD_VARIANT:
-            raise ValueError(f"rd_lambda applies to {RD_VARIANT} only, not {model}")
-        return value
+    def _a_presets_recipe(cls, data: Any) -> Any:
+        # Run specs stored before recipes name a preset only.
+        if isinstance(data, dict) and data.get("recipe") is None \
+                and data.get("model") in PRESETS:
+            return {**data, "recipe": PRESETS[data["model"]].recipe}
+        return data
+
+    @model_validator(mode="after")
+    def _named_by_its_recipe(self) -> Self:
+        if self.recipe.name != self.model:
+            raise ValueError(f"model {self.model!r} is not its recipe's name "
+                             f"{self.recipe.name!r}")
+        if self.rd_lambda is not None and not self.recipe.trains_rate:
+            raise ValueError(f"rd_lambda applies to {RATE_ARCHITECTURES} only (recipes "
+                             f"trained on rate + λ·distortion), not {self.model}")
+        return self
 
     @property
     def effective_rd_lambda(self) -> float | None:
         """λ of a rate-distortion run (the spec's or the default), else None."""
-        if self.model != RD_VARIANT:
+        if not self.recipe.trains_rate:
             return None
         return self.rd_lambda if self.rd_lambda is not None else DEFAULT_RD_LAMBDA
 
     @model_validator(mode="after")
     def _fits_the_dataset(self) -> Self:
-        problems = data_limit_problems(self.data, self.dataset, self.batch_size)
+        # A plugin dataset's facts are known where the spec was made (the API); a driver
+        # that has not described it leaves the check to the loader.
+        info = known_dataset_info(self.dataset)
+        problems = data_limit_problems(self.data, info, self.batch_size) if info else []
         if problems:
             raise ValueError("; ".join(f"{'.'.join(loc)}: {msg}" for loc, msg in problems))
         return self
 
     @property
     def fixed_lr(self) -> float:
-        """The `fixed` method's LR: the spec's, else the study's hand-picked phase-2 LR."""
-        return self.lr_search.lr or get_variant(self.model).seed_lr.get(self.dataset,
-                                                                        DEFAULT_LR)
+        """The `fixed` method's LR: the spec's, else the recipe's for the dataset (the
+        study's hand-picked phase-2 LR), else :data:`DEFAULT_LR`."""
+        return self.lr_search.lr or self.recipe.lr.get(self.dataset, DEFAULT_LR)
 
     @property
     def split_seed(self) -> int:
@@ -224,7 +274,9 @@ class RunSpec(TrainingOptions):
 
     @property
     def effective_latent_dim(self) -> int:
-        return self.latent_dim or get_variant(self.model).latent_dim
+        latent = self.latent_dim or self.recipe.latent_dim
+        assert latent is not None  # a run spec's recipe is resolved (models.catalog.resolve)
+        return latent
 
     def label(self) -> str:
         lam = f"-l{self.rd_lambda:g}" if self.rd_lambda is not None else ""

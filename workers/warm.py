@@ -541,7 +541,7 @@ class RunnerSteps:
                           original_accuracy)
 
     def finish(self) -> None:
-        from workers.pipeline import CheckpointStorage
+        from workers.checkpoints import CheckpointStorage
 
         if self.spec is not None and self.leased is not None:  # its session is there
             with contextlib.suppress(Exception):

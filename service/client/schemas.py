@@ -236,28 +236,81 @@ class RunDetail(RunSummary):
     artifacts: list[ArtifactOut]
 
 
+class SourceOut(BaseModel):
+    """Where a catalog entry comes from."""
+
+    kind: Literal["built-in", "plugin"]
+    distribution: str | None = None  # a plugin's distribution (as pip names it)
+    version: str | None = None
+    entry_point: str | None = None  # "tiny_ae = tiny_ae:build"
+
+
+class RecipeOut(BaseModel):
+    """A variant's recipe: the axes an inline recipe in a spec composes."""
+
+    architecture: str
+    loss: str
+    progressive: bool
+    encoder_weights: str
+    latent_dim: int | None
+
+
 class VariantOut(BaseModel):
     name: str
     title: str
     description: str
-    latent_dim: int
-    params: int
+    recipe: RecipeOut | None  # None: a plugin that is unavailable
+    latent_dim: int | None
+    params: int | None  # at its latent size; None: not known before a build (plugins)
     needs_pretrained_weights: bool
     pretrained_weights: list[str]  # weights files it loads with pretrained: true
     pretrained_weights_present: bool  # all of them on the API host
     seed_lr: dict[str, float]
+    source: SourceOut
+    available: bool  # false: a plugin that fails to load (see error)
+    error: str | None = None
+
+
+class ArchitectureOut(BaseModel):
+    """A registered builder and the capabilities recipes over it may use."""
+
+    name: str
+    title: str
+    description: str
+    default_latent_dim: int | None
+    params: int | None  # at the default latent size, where known before a build
+    resizable: bool  # can change its output size: progressive may be true
+    pretrained_body: str | None  # ImageNet weights of its encoder body: encoder_weights
+    layer_groups: bool  # discriminative learning rates for the pretrained body
+    entropy_model: bool  # a learned entropy model: loss rate_distortion, its own coder
+    source: SourceOut
+    available: bool
+    error: str | None = None
+
+
+class LossOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    weights: list[str]  # pretrained weights it loads (pretrained: true)
+    needs_entropy_model: bool
 
 
 class DatasetOut(BaseModel):
     name: str
     title: str
     description: str
-    num_classes: int
-    train_size: int
-    test_size: int
+    num_classes: int | None  # None: unlabelled
+    channels: int | None  # as stored: 1 grey, 3 RGB
+    native_size: list[int] | None  # [H, W]; None: differs per image
+    train_size: int | None
+    test_size: int | None
     available: bool  # present and whole on the API host
-    status: str  # available, missing or corrupt ("present but corrupt")
+    # available, missing or corrupt ("present but corrupt"); unchecked: a plugin's files
+    # (checked on the worker); broken: a plugin that fails to load (problems say why)
+    status: str
     problems: list[str]  # each missing or corrupt file, by path
+    source: SourceOut
 
 
 class WeightsOut(BaseModel):
@@ -270,6 +323,8 @@ class WeightsOut(BaseModel):
 
 class Catalog(BaseModel):
     variants: list[VariantOut]
+    architectures: list[ArchitectureOut]
+    losses: list[LossOut]
     datasets: list[DatasetOut]
     weights: list[WeightsOut]
     classifier_pretrained_weights_present: bool  # the reference classifier's (ResNet34)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, defer, selectinload
 
+from models.catalog import variant_names
 from models.plan import EpochMetrics
 from service.errors import Conflict, NotFound
 from service.persistence.tables import (
@@ -50,6 +51,17 @@ def create_experiment(session: Session, *, spec: ExperimentSpec,
     session.add(experiment)
     session.flush()
     return experiment
+
+
+def unknown_models(session: Session, *, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that are neither a catalog variant nor the variant of a stored
+    run (a composed recipe is known by its runs)."""
+    candidates = [n for n in names if n not in set(variant_names())]
+    if not candidates:
+        return []
+    stored = set(session.scalars(select(Run.model).where(Run.model.in_(candidates))
+                                 .distinct()))
+    return [n for n in candidates if n not in stored]
 
 
 def get_by_idempotency_key(session: Session, *, key: str) -> Experiment | None:

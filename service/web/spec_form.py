@@ -120,6 +120,9 @@ def _field(path: str, schema: dict[str, Any], required: bool) -> FormField:
     options: tuple[Option, ...] = ()
     if "const" in body:
         body = {**body, "enum": [body["const"]]}
+    items = body.get("items", {})
+    if "anyOf" in items:  # names or inline objects (models): the names are the choices
+        body = {**body, "items": next((s for s in items["anyOf"] if "enum" in s), items)}
     if body.get("type") == "array" and "enum" in body.get("items", {}):
         kind = "choices"
         options = tuple(Option(v, _option_label(v)) for v in body["items"]["enum"])

@@ -6,13 +6,8 @@ import sys
 import pytest
 import torch
 
-from models.architectures import (
-    ConvAutoencoder,
-    count_parameters,
-    get_architecture,
-    list_architectures,
-    register_architecture,
-)
+from models.architectures import ConvAutoencoder, count_parameters
+from models.builders import get_architecture, list_architectures, register_architecture
 from models.catalog import VARIANTS, compression_ratio, compression_ratio_bytes, get_variant
 from models.recipes import build_model
 

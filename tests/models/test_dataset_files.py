@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 
 from models.data import load_dataset
-from models.dataset_files import (
-    CIFAR_MD5,
-    MNIST_MD5,
-    MNIST_RAW,
-    check_dataset,
-    mnist_offline_source,
-)
+from models.datasets import check_dataset
+from models.datasets.cifar10 import CIFAR_MD5
+from models.datasets.mnist import MNIST_MD5, MNIST_RAW, mnist_offline_source
 from workers.preflight import PreflightFailed, preflight
 from workers.spec import RunSpec
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 
-from models.catalog import DATASETS
+from models.datasets import dataset_info, split_sizes
 from service import results as table
 from service.api.deps import ReadAccess, WriteAccess
 from service.api.views import experiment_item, experiment_out
@@ -41,7 +41,7 @@ def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
     (for dry runs and real POSTs alike). Raises a 422 naming each field."""
     errors: list[dict[str, Any]] = []
     for dataset in spec.datasets:
-        for loc, msg in data_limit_problems(spec.data, dataset, spec.batch_size):
+        for loc, msg in data_limit_problems(spec.data, dataset_info(dataset), spec.batch_size):
             errors.append({"type": "value_error", "loc": ("body", *loc), "msg": msg,
                            "input": getattr(spec.data, loc[-1])})
     if errors:
@@ -60,10 +60,9 @@ def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
 
 
 def train_images(run: RunSpec) -> int:
-    """Training images of a run (after the hold-out split)."""
-    size = DATASETS[run.dataset].train_size
-    n = run.data.train_limit or round(size * (0.9 if run.data.validation == "holdout" else 1))
-    return min(n, size)
+    """Training images of a run (after the hold-out split: ``split_sizes``)."""
+    return split_sizes(dataset_info(run.dataset).train_size, run.data.train_limit,
+                       run.data.validation)[0]
 
 
 def estimate(spec: ExperimentSpec) -> dict[str, float | int]:
@@ -93,6 +92,18 @@ def needs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
                                        "files": list(r.files), "folder": r.folder,
                                        "present": r.present, "problem": r.problem}
     return list(found.values())
+
+
+def refuse_unknown_models(session: Any, names: list[str], loc: tuple[str, ...],
+                          each: bool = False) -> None:
+    """A 422 at ``loc`` (``loc + (i,)`` with ``each``) for each name that is neither a
+    catalog variant nor the variant (e.g. a composed recipe's name) of a stored run."""
+    unknown = repo.unknown_models(session, names=names)
+    if unknown:
+        raise RequestValidationError([{
+            "type": "value_error", "loc": (*loc, names.index(n)) if each else loc,
+            "msg": f"unknown model {n!r}: neither a variant (GET /catalog) nor a composed "
+                   "recipe of a stored run", "input": n} for n in unknown])
 
 
 def _links(*targets: tuple[str, str, str]) -> dict[str, Any]:
@@ -196,6 +207,7 @@ def list_experiments(
     """Newest first, filtered; pass ``next`` as ``cursor`` for older ones."""
     ended = ctx.ended
     with ctx.sessions() as session:
+        refuse_unknown_models(session, [model] if model else [], ("query", "model"))
         page, next_id = repo.list_experiments(session, status=status_, limit=limit,
                                               before_id=int(cursor) if cursor else None,
                                               name=name, model=model, dataset=dataset)

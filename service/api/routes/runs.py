@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from service.api.deps import ReadAccess
+from service.api.routes.experiments import refuse_unknown_models
 from service.api.views import run_detail, run_item
 from service.client.schemas import LogOut, RunDetail, RunPage
 from service.client.states import Status
@@ -44,6 +45,7 @@ def list_runs(
     GET /experiments: pass ``next`` as ``cursor`` with the same filters and order."""
     try:
         with ctx.sessions() as session:
+            refuse_unknown_models(session, model or [], ("query", "model"), each=True)
             rows, next_cursor = repo.list_runs(
                 session, experiment_id=experiment, models=model or (),
                 datasets=dataset or (), statuses=status or (), latent_dims=latent_dim or (),
