@@ -5,7 +5,8 @@ with a token; then they need the header or the session cookie. A browser cannot 
 bearer header on a plain link or ``<img>``, so ``POST /login`` checks the token once and
 sets an HttpOnly, SameSite=Strict cookie holding ``<expiry>.<HMAC-SHA256(token, expiry)>``:
 never the token itself, nothing a script on the page can read, and worthless once the
-token changes (rotating the token is how every session is revoked). The cookie grants
+token changes (rotating the token is how every session is revoked; logging out ends one,
+and wrong tokens are throttled per client: ``service.logins``). The cookie grants
 reads only: writes still need the bearer header, so a forged cross-site request can do
 nothing with it.
 
@@ -24,6 +25,7 @@ import time
 from pydantic import SecretStr
 from starlette.requests import Request
 
+from service.context import context_of
 from service.settings import Settings
 
 SESSION_COOKIE = "aelab_session"
@@ -66,8 +68,9 @@ def has_session(request: Request, settings: Settings) -> bool:
     """Whether the request carries the web UI's valid session cookie."""
     if settings.api_token is None:
         return False
-    return session_valid(settings.api_token.get_secret_value(),
-                         request.cookies.get(SESSION_COOKIE))
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return session_valid(settings.api_token.get_secret_value(), cookie) \
+        and not context_of(request.app).logins.ended(cookie or "")
 
 
 def _mac(token: str, expires: int) -> str:

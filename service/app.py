@@ -15,11 +15,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.access import reads_protected
 from service.api import router as api
 from service.api.boundary import WRITE_METHODS, Boundary
 from service.caches import EndedCache, TileCache
 from service.context import ServiceContext
 from service.http_errors import ErrorMapping
+from service.http_semantics import HttpSemantics
 from service.orchestration.dispatcher import Dispatcher, Executor
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import make_engine, make_sessionmaker
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None,
     app.state.context = ctx  # read through service.context.context_of only
     errors = ErrorMapping(page=web.error_page)
     errors.install(app)
+    # HEAD, conditional GETs and Cache-Control on every route (inside the front door).
+    app.add_middleware(HttpSemantics, protected=lambda: reads_protected(settings))
     # Outermost: the token and the body's size are checked before any of it is read.
     app.add_middleware(Boundary, max_body_bytes=settings.max_body_bytes,
                        token=lambda: settings.api_token,

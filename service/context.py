@@ -11,7 +11,7 @@ below, each read from the context).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.caches import EndedCache, TileCache
 from service.errors import Unavailable
+from service.logins import LoginGuard
 from service.orchestration.dispatcher import Dispatcher
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
@@ -37,6 +38,7 @@ class ServiceContext:
     ended: EndedCache  # the API's answers about ended experiments, computed once
     tiles: TileCache  # the web UI's gallery tiles, cut once
     dispatcher: Dispatcher | None = None  # set by the lifespan when runs are executed
+    logins: LoginGuard = field(default_factory=LoginGuard)  # throttled and ended sessions
 
     def wake(self) -> None:
         """Tell the dispatcher that runs were queued (no-op without one)."""

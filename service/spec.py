@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import operator
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from models.catalog import Recipe, get_variant, recipe_problems, resolve, variant_names
 from models.plugins import PluginUnavailable
+from service.text import refused_in
 from workers.measures import EXPECTABLE
 from workers.spec import (
     MAX_SEED,
@@ -119,7 +119,8 @@ def _one_form(info: ValidationInfo, single: str, plural: str, values: list[int] 
 
 class ExperimentSpec(TrainingOptions):
     name: str = Field(default="", max_length=200,
-                      description="free text without control characters (no newlines)")
+                      description="free text without control or format characters (no "
+                      "newlines, no bidi controls)")
     models: list[VariantRef] = Field(
         min_length=1, description="variants (GET /catalog) by name, or recipes composed "
         'inline: {"name": "ps_feature", "architecture": "pixel_shuffle", "loss": "feature"}')
@@ -167,11 +168,13 @@ class ExperimentSpec(TrainingOptions):
     @classmethod
     def _printable(cls, value: str) -> str:
         # Control characters (NUL, newline, tab, …) would forge lines in exports, and
-        # PostgreSQL refuses NUL where SQLite stores it: both databases answer 422.
-        bad = sorted({f"U+{ord(c):04X}" for c in value
-                      if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")})
+        # PostgreSQL refuses NUL where SQLite stores it: both databases answer 422. Bidi
+        # and other format controls would reorder what pages and exports show
+        # (service.text).
+        bad = refused_in(value)
         if bad:
-            raise ValueError(f"must not contain control characters ({', '.join(bad)})")
+            raise ValueError(f"must not contain control characters or format controls "
+                             f"such as bidi overrides ({', '.join(bad)})")
         return value
 
     @field_validator("models", "datasets")

@@ -7,6 +7,7 @@ Rich only (no server or training imports): ``aelab submit --wait`` runs on the b
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +28,13 @@ STATUS_STYLE = {Status.queued: "dim", Status.running: "cyan", Status.succeeded: 
                 Status.failed: "red", Status.cancelled: "yellow"}
 
 
-def format_duration(seconds: float | None) -> str:
-    """``m:ss`` (``h:mm:ss`` from an hour on); ``-:--`` when unknown."""
+def format_duration(seconds: float | str | None) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour on); ``-:--`` when unknown; a non-finite time
+    as its token (``Infinity``, ``NaN``), as the API writes it."""
     if seconds is None:
         return "-:--"
+    if isinstance(seconds, str) or not math.isfinite(seconds):
+        return finite_or_token(seconds)
     total = max(0, round(seconds))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
@@ -190,7 +194,7 @@ class LiveFollower:
         # is left (at least 5) so that a run stays on one line of an 80-column terminal.
         bar = max(5, min(28, console.width - 88))
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # run labels are literal
             BarColumn(bar_width=bar),
             _RunColumn(lambda run, _: Text(run_state(run), style=STATUS_STYLE[run.status])),
             _RunColumn(lambda run, _: Text(f"epoch {run.epoch}/{run.epochs_total}")),
@@ -219,13 +223,34 @@ class LiveFollower:
         self.progress.refresh()
 
 
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def finite_or_token(value: float | str) -> str:
+    """A non-finite number as the API writes it (``NaN``, ``Infinity``, ``-Infinity``; a
+    string, already a token, as it is); a finite one as ``str`` has it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE[str(value)]
+    return str(value)
+
+
+def format_number(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``; ``n/a`` when missing, a non-finite one (a float
+    or the API's string token) as its token."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, str) or not math.isfinite(value):
+        return finite_or_token(value)
+    return format(value, spec)
+
+
 def _cell(value: Any, measure: MeasureInfo) -> str:
     """A measure as the terminal writes it: to its format's decimals, a time as ``m:ss``,
     a non-finite value as the answer has it (``Infinity``), ``n/a`` when not measured."""
     if value is None:
         return "n/a"
-    if isinstance(value, str):  # NaN, Infinity, -Infinity
-        return value
+    if isinstance(value, str) or not math.isfinite(value):  # NaN, Infinity, -Infinity
+        return finite_or_token(value)
     if measure.format == "duration":
         return format_duration(value)
     digits = measure.digits
@@ -242,13 +267,20 @@ def _measure_column(name: str, label: str
 WIDE = 120
 
 
+def _literal(cell: str | Text) -> Text:
+    """A table cell as text shown exactly as written (never parsed as rich markup)."""
+    return cell if isinstance(cell, Text) else Text(str(cell))
+
+
 def results_table(results: ResultsTable, title: str = "", width: int = WIDE) -> Table:
     """The study's table for a terminal ``width`` columns wide: one row per run, the
     measures of a one-line summary (``workers.measures.SUMMARY``). Below 120 columns it
     leaves out the status and the measures a narrow summary drops (MAE, SSIM and train
     time; ``aelab results --format markdown`` has them all) rather than cut every value."""
     narrow = width < WIDE
-    table = Table(title=title or None, box=box.SIMPLE_HEAD, title_justify="left",
+    # Every cell and the title are Text: names and values from the server are never read
+    # as rich markup, whichever console prints the table.
+    table = Table(title=Text(title) if title else None, box=box.SIMPLE_HEAD, title_justify="left",
                   collapse_padding=narrow, pad_edge=not narrow)
     columns: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
         ("run", "right", lambda r: str(r["run_id"])),
@@ -258,10 +290,10 @@ def results_table(results: ResultsTable, title: str = "", width: int = WIDE) -> 
             r["status"], style=STATUS_STYLE[Status(r["status"])]))]),
         *(_measure_column(name, label) for name, label, narrow_too in SUMMARY
           if narrow_too or not narrow),
-        ("LR", "right", lambda r: "n/a" if r.get("lr") is None else f"{r['lr']:.3g}"),
+        ("LR", "right", lambda r: format_number(r.get("lr"), ".3g")),
     ]
     for name, justify, _ in columns:
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for row in results.rows:
-        table.add_row(*(cell(row) for _, _, cell in columns))
+        table.add_row(*(_literal(cell(row)) for _, _, cell in columns))
     return table

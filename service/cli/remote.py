@@ -32,6 +32,7 @@ from service.cli.progress import (
     PlainFollower,
     elapsed_s,
     format_duration,
+    format_number,
     results_table,
     run_label,
     run_state,
@@ -69,10 +70,14 @@ def _err(text: str) -> None:
 
 def _console() -> Console:
     """Standard output as rich sees it: colour and live redraws only on a terminal; in a
-    pipe or a file plain text, lines never wrapped or cut at 80 columns."""
-    console = Console(highlight=False, soft_wrap=True)
-    return console if console.is_terminal else Console(highlight=False, soft_wrap=True,
-                                                       width=1000)
+    pipe or a file plain text, lines never wrapped or cut at 80 columns. Text is always
+    literal: what we print holds names, errors and phases the server sent, so rich's
+    markup (``[bold]``, ``[/]``) and emoji codes (``:x:``) are off; style goes through
+    ``style=`` and :class:`~rich.text.Text`."""
+    literal: dict[str, Any] = {"highlight": False, "soft_wrap": True, "markup": False,
+                               "emoji": False}
+    console = Console(**literal)
+    return console if console.is_terminal else Console(**literal, width=1000)
 
 
 def _client(url: str | None) -> Client:
@@ -332,7 +337,8 @@ def _runs_table(runs: list[RunSummary]) -> Any:
     for r in runs:
         table.add_row(str(r.id), r.model, r.dataset, run_state(r),
                       f"{r.epoch}/{r.epochs_total}", format_duration(elapsed_s(r)),
-                      "" if r.lr is None else f"{r.lr:.3g}", str(r.attempt), r.error or "")
+                      "" if r.lr is None else format_number(r.lr, ".3g"), str(r.attempt),
+                      r.error or "")
     return table
 
 
@@ -504,7 +510,7 @@ def run_info(
     console = _console()
     console.print(f"run {run.id} {run.model}/{run.dataset} of experiment {run.experiment_id}"
                   f": {run.status.value}" + (f": {run.error}" if run.error else "")
-                  + (f", lr {run.lr:.3g}" if run.lr is not None else "")
+                  + (f", lr {format_number(run.lr, '.3g')}" if run.lr is not None else "")
                   + f", attempt {run.attempt}")
     if run.lr_trials:
         console.print(f"LR search: {len(run.lr_trials)} trial(s) "
@@ -514,12 +520,13 @@ def run_info(
         for col in ("epoch", "phase", "size", "lr", "train loss", "val loss", "seconds"):
             table.add_column(col, justify="right")
         for e in run.epochs:
-            table.add_row(str(e.epoch), e.phase, str(e.size), f"{e.lr:.3g}",
-                          f"{e.train_loss:.6f}", f"{e.val_loss:.6f}", f"{e.seconds:.1f}")
+            table.add_row(str(e.epoch), e.phase, str(e.size), format_number(e.lr, ".3g"),
+                          format_number(e.train_loss, ".6f"), format_number(e.val_loss, ".6f"),
+                          format_number(e.seconds, ".1f"))
         console.print(table)
     if run.measures:
         console.print("measures: " + ", ".join(
-            f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+            f"{k} {format_number(v, '.6g')}" if isinstance(v, float) else f"{k} {v}"
             for k, v in run.measures.model_dump().items() if v is not None))
     for a in run.artifacts:
         console.print(f"artifact {a.name}: {a.size} bytes, sha256 {a.checksum} "

@@ -13,13 +13,14 @@ API's field errors (``loc``, ``msg``, ``type``), exactly as the API named them.
 from __future__ import annotations
 
 import builtins
-import contextlib
+import email.utils
 import hashlib
 import os
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -126,9 +127,13 @@ class Client:
     # --- transport ---------------------------------------------------------------------
 
     def _delay(self, attempt: int, response: httpx.Response | None = None) -> float:
+        """Seconds to wait before sending again: the answer's ``Retry-After`` when it is
+        one (see :func:`retry_after_s`), else exponential backoff with jitter; always
+        within 0 … ``max_backoff_s``."""
         if response is not None:
-            with contextlib.suppress(ValueError):
-                return min(float(response.headers.get("Retry-After", "")), self.max_backoff_s)
+            told = retry_after_s(response.headers.get("Retry-After"))
+            if told is not None:
+                return min(told, self.max_backoff_s)
         base = min(self.backoff_s * 2 ** attempt, self.max_backoff_s)
         return base * (0.5 + random.random() / 2)
 
@@ -413,6 +418,25 @@ class Client:
             if page.next is None:
                 return
             cursor = page.next
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (RFC 9110 §10.2.3): delta-seconds
+    (digits only) or an HTTP-date (a past one is 0). None when absent or anything
+    else (``-1``, ``nan``, ``soon``): the caller then uses its own backoff. Never
+    negative; may be huge (the caller bounds it)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" dates: RFC 9110 reads them as UTC
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _plain_file_name(name: str) -> bool:

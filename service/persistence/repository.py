@@ -178,23 +178,40 @@ class BadCursor(ValueError):
     """A runs cursor that this order did not issue."""
 
 
+# A cursor's sort value that JSON cannot carry as a number: its token (a run's PSNR may be
+# Infinity, a diverged run's MSE NaN; the cursor must stand on such a run too).
+_CURSOR_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def encode_run_cursor(order_by: str, value: Any, run_id: int) -> str:
+    """``[order_by, the last row's sort value (None, a number or a non-finite token), its
+    run id]`` as URL-safe base64 JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        value = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     raw = json.dumps([order_by, value, run_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _refuse_constant(token: str) -> None:
+    raise ValueError(f"bare {token} in a cursor")
+
+
 def decode_run_cursor(order_by: str, cursor: str) -> tuple[Any, int]:
+    """The (sort value, run id) of a cursor :func:`encode_run_cursor` wrote for this
+    ``order_by``. Raises :class:`BadCursor` for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        order, value, run_id = json.loads(raw)
+        order, value, run_id = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, TypeError) as exc:
         raise BadCursor("not a cursor of GET /runs") from exc
     if order != order_by:
         raise BadCursor(f"this cursor pages order_by={order}, not {order_by}")
-    if not isinstance(run_id, int) or not (value is None or isinstance(value, int | float)):
+    if isinstance(value, str) and value in _CURSOR_TOKENS:
+        value = _CURSOR_TOKENS[value]
+    if not isinstance(run_id, int) or isinstance(run_id, bool) or isinstance(value, bool) \
+            or not (value is None or isinstance(value, int | float)):
         raise BadCursor("not a cursor of GET /runs")
-    if not 0 <= run_id <= MAX_ID or (isinstance(value, float) and not math.isfinite(value)) \
-            or (isinstance(value, int) and abs(value) > 2**53):
+    if not 0 <= run_id <= MAX_ID or (isinstance(value, int) and abs(value) > 2**53):
         raise BadCursor("not a cursor of GET /runs (out of range)")
     return value, run_id
 
@@ -226,13 +243,15 @@ def list_runs(session: Session, *, experiment_id: int | None = None,
         query = query.where(Run.experiment_id == experiment_id)
     if cursor is not None:
         value, after = decode_run_cursor(order_by, cursor)
-        beyond = (column < value) if descending else (column > value)
         next_id = (Run.id < after) if descending else (Run.id > after)
         if key == "id":
             query = query.where(next_id)
-        elif value is None:
+        elif value is None:  # among the runs without the value, last in either order
             query = query.where(column.is_(None), next_id)
         else:
+            # NaN compares above every number on both databases (PostgreSQL's rule; SQLite
+            # keeps it as the text 'NaN', and text sorts after numbers), so it pages too.
+            beyond = (column < value) if descending else (column > value)
             query = query.where(or_(beyond, and_(column == value, next_id), column.is_(None)))
     nulls_last = case((column.is_(None), 1), else_=0)
     direction = (lambda c: c.desc()) if descending else (lambda c: c.asc())

@@ -7,7 +7,9 @@ never confused with an infinite one.
 
 User text is escaped where it lands: a CSV cell never starts a spreadsheet formula
 (OWASP's CSV-injection rule: a leading ``=``, ``+``, ``-``, ``@``, tab or CR gets a ``'``
-prefix), and Markdown cells and titles cannot break a table or start a line.
+prefix), and Markdown cells and titles cannot break a table or start a line. In both, bidi
+and other format controls (which names may no longer hold) show as U+FFFD
+(``service.text``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import math
 import unicodedata
 from typing import Any
+
+from service.text import neutral
 
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -33,6 +37,7 @@ def csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, str):
+        value = neutral(value)  # a stored bidi override cannot reorder the row
         return "'" + value if value.startswith(FORMULA_START) else value
     return finite_or_token(value)
 
@@ -43,8 +48,8 @@ def md_text(value: str) -> str:
     escaped (it cannot add a column), the brackets of links and images, code backticks and
     ``*`` emphasis backslash-escaped so they stay text, HTML's ``<``, ``>`` and ``&`` as
     entities."""
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
-                   for c in value)
+    text = neutral("".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                           for c in value))  # and bidi/format controls shown as U+FFFD
     text = text.replace("\\", "\\\\")
     for mark in "|[]`*":
         text = text.replace(mark, "\\" + mark)

@@ -24,7 +24,7 @@ from service.access import (
     reads_protected,
     token_problem,
 )
-from service.context import SettingsDep
+from service.context import SettingsDep, context_of
 from service.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -63,10 +63,20 @@ async def login(request: Request, settings: SettingsDep) -> Response:
     target = safe_next((form.get("next") or ["/"])[0])
     if settings.api_token is None:
         return RedirectResponse(target, status_code=303)
+    guard = context_of(request.app).logins
+    client = request.client.host if request.client else "unknown"
+    wait = guard.retry_after_s(client)
+    if wait is not None:
+        refused = render(request, "login.html", status_code=429, next=target,
+                         error=f"Too many wrong tokens from here: try again in {wait} s.")
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     expected = settings.api_token.get_secret_value()
     if not token or not secrets.compare_digest(token.encode(), expected.encode()):
+        guard.failed(client)
         return render(request, "login.html", status_code=401, next=target,
                       error="That is not this server's API token.")
+    guard.succeeded(client)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, make_session(expected), max_age=SESSION_TTL_S,
                         httponly=True, samesite="strict", path="/",
@@ -75,8 +85,13 @@ async def login(request: Request, settings: SettingsDep) -> Response:
 
 
 @router.post("/logout")
-def logout() -> Response:
-    """Forget the session cookie (rotate the API token to revoke every session)."""
+def logout(request: Request) -> Response:
+    """End the session: its cookie stops working on the server at once (a copy of it too),
+    and the browser forgets it (rotate the API token to revoke every session)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    expires = cookie.split(".", 1)[0] if cookie else ""
+    if cookie and expires.isdigit() and len(expires) <= 12:
+        context_of(request.app).logins.end(cookie, float(expires))
     response = RedirectResponse(LOGIN_PATH, status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.catalog import DATASETS, VARIANTS
+from service.results.cells import finite_or_token
 
 
 def num(value: float | int | None, digits: int = 4) -> str:
@@ -22,9 +23,12 @@ def sig(value: float | None, digits: int = 3) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """``1h 02m``, ``3m 05s`` or ``4.2s``, as the study wrote train times."""
+    """``1h 02m``, ``3m 05s`` or ``4.2s``, as the study wrote train times; a non-finite
+    time as its token (``Infinity``, ``NaN``)."""
     if seconds is None:
         return "–"
+    if not math.isfinite(seconds):
+        return finite_or_token(seconds)
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(round(seconds), 60)
@@ -35,9 +39,11 @@ def duration(seconds: float | None) -> str:
 
 
 def size(n: int | None) -> str:
-    """Bytes in binary units."""
+    """Bytes in binary units; a non-finite count as its token."""
     if n is None:
         return "–"
+    if not math.isfinite(n):
+        return finite_or_token(n)
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":

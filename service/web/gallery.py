@@ -29,6 +29,7 @@ from service.persistence.tables import Artifact, Run
 from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
 
 TILE = 32  # px: every dataset is served as 3×32×32
+UNREADABLE = "its reconstruction files cannot be read"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,12 @@ class Gallery:
     def count(self) -> int:
         return len(self.inputs)
 
+    @property
+    def unreadable(self) -> int:
+        """How many runs' stored strips cannot be read (damaged, truncated, not a
+        strip): the page says so rather than that none are stored."""
+        return sum(row.note == UNREADABLE for row in self.rows)
+
 
 def png_rgb(pixels: np.ndarray, level: int = 6) -> bytes:
     """A minimal lossless PNG (8-bit RGB, every row "Up"-filtered) of an (H, W, 3) uint8
@@ -79,9 +86,24 @@ def png_rgb(pixels: np.ndarray, level: int = 6) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw.tobytes(), level)) + chunk(b"IEND", b""))
 
 
+MAX_TILES = 1024  # a strip longer than this is not one a run stored
+
+
 def cut_tiles(png: bytes, tile: int = TILE) -> tuple[str, ...]:
-    """A strip (tile ``i`` at ``x = tile·i``) → one PNG data URI per tile, lossless."""
-    strip = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    """A strip (tile ``i`` at ``x = tile·i``) → one PNG data URI per tile, lossless.
+
+    The header's size is checked before a pixel is decoded: a strip is ``tile`` high and
+    at most ``MAX_TILES`` tiles long, so a file declaring a huge image (a decompression
+    bomb) is refused unread. Raises ValueError for anything that is not such a strip,
+    a damaged or truncated file included."""
+    try:
+        image = Image.open(io.BytesIO(png), formats=["PNG"])
+        width, height = image.size
+        if height != tile or width % tile or not 0 < width <= tile * MAX_TILES:
+            raise ValueError(f"not a gallery strip: {width}×{height}")
+        strip = np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not a readable PNG: {exc}") from exc
     if strip.shape[0] != tile or strip.shape[1] % tile:
         raise ValueError(f"not a gallery strip: {strip.shape[1]}×{strip.shape[0]}")
     return tuple("data:image/png;base64," + base64.b64encode(
@@ -140,7 +162,7 @@ class GalleryReader:
                 inputs[run.id] = inputs_by_checksum[own.checksum]
                 psnr = self.meta(stored[GALLERY_META]).get("psnr_db", [])
             except (ArtifactError, FileNotFoundError, ValueError, OSError):
-                row.note = "its reconstruction files cannot be read"
+                row.note = UNREADABLE
                 continue
             row.tiles = [Tile(src, i, psnr[i] if i < len(psnr) else None)
                          for i, src in enumerate(recon)]

@@ -10,10 +10,12 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from service.access import has_session, reads_protected
 from service.context import context_of
 from service.orchestration.ray_executor import ray_job_url
+from service.text import neutral
 from service.web.format import FILTERS, fmt_value
 
 HERE = Path(__file__).parent
@@ -22,6 +24,18 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters.update(FILTERS)
 templates.env.trim_blocks = True
 templates.env.lstrip_blocks = True
+
+
+def _shown(value: Any) -> Any:
+    """Every value a template writes: text with its bidi and other format controls shown
+    as U+FFFD (``service.text``), so a name stored before names refused them cannot
+    reorder a title, a link or a table; markup the templates built stays markup."""
+    if isinstance(value, Markup):
+        return Markup(neutral(str(value)))
+    return neutral(value) if isinstance(value, str) else value
+
+
+templates.env.finalize = _shown
 
 
 @lru_cache(maxsize=64)

@@ -141,3 +141,47 @@ def test_experiment_list_filters(client: TestClient) -> None:
     page = client.get(f"{API}/experiments", params={"limit": 1, "model": "baseline"}).json()
     assert [e["name"] for e in page["items"]] == ["beta"] and page["next"] is not None
     assert names(model="baseline", limit=1, cursor=page["next"]) == ["Alpha 100%"]
+
+
+def test_every_order_pages_through_nulls_and_non_finite_values(client: TestClient) -> None:
+    """Each order of GET /runs (every orderable measure, both ways), one run a page: every
+    run comes exactly once, in order, although cursors stand on runs without measures, on
+    measured runs lacking that measure (null) and on NaN and Infinity values; NaN sorts
+    above every number, as PostgreSQL has it."""
+    exp = client.post(f"{API}/experiments", json={
+        **BASE, "models": ["baseline", "pixel_shuffle", "resnet"], "seeds": [0, 1]}).json()
+    ids = [r["id"] for r in exp["runs"]]
+    nan, inf = float("nan"), float("inf")
+    base = _measures(0.004, 24.0).model_dump()
+    stored: dict[int, dict[str, Any] | None] = {
+        ids[0]: {**base, "psnr": inf, "mse": 0.0, "classifier_accuracy": 0.5, "bpp": 1.0},
+        ids[1]: {**base, "psnr": nan, "mse": nan, "classifier_accuracy": 0.5},
+        ids[2]: {**base, "psnr": 24.0, "search_time_s": 3.0, "q_mse": -inf},
+        ids[3]: {**base, "psnr": -inf, "classifier_accuracy": nan},
+        ids[4]: None, ids[5]: None}  # two runs not evaluated: cursors stand on them
+    with transaction(context_of(client.app).sessions) as s:
+        for run_id, values in stored.items():
+            if values is not None:
+                repo.record_measures(s, run_id=run_id, measures=RunMeasures(**values))
+
+    def value(run_id: int, key: str) -> Any:
+        measures = stored[run_id]
+        if key in ("id", "lr", "latent_dim"):
+            return {"id": run_id, "lr": None, "latent_dim": 1000}[key]
+        return None if measures is None else measures.get(key)
+
+    def expected(key: str, descending: bool) -> list[int]:
+        valued = [i for i in ids if value(i, key) is not None]
+
+        def rank(i: int) -> tuple[int, float, int]:
+            v = value(i, key)
+            return (1, 0.0, i) if v != v else (0, v, i)  # NaN (v != v): the largest
+
+        return sorted(valued, key=rank, reverse=descending) + \
+            sorted(set(ids) - set(valued), reverse=descending)
+
+    for key in repo.RUN_ORDERS:
+        for order in (key, f"-{key}"):
+            seen, pages = _all_pages(client, experiment=exp["id"], order_by=order, limit=1)
+            assert seen == expected(key, order.startswith("-")), order
+            assert pages == len(ids), order

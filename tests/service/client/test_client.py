@@ -306,3 +306,23 @@ def test_url_and_token_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert client.ui_url(7) == "http://elsewhere.test:9000/experiments/7"
     with pytest.raises(ValueError, match="must start with http"):
         Client("localhost:8000")
+
+
+def test_retry_after_is_read_as_rfc_9110_has_it_and_bounded() -> None:
+    """Delta-seconds or an HTTP-date; anything else (negative, NaN, words) falls back to
+    the client's own backoff, and every wait stays within 0 … max_backoff_s."""
+    from datetime import UTC, datetime
+
+    from service.client.client import retry_after_s
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert retry_after_s("3", now) == 3.0
+    assert retry_after_s("Fri, 02 Jan 2026 03:04:09 GMT", now) == 4.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now) == 0.0  # past: now
+    for odd in (None, "-1", "nan", "inf", "1.5", "+3", "soon", "", "٣"):
+        assert retry_after_s(odd, now) is None, odd
+    sleeps: list[float] = []
+    answers = [ok({"detail": "busy", "code": "unavailable"}, 503,
+                  headers={"Retry-After": value}) for value in ("-1", "nan", "99999999999")]
+    client_for(Script(*answers, ok(experiment_json())), sleeps).get(7)
+    assert len(sleeps) == 3 and all(0 <= s <= 8.0 for s in sleeps), sleeps

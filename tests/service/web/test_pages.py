@@ -370,3 +370,40 @@ def test_tiles_are_lossless_pngs() -> None:
         [t.tolist() for t in tiles]
     with pytest.raises(ValueError, match="not a gallery strip"):
         cut_tiles(strip([np.zeros((32, 40, 3), dtype=np.uint8)]))
+
+
+def test_login_is_throttled_logout_ends_the_session_and_protected_answers_are_not_stored(
+        web_settings: Settings) -> None:
+    """Wrong tokens: 5 a minute per client, then 429 with Retry-After (the right token
+    too, until the wait is over). Logout ends the session on the server: a copy of the
+    cookie taken before stops working. Protected pages, exports and weights say
+    Cache-Control no-store (private with an ETag); static assets stay cacheable."""
+    web_settings.api_token = SecretStr("t0ken")
+    web_settings.protect_reads = True
+    bearer = {"Authorization": "Bearer t0ken"}
+    with TestClient(create_app(web_settings)) as c:
+        exp = c.post(f"{API}/experiments", json=SPEC, headers=bearer).json()
+        run = exp["runs"][0]["id"]
+        store_gallery(c, run, [tile(1)], [tile(2)], [9.0])
+        assert c.post("/login", data={"token": "t0ken"}, follow_redirects=False
+                      ).status_code == 303
+        stolen = c.cookies[SESSION_COOKIE]
+        for path in (f"/experiments/{exp['id']}", f"/runs/{run}",
+                     f"{API}/experiments/{exp['id']}/results?format=csv",
+                     f"{API}/runs/{run}"):
+            answer = c.get(path)
+            assert answer.status_code == 200 and answer.headers["cache-control"] == \
+                "no-store", path
+        weights = c.get(f"{API}/runs/{run}/artifacts/{GALLERY_RECONSTRUCTIONS}")
+        assert "private" in weights.headers["cache-control"]
+        assert "no-store" not in c.get("/static/app.css").headers.get("cache-control", "")
+        assert c.post("/logout", follow_redirects=False).status_code == 303
+        c.cookies.clear()
+        c.cookies.set(SESSION_COOKIE, stolen)
+        assert c.get("/", follow_redirects=False).status_code == 303  # to the login page
+        assert c.get(f"{API}/runs/{run}").status_code == 401
+
+        codes = [c.post("/login", data={"token": f"guess{i}"}).status_code for i in range(7)]
+        assert codes == [401] * 5 + [429] * 2
+        refused = c.post("/login", data={"token": "t0ken"}, follow_redirects=False)
+        assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
