@@ -163,6 +163,23 @@ class RunMeasures(BaseModel):
         "quality", label="Quantised classifier acc.", better="max",
         results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
 
+    # --- what the code knows: probes of the test codes (models.probes) -------------------
+    probe_knn_accuracy: Annotated[float | None, MeasureInfo(
+        "k-NN probe acc.", "top-1 accuracy of a k-NN classifier (k = 20) fitted on the "
+        "float codes of ≤ 5,000 training images, on the test images' codes (None: "
+        "unlabelled data)", "quality", label="k-NN probe accuracy (codes)", better="max",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+    probe_linear_accuracy: Annotated[float | None, MeasureInfo(
+        "Linear probe acc.", "top-1 accuracy of a logistic-regression probe on "
+        "standardised codes, fitted on the training codes as probe_knn_accuracy (None: "
+        "unlabelled data)", "quality", label="Linear probe accuracy (codes)", better="max",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+    cluster_nmi: Annotated[float | None, MeasureInfo(
+        "Cluster NMI", "normalised mutual information of k-means clusters of the test "
+        "codes (k = the classes) with the labels (None: unlabelled data)", "quality",
+        label="Cluster NMI (codes)", better="max",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+
     # --- rate: what an image really costs (models.compression) ---------------------------
     bytes_per_image: Annotated[float | None, MeasureInfo(
         "Bytes / image", "the test set's entropy-coded stream (header included) / test "

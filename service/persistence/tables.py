@@ -234,6 +234,10 @@ class Measure(Base):
     q_accuracy: Mapped[float | None] = mapped_column(Measured)
     q_psnr_per_image: Mapped[float | None] = mapped_column(Measured)
     q_ms_ssim: Mapped[float | None] = mapped_column(Measured)
+    # What the code knows (models.probes): probes and clusters of the test codes.
+    probe_knn_accuracy: Mapped[float | None] = mapped_column(Measured)
+    probe_linear_accuracy: Mapped[float | None] = mapped_column(Measured)
+    cluster_nmi: Mapped[float | None] = mapped_column(Measured)
     stream_bytes: Mapped[int | None] = mapped_column(BigInteger)
     bytes_per_image: Mapped[float | None] = mapped_column(Measured)
     bpp: Mapped[float | None] = mapped_column(Measured)
