@@ -129,6 +129,8 @@ class RatePoint(BaseModel):
     psnr: float
     ssim: float
     accuracy: float | None
+    psnr_per_image: float | None = None  # mean of per-image PSNRs (CompressAI's convention)
+    ms_ssim: float | None = None  # null under 176 px a side
     latent_dim: int | None = None
     rd_lambda: float | None = None
     quant_bits: int | None = None

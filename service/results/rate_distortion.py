@@ -20,6 +20,9 @@ RD_DEFINITIONS = {
                        "per-run side information apart); codec: mean whole file",
     "psnr": "10·log10(1/MSE) in model space (3×32×32 in [0, 1]) of the decoded images",
     "accuracy": "reference classifier's top-1 on the decoded images",
+    "psnr_per_image": "mean over test images of each decoded image's PSNR (CompressAI's "
+                      "convention; null for runs measured before it)",
+    "ms_ssim": "mean per-image MS-SSIM of the decoded images; null under 176 px a side",
     "grouping": "model points: runs grouped by (model, dataset, latent_dim, rd_lambda), "
                 "means over the group (e.g. seeds)",
     "bd": "Bjøntegaard deltas of a model's curve against the anchor codec's (?anchor=), "
@@ -61,6 +64,8 @@ def rate_distortion(pairs: Sequence[tuple[Run, Measure | None]],
                 "bpp": _mean([m.bpp for m in ms]),
                 "bytes_per_image": _mean([m.bytes_per_image for m in ms]),
                 "psnr": _mean([m.q_psnr for m in ms]), "ssim": _mean([m.q_ssim for m in ms]),
+                "psnr_per_image": _mean([m.q_psnr_per_image for m in ms]),
+                "ms_ssim": _mean([m.q_ms_ssim for m in ms]),
                 "accuracy": _mean([m.q_accuracy for m in ms]), "latent_dim": latent,
                 "rd_lambda": lam, "quant_bits": ms[0].quant_bits,
                 "run_ids": runs[(model, dataset, latent, lam)]})
@@ -77,7 +82,8 @@ def rate_distortion(pairs: Sequence[tuple[Run, Measure | None]],
             first[1].append(c)
     for (dataset, codec), (_, rows_) in curves.items():
         points = [{"bpp": c.bpp, "bytes_per_image": c.bytes_per_image, "psnr": c.psnr,
-                   "ssim": c.ssim, "accuracy": c.classifier_accuracy, "quality": c.quality,
+                   "ssim": c.ssim, "psnr_per_image": c.psnr_per_image, "ms_ssim": c.ms_ssim,
+                   "accuracy": c.classifier_accuracy, "quality": c.quality,
                    "run_ids": []} for c in sorted(rows_, key=lambda c: c.bpp)]
         series.append({"kind": "codec", "name": codec, "title": CODEC_TITLES.get(codec, codec),
                        "dataset": dataset, "points": points})
@@ -172,3 +178,40 @@ def with_bd(series: list[dict[str, Any]], anchor: str) -> list[dict[str, Any]]:
             bd = {"anchor": anchor, **bd}
         out.append({**s, "bd": bd})
     return out
+
+
+def compressai_export(series: Sequence[dict[str, Any]], experiment_id: int
+                      ) -> list[dict[str, Any]]:
+    """``series`` (:func:`rate_distortion`'s) as the result files CompressAI's plot utility
+    reads (``python -m compressai.utils.plot``: ``{"name", "description", "results":
+    {"bpp": [...], "psnr": [...], "ms-ssim": [...]}}``), one per series, in CompressAI's
+    per-image conventions: ``psnr`` is the mean of per-image PSNRs (``psnr_per_image``), bpp
+    the mean per image. A point without a finite per-image PSNR (measured before it, or an
+    exact decode) is left out; ``ms-ssim`` is there only when every point kept has it (so
+    asking CompressAI for it fails naming the metric, rather than plotting nulls)."""
+    files = []
+    for s in series:
+        kept = [p for p in s["points"] if p.get("psnr_per_image") is not None
+                and math.isfinite(p["psnr_per_image"]) and p["bpp"] is not None]
+        results: dict[str, list[float]] = {"bpp": [p["bpp"] for p in kept],
+                                           "psnr": [p["psnr_per_image"] for p in kept]}
+        ms = [p.get("ms_ssim") for p in kept]
+        if kept and all(v is not None and math.isfinite(v) for v in ms):
+            results["ms-ssim"] = ms  # type: ignore[assignment]  # all floats
+        what = ("the images decoded from its entropy-coded stream, one point per latent "
+                "size / λ (mean over seeds)") if s["kind"] == "model" else \
+            "the codec's whole files, one point per quality"
+        left = len(s["points"]) - len(kept)
+        notes = [f"{left} point(s) without a finite per-image PSNR left out"] if left else []
+        if "ms-ssim" not in results:
+            notes.append("no ms-ssim: images under 176 px a side (or not measured)")
+        files.append({
+            "name": f"{s['title']} ({s['dataset']})",
+            "description": (
+                f"aelab experiment {experiment_id}, {s['dataset']} test split: "
+                f"{s['title']} — {what}. bpp: 8 × bytes per image / native H×W; psnr: "
+                "mean over images of each image's PSNR in the model's 3×32×32 [0, 1] "
+                "space (CompressAI's eval_model convention)"
+                + "".join(f"; {n}" for n in notes) + "."),
+            "results": results})
+    return files

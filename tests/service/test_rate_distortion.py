@@ -3,6 +3,7 @@ and the rate–distortion answer that carries them."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -69,8 +70,9 @@ def test_curves_that_do_not_overlap_give_null_with_the_reason() -> None:
         "fewer than 2 points on the upper envelope: the model has 1 usable point")
 
 
-def test_the_answer_gives_each_model_curve_its_deltas_against_the_anchor(
-        client: TestClient) -> None:
+def _experiment_with_curves(client: TestClient) -> dict:
+    """An experiment whose factorized_prior points (2 λ) sit at half LINE's rate, its
+    baseline at one point, and a JPEG curve on LINE: measures stored directly."""
     exp = client.post(f"{API}/experiments", json={
         "models": ["baseline", "factorized_prior"], "datasets": ["mnist"],
         "lambdas": [0.01, 0.05]}).json()
@@ -81,16 +83,24 @@ def test_the_answer_gives_each_model_curve_its_deltas_against_the_anchor(
     curve = [CodecRow(codec="jpeg", kind="curve", status=None, quality=q, target_bytes=None,
                       min_bytes_per_image=None, max_bytes_per_image=None,
                       bytes_per_image=bpp * 98, bpp=bpp, mse=0.01, mae=0.05, psnr=psnr,
-                      ssim=0.6, classifier_accuracy=None, n_images=16)
+                      ssim=0.6, classifier_accuracy=None, n_images=16,
+                      psnr_per_image=psnr + 0.5, ms_ssim=None)
              for q, (bpp, psnr) in zip((10, 30, 50, 70, 90), LINE, strict=True)]
     with transaction(context_of(client.app).sessions) as s:
         for lam, (bpp, psnr) in ((0.01, LINE[1]), (0.05, LINE[3])):
             half = RunMeasures(**required, psnr=psnr, q_psnr=psnr, q_ssim=0.8, bpp=bpp / 2,
-                               bytes_per_image=bpp * 49, rd_lambda=lam)
+                               bytes_per_image=bpp * 49, rd_lambda=lam,
+                               q_psnr_per_image=psnr + 1.0)
             repo.record_measures(s, run_id=runs[("factorized_prior", lam)], measures=half,
                                  codecs=curve if lam == 0.01 else [])
         repo.record_measures(s, run_id=runs[("baseline", None)], measures=RunMeasures(
             **required, psnr=30.0, q_psnr=30.0, q_ssim=0.8, bpp=1.0, bytes_per_image=98.0))
+    return exp
+
+
+def test_the_answer_gives_each_model_curve_its_deltas_against_the_anchor(
+        client: TestClient) -> None:
+    exp = _experiment_with_curves(client)
     url = f"{API}/experiments/{exp['id']}/rate_distortion"
     assert all(s["bd"] is None for s in client.get(url).json()["series"])
     series = {s["name"]: s for s in client.get(url, params={"anchor": "jpeg"}).json()["series"]}
@@ -110,3 +120,39 @@ def test_the_answer_gives_each_model_curve_its_deltas_against_the_anchor(
     page = client.get(f"/experiments/{exp['id']}/rate_distortion").text
     assert "BD-rate vs JPEG" in page and "-50.0 %" in page
     assert 'title="fewer than 2 points on the upper envelope' in page
+
+
+def parse_json_file(data: dict, metric: str) -> dict:
+    """compressai.utils.plot's reader of a result file (CompressAI 1.2,
+    compressai/utils/plot/__main__.py ``parse_json_file``), on the parsed JSON."""
+    results = data.get("results", data)
+    if metric not in results:
+        raise ValueError(f'Error: metric "{metric}" not available. '
+                         f'Available metrics: {", ".join(results.keys())}')
+    if metric == "ms-ssim":
+        values = np.array(results[metric])
+        results[metric] = -10 * np.log10(1 - values)
+    return {"name": data.get("name"), "xs": results["bpp"], "ys": results[metric]}
+
+
+def test_the_compressai_export_is_what_its_plot_utility_reads(client: TestClient) -> None:
+    exp = _experiment_with_curves(client)
+    answer = client.get(f"{API}/experiments/{exp['id']}/rate_distortion",
+                        params={"format": "compressai"})
+    assert answer.status_code == 200
+    files = {f["name"]: f for f in answer.json()}
+    assert set(files) == {"Baseline (mnist)", "Factorized Prior (mnist)", "JPEG (mnist)"}
+    for f in files.values():
+        assert set(f) == {"name", "description", "results"}
+        assert "mean over images of each image's PSNR" in f["description"]
+    fp = parse_json_file(files["Factorized Prior (mnist)"], "psnr")
+    # Per-image PSNR (not the split's q_psnr), bpp sorted as the series is.
+    assert (fp["xs"], fp["ys"]) == ([0.25, 1.0], [28.0, 34.0])
+    jpeg = parse_json_file(files["JPEG (mnist)"], "psnr")
+    assert jpeg["xs"] == [b for b, _ in LINE] and jpeg["ys"] == [p + 0.5 for _, p in LINE]
+    # The baseline's run predates per-image PSNR: no point, and the description says so.
+    assert files["Baseline (mnist)"]["results"] == {"bpp": [], "psnr": []}
+    assert "1 point(s) without a finite per-image PSNR left out" in \
+        files["Baseline (mnist)"]["description"]
+    with pytest.raises(ValueError, match='metric "ms-ssim" not available'):
+        parse_json_file(files["JPEG (mnist)"], "ms-ssim")  # 32-px images: none measured

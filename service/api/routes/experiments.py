@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from models.datasets import dataset_info, split_sizes
@@ -309,8 +310,12 @@ def get_results(ctx: ContextDep, experiment_id: int,
 def get_rate_distortion(sessions: SessionsDep, experiment_id: int,
                         anchor: Annotated[CodecName | None, Query(
                             description="a codec: each model series gets its BD-rate and "
-                                        "BD-PSNR against this codec's curve (bd)")] = None
-                        ) -> RateDistortion:
+                                        "BD-PSNR against this codec's curve (bd)")] = None,
+                        format: Annotated[Literal["json", "compressai"], Query(
+                            description="compressai: a list of result files as "
+                                        "compressai.utils.plot reads them, one per "
+                                        "series (per-image PSNR)")] = "json"
+                        ) -> Any:
     """Per model and dataset its measured points (bpp, PSNR, SSIM, classifier accuracy of
     the images decoded from its stream; one per latent size / λ), and each codec's curve
     over a range of qualities on the same test images; with ``anchor``, each model's
@@ -320,6 +325,8 @@ def get_rate_distortion(sessions: SessionsDep, experiment_id: int,
         series = table.rate_distortion(repo.results(session, experiment_id=experiment_id),
                                        repo.codec_results(session, experiment_id=experiment_id,
                                                           kind="curve"))
+    if format == "compressai":
+        return JSONResponse(table.compressai_export(series, experiment_id))
     if anchor is not None:
         series = table.with_bd(series, anchor)
     return RateDistortion(experiment_id=experiment_id, definitions=table.RD_DEFINITIONS,
