@@ -62,7 +62,8 @@ class CompressionReport:
 
 def _q_measures(m: Measures) -> dict[str, Any]:
     return {"q_mse": m.mse, "q_mae": m.mae, "q_psnr": m.psnr, "q_ssim": m.ssim,
-            "q_accuracy": m.classifier_accuracy}
+            "q_accuracy": m.classifier_accuracy, "q_psnr_per_image": m.psnr_per_image,
+            "q_ms_ssim": m.ms_ssim}
 
 
 def _rate(stream_bytes: int, n: int, dataset: str) -> dict[str, Any]:
@@ -152,7 +153,8 @@ def _codec_row(codec: str, kind: str, files: list[bytes], images: ImageSet,
     return {"codec": codec, "kind": kind, "bytes_per_image": per_image,
             "bpp": 8.0 * per_image / pixels, "mse": m.mse, "mae": m.mae, "psnr": m.psnr,
             "ssim": m.ssim, "classifier_accuracy": m.classifier_accuracy,
-            "n_images": m.n_images, **extra}
+            "n_images": m.n_images, "psnr_per_image": m.psnr_per_image, "ms_ssim": m.ms_ssim,
+            **extra}
 
 
 def codec_rows(images: ImageSet, target_bytes: float, *, classifier: nn.Module | None,

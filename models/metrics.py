@@ -8,7 +8,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    multiscale_structural_similarity_index_measure,
+    structural_similarity_index_measure,
+)
 
 from models.catalog import compression_ratio, compression_ratio_bytes
 from models.data import ImageSet, batch_indices, normalize, to_float
@@ -22,6 +25,8 @@ class Measures:
     ssim: float  # mean per-image SSIM (Gaussian window 11, σ 1.5)
     n_images: int
     classifier_accuracy: float | None = None  # reference classifier on reconstructions
+    psnr_per_image: float | None = None  # mean over images of each one's PSNR (CompressAI)
+    ms_ssim: float | None = None  # mean per-image MS-SSIM; None below MS_SSIM_MIN_SIDE
 
     def as_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -29,6 +34,30 @@ class Measures:
 
 def psnr_from_mse(mse: float) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+# MS-SSIM's 5 scales (Wang, Simoncelli & Bovik 2003; torchmetrics' betas) halve the image 4
+# times and need the 11-px window to fit the coarsest: torchmetrics asks side // 2⁴ > 11 − 1,
+# a side of 176 px at least.
+MS_SSIM_MIN_SIDE = 176
+
+
+def psnr_per_image(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each image's PSNR in dB, (B,), of ``out`` against ``target`` (B, C, H, W) in
+    [0, 1]: 10·log10(1 / MSE) over that image's values (``inf`` where it is exact); the
+    mean of these is CompressAI's ``eval_model`` convention (``compute_psnr`` per image)."""
+    mse = (out.double() - target.double()).pow(2).flatten(1).mean(1)
+    return torch.where(mse == 0, torch.full_like(mse, math.inf), -10.0 * torch.log10(mse))
+
+
+def ms_ssim_per_image(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """Each image's MS-SSIM (5 scales, Gaussian window 11, σ 1.5; torchmetrics), (B,), of
+    ``out`` against ``target`` (B, C, H, W) in [0, 1]; None when a side is under
+    :data:`MS_SSIM_MIN_SIDE` px (the coarsest scale would be smaller than the window)."""
+    if min(target.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        return None
+    return multiscale_structural_similarity_index_measure(
+        out, target, data_range=1.0, reduction="none").reshape(-1)
 
 
 @torch.no_grad()
@@ -63,12 +92,14 @@ def measure_outputs(outputs: torch.Tensor, images: ImageSet, *,
 def _measure(reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
              images: ImageSet, *, device: torch.device, batch_size: int,
              classifier: nn.Module | None) -> Measures:
-    """MSE, MAE, PSNR, SSIM and classifier accuracy of ``reconstruct(idx, target)`` (a
-    batch of (B, 3, 32, 32) reconstructions, clamped here to [0, 1]) against ``target``
+    """MSE, MAE, PSNR (of the split and per image), SSIM, MS-SSIM and classifier accuracy
+    of ``reconstruct(idx, target)`` (a batch of (B, 3, 32, 32) reconstructions, clamped
+    here to [0, 1]) against ``target``
     (the un-normalised originals of ``images[idx]``), accumulated over ``images``."""
     if classifier is not None:
         classifier.eval()
-    se = ae = ssim_sum = 0.0
+    se = ae = ssim_sum = psnr_sum = 0.0
+    ms_ssim_sum: float | None = 0.0
     correct = 0
     for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
         target = to_float(images.images[idx], device=device)
@@ -79,6 +110,10 @@ def _measure(reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         ssim = structural_similarity_index_measure(out, target, data_range=1.0,
                                                    reduction="none")
         ssim_sum += float(ssim.sum())
+        psnr_sum += float(psnr_per_image(out, target).sum())
+        ms_ssim = ms_ssim_per_image(out, target)
+        ms_ssim_sum = None if ms_ssim is None or ms_ssim_sum is None \
+            else ms_ssim_sum + float(ms_ssim.sum())
         if classifier is not None:
             logits = classifier(normalize(out))
             correct += int((logits.argmax(1).cpu() == images.labels[idx]).sum())
@@ -86,7 +121,9 @@ def _measure(reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     values = n * target.shape[1] * target.shape[2] * target.shape[3]
     mse = se / values
     return Measures(mse=mse, mae=ae / values, psnr=psnr_from_mse(mse), ssim=ssim_sum / n,
-                    n_images=n, classifier_accuracy=correct / n if classifier else None)
+                    n_images=n, classifier_accuracy=correct / n if classifier else None,
+                    psnr_per_image=psnr_sum / n,
+                    ms_ssim=None if ms_ssim_sum is None else ms_ssim_sum / n)
 
 
 def model_facts(model: nn.Module, latent_dim: int) -> dict[str, float | int]:

@@ -96,9 +96,9 @@ class RunMeasures(BaseModel):
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True)]
     psnr: Annotated[float, MeasureInfo(
-        "PSNR (dB)", "10·log10(1 / mse) of the whole split (not a mean over images); "
-        "Infinity for a perfect reconstruction", "quality", format="num2", unit="dB",
-        better="max",
+        "PSNR (dB)", "10·log10(1 / mse) of the whole split (not a mean over images: "
+        "psnr_per_image is); Infinity for a perfect reconstruction", "quality",
+        format="num2", unit="dB", better="max",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True)]
     ssim: Annotated[float, MeasureInfo(
@@ -106,6 +106,17 @@ class RunMeasures(BaseModel):
         better="max",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True)]
+    psnr_per_image: Annotated[float | None, MeasureInfo(
+        "PSNR / image (dB)", "mean over test images of each image's 10·log10(1 / its "
+        "mse): CompressAI's eval_model convention, never below psnr (Jensen); Infinity if "
+        "any image is exact (None: runs before it)", "quality", format="num2", unit="dB",
+        label="PSNR, mean per image (dB)", better="max",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+    ms_ssim: Annotated[float | None, MeasureInfo(
+        "MS-SSIM", "mean per-image MS-SSIM (5 scales, Gaussian window 11, σ 1.5; "
+        "torchmetrics); None for images under 176 px a side, too small for 5 scales "
+        "(every 32-px model-space image)", "quality", better="max",
+        results=True, aggregated=True, expectable=True, orderable=True)] = None
     classifier_accuracy: Annotated[float | None, MeasureInfo(
         "Classifier acc.", "top-1 accuracy of the dataset's reference classifier on the "
         "reconstructions (None: classifier disabled)", "quality",
@@ -139,10 +150,35 @@ class RunMeasures(BaseModel):
         "Quantised SSIM", "ssim of the images decoded from the stream", "quality",
         better="max",
         results=True, aggregated=True, expectable=True, orderable=True)] = None
+    q_psnr_per_image: Annotated[float | None, MeasureInfo(
+        "Quantised PSNR / image (dB)", "psnr_per_image of the images decoded from the "
+        "stream", "quality", format="num2", unit="dB", better="max",
+        results=True, aggregated=True, expectable=True, orderable=True)] = None
+    q_ms_ssim: Annotated[float | None, MeasureInfo(
+        "Quantised MS-SSIM", "ms_ssim of the images decoded from the stream", "quality",
+        better="max",
+        results=True, aggregated=True, expectable=True, orderable=True)] = None
     q_accuracy: Annotated[float | None, MeasureInfo(
         "Quantised acc.", "classifier_accuracy on the images decoded from the stream",
         "quality", label="Quantised classifier acc.", better="max",
         results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
+
+    # --- what the code knows: probes of the test codes (models.probes) -------------------
+    probe_knn_accuracy: Annotated[float | None, MeasureInfo(
+        "k-NN probe acc.", "top-1 accuracy of a k-NN classifier (k = 20) fitted on the "
+        "float codes of ≤ 5,000 training images, on the test images' codes (None: "
+        "unlabelled data)", "quality", label="k-NN probe accuracy (codes)", better="max",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+    probe_linear_accuracy: Annotated[float | None, MeasureInfo(
+        "Linear probe acc.", "top-1 accuracy of a logistic-regression probe on "
+        "standardised codes, fitted on the training codes as probe_knn_accuracy (None: "
+        "unlabelled data)", "quality", label="Linear probe accuracy (codes)", better="max",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+    cluster_nmi: Annotated[float | None, MeasureInfo(
+        "Cluster NMI", "normalised mutual information of k-means clusters of the test "
+        "codes (k = the classes) with the labels (None: unlabelled data)", "quality",
+        label="Cluster NMI (codes)", better="max",
+        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
 
     # --- rate: what an image really costs (models.compression) ---------------------------
     bytes_per_image: Annotated[float | None, MeasureInfo(
@@ -230,6 +266,8 @@ class CodecRow(BaseModel):
     ssim: float
     classifier_accuracy: float | None
     n_images: int
+    psnr_per_image: float | None = None  # None: measured before it was
+    ms_ssim: float | None = None  # None: images under 176 px a side, or measured before it
 
 
 def _info(name: str, annotation: Any, metadata: list[Any]) -> MeasureInfo:

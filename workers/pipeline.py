@@ -300,12 +300,14 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     what an image really costs (``models.compression``): the test set quantised to
     ``spec.compression.bits``, entropy-coded (the stream is an artifact), decoded from the
     stream and measured (``q_*``), bytes per image and bpp, and codec rows at the same
-    bytes. ValidationError when a measure is not in the contract (``workers.measures``)."""
+    bytes; and what the codes know (``models.probes``: k-NN and linear probes, k-means
+    NMI). ValidationError when a measure is not in the contract (``workers.measures``)."""
     import torch
 
     from models.classifier import load_classifier
     from models.compression import compress_run
     from models.metrics import evaluate, model_facts
+    from models.probes import latent_probes
     from models.samples import reconstruct_gallery, sample_grid
 
     model = result.model
@@ -314,6 +316,7 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     if classifier_blob is not None:
         classifier, _ = load_classifier(io.BytesIO(classifier_blob), device)
     measures = evaluate(model, data.test, device=device, classifier=classifier)
+    probes = latent_probes(model, data, seed=spec.seed, device=device)
     compression = compress_run(model, data, dataset=spec.dataset,
                                bits=spec.compression.bits, classifier=classifier,
                                device=device, codecs=tuple(spec.compression.codecs))
@@ -321,7 +324,7 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     reported = RunMeasures.model_validate({
         **measures.as_dict(), "original_accuracy": original_accuracy,
         "training_time_s": result.seconds, **model_facts(model, model.latent_dim),
-        **compression.measures, "rd_lambda": spec.effective_rd_lambda})
+        **compression.measures, **probes, "rd_lambda": spec.effective_rd_lambda})
     codecs = [CodecRow.model_validate(row) for row in compression.codec_rows]
     weights = io.BytesIO()
     torch.save({"model": spec.model, "latent_dim": model.latent_dim,

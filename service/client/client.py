@@ -265,11 +265,15 @@ class Client:
             self._get(f"{API_PREFIX}/experiments/{experiment_id}/results",
                       params={"format": "json"}).content)
 
-    def rate_distortion(self, experiment_id: int) -> RateDistortion:
+    def rate_distortion(self, experiment_id: int, anchor: str | None = None
+                        ) -> RateDistortion:
         """Per model and dataset its measured (bpp, PSNR, SSIM, accuracy) points and each
-        codec's curve (``GET /experiments/{id}/rate_distortion``)."""
+        codec's curve (``GET /experiments/{id}/rate_distortion``); with ``anchor`` (a
+        codec), each model series' BD-rate and BD-PSNR against it (``bd``)."""
+        params = {} if anchor is None else {"anchor": anchor}
         return RateDistortion.model_validate_json(
-            self._get(f"{API_PREFIX}/experiments/{experiment_id}/rate_distortion").content)
+            self._get(f"{API_PREFIX}/experiments/{experiment_id}/rate_distortion",
+                      params=params).content)
 
     def results(self, experiment_id: int) -> builtins.list[dict[str, Any]]:
         """The study's table as rows: one dict per run (see :meth:`results_table`)."""

@@ -129,11 +129,29 @@ class RatePoint(BaseModel):
     psnr: float
     ssim: float
     accuracy: float | None
+    psnr_per_image: float | None = None  # mean of per-image PSNRs (CompressAI's convention)
+    ms_ssim: float | None = None  # null under 176 px a side
     latent_dim: int | None = None
     rd_lambda: float | None = None
     quant_bits: int | None = None
     quality: float | None = None
     run_ids: list[int] = []
+
+
+class BjontegaardDelta(BaseModel):
+    """A model curve's BD-rate and BD-PSNR against an anchor codec's curve, over the
+    overlapping range only (``service.results.rate_distortion.bjontegaard_delta``); a
+    delta is null with its reason, its range null."""
+
+    anchor: str  # the codec whose curve is the reference
+    method: str  # the bjontegaard package's interpolation (pchip)
+    bd_rate_pct: float | None  # mean rate difference at equal PSNR, % (negative: fewer bits)
+    psnr_range_db: list[float] | None  # [low, high]: the PSNR overlap it is averaged over
+    bd_rate_reason: str | None
+    bd_psnr_db: float | None  # mean PSNR difference at equal log-rate, dB (positive: better)
+    bpp_range: list[float] | None  # [low, high]: the bpp overlap it is averaged over
+    bd_psnr_reason: str | None
+    points: list[int]  # points on the upper envelopes used: [model, anchor]
 
 
 class RateSeries(BaseModel):
@@ -144,6 +162,7 @@ class RateSeries(BaseModel):
     title: str
     dataset: str
     points: list[RatePoint]
+    bd: BjontegaardDelta | None = None  # model series, with ?anchor=
 
 
 class RateDistortion(BaseModel):

@@ -212,6 +212,8 @@ class Measure(Base):
     ssim: Mapped[float] = mapped_column(Measured)
     n_images: Mapped[int] = mapped_column(Integer)
     classifier_accuracy: Mapped[float | None] = mapped_column(Measured)
+    psnr_per_image: Mapped[float | None] = mapped_column(Measured)  # CompressAI's convention
+    ms_ssim: Mapped[float | None] = mapped_column(Measured)  # None under 176 px a side
     original_accuracy: Mapped[float | None] = mapped_column(Measured)
     training_time_s: Mapped[float] = mapped_column(Measured)  # every epoch of the final model
     search_time_s: Mapped[float | None] = mapped_column(Measured)  # the LR search alone
@@ -230,6 +232,12 @@ class Measure(Base):
     q_psnr: Mapped[float | None] = mapped_column(Measured)
     q_ssim: Mapped[float | None] = mapped_column(Measured)
     q_accuracy: Mapped[float | None] = mapped_column(Measured)
+    q_psnr_per_image: Mapped[float | None] = mapped_column(Measured)
+    q_ms_ssim: Mapped[float | None] = mapped_column(Measured)
+    # What the code knows (models.probes): probes and clusters of the test codes.
+    probe_knn_accuracy: Mapped[float | None] = mapped_column(Measured)
+    probe_linear_accuracy: Mapped[float | None] = mapped_column(Measured)
+    cluster_nmi: Mapped[float | None] = mapped_column(Measured)
     stream_bytes: Mapped[int | None] = mapped_column(BigInteger)
     bytes_per_image: Mapped[float | None] = mapped_column(Measured)
     bpp: Mapped[float | None] = mapped_column(Measured)
@@ -263,6 +271,8 @@ class CodecResult(Base):
     ssim: Mapped[float] = mapped_column(Measured)
     classifier_accuracy: Mapped[float | None] = mapped_column(Measured)
     n_images: Mapped[int] = mapped_column(Integer)
+    psnr_per_image: Mapped[float | None] = mapped_column(Measured)
+    ms_ssim: Mapped[float | None] = mapped_column(Measured)
 
 
 class Artifact(Base):

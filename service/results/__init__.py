@@ -19,10 +19,29 @@ The names below are what the API, the web pages and the tests use.
 from service.results.aggregate import aggregate
 from service.results.cells import FORMULA_START, csv_cell, finite_or_token, md_text
 from service.results.formats import FORMATS, Format
-from service.results.rate_distortion import RD_DEFINITIONS, rate_distortion
+from service.results.rate_distortion import (
+    RD_DEFINITIONS,
+    compressai_export,
+    rate_distortion,
+    with_bd,
+)
 from service.results.rows import row_label
 from service.results.table import Table, build, parse_spec
 
-__all__ = ["FORMATS", "FORMULA_START", "RD_DEFINITIONS", "Format", "Table", "aggregate",
-           "build", "csv_cell", "finite_or_token", "md_text", "parse_spec",
-           "rate_distortion", "row_label"]
+__all__ = [
+    "FORMATS",
+    "FORMULA_START",
+    "RD_DEFINITIONS",
+    "Format",
+    "Table",
+    "aggregate",
+    "build",
+    "compressai_export",
+    "csv_cell",
+    "finite_or_token",
+    "md_text",
+    "parse_spec",
+    "rate_distortion",
+    "row_label",
+    "with_bd",
+]

@@ -3,6 +3,8 @@ curve (``GET /experiments/{id}/rate_distortion``)."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +20,21 @@ RD_DEFINITIONS = {
                        "per-run side information apart); codec: mean whole file",
     "psnr": "10·log10(1/MSE) in model space (3×32×32 in [0, 1]) of the decoded images",
     "accuracy": "reference classifier's top-1 on the decoded images",
+    "psnr_per_image": "mean over test images of each decoded image's PSNR (CompressAI's "
+                      "convention; null for runs measured before it)",
+    "ms_ssim": "mean per-image MS-SSIM of the decoded images; null under 176 px a side",
     "grouping": "model points: runs grouped by (model, dataset, latent_dim, rd_lambda), "
                 "means over the group (e.g. seeds)",
+    "bd": "Bjøntegaard deltas of a model's curve against the anchor codec's (?anchor=), "
+          "with the bjontegaard package (PCHIP interpolation of each curve's upper "
+          "envelope: points sorted by bpp, each kept only if its PSNR beats every cheaper "
+          "one), integrated over the overlapping range only. bd_rate_pct: mean rate "
+          "difference in % at equal PSNR (negative: the model needs fewer bits), over "
+          "psnr_range_db; bd_psnr_db: mean PSNR difference at equal log-rate, over "
+          "bpp_range. null with a reason when a curve has fewer than 2 points or the "
+          "ranges do not overlap",
 }
+BD_METHOD = "pchip"  # the bjontegaard package's interpolation (akima, pchip, cubic)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -50,6 +64,8 @@ def rate_distortion(pairs: Sequence[tuple[Run, Measure | None]],
                 "bpp": _mean([m.bpp for m in ms]),
                 "bytes_per_image": _mean([m.bytes_per_image for m in ms]),
                 "psnr": _mean([m.q_psnr for m in ms]), "ssim": _mean([m.q_ssim for m in ms]),
+                "psnr_per_image": _mean([m.q_psnr_per_image for m in ms]),
+                "ms_ssim": _mean([m.q_ms_ssim for m in ms]),
                 "accuracy": _mean([m.q_accuracy for m in ms]), "latent_dim": latent,
                 "rd_lambda": lam, "quant_bits": ms[0].quant_bits,
                 "run_ids": runs[(model, dataset, latent, lam)]})
@@ -66,8 +82,136 @@ def rate_distortion(pairs: Sequence[tuple[Run, Measure | None]],
             first[1].append(c)
     for (dataset, codec), (_, rows_) in curves.items():
         points = [{"bpp": c.bpp, "bytes_per_image": c.bytes_per_image, "psnr": c.psnr,
-                   "ssim": c.ssim, "accuracy": c.classifier_accuracy, "quality": c.quality,
+                   "ssim": c.ssim, "psnr_per_image": c.psnr_per_image, "ms_ssim": c.ms_ssim,
+                   "accuracy": c.classifier_accuracy, "quality": c.quality,
                    "run_ids": []} for c in sorted(rows_, key=lambda c: c.bpp)]
         series.append({"kind": "codec", "name": codec, "title": CODEC_TITLES.get(codec, codec),
                        "dataset": dataset, "points": points})
     return series
+
+
+def _envelope(points: Sequence[tuple[float | None, float | None]]) -> list[tuple[float, float]]:
+    """The upper envelope of (bpp, psnr) points: finite, positive bpp, sorted by bpp, each
+    kept only when its PSNR is above every cheaper point's (so both coordinates increase
+    strictly, as the interpolation needs)."""
+    kept: list[tuple[float, float]] = []
+    usable = [(float(b), float(p)) for b, p in points if b is not None and p is not None
+              and math.isfinite(b) and math.isfinite(p) and b > 0]
+    for bpp, psnr in sorted(usable, key=lambda p: (p[0], -p[1])):
+        if kept and bpp == kept[-1][0]:
+            continue  # a tied rate: the first (highest PSNR) is kept
+        if not kept or psnr > kept[-1][1]:
+            kept.append((bpp, psnr))
+    return kept
+
+
+def bjontegaard_delta(test: Sequence[tuple[float | None, float | None]],
+                      anchor: Sequence[tuple[float | None, float | None]],
+                      method: str = BD_METHOD) -> dict[str, Any]:
+    """BD-rate and BD-PSNR of a ``test`` curve against an ``anchor`` curve, each a list of
+    (bpp [bit/px], psnr [dB]) points, with the ``bjontegaard`` package (Bjøntegaard,
+    VCEG-M33, 2001; PCHIP by default, as in its ``bd_rate``/``bd_psnr``).
+
+    Each curve is reduced to its upper envelope (:func:`_envelope`); each delta is taken
+    over the overlap of the two curves only (PSNR range for BD-rate, log-bpp range for
+    BD-PSNR). Returns ``{"method", "bd_rate_pct", "psnr_range_db", "bd_rate_reason",
+    "bd_psnr_db", "bpp_range", "bd_psnr_reason", "points": [test n, anchor n]}``: a delta
+    is None with its reason (fewer than 2 usable points, or no overlap), its range None."""
+    import bjontegaard as bd  # imports matplotlib: only when a delta is asked for
+
+    t, a = _envelope(test), _envelope(anchor)
+    out: dict[str, Any] = {"method": method, "bd_rate_pct": None, "psnr_range_db": None,
+                           "bd_rate_reason": None, "bd_psnr_db": None, "bpp_range": None,
+                           "bd_psnr_reason": None, "points": [len(t), len(a)]}
+    short = [f"{who} has {len(c)} usable point{'s' * (len(c) != 1)}"
+             for who, c in (("the model", t), ("the anchor", a)) if len(c) < 2]
+    if short:
+        reason = "fewer than 2 points on the upper envelope: " + ", ".join(short)
+        out["bd_rate_reason"] = out["bd_psnr_reason"] = reason
+        return out
+    rates_t, psnr_t = [p[0] for p in t], [p[1] for p in t]
+    rates_a, psnr_a = [p[0] for p in a], [p[1] for p in a]
+    lo, hi = max(psnr_t[0], psnr_a[0]), min(psnr_t[-1], psnr_a[-1])
+    with warnings.catch_warnings():  # the overlap is reported, not warned about
+        warnings.simplefilter("ignore")
+        if hi > lo:
+            out["bd_rate_pct"] = float(bd.bd_rate(rates_a, psnr_a, rates_t, psnr_t, method,
+                                                  require_matching_points=False,
+                                                  min_overlap=0))
+            out["psnr_range_db"] = [lo, hi]
+        else:
+            out["bd_rate_reason"] = (
+                f"PSNR ranges do not overlap: model {psnr_t[0]:.2f}–{psnr_t[-1]:.2f} dB, "
+                f"anchor {psnr_a[0]:.2f}–{psnr_a[-1]:.2f} dB")
+        lo, hi = max(rates_t[0], rates_a[0]), min(rates_t[-1], rates_a[-1])
+        if hi > lo:
+            out["bd_psnr_db"] = float(bd.bd_psnr(rates_a, psnr_a, rates_t, psnr_t, method,
+                                                 require_matching_points=False,
+                                                 min_overlap=0))
+            out["bpp_range"] = [lo, hi]
+        else:
+            out["bd_psnr_reason"] = (
+                f"bpp ranges do not overlap: model {rates_t[0]:.3f}–{rates_t[-1]:.3f}, "
+                f"anchor {rates_a[0]:.3f}–{rates_a[-1]:.3f} bit/px")
+    return out
+
+
+def with_bd(series: list[dict[str, Any]], anchor: str) -> list[dict[str, Any]]:
+    """``series`` (:func:`rate_distortion`'s) with ``bd`` on each model series: its
+    :func:`bjontegaard_delta` against the ``anchor`` codec's curve of the same dataset
+    (``anchor`` named in it), or both deltas None with the reason there is no such
+    curve. Codec series get ``bd`` None."""
+    curves = {s["dataset"]: s for s in series if s["kind"] == "codec" and s["name"] == anchor}
+    out = []
+    for s in series:
+        bd: dict[str, Any] | None = None
+        if s["kind"] == "model":
+            curve = curves.get(s["dataset"])
+            pts = [(p["bpp"], p["psnr"]) for p in s["points"]]
+            if curve is None:
+                reason = f"no {anchor} curve on {s['dataset']} (compression.codecs)"
+                bd = {"method": BD_METHOD, "bd_rate_pct": None, "psnr_range_db": None,
+                      "bd_rate_reason": reason, "bd_psnr_db": None, "bpp_range": None,
+                      "bd_psnr_reason": reason, "points": [len(_envelope(pts)), 0]}
+            else:
+                bd = bjontegaard_delta(pts, [(p["bpp"], p["psnr"]) for p in curve["points"]])
+            bd = {"anchor": anchor, **bd}
+        out.append({**s, "bd": bd})
+    return out
+
+
+def compressai_export(series: Sequence[dict[str, Any]], experiment_id: int
+                      ) -> list[dict[str, Any]]:
+    """``series`` (:func:`rate_distortion`'s) as the result files CompressAI's plot utility
+    reads (``python -m compressai.utils.plot``: ``{"name", "description", "results":
+    {"bpp": [...], "psnr": [...], "ms-ssim": [...]}}``), one per series, in CompressAI's
+    per-image conventions: ``psnr`` is the mean of per-image PSNRs (``psnr_per_image``), bpp
+    the mean per image. A point without a finite per-image PSNR (measured before it, or an
+    exact decode) is left out; ``ms-ssim`` is there only when every point kept has it (so
+    asking CompressAI for it fails naming the metric, rather than plotting nulls)."""
+    files = []
+    for s in series:
+        kept = [p for p in s["points"] if p.get("psnr_per_image") is not None
+                and math.isfinite(p["psnr_per_image"]) and p["bpp"] is not None]
+        results: dict[str, list[float]] = {"bpp": [p["bpp"] for p in kept],
+                                           "psnr": [p["psnr_per_image"] for p in kept]}
+        ms = [p.get("ms_ssim") for p in kept]
+        if kept and all(v is not None and math.isfinite(v) for v in ms):
+            results["ms-ssim"] = ms  # type: ignore[assignment]  # all floats
+        what = ("the images decoded from its entropy-coded stream, one point per latent "
+                "size / λ (mean over seeds)") if s["kind"] == "model" else \
+            "the codec's whole files, one point per quality"
+        left = len(s["points"]) - len(kept)
+        notes = [f"{left} point(s) without a finite per-image PSNR left out"] if left else []
+        if "ms-ssim" not in results:
+            notes.append("no ms-ssim: images under 176 px a side (or not measured)")
+        files.append({
+            "name": f"{s['title']} ({s['dataset']})",
+            "description": (
+                f"aelab experiment {experiment_id}, {s['dataset']} test split: "
+                f"{s['title']} — {what}. bpp: 8 × bytes per image / native H×W; psnr: "
+                "mean over images of each image's PSNR in the model's 3×32×32 [0, 1] "
+                "space (CompressAI's eval_model convention)"
+                + "".join(f"; {n}" for n in notes) + "."),
+            "results": results})
+    return files

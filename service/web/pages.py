@@ -248,12 +248,18 @@ def experiment_rate_distortion(request: Request, sessions: SessionsDep, experime
         series = table.rate_distortion(
             repo.results(s, experiment_id=experiment_id),
             repo.codec_results(s, experiment_id=experiment_id, kind="curve"))
+    series = [x for x in series if x["dataset"] == chosen]
+    # Under the chart: each model's BD-rate / BD-PSNR against each codec curve shown.
+    anchors = [(x["name"], x["title"]) for x in series if x["kind"] == "codec"]
+    deltas = {name: {x["name"]: x["bd"] for x in table.with_bd(series, name)
+                     if x["kind"] == "model"} for name, _ in anchors}
+    bd_rows = [{"title": x["title"], "deltas": [deltas[name][x["name"]] for name, _ in anchors]}
+               for x in series if x["kind"] == "model"]
     series = [{**x, "points": [{k: table.finite_or_token(v) for k, v in p.items()}
-                               for p in x["points"]]}
-              for x in series if x["dataset"] == chosen]
+                               for p in x["points"]]} for x in series]
     return render(request, "rate_distortion.html", experiment=experiment, dataset=chosen,
                   datasets=_datasets(experiment),
-                  series=series)
+                  series=series, anchors=anchors, bd_rows=bd_rows)
 
 
 # --- compare across experiments --------------------------------------------------------------

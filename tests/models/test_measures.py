@@ -188,3 +188,41 @@ def test_sample_grid_puts_input_left_and_reconstruction_right(synthetic_splits) 
     expected = (to_float(synthetic_splits.test.images[1:2])[0] * 255).round().byte().numpy()
     assert np.array_equal(left, expected)
     assert img[2:34, 36:68].max() == 0  # the constant-zero reconstruction
+
+
+def test_psnr_per_image_is_the_mean_of_each_images_psnr_not_the_splits() -> None:
+    """CompressAI's convention (mean of per-image PSNRs) beside the split-level PSNR: equal
+    to per-image PSNRs computed here by hand, and above the split's on unequal errors."""
+    from models.metrics import measure_outputs
+
+    rng = np.random.default_rng(0)
+    originals = rng.integers(40, 200, size=(6, 3, 32, 32), dtype=np.uint8)
+    images = ImageSet(torch.from_numpy(originals), torch.arange(6))
+    noise = rng.normal(size=originals.shape) * np.array([1, 2, 4, 8, 16, 32]).reshape(6, 1, 1, 1)
+    outputs = np.clip(originals / 255.0 + noise / 255.0, 0, 1)
+    m = measure_outputs(torch.from_numpy(outputs).float(), images)
+    reference = outputs.astype(np.float32).astype(np.float64)  # the outputs as measured
+    per_image_mse = ((reference - originals / 255.0) ** 2).reshape(6, -1).mean(1)
+    assert m.psnr_per_image == pytest.approx(np.mean(10 * np.log10(1 / per_image_mse)),
+                                             abs=1e-6)
+    assert m.psnr == pytest.approx(10 * np.log10(1 / per_image_mse.mean()), abs=1e-6)
+    assert m.psnr_per_image - m.psnr > 3.0  # errors 32× apart: far from equal
+    assert m.ms_ssim is None  # 32 px: too small for MS-SSIM's 5 scales
+    same = measure_outputs(torch.from_numpy(np.repeat(outputs[:1], 6, 0)).float(),
+                           ImageSet(torch.from_numpy(np.repeat(originals[:1], 6, 0)),
+                                    torch.arange(6)))
+    assert same.psnr_per_image == pytest.approx(same.psnr)  # equal errors: the same value
+
+
+def test_ms_ssim_is_measured_on_images_large_enough_for_its_five_scales() -> None:
+    from models.metrics import MS_SSIM_MIN_SIDE, ms_ssim_per_image
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, MS_SSIM_MIN_SIDE, MS_SSIM_MIN_SIDE, generator=g)
+    noisy = (target + 0.1 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    exact, off = ms_ssim_per_image(target, target), ms_ssim_per_image(noisy, target)
+    assert exact is not None and off is not None
+    assert exact.tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert off.shape == (2,) and bool((off < 0.99).all())
+    small = target[..., : MS_SSIM_MIN_SIDE - 1, : MS_SSIM_MIN_SIDE - 1]
+    assert ms_ssim_per_image(small, small) is None

@@ -110,8 +110,13 @@ def test_the_trainer_reports_every_measure_and_refuses_an_unknown_one(
     assert m.stream_bytes == len(evaluation.compression.stream)
     unset = {k for k, v in m.model_dump().items() if v is None}
     # The pipeline's times, what the classifier measures, λ of the other variant only.
+    # MS-SSIM: the model-space images (32 px) are too small for its 5 scales; k-means:
+    # 8 test codes cannot make 10 clusters (the probes, fitted on 32 codes, are measured).
     assert unset == {"search_time_s", "wall_time_s", "classifier_accuracy",
-                     "original_accuracy", "q_accuracy", "rd_lambda"}
+                     "original_accuracy", "q_accuracy", "rd_lambda", "ms_ssim", "q_ms_ssim",
+                     "cluster_nmi"}
+    assert 0 <= m.probe_knn_accuracy <= 1 and 0 <= m.probe_linear_accuracy <= 1
+    assert m.psnr_per_image >= m.psnr and m.q_psnr_per_image >= m.q_psnr  # Jensen
     assert [(c.codec, c.kind) for c in evaluation.codecs] == \
         [("jpeg", "matched")] + [("jpeg", "curve")] * len(DEFAULT_CURVE_QUALITIES)
 
@@ -156,14 +161,17 @@ def test_the_results_heads_are_the_studys_columns_then_each_group(client: TestCl
     csv = client.get(f"{API}/experiments/{exp['id']}/results", params={"format": "csv"}).text
     assert csv.splitlines()[0] == (
         "run_id,experiment,kind,model,codec,dataset,latent_dim,rd_lambda,seed,mae,mse,psnr,"
-        "ssim,classifier_accuracy,original_accuracy,quant_bits,q_mse,q_psnr,q_ssim,"
-        "q_accuracy,bytes_per_image,bpp,raw_bytes_per_image,side_info_bytes,codec_quality,"
+        "ssim,psnr_per_image,ms_ssim,classifier_accuracy,original_accuracy,quant_bits,q_mse,"
+        "q_psnr,q_ssim,q_psnr_per_image,q_ms_ssim,q_accuracy,probe_knn_accuracy,"
+        "probe_linear_accuracy,cluster_nmi,bytes_per_image,bpp,raw_bytes_per_image,side_info_bytes,codec_quality,"
         "codec_status,training_time_s,search_time_s,wall_time_s,lr,"
         "nominal_compression_ratio,params,status")
     agg = client.get(f"{API}/experiments/{exp['id']}/results",
                      params={"aggregate": "seed"}).json()["columns"]
-    measured = ["mae", "mse", "psnr", "ssim", "classifier_accuracy", "original_accuracy",
-                "q_mse", "q_psnr", "q_ssim", "q_accuracy", "bytes_per_image", "bpp",
+    measured = ["mae", "mse", "psnr", "ssim", "psnr_per_image", "ms_ssim",
+                "classifier_accuracy", "original_accuracy", "q_mse", "q_psnr", "q_ssim",
+                "q_psnr_per_image", "q_ms_ssim", "q_accuracy", "probe_knn_accuracy",
+                "probe_linear_accuracy", "cluster_nmi", "bytes_per_image", "bpp",
                 "training_time_s", "search_time_s", "wall_time_s", "lr", "params"]
     assert agg == ["experiment", "model", "dataset", "latent_dim", "rd_lambda", "runs",
                    "seeds", *(f"{m}_{s}" for m in measured for s in ("mean", "std", "n")),

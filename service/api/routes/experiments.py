@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from models.datasets import dataset_info, split_sizes
@@ -31,7 +32,7 @@ from service.settings import Settings, run_storage_key
 from service.spec import ExperimentSpec
 from workers import lr_search
 from workers.preflight import requirements
-from workers.spec import DatasetName, RunSpec, VariantName, data_limit_problems
+from workers.spec import CodecName, DatasetName, RunSpec, VariantName, data_limit_problems
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
@@ -306,14 +307,27 @@ def get_results(ctx: ContextDep, experiment_id: int,
 @router.get("/{experiment_id}/rate_distortion", dependencies=[ReadAccess],
             operation_id="get_rate_distortion", response_model=RateDistortion,
             responses=errors(404))
-def get_rate_distortion(sessions: SessionsDep, experiment_id: int) -> RateDistortion:
+def get_rate_distortion(sessions: SessionsDep, experiment_id: int,
+                        anchor: Annotated[CodecName | None, Query(
+                            description="a codec: each model series gets its BD-rate and "
+                                        "BD-PSNR against this codec's curve (bd)")] = None,
+                        format: Annotated[Literal["json", "compressai"], Query(
+                            description="compressai: a list of result files as "
+                                        "compressai.utils.plot reads them, one per "
+                                        "series (per-image PSNR)")] = "json"
+                        ) -> Any:
     """Per model and dataset its measured points (bpp, PSNR, SSIM, classifier accuracy of
     the images decoded from its stream; one per latent size / λ), and each codec's curve
-    over a range of qualities on the same test images."""
+    over a range of qualities on the same test images; with ``anchor``, each model's
+    Bjøntegaard deltas against that codec over the overlapping range."""
     with sessions() as session:
         repo.get_experiment(session, experiment_id=experiment_id, with_runs=False)
         series = table.rate_distortion(repo.results(session, experiment_id=experiment_id),
                                        repo.codec_results(session, experiment_id=experiment_id,
                                                           kind="curve"))
+    if format == "compressai":
+        return JSONResponse(table.compressai_export(series, experiment_id))
+    if anchor is not None:
+        series = table.with_bd(series, anchor)
     return RateDistortion(experiment_id=experiment_id, definitions=table.RD_DEFINITIONS,
                           series=series)  # type: ignore[arg-type]

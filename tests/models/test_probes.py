@@ -1,0 +1,57 @@
+"""What the code knows (models.probes): probes and clusters score a code by how much of the
+label it holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.probes import probe_codes
+
+CLASSES = 10
+
+
+def _labels(n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, CLASSES, size=n)
+
+
+def test_codes_that_encode_the_label_score_one_and_random_codes_chance() -> None:
+    rng = np.random.default_rng(0)
+    train_y, test_y = _labels(600, rng), _labels(400, rng)
+    # The label as a one-hot direction, scaled, plus noise in 6 more dimensions.
+    def encode(y: np.ndarray) -> np.ndarray:
+        return np.hstack([np.eye(CLASSES)[y] * 5.0, rng.normal(size=(len(y), 6)) * 0.3])
+
+    perfect = probe_codes(encode(train_y), train_y, encode(test_y), test_y,
+                          n_classes=CLASSES)
+    assert perfect == {"probe_knn_accuracy": 1.0, "probe_linear_accuracy": 1.0,
+                       "cluster_nmi": pytest.approx(1.0)}
+    noise = probe_codes(rng.normal(size=(600, 16)), train_y, rng.normal(size=(400, 16)),
+                        test_y, n_classes=CLASSES)
+    # Chance is 0.1 (10 balanced classes); 400 test codes put 0.16 over 3 σ above it.
+    assert noise["probe_knn_accuracy"] < 0.16 and noise["probe_linear_accuracy"] < 0.16
+    assert noise["cluster_nmi"] < 0.05
+
+
+def test_a_code_holding_half_the_classes_scores_half() -> None:
+    """Codes that tell classes apart in pairs only ({0, 1}, {2, 3}, …): the probes can
+    guess one of two, so about 0.5."""
+    rng = np.random.default_rng(1)
+    train_y, test_y = _labels(1000, rng), _labels(1000, rng)
+    def encode(y: np.ndarray) -> np.ndarray:
+        return np.eye(CLASSES // 2)[y // 2] * 5.0 + rng.normal(size=(len(y), 5)) * 0.3
+
+    half = probe_codes(encode(train_y), train_y, encode(test_y), test_y, n_classes=CLASSES)
+    assert half["probe_knn_accuracy"] == pytest.approx(0.5, abs=0.06)
+    assert half["probe_linear_accuracy"] == pytest.approx(0.5, abs=0.06)
+
+
+def test_unlabelled_or_too_few_images_give_none() -> None:
+    rng = np.random.default_rng(2)
+    codes = rng.normal(size=(50, 4))
+    unlabelled = np.full(50, -1)
+    assert probe_codes(codes, unlabelled, codes, unlabelled) == {
+        "probe_knn_accuracy": None, "probe_linear_accuracy": None, "cluster_nmi": None}
+    y = _labels(50, rng)
+    few = probe_codes(codes, y, codes[:5], y[:5], n_classes=CLASSES)
+    assert few["cluster_nmi"] is None and few["probe_knn_accuracy"] is not None
