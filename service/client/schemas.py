@@ -175,6 +175,16 @@ class RateDistortion(BaseModel):
     series: list[RateSeries]
 
 
+class CompressAIResult(BaseModel):
+    """One series of ``GET /experiments/{id}/rate_distortion?format=compressai``: a result
+    file as ``python -m compressai.utils.plot`` reads it (``results``: ``bpp`` and ``psnr``,
+    and ``ms-ssim`` where every point has it; per-image conventions)."""
+
+    name: str
+    description: str
+    results: dict[str, list[float]]
+
+
 class ExperimentPage(BaseModel):
     items: list[ExperimentItem]
     next: str | None  # cursor for the next (older) page

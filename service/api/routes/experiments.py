@@ -15,6 +15,7 @@ from service.api.deps import ReadAccess, WriteAccess
 from service.api.views import experiment_item, experiment_out
 from service.caches import ended_version
 from service.client.schemas import (
+    CompressAIResult,
     DryRun,
     ExperimentOut,
     ExperimentPage,
@@ -305,7 +306,8 @@ def get_results(ctx: ContextDep, experiment_id: int,
 
 
 @router.get("/{experiment_id}/rate_distortion", dependencies=[ReadAccess],
-            operation_id="get_rate_distortion", response_model=RateDistortion,
+            operation_id="get_rate_distortion",
+            response_model=RateDistortion | list[CompressAIResult],
             responses=errors(404))
 def get_rate_distortion(sessions: SessionsDep, experiment_id: int,
                         anchor: Annotated[CodecName | None, Query(

@@ -271,9 +271,10 @@ def test_the_study_table_shows_the_apis_numbers_best_marked_and_sorts(
             """tds => tds.map(td => [td.closest('tr').dataset.runId, td.dataset.col,
                                      td.dataset.value, td.textContent.trim(),
                                      td.classList.contains('best')])""")
-        columns = ["mae", "mse", "psnr", "ssim", "classifier_accuracy", "q_psnr", "q_accuracy",
-                   "bytes_per_image", "bpp", "training_time_s", "search_time_s",
-                   "wall_time_s", "lr"]
+        columns = ["mae", "mse", "psnr", "ssim", "psnr_per_image", "classifier_accuracy",
+                   "q_psnr", "q_accuracy", "probe_knn_accuracy", "probe_linear_accuracy",
+                   "cluster_nmi", "bytes_per_image", "bpp", "training_time_s",
+                   "search_time_s", "wall_time_s", "lr"]
         assert [col for run_id, col, *_ in cells] == columns * 2  # two runs, every column
         formats = {"mae": "{:.6f}", "mse": "{:.6f}", "psnr": "{:.2f}", "ssim": "{:.4f}",
                    "classifier_accuracy": "{:.4f}", "lr": "{:.3g}"}
