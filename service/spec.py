@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, fiel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from models.catalog import Recipe, get_variant, recipe_problems, resolve, variant_names
+from models.datasets import known_dataset_info
 from models.plugins import PluginUnavailable
 from workers.measures import EXPECTABLE
 from workers.spec import (
@@ -259,7 +260,24 @@ class ExperimentSpec(TrainingOptions):
         def lambdas(recipe: Recipe) -> list[float | None]:
             return list(self.lambdas) if recipe.trains_rate and self.lambdas else [None]
 
+        def on(dataset: str) -> dict[str, Any]:
+            if self.classifier.enabled and unlabelled_note(dataset):
+                return {**options, "classifier": self.classifier.model_copy(
+                    update={"enabled": False})}
+            return options
+
         return [RunSpec(model=r.name, recipe=r, dataset=d, latent_dim=latent, seed=seed,
-                        shared_seed=seeds[0], rd_lambda=lam, **options)
+                        shared_seed=seeds[0], rd_lambda=lam, **on(d))
                 for d in self.datasets for r in recipes
                 for latent in self.latent_sizes for lam in lambdas(r) for seed in seeds]
+
+
+def unlabelled_note(dataset: str) -> str | None:
+    """Why runs on ``dataset`` measure no classifier accuracy, when it has no labels (a
+    flat folder, ``photos``, ``kodak``); None for a labelled (or unknown) dataset."""
+    info = known_dataset_info(dataset)
+    if info is None or info.num_classes is not None:
+        return None
+    return (f"{dataset}: no classifier accuracy: its images have no labels "
+            f"({info.description}), so there is no reference classifier to measure "
+            "reconstructions with")

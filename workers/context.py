@@ -37,6 +37,13 @@ class RunEnv:
     max_trial_failures: int = 3
     device: str | None = None  # None: CUDA when present, else the CPU
     niceness: int = 0  # training processes on the cluster run at this nice level
+    datasets_dir: str | None = None  # folder datasets (models.datasets.folder); None: none
+
+    def use(self) -> None:
+        """Make this process read folder datasets from :attr:`datasets_dir`."""
+        from models.datasets.folder import use_root
+
+        use_root(self.datasets_dir)
 
 
 def plan(spec: RunSpec, lr: float | None = None) -> list[Phase]:
@@ -88,6 +95,7 @@ def classifier_key(spec: RunSpec) -> str:
 def load_data(spec: RunSpec, env: RunEnv) -> DataSplits:
     from models.data import load_dataset
 
+    env.use()
     d = spec.data
     return load_dataset(spec.dataset, env.data_root, train_limit=d.train_limit,
                         test_limit=d.test_limit, validation=d.validation,

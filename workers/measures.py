@@ -279,3 +279,4 @@ class ResultsTable(BaseModel):
     aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
     reference: str | None = None  # the study's source, with reference: "study"
     expect: str | None = None  # PASSED, REGRESSED, or None (no bounds, or runs pending)
+    notes: list[str] = []  # what the table lacks and why (e.g. no labels: no accuracy)

@@ -172,6 +172,7 @@ class LocalSteps:
 
     def prepare(self, spec: RunSpec, classifier_ready: bool) -> None:
         env = self.env
+        env.use()
         preflight(spec, data_root=env.data_root, weights_dir=env.weights_dir,
                   allow_download=env.allow_download, classifier_ready=classifier_ready)
         self._data(spec)

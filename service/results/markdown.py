@@ -92,6 +92,7 @@ def to_markdown(table: Table, title: str = "") -> str:
         parts.append(f"Reference: {md_text(table.reference)}\n")
     if expect:
         parts.append(f"Expectations: {table.expect or 'pending'}\n")
+    parts += [f"Note: {md_text(note)}\n" for note in table.notes]
     head = ["Method"]
     if agg:
         head += ["Latent", "n"]
