@@ -35,7 +35,7 @@ def test_a_flat_folder_is_unlabelled_and_sizes_may_differ(root: Path) -> None:
     info = dataset_info("flat")
     assert info.num_classes is None and info.native_size is None
     assert info.size_range == ((40, 30), (70, 50))
-    train, test = dataset_entry("flat").read(root, download=False)
+    train, _ = dataset_entry("flat").read(root, download=False)
     assert train.labels is None and train.images.shape == (3, 3, 70, 50)
     assert sorted(map(tuple, train.sizes.tolist())) == [(40, 50), (40, 50), (70, 30)]
 

@@ -64,8 +64,8 @@ def test_a_flat_folder_runs_without_a_classifier_and_the_results_say_why(
 
 
 def test_preflight_names_a_corrupt_file(client: TestClient, settings) -> None:
-    from workers.preflight import PreflightFailed, preflight
     from service.spec import ExperimentSpec
+    from workers.preflight import PreflightFailed, preflight
 
     folder = image_folder(Path(settings.datasets_path), "shapes", size=(32, 32), train=10,
                           test=2)
