@@ -59,6 +59,21 @@ class ArchitectureInfo:
     entropy_model: bool = False  # a learned entropy model: rate-distortion, its own coder
     options: tuple[str, ...] = ()  # builder keywords besides latent_dim, e.g. icnr
     source: Source = AELAB
+    # The crops (data.crop) it takes: multiples of this stride, at least twice it; None:
+    # the study's 32 px only (a plugin that says nothing)
+    crop_stride: int | None = None
+
+    def crop_problem(self, crop: int) -> str | None:
+        """Why it cannot take ``crop`` px inputs, or None."""
+        stride = self.crop_stride
+        if stride is None:
+            return None if crop == IMAGE_SIZE else (
+                f"{self.name} takes {IMAGE_SIZE} px crops only (its plugin names no "
+                "crop_stride)")
+        if crop % stride or crop < 2 * stride:
+            return (f"{self.name} takes crops that are multiples of {stride} px (at least "
+                    f"{2 * stride}), not {crop}")
+        return None
 
 
 ARCHITECTURES: Registry[ArchitectureInfo] = Registry("architecture")
@@ -66,22 +81,24 @@ for _arch in (
     ArchitectureInfo(
         "conv", "Conv autoencoder", "Conv encoder, Linear 1536→latent bottleneck, "
         "nearest-upsample decoder (the study's baseline).",
-        "models.architectures:ConvAutoencoder", params=3_080_629, resizable=True),
+        "models.architectures:ConvAutoencoder", params=3_080_629, resizable=True,
+        options=("crop",), crop_stride=4),
     ArchitectureInfo(
         "pixel_shuffle", "Pixel-shuffle autoencoder", "Baseline encoder; decoder upsamples "
         "with weight-normed 1×1 convs, pixel shuffle and blur.",
         "models.architectures:PixelShuffleAutoencoder", params=3_079_042, resizable=True,
-        options=("icnr",)),
+        options=("icnr", "crop"), crop_stride=4),
     ArchitectureInfo(
         "resnet", "ResNet34-encoder autoencoder", "ResNet34 body + concat pool (latent "
         "1024), the baseline decoder; its body takes ImageNet weights.",
         "models.architectures:ResNetAutoencoder", default_latent_dim=1024,
-        params=22_862_105, pretrained_body="resnet34", layer_groups=True),
+        params=22_862_105, pretrained_body="resnet34", layer_groups=True, options=("crop",),
+        crop_stride=32),
     ArchitectureInfo(
         "factorized_prior", "Factorized prior", "Baseline encoder/decoder with a learned "
         "factorised entropy model on the latent (Ballé et al. 2017); codes its own "
         "bitstream.", "models.factorized_prior:FactorizedPriorAutoencoder",
-        params=3_123_629, entropy_model=True),
+        params=3_123_629, entropy_model=True, options=("crop",), crop_stride=4),
 ):
     ARCHITECTURES.register(_arch.name, _arch)
 

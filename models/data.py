@@ -95,6 +95,30 @@ class DataSplits:
     val: ImageSet  # the test split itself when validation == "test" (the study's way)
     test: ImageSet
     num_classes: int
+    # The model's input side (data.crop). ``whole``: the images are larger than the crop
+    # (or differ in size): ``train`` and ``val`` are random crops of the images in
+    # ``train_images`` and the held-out ones, ``test`` holds whole images, evaluated as
+    # tiles (models.tiles). Otherwise (MNIST, CIFAR-10, synthetic at 32) every image is
+    # served resized to the crop, as the study did.
+    crop: int = IMAGE_SIZE
+    whole: bool = False
+    train_images: ImageSet | None = None  # the whole training images, when ``whole``
+
+    def epoch_train(self, generator: torch.Generator) -> ImageSet:
+        """An epoch's training images: fresh random crops from ``generator`` when
+        ``whole``, else :attr:`train` itself (``generator`` untouched)."""
+        if self.train_images is None:
+            return self.train
+        from models.tiles import draw_crops
+
+        return draw_crops(self.train_images, self.crop, generator)
+
+
+def evaluated_whole(native_size: tuple[int, int] | None, crop: int) -> bool:
+    """Whether images of ``native_size`` (None: sizes differ) train on crops and are
+    evaluated whole as tiles (True), or are served resized to ``crop`` as the study
+    served MNIST's 28 px at 32 (False)."""
+    return native_size is None or max(native_size) > crop
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,13 +135,13 @@ def uint8_images(images: ImageSet | torch.Tensor) -> torch.Tensor:
     return x
 
 
-def to_float(batch: torch.Tensor, size: int = IMAGE_SIZE,
+def to_float(batch: torch.Tensor, size: int | None = IMAGE_SIZE,
              device: torch.device | str | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (B, C, H, W) → float (B, 3, size, size) in [0, 1] on ``device``, augmented
-    (see :func:`augment`) when a ``generator`` is given."""
+    """uint8 (B, C, H, W) → float (B, 3, size, size) in [0, 1] on ``device`` (``size``
+    None: (B, 3, H, W)), augmented (see :func:`augment`) when a ``generator`` is given."""
     x = batch.to(device, non_blocking=True).float().div_(255.0)
-    if x.shape[-1] != size or x.shape[-2] != size:
+    if size is not None and (x.shape[-1] != size or x.shape[-2] != size):
         x = torch.nn.functional.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=True
         ).clamp_(0.0, 1.0)
@@ -211,6 +235,7 @@ def load_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     download: bool = True,
+    crop: int = IMAGE_SIZE,
 ) -> DataSplits:
     """Train/validation/test splits of ``name`` (any entry of ``models.datasets``).
 
@@ -218,7 +243,9 @@ def load_dataset(
     ``"test"`` validates on the test split, as the study did. ``train_limit`` caps the
     training images (the held-out part is taken in proportion: ``split_sizes``);
     ``test_limit`` takes the first test images, so sample figures use the same images
-    whatever the limit.
+    whatever the limit. Images larger than ``crop`` (see :func:`evaluated_whole`) train and
+    validate on random crops of their images (the validation crops drawn once from
+    ``seed``) and are tested whole.
     """
     entry = dataset_entry(name)  # KeyError listing the valid names
     full_train, full_test = _load_full(name, Path(root).expanduser().resolve(), download)
@@ -231,4 +258,12 @@ def load_dataset(
     else:
         val = full_train.subset(order[:n_val])
         train = full_train.subset(order[n_val : n_val + n_train])
-    return DataSplits(name, train, val, test, entry.info.num_classes or 0)
+    classes = entry.info.num_classes or 0
+    if not evaluated_whole(entry.info.native_size, crop):
+        return DataSplits(name, train, val, test, classes, crop)
+    from models.tiles import draw_crops
+
+    drawn = torch.Generator().manual_seed(seed)
+    val_crops = draw_crops(val, crop, drawn)  # of the test images when validation="test"
+    return DataSplits(name, draw_crops(train, crop, drawn), val_crops, test, classes, crop,
+                      whole=True, train_images=train)

@@ -17,7 +17,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from models.catalog import Recipe, get_variant, recipe_problems, resolve, variant_names
+from models.catalog import (
+    IMAGE_SIZE,
+    Recipe,
+    architecture_info,
+    get_variant,
+    recipe_problems,
+    resolve,
+    variant_names,
+)
 from models.datasets import known_dataset_info
 from models.plugins import PluginUnavailable
 from workers.measures import EXPECTABLE
@@ -181,6 +189,21 @@ class ExperimentSpec(TrainingOptions):
         names = [_name(v) for v in values]
         if len(set(names)) != len(names):
             raise ValueError(f"{info.field_name} lists a name twice")
+        return values
+
+    @field_validator("models")
+    @classmethod
+    def _takes_the_crop(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
+        data = info.data.get("data")
+        crop = data.crop if data is not None else IMAGE_SIZE
+        problems = []
+        for m in values:
+            recipe = resolve(m)
+            problem = architecture_info(recipe.architecture).crop_problem(crop)
+            if problem:
+                problems.append(f"{recipe.name}: {problem} (data.crop)")
+        if problems:
+            raise ValueError("; ".join(problems))
         return values
 
     @field_validator("latent_dims")

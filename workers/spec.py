@@ -107,6 +107,12 @@ class DataOptions(_Strict):
     validation: Validation = Field(
         default="holdout", description="holdout: 10% of train; test: the study's way")
     augment: bool = True
+    crop: int = Field(
+        default=32, ge=8, le=512, description="the model's input side in px (the study's "
+        "32). Images larger than it (or of differing sizes) train on random crops and are "
+        "evaluated whole, as tiles of it (padding never counted); smaller ones (MNIST's "
+        "28) are served resized to it, as the study did. Each architecture takes multiples "
+        "of its stride (GET /catalog: crop_stride)")
 
 
 class Resources(_Strict):
@@ -238,6 +244,10 @@ class RunSpec(TrainingOptions):
         if self.recipe.name != self.model:
             raise ValueError(f"model {self.model!r} is not its recipe's name "
                              f"{self.recipe.name!r}")
+        arch = ARCHITECTURES.get(self.recipe.architecture)
+        problem = arch.crop_problem(self.data.crop) if arch is not None else None
+        if problem:
+            raise ValueError(f"data.crop: {problem}")
         if self.rd_lambda is not None and not self.recipe.trains_rate:
             raise ValueError(f"rd_lambda applies to {RATE_ARCHITECTURES} only (recipes "
                              f"trained on rate + λ·distortion), not {self.model}")

@@ -77,3 +77,42 @@ def test_preflight_names_a_corrupt_file(client: TestClient, settings) -> None:
         preflight(spec, data_root="/unused", weights_dir=settings.weights_path,
                   allow_download=False)
     assert f"{bad} is not a readable image" in str(err.value)
+
+
+def test_larger_images_train_on_crops_and_are_measured_whole(client: TestClient,
+                                                             settings) -> None:
+    """The issue's test: 96×64 images in two class folders, baseline on 32-px crops."""
+    from tests.utils import execute_runs, experiment
+
+    image_folder(Path(settings.datasets_path), "wide", size=(64, 96), train=8, test=2)
+    spec = tiny_spec(datasets=["wide"], epochs=1, batch_size=16,
+                     data={"crop": 32, "validation": "test"},
+                     classifier={"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
+                                 "pretrained": False},
+                     compression={"codecs": ["jpeg"]}, gallery_samples=2)
+    exp = client.post(f"{API}/experiments", json=spec).json()
+    assert execute_runs(client, experiment(client, exp["id"])) == [True]
+    run = client.get(f"{API}/runs/{exp['runs'][0]['id']}").json()
+    assert [e["size"] for e in run["epochs"]] == [32]  # trained on 32-px crops
+    m = run["measures"]
+    assert (m["n_images"], m["native_pixels"], m["raw_bytes_per_image"]) == (4, 96 * 64,
+                                                                               3 * 96 * 64)
+    assert m["bpp"] == pytest.approx(8 * m["bytes_per_image"] / (96 * 64))
+    assert m["classifier_accuracy"] is not None  # the classifier sees whole images
+    rows = client.get(f"{API}/experiments/{exp['id']}/results").json()["rows"]
+    (jpeg,) = [r for r in rows if r["kind"] == "codec"]
+    assert jpeg["bpp"] == pytest.approx(8 * jpeg["bytes_per_image"] / (96 * 64))
+    assert jpeg["bytes_per_image"] > 300  # whole 96×64 JPEG files, not 32-px tiles
+    gallery = client.get(f"{API}/runs/{run['id']}/artifacts/gallery.json").json()
+    assert gallery["sizes"] == [[64, 96], [64, 96]] and gallery["whole"]
+
+
+def test_a_variant_that_cannot_take_the_crop_is_422(client: TestClient) -> None:
+    r = client.post(f"{API}/experiments?dry_run=true",
+                    json=tiny_spec("baseline", "resnet", data={"crop": 48}))
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "models"]
+    assert "resnet takes crops that are multiples of 32 px (at least 64), not 48" \
+        in error["msg"]
+    assert "baseline" not in error["msg"]
