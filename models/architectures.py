@@ -152,11 +152,10 @@ CONV_STRIDE = 4  # the conv encoder pools twice by 2: a crop is a multiple of th
 
 
 def check_crop(crop: int, stride: int, name: str) -> int:
-    """``crop`` if the architecture ``name`` takes it (a multiple of ``stride``, at least
-    ``2·stride``); ValueError saying which crops it takes otherwise."""
-    if crop % stride or crop < 2 * stride:
-        raise ValueError(f"{name} takes crops that are multiples of {stride} px (at least "
-                         f"{2 * stride}), not {crop}")
+    """``crop`` if the architecture ``name`` takes it (a positive multiple of
+    ``stride``); ValueError saying which crops it takes otherwise."""
+    if crop % stride or crop < stride:
+        raise ValueError(f"{name} takes crops that are multiples of {stride} px, not {crop}")
     return crop
 
 

@@ -59,7 +59,7 @@ class ArchitectureInfo:
     entropy_model: bool = False  # a learned entropy model: rate-distortion, its own coder
     options: tuple[str, ...] = ()  # builder keywords besides latent_dim, e.g. icnr
     source: Source = AELAB
-    # The crops (data.crop) it takes: multiples of this stride, at least twice it; None:
+    # The crops (data.crop) it takes: multiples of this stride; None:
     # the study's 32 px only (a plugin that says nothing)
     crop_stride: int | None = None
 
@@ -70,9 +70,8 @@ class ArchitectureInfo:
             return None if crop == IMAGE_SIZE else (
                 f"{self.name} takes {IMAGE_SIZE} px crops only (its plugin names no "
                 "crop_stride)")
-        if crop % stride or crop < 2 * stride:
-            return (f"{self.name} takes crops that are multiples of {stride} px (at least "
-                    f"{2 * stride}), not {crop}")
+        if crop % stride or crop < stride:
+            return f"{self.name} takes crops that are multiples of {stride} px, not {crop}"
         return None
 
 

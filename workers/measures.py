@@ -87,7 +87,8 @@ class RunMeasures(BaseModel):
     # --- quality: the study's measures on the test split (models.metrics) ---------------
     mae: Annotated[float, MeasureInfo(
         "MAE", "mean absolute error over every value of the test split (images × 3 × 32 × "
-        "32 in model space, [0, 1])", "quality", format="num6", better="min",
+        "32 in model space, [0, 1]; data evaluated whole: every real value of each whole "
+        "image, the tiles' padding never counted)", "quality", format="num6", better="min",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True)]
     mse: Annotated[float, MeasureInfo(
@@ -155,7 +156,8 @@ class RunMeasures(BaseModel):
         "rate", format="num3", unit="bit/px", label="bpp (native pixels)",
         results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
     raw_bytes_per_image: Annotated[int | None, MeasureInfo(
-        "Raw uint8 bytes / image", "the native image as uint8 (784 MNIST, 3,072 CIFAR-10)",
+        "Raw uint8 bytes / image", "the native image as uint8 (784 MNIST, 3,072 CIFAR-10; "
+        "the mean over the test images when their sizes differ)",
         "rate", format="int", unit="B",
         results=True)] = None
     side_info_bytes: Annotated[int | None, MeasureInfo(
@@ -168,7 +170,9 @@ class RunMeasures(BaseModel):
         "latents-test.bin artifact)", "rate", format="int", unit="B")] = None
     native_pixels: Annotated[int | None, MeasureInfo(
         "Native pixels / image", "H × W of the dataset's native image, the pixels bpp is "
-        "counted over (784 MNIST, 1,024 CIFAR-10)", "rate", format="int", unit="px")] = None
+        "counted over (784 MNIST, 1,024 CIFAR-10; data evaluated whole: each image's real "
+        "H × W, their mean when sizes differ, bpp then 8 · stream bytes / Σ H·W)", "rate",
+        format="int", unit="px")] = None
 
     # --- time --------------------------------------------------------------------------
     training_time_s: Annotated[float, MeasureInfo(
