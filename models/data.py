@@ -114,11 +114,6 @@ class DataSplits:
         return draw_crops(self.train_images, self.crop, generator)
 
 
-def evaluated_whole(native_size: tuple[int, int] | None, crop: int) -> bool:
-    """Whether images of ``native_size`` (None: sizes differ) train on crops and are
-    evaluated whole as tiles (True), or are served resized to ``crop`` as the study
-    served MNIST's 28 px at 32 (False)."""
-    return native_size is None or max(native_size) > crop
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,7 +238,7 @@ def load_dataset(
     ``"test"`` validates on the test split, as the study did. ``train_limit`` caps the
     training images (the held-out part is taken in proportion: ``split_sizes``);
     ``test_limit`` takes the first test images, so sample figures use the same images
-    whatever the limit. Images larger than ``crop`` (see :func:`evaluated_whole`) train and
+    whatever the limit. Images larger than ``crop`` (``DatasetInfo.whole_at``) train and
     validate on random crops of their images (the validation crops drawn once from
     ``seed``) and are tested whole.
     """
@@ -259,7 +254,7 @@ def load_dataset(
         val = full_train.subset(order[:n_val])
         train = full_train.subset(order[n_val : n_val + n_train])
     classes = entry.info.num_classes or 0
-    if not evaluated_whole(entry.info.native_size, crop):
+    if not entry.info.whole_at(crop):
         return DataSplits(name, train, val, test, classes, crop)
     from models.tiles import draw_crops
 

@@ -159,10 +159,12 @@ def data_limit_problems(data: DataOptions, info: DatasetInfo, batch_size: int
         problems.append((("data", "train_limit"),
                          f"train_limit {train} exceeds the {capacity} training images of "
                          f"{dataset} ({info.train_size}{held})"))
-    if (train if train is not None else capacity) < batch_size:
+    per_image = info.crops_per_image(data.crop)  # images larger than the crop: crops
+    if (train if train is not None else capacity) * per_image < batch_size:
+        crops = f" ({per_image} crops of {data.crop} px each)" if per_image > 1 else ""
         problems.append((("data", "train_limit"),
                          f"train_limit {train} is below batch_size {batch_size}: the "
-                         "training split must fill one batch"))
+                         f"training split must fill one batch{crops}"))
     if data.test_limit is not None and data.test_limit > info.test_size:
         problems.append((("data", "test_limit"),
                          f"test_limit {data.test_limit} exceeds the {info.test_size} test "

@@ -93,6 +93,20 @@ class DatasetInfo:
         """Needs no files (generated)."""
         return not self.needs_files
 
+    def whole_at(self, crop: int) -> bool:
+        """Whether at ``crop`` px its images train on random crops and are evaluated whole
+        as tiles (larger than the crop, or of differing sizes), rather than served
+        resized to it as the study served MNIST's 28 px at 32."""
+        return self.native_size is None or max(self.native_size) > crop
+
+    def crops_per_image(self, crop: int) -> int:
+        """The fewest training crops an epoch draws from one of its images at ``crop``
+        (``models.tiles.crops_per_image`` of its smallest size); 1 when not cropped."""
+        if not self.whole_at(crop):
+            return 1
+        h, w = self.native_size or self.min_size or (crop, crop)
+        return max(1, (h // crop) * (w // crop))
+
     def capacity(self, validation: Validation) -> int:
         """The most training images a run may ask for (see :func:`split_sizes`)."""
         return split_sizes(self.train_size, None, validation)[0]
