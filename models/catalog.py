@@ -269,8 +269,10 @@ VARIANTS: dict[str, Variant] = dict(PRESETS)  # the presets by name
 
 def describe_variant_plugin(name: str, build: Any) -> dict[str, Any]:
     """The facts of an ``aelab.variants`` entry point's object (in the plugin probe):
-    a callable ``build(latent_dim)`` with optional ``title``, ``default_latent_dim`` and a
-    docstring. ValueError saying what is wrong otherwise."""
+    a callable ``build(latent_dim)`` with optional ``title``, ``default_latent_dim``,
+    ``crop_stride`` (it takes ``data.crop`` values that are multiples of it, built as
+    ``build(latent_dim, crop=…)``; without it, 32 px only) and a docstring. ValueError
+    saying what is wrong otherwise."""
     if not callable(build):
         raise ValueError(f"an aelab.variants entry point names a callable "
                          f"build(latent_dim) -> nn.Module, not {type(build).__name__}")
@@ -279,10 +281,14 @@ def describe_variant_plugin(name: str, build: Any) -> dict[str, Any]:
             or not 1 <= latent <= MAX_LATENT_DIM:
         raise ValueError(f"build.default_latent_dim must be an int in 1..{MAX_LATENT_DIM}, "
                          f"got {latent!r}")
+    stride = getattr(build, "crop_stride", None)
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
+                               or not 1 <= stride <= 512):
+        raise ValueError(f"build.crop_stride must be an int in 1..512, got {stride!r}")
     title = getattr(build, "title", None) or name
     doc = (getattr(build, "__doc__", None) or "").strip().splitlines()
     return {"title": str(title), "default_latent_dim": latent,
-            "description": doc[0] if doc else ""}
+            "description": doc[0] if doc else "", "crop_stride": stride}
 
 
 @dataclass(frozen=True)
@@ -305,8 +311,10 @@ def plugin_variants() -> dict[str, PluginVariant]:
         arch = variant = None
         if problem is None:
             e = d.entry
+            stride = d.facts.get("crop_stride")
             arch = ArchitectureInfo(e.name, d.facts["title"], d.facts["description"],
-                                    e.target, d.facts["default_latent_dim"], source=e.source)
+                                    e.target, d.facts["default_latent_dim"], source=e.source,
+                                    crop_stride=stride, options=("crop",) if stride else ())
             recipe = Recipe(name=e.name, architecture=e.name,
                             latent_dim=arch.default_latent_dim,
                             plugin=PluginRef(distribution=e.distribution, version=e.version))

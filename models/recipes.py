@@ -38,7 +38,9 @@ def build_model(variant: Recipe | Variant | str, *, latent_dim: int | None = Non
     info = ARCHITECTURES.get(recipe.architecture)  # None: a plugin (no options)
     options = {k: v for k, v in {"icnr": icnr, "crop": crop}.items()
                if info and k in info.options}
-    if crop != IMAGE_SIZE and (info is None or "crop" not in info.options):
+    if crop != IMAGE_SIZE and info is None:
+        options["crop"] = crop  # a plugin the API let take it names a crop_stride
+    elif crop != IMAGE_SIZE and info is not None and "crop" not in info.options:
         raise ValueError(f"{recipe.architecture} takes {IMAGE_SIZE} px crops only")
     size = latent_dim or recipe.latent_dim or (info.default_latent_dim if info else None)
     model = architecture_builder(recipe.architecture)(latent_dim=size, **options)

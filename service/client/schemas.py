@@ -286,6 +286,8 @@ class ArchitectureOut(BaseModel):
     source: SourceOut
     available: bool
     error: str | None = None
+    # data.crop values it takes: multiples of this (px); None: the study's 32 only
+    crop_stride: int | None = None
 
 
 class LossOut(BaseModel):

@@ -61,7 +61,8 @@ def _architecture(a: ArchitectureInfo) -> ArchitectureOut:
         name=a.name, title=a.title, description=a.description,
         default_latent_dim=a.default_latent_dim, params=a.params, resizable=a.resizable,
         pretrained_body=a.pretrained_body, layer_groups=a.layer_groups,
-        entropy_model=a.entropy_model, source=_source(a.source), available=True)
+        entropy_model=a.entropy_model, source=_source(a.source), available=True,
+        crop_stride=a.crop_stride)
 
 
 def _dataset(d: DatasetInfo, check: DatasetCheck | None) -> DatasetOut:
