@@ -33,6 +33,7 @@ from models.datasets.base import DatasetCheck, DatasetEntry, DatasetInfo, RawSpl
 from models.registry import NAME
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -78,7 +79,7 @@ def open_image(path: Path) -> Image.Image:
         raise ValueError(f"{path} is not a readable image ({exc})") from None
 
 
-def decode(path: Path, channels: int) -> tuple[object, tuple[int, int]]:
+def decode(path: Path, channels: int) -> tuple[np.ndarray, tuple[int, int]]:
     """``path`` decoded as uint8 (C, H, W) with ``channels`` (1 grey, 3 RGB) and its
     (H, W); ``ValueError`` naming the file when it cannot be."""
     import numpy as np
@@ -95,16 +96,16 @@ def decode(path: Path, channels: int) -> tuple[object, tuple[int, int]]:
     return array, (array.shape[1], array.shape[2])
 
 
-def pad_stack(arrays: list[object], channels: int) -> RawSplit:
+def pad_stack(arrays: list[np.ndarray], channels: int) -> RawSplit:
     """Images of any sizes as one split: uint8 (N, C, Hmax, Wmax), each image at the top
     left and zeros beyond it, with ``sizes`` (N, 2) its real (H, W)."""
     import numpy as np
 
-    sizes = np.array([a.shape[1:] for a in arrays], dtype=np.int64).reshape(-1, 2)  # type: ignore[attr-defined]
+    sizes = np.array([a.shape[1:] for a in arrays], dtype=np.int64).reshape(-1, 2)
     h, w = (int(sizes[:, 0].max()), int(sizes[:, 1].max())) if len(arrays) else (1, 1)
     images = np.zeros((len(arrays), channels, h, w), dtype=np.uint8)
     for i, a in enumerate(arrays):
-        images[i, :, : a.shape[1], : a.shape[2]] = a  # type: ignore[attr-defined]
+        images[i, :, : a.shape[1], : a.shape[2]] = a
     return RawSplit(images, None, sizes)
 
 
@@ -154,6 +155,7 @@ def list_files(folder: Path) -> tuple[dict[str, list[tuple[Path, int | None]]],
 
 
 _surveys: dict[tuple[object, ...], Survey] = {}
+MAX_SURVEYS = 64  # folders' surveys kept (the oldest dropped first)
 
 
 def survey(folder: Path) -> Survey:
@@ -181,6 +183,8 @@ def survey(folder: Path) -> Survey:
         sizes.append((im.height, im.width))
         modes.add(im.mode)
     found = Survey(files, classes, sizes, modes, problems)
+    while len(_surveys) >= MAX_SURVEYS:
+        _surveys.pop(next(iter(_surveys)))
     _surveys[key] = found
     return found
 

@@ -60,12 +60,13 @@ def _checked(folder: Path, expected: dict[str, set[tuple[int, int]]]) -> Dataset
             missing.append(str(path))
             continue
         try:
-            im = open_image(path)
+            with open_image(path) as im:  # the header only
+                size = (im.height, im.width)
         except ValueError as exc:
             corrupt.append(str(exc))
             continue
-        if (im.height, im.width) not in sizes:
-            corrupt.append(f"{path} is {im.height}×{im.width} (H×W), not "
+        if size not in sizes:
+            corrupt.append(f"{path} is {size[0]}×{size[1]} (H×W), not "
                            f"{' or '.join(f'{h}×{w}' for h, w in sorted(sizes))}")
     return DatasetCheck.found(missing, corrupt)
 
