@@ -126,11 +126,13 @@ class Autoencoder(nn.Module):
         # Hard clamp as in the study: zero gradient outside [0, 1].
         return self.decoder(self.encoder(x)).clamp(0.0, 1.0)
 
+    crop: int = IMAGE_SIZE  # its input and output side, px
+
     def set_output_size(self, size: int) -> None:
-        """Output ``size`` px (progressive resizing). Default: the model space only."""
-        if size != IMAGE_SIZE:
+        """Output ``size`` px (progressive resizing). Default: its crop only."""
+        if size != self.crop:
             raise ValueError(f"{type(self).__name__} cannot change its output size: it "
-                             f"trains at {IMAGE_SIZE} px only")
+                             f"trains at {self.crop} px only")
 
     def load_encoder_weights(self, source: WeightsSource) -> None:
         """Load ImageNet weights into the encoder body (encoder_weights: imagenet)."""
@@ -146,21 +148,40 @@ class Autoencoder(nn.Module):
         raise ValueError(f"{type(self).__name__} has no discriminative layer groups")
 
 
-def conv_encoder(latent_dim: int) -> nn.Sequential:
+CONV_STRIDE = 4  # the conv encoder pools twice by 2: a crop is a multiple of this
+
+
+def check_crop(crop: int, stride: int, name: str) -> int:
+    """``crop`` if the architecture ``name`` takes it (a positive multiple of
+    ``stride``); ValueError saying which crops it takes otherwise."""
+    if crop % stride or crop < stride:
+        raise ValueError(f"{name} takes crops that are multiples of {stride} px, not {crop}")
+    return crop
+
+
+def code_shape(crop: int) -> tuple[int, int, int]:
+    """The conv code's shape at ``crop`` px: (24, crop/4, crop/4) — (24, 8, 8) at 32."""
+    return (24, crop // CONV_STRIDE, crop // CONV_STRIDE)
+
+
+def conv_encoder(latent_dim: int, crop: int = IMAGE_SIZE) -> nn.Sequential:
+    c, h, w = code_shape(crop)
     return nn.Sequential(
-        conv_block(3, 12),  # (B, 12, 32, 32)
-        down_block(12, IMAGE_SIZE // 2),  # (B, 12, 16, 16)
+        conv_block(3, 12),  # (B, 12, 32, 32) at crop 32
+        down_block(12, crop // 2),  # (B, 12, 16, 16)
         conv_block(12, 24),  # (B, 24, 16, 16)
-        down_block(24, IMAGE_SIZE // 4),  # (B, 24, 8, 8)
+        down_block(24, crop // 4),  # (B, 24, 8, 8)
         nn.Flatten(),  # (B, 1536)
-        nn.Linear(CODE_VALUES, latent_dim),  # (B, latent) — the code, no activation
+        nn.Linear(c * h * w, latent_dim),  # (B, latent) — the code, no activation
     )
 
 
-def conv_decoder(latent_dim: int, up_factors: tuple[int, int] = (2, 2)) -> nn.Sequential:
+def conv_decoder(latent_dim: int, up_factors: tuple[int, int] = (2, 2),
+                 crop: int = IMAGE_SIZE) -> nn.Sequential:
+    c, h, w = code_shape(crop)
     return nn.Sequential(
-        nn.Linear(latent_dim, CODE_VALUES),
-        nn.Unflatten(1, CODE_SHAPE),  # (B, 24, 8, 8)
+        nn.Linear(latent_dim, c * h * w),
+        nn.Unflatten(1, (c, h, w)),  # (B, 24, 8, 8) at crop 32
         UpBlock(24, 12, up_factors[0]),  # (B, 12, 16, 16)
         UpBlock(12, 3, up_factors[1]),  # (B, 3, 32, 32), ReLU last
     )
@@ -170,32 +191,37 @@ class ConvAutoencoder(Autoencoder):
     """Baseline: conv encoder, nearest-upsample decoder. ``up_factors`` (2, 1) gives the
     16 px stage of progressive resizing; :meth:`set_output_size` switches it in place."""
 
-    def __init__(self, latent_dim: int = 1000, up_factors: tuple[int, int] = (2, 2)) -> None:
+    def __init__(self, latent_dim: int = 1000, up_factors: tuple[int, int] = (2, 2),
+                 crop: int = IMAGE_SIZE) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = conv_encoder(latent_dim)
-        self.decoder = conv_decoder(latent_dim, up_factors)
+        self.crop = check_crop(crop, CONV_STRIDE, "conv")
+        self.encoder = conv_encoder(latent_dim, crop)
+        self.decoder = conv_decoder(latent_dim, up_factors, crop)
 
     def set_output_size(self, size: int) -> None:
-        """16 → factor 1 in the last block, 32 → factor 2. No parameter changes."""
-        self.decoder[3].factor = 2 if _full_size(size) else 1
+        """crop/2 → factor 1 in the last block, crop → factor 2. No parameter changes."""
+        self.decoder[3].factor = 2 if _full_size(size, self.crop) else 1
 
 
-def _full_size(size: int) -> bool:
-    """Whether ``size`` is the full model space (else half of it); ValueError otherwise."""
-    if size not in (IMAGE_SIZE // 2, IMAGE_SIZE):
-        raise ValueError(f"output size must be 16 or 32, got {size}")
-    return size == IMAGE_SIZE
+def _full_size(size: int, crop: int = IMAGE_SIZE) -> bool:
+    """Whether ``size`` is the model's crop (else half of it); ValueError otherwise."""
+    if size not in (crop // 2, crop):
+        raise ValueError(f"output size must be {crop // 2} or {crop}, got {size}")
+    return size == crop
 
 
 class PixelShuffleAutoencoder(Autoencoder):
-    def __init__(self, latent_dim: int = 1000, icnr: bool = False) -> None:
+    def __init__(self, latent_dim: int = 1000, icnr: bool = False,
+                 crop: int = IMAGE_SIZE) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = conv_encoder(latent_dim)
+        self.crop = check_crop(crop, CONV_STRIDE, "pixel_shuffle")
+        self.encoder = conv_encoder(latent_dim, crop)
+        c, h, w = code_shape(crop)
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, CODE_VALUES),
-            nn.Unflatten(1, CODE_SHAPE),  # (B, 24, 8, 8)
+            nn.Linear(latent_dim, c * h * w),
+            nn.Unflatten(1, (c, h, w)),  # (B, 24, 8, 8) at crop 32
             PixelShuffleBlock(24, 12, icnr=icnr),  # (B, 12, 16, 16)
             nn.BatchNorm2d(12),  # no ReLU: the next block starts with a conv
             PixelShuffleBlock(12, 3, icnr=icnr),  # (B, 3, 32, 32)
@@ -205,19 +231,21 @@ class PixelShuffleAutoencoder(Autoencoder):
     def set_output_size(self, size: int) -> None:
         """16 → the last block keeps 16 px (see PixelShuffleBlock), 32 → it upsamples.
         No parameter changes."""
-        self.decoder[4].upsample = _full_size(size)
+        self.decoder[4].upsample = _full_size(size, self.crop)
 
 
 RESNET_CONCAT_DIM = 1024  # 512 layer4 channels, max- and avg-pooled
+RESNET_STRIDE = 32  # ResNet34's body halves the input five times
 
 
 class ResNetAutoencoder(Autoencoder):
     """ResNet34 cut before its head, concat pool (1024 = 512 repeated at 32 px), then the
     baseline decoder. A ``latent_dim`` other than 1024 adds a Linear projection."""
 
-    def __init__(self, latent_dim: int = RESNET_CONCAT_DIM) -> None:
+    def __init__(self, latent_dim: int = RESNET_CONCAT_DIM, crop: int = IMAGE_SIZE) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        self.crop = check_crop(crop, RESNET_STRIDE, "resnet")
         resnet = resnet34(weights=None)
         # Children in the study's order: conv1, bn1, relu, maxpool, layer1..layer4.
         body = nn.Sequential(*list(resnet.children())[:-2])  # (B, 512, 1, 1)
@@ -225,7 +253,7 @@ class ResNetAutoencoder(Autoencoder):
         if latent_dim != RESNET_CONCAT_DIM:
             head.append(nn.Linear(RESNET_CONCAT_DIM, latent_dim))
         self.encoder = nn.Sequential(body, nn.Sequential(*head))
-        self.decoder = conv_decoder(latent_dim)
+        self.decoder = conv_decoder(latent_dim, crop=crop)
 
     @property
     def body(self) -> nn.Sequential:

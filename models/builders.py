@@ -74,8 +74,10 @@ def architecture_builder(name: str) -> Builder:
             raise plugins.PluginUnavailable(f"plugin {entry.describe()} is not a callable "
                                             "build(latent_dim)")
 
-        def builder(latent_dim: int, **_: Any) -> Autoencoder:
-            return PluginAutoencoder(build(latent_dim), latent_dim, name)
+        def builder(latent_dim: int, **options: Any) -> Autoencoder:
+            # crop reaches a plugin that names a crop_stride (models.catalog)
+            crop = {"crop": options["crop"]} if "crop" in options else {}
+            return PluginAutoencoder(build(latent_dim, **crop), latent_dim, name)
 
         _PLUGINS[entry] = builder
     return _PLUGINS[entry]

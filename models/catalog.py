@@ -59,6 +59,20 @@ class ArchitectureInfo:
     entropy_model: bool = False  # a learned entropy model: rate-distortion, its own coder
     options: tuple[str, ...] = ()  # builder keywords besides latent_dim, e.g. icnr
     source: Source = AELAB
+    # The crops (data.crop) it takes: multiples of this stride; None:
+    # the study's 32 px only (a plugin that says nothing)
+    crop_stride: int | None = None
+
+    def crop_problem(self, crop: int) -> str | None:
+        """Why it cannot take ``crop`` px inputs, or None."""
+        stride = self.crop_stride
+        if stride is None:
+            return None if crop == IMAGE_SIZE else (
+                f"{self.name} takes {IMAGE_SIZE} px crops only (its plugin names no "
+                "crop_stride)")
+        if crop % stride or crop < stride:
+            return f"{self.name} takes crops that are multiples of {stride} px, not {crop}"
+        return None
 
 
 ARCHITECTURES: Registry[ArchitectureInfo] = Registry("architecture")
@@ -66,22 +80,24 @@ for _arch in (
     ArchitectureInfo(
         "conv", "Conv autoencoder", "Conv encoder, Linear 1536→latent bottleneck, "
         "nearest-upsample decoder (the study's baseline).",
-        "models.architectures:ConvAutoencoder", params=3_080_629, resizable=True),
+        "models.architectures:ConvAutoencoder", params=3_080_629, resizable=True,
+        options=("crop",), crop_stride=4),
     ArchitectureInfo(
         "pixel_shuffle", "Pixel-shuffle autoencoder", "Baseline encoder; decoder upsamples "
         "with weight-normed 1×1 convs, pixel shuffle and blur.",
         "models.architectures:PixelShuffleAutoencoder", params=3_079_042, resizable=True,
-        options=("icnr",)),
+        options=("icnr", "crop"), crop_stride=4),
     ArchitectureInfo(
         "resnet", "ResNet34-encoder autoencoder", "ResNet34 body + concat pool (latent "
         "1024), the baseline decoder; its body takes ImageNet weights.",
         "models.architectures:ResNetAutoencoder", default_latent_dim=1024,
-        params=22_862_105, pretrained_body="resnet34", layer_groups=True),
+        params=22_862_105, pretrained_body="resnet34", layer_groups=True, options=("crop",),
+        crop_stride=32),
     ArchitectureInfo(
         "factorized_prior", "Factorized prior", "Baseline encoder/decoder with a learned "
         "factorised entropy model on the latent (Ballé et al. 2017); codes its own "
         "bitstream.", "models.factorized_prior:FactorizedPriorAutoencoder",
-        params=3_123_629, entropy_model=True),
+        params=3_123_629, entropy_model=True, options=("crop",), crop_stride=4),
 ):
     ARCHITECTURES.register(_arch.name, _arch)
 
@@ -253,8 +269,10 @@ VARIANTS: dict[str, Variant] = dict(PRESETS)  # the presets by name
 
 def describe_variant_plugin(name: str, build: Any) -> dict[str, Any]:
     """The facts of an ``aelab.variants`` entry point's object (in the plugin probe):
-    a callable ``build(latent_dim)`` with optional ``title``, ``default_latent_dim`` and a
-    docstring. ValueError saying what is wrong otherwise."""
+    a callable ``build(latent_dim)`` with optional ``title``, ``default_latent_dim``,
+    ``crop_stride`` (it takes ``data.crop`` values that are multiples of it, built as
+    ``build(latent_dim, crop=…)``; without it, 32 px only) and a docstring. ValueError
+    saying what is wrong otherwise."""
     if not callable(build):
         raise ValueError(f"an aelab.variants entry point names a callable "
                          f"build(latent_dim) -> nn.Module, not {type(build).__name__}")
@@ -263,10 +281,14 @@ def describe_variant_plugin(name: str, build: Any) -> dict[str, Any]:
             or not 1 <= latent <= MAX_LATENT_DIM:
         raise ValueError(f"build.default_latent_dim must be an int in 1..{MAX_LATENT_DIM}, "
                          f"got {latent!r}")
+    stride = getattr(build, "crop_stride", None)
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
+                               or not 1 <= stride <= 512):
+        raise ValueError(f"build.crop_stride must be an int in 1..512, got {stride!r}")
     title = getattr(build, "title", None) or name
     doc = (getattr(build, "__doc__", None) or "").strip().splitlines()
     return {"title": str(title), "default_latent_dim": latent,
-            "description": doc[0] if doc else ""}
+            "description": doc[0] if doc else "", "crop_stride": stride}
 
 
 @dataclass(frozen=True)
@@ -289,8 +311,10 @@ def plugin_variants() -> dict[str, PluginVariant]:
         arch = variant = None
         if problem is None:
             e = d.entry
+            stride = d.facts.get("crop_stride")
             arch = ArchitectureInfo(e.name, d.facts["title"], d.facts["description"],
-                                    e.target, d.facts["default_latent_dim"], source=e.source)
+                                    e.target, d.facts["default_latent_dim"], source=e.source,
+                                    crop_stride=stride, options=("crop",) if stride else ())
             recipe = Recipe(name=e.name, architecture=e.name,
                             latent_dim=arch.default_latent_dim,
                             plugin=PluginRef(distribution=e.distribution, version=e.version))

@@ -137,7 +137,7 @@ def train_classifier(config: ClassifierConfig, data: DataSplits) -> tuple[Classi
             model.train()
             for idx in batch_indices(len(data.train), config.batch_size, shuffle=True,
                                      drop_last=True, generator=generator):
-                x = augment(to_float(data.train.images[idx], device=device), generator,
+                x = augment(to_float(data.train.images[idx], data.crop, device), generator,
                             flips="horizontal")
                 with autocast(device):
                     logits = model(normalize(x))
@@ -148,17 +148,32 @@ def train_classifier(config: ClassifierConfig, data: DataSplits) -> tuple[Classi
                 scheduler.step()
     model.requires_grad_(False)
     model.eval()
-    return model, accuracy(model, data.test, device=device)
+    if data.whole:
+        return model, whole_accuracy(model, data.test, device=device)
+    return model, accuracy(model, data.test, device=device, size=data.crop)
+
+
+@torch.no_grad()
+def whole_accuracy(classifier: nn.Module, images: ImageSet, *,
+                   device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy on each original image whole, at its real size (the classifier
+    pools globally), as reconstructions are classified (``models.metrics.measure_whole``)."""
+    classifier.eval()
+    correct = 0
+    for i in range(len(images)):
+        x = to_float(images.image(i)[None], None, device)
+        correct += int(classifier(normalize(x)).argmax(1).item() == images.labels[i])
+    return correct / max(1, len(images))
 
 
 @torch.no_grad()
 def accuracy(classifier: nn.Module, images: ImageSet, *, device: torch.device | str = "cpu",
-             batch_size: int = 256) -> float:
+             batch_size: int = 256, size: int = 32) -> float:
     """Top-1 accuracy on the original images."""
     classifier.eval()
     correct = 0
     for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
-        logits = classifier(normalize(to_float(images.images[idx], device=device)))
+        logits = classifier(normalize(to_float(images.images[idx], size, device)))
         correct += int((logits.argmax(1).cpu() == images.labels[idx]).sum())
     return correct / len(images)
 

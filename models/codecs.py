@@ -103,16 +103,25 @@ def decode_batch(files: list[bytes], channels: int) -> torch.Tensor:
     return torch.stack([decode(f, channels) for f in files])
 
 
-def to_model_space(images: torch.Tensor) -> torch.Tensor:
-    """Native uint8 (N, C, H, W) → (N, 3, 32, 32) float in [0, 1], exactly as the model's
-    input is served (:func:`models.data.to_float`)."""
-    return to_float(images)
+def to_model_space(images: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """Native uint8 (N, C, H, W) → (N, 3, size, size) float in [0, 1], exactly as the
+    model's input is served at crop ``size`` (:func:`models.data.to_float`)."""
+    return to_float(images, size)
+
+
+def whole_images(images: ImageSet | torch.Tensor) -> tuple[list[torch.Tensor], float]:
+    """Each image at its real size, uint8 (C, H, W), and their mean H·W."""
+    if isinstance(images, ImageSet) and images.sizes is not None:
+        return ([images.image(i) for i in range(len(images))],
+                float(images.pixels().float().mean()))
+    x = uint8_images(images)
+    return list(x), float(x.shape[2] * x.shape[3])
 
 
 class _SizeCache:
     """Files of every image at each quality tried (each encoded once)."""
 
-    def __init__(self, images: torch.Tensor, codec: str) -> None:
+    def __init__(self, images: list[torch.Tensor], codec: str) -> None:
         self.images, self.codec = images, codec
         self.files: dict[int, list[bytes]] = {}
 
@@ -137,7 +146,7 @@ class MatchResult:
     files: list[bytes]  # per image, whole files
     min_mean_bytes: float  # the mean at the lowest quality: the smallest reachable
     max_mean_bytes: float  # the mean at the highest quality
-    pixels: int  # native H × W
+    pixels: float  # native H × W (the mean, when images differ in size)
 
     @property
     def sizes(self) -> list[int]:
@@ -163,12 +172,12 @@ def match_size(images: ImageSet | torch.Tensor, codec: str, target_bytes: float
 
     Raises ValueError for non-uint8 images or a target ≤ 0, KeyError for an unknown codec.
     """
-    x = uint8_images(images)
+    x, pixels = whole_images(images)
     if not target_bytes > 0:
         raise ValueError(f"target bytes per image must be > 0, got {target_bytes}")
     spec = _spec(codec)
     cache = _SizeCache(x, codec)
-    n, pixels = len(x), x.shape[2] * x.shape[3]
+    n = len(x)
     lo_q, hi_q = spec.min_quality, spec.max_quality
     lo_mean, hi_mean = cache.mean(lo_q), cache.mean(hi_q)
 
@@ -216,8 +225,7 @@ def curve_points(images: ImageSet | torch.Tensor, codec: str, qualities: list[in
                  ) -> list[CurvePoint]:
     """The codec at each of ``qualities`` (one quality for all images): mean whole-file
     bytes per image and bpp over native pixels."""
-    x = uint8_images(images)
-    pixels = x.shape[2] * x.shape[3]
+    x, pixels = whole_images(images)
     out = []
     for q in qualities:
         files = [encode(img, codec, q) for img in x]

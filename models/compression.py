@@ -37,9 +37,9 @@ from models.codecs import (
     match_size,
     to_model_space,
 )
-from models.data import DataSplits, ImageSet
+from models.data import DataSplits, ImageSet, to_float
 from models.entropy import LatentEntropyModel, bits_per_pixel, native_format
-from models.metrics import Measures, measure_outputs
+from models.metrics import Measures, measure_outputs, measure_whole
 from models.quantize import LatentQuantizer, decode_symbols, encode_latents
 
 FIT_IMAGES = 10_000  # training images whose latents fit the quantiser and entropy model
@@ -66,7 +66,18 @@ def _q_measures(m: Measures) -> dict[str, Any]:
             "q_ms_ssim": m.ms_ssim}
 
 
-def _rate(stream_bytes: int, n: int, dataset: str) -> dict[str, Any]:
+def _rate(stream_bytes: int, n: int, dataset: str, images: ImageSet | None = None
+          ) -> dict[str, Any]:
+    """The rate measures of a stream of ``n`` images. ``images`` (whole, any size): bpp
+    over their real pixels, 8 · stream bytes / Σ H_i·W_i (each image's own bpp when they
+    share a size), raw bytes and native pixels their means."""
+    if images is not None:
+        pixels = int(images.pixels().sum())
+        channels = int(images.images.shape[1])
+        return {"stream_bytes": stream_bytes, "bytes_per_image": stream_bytes / n,
+                "bpp": 8.0 * stream_bytes / pixels,
+                "raw_bytes_per_image": round(channels * pixels / n),
+                "native_pixels": round(pixels / n)}
     fmt = native_format(dataset)
     per_image = stream_bytes / n
     return {"stream_bytes": stream_bytes, "bytes_per_image": per_image,
@@ -107,10 +118,15 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
     with it; any other has its latent quantised and coded by a model fitted here."""
     test = data.test
     n = len(test)
+    coded, tiling = test, None
+    if data.whole:  # every image whole, as tiles of the crop (models.tiles)
+        from models.tiles import to_tiles
+
+        coded, tiling = to_tiles(test, data.crop)
     if model.has_entropy_model:
         from models.factorized_prior import compress
 
-        stream = compress(model, test)  # type: ignore[arg-type]  # has_entropy_model
+        stream = compress(model, coded)  # type: ignore[arg-type]  # has_entropy_model
         meta: dict[str, Any] = {
             "coder": OWN_CODER, "bits": None,
             "entropy_model": "the model's learned factorised entropy bottleneck (Ballé et "
@@ -120,14 +136,24 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
         side = 0
     else:
         q, em = latent_coder(model, data.train, bits, device=device)
-        stream = em.encode(q.quantize(encode_latents(model, test, device=device)))
+        stream = em.encode(q.quantize(encode_latents(model, coded, device=device)))
         meta = {"coder": FITTED_CODER, "bits": bits, "quantizer": q.as_dict(),
                 "entropy_model": em.as_dict(), "fit_images": min(len(data.train), FIT_IMAGES),
                 "side_info_bytes": q.side_info_bytes + em.side_info_bytes}
         side = q.side_info_bytes + em.side_info_bytes
     decoded = decode_stream(model, meta, stream, device=device)
-    measured = measure_outputs(decoded, test, device=device, classifier=classifier)
-    rate = _rate(len(stream), n, dataset)
+    if tiling is not None:
+        from models.tiles import from_tiles
+
+        measured = measure_whole(from_tiles(decoded, tiling), test, device=device,
+                                 classifier=classifier)
+        meta["tiles"] = {"crop": tiling.crop, "grid": tiling.grid, "sizes": tiling.sizes,
+                         "padding": "last row and column repeated; never measured or "
+                                    "counted"}
+    else:
+        measured = measure_outputs(decoded, test, device=device, classifier=classifier,
+                                   size=data.crop)
+    rate = _rate(len(stream), n, dataset, test if tiling is not None else None)
     meta.update({"stream": STREAM_ARTIFACT, "n_images": n, **rate,
                  "definitions": {
                      "bytes_per_image": "stream bytes (header included) / test images",
@@ -139,16 +165,25 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
     measures = {**_q_measures(measured), **rate, "quant_bits": meta["bits"],
                 "side_info_bytes": side}
     rows = codec_rows(test, measures["bytes_per_image"], classifier=classifier,
-                      device=device, codecs=codecs, curve_qualities=curve_qualities)
+                      device=device, codecs=codecs, curve_qualities=curve_qualities,
+                      whole=data.whole, size=data.crop)
     return CompressionReport(measures, stream, meta, decoded, rows)
 
 
 def _codec_row(codec: str, kind: str, files: list[bytes], images: ImageSet,
-               classifier: nn.Module | None, device: torch.device | str,
-               **extra: Any) -> dict[str, Any]:
-    decoded = to_model_space(decode_batch(files, images.images.shape[1]))
-    m = measure_outputs(decoded, images, device=device, classifier=classifier)
-    pixels = images.images.shape[2] * images.images.shape[3]
+               classifier: nn.Module | None, device: torch.device | str, whole: bool,
+               size: int, **extra: Any) -> dict[str, Any]:
+    channels = images.images.shape[1]
+    if whole or images.sizes is not None:  # each image whole, at its real size
+        from models.codecs import decode
+
+        m = measure_whole([to_float(decode(f, channels)[None], None)[0] for f in files],
+                          images, device=device, classifier=classifier)
+    else:
+        decoded = to_model_space(decode_batch(files, channels), size)
+        m = measure_outputs(decoded, images, device=device, classifier=classifier,
+                            size=size)
+    pixels = float(images.pixels().float().mean())
     per_image = sum(len(f) for f in files) / len(files)
     return {"codec": codec, "kind": kind, "bytes_per_image": per_image,
             "bpp": 8.0 * per_image / pixels, "mse": m.mse, "mae": m.mae, "psnr": m.psnr,
@@ -160,22 +195,24 @@ def _codec_row(codec: str, kind: str, files: list[bytes], images: ImageSet,
 def codec_rows(images: ImageSet, target_bytes: float, *, classifier: nn.Module | None,
                device: torch.device | str = "cpu",
                codecs: tuple[str, ...] = DEFAULT_CODECS,
-               curve_qualities: tuple[int, ...] = DEFAULT_CURVE_QUALITIES
-               ) -> list[dict[str, Any]]:
+               curve_qualities: tuple[int, ...] = DEFAULT_CURVE_QUALITIES,
+               whole: bool = False, size: int = 32) -> list[dict[str, Any]]:
     """Each of ``codecs`` that this Pillow can write (others are skipped) matched to
     ``target_bytes`` (kind ``matched``, with its
     status) and over ``curve_qualities`` (kind ``curve``), with the same measures as a
-    model row. Sizes are whole files; distortion in model space (see models.codecs)."""
+    model row. Sizes are whole files; distortion in model space (see models.codecs), or
+    with ``whole`` (or images of differing sizes) over each whole image's real pixels,
+    as the model's tiles are measured."""
     rows = []
     for codec in [c for c in codecs if c in available_codecs()]:
         r = match_size(images, codec, target_bytes)
-        rows.append(_codec_row(codec, "matched", r.files, images, classifier, device,
-                               target_bytes=target_bytes, status=r.status,
+        rows.append(_codec_row(codec, "matched", r.files, images, classifier, device, whole,
+                               size, target_bytes=target_bytes, status=r.status,
                                quality=sum(r.qualities) / len(r.qualities),
                                min_bytes_per_image=r.min_mean_bytes,
                                max_bytes_per_image=r.max_mean_bytes))
         for p in curve_points(images, codec, list(curve_qualities)):
-            rows.append(_codec_row(codec, "curve", p.files, images, classifier, device,
-                                   target_bytes=None, status=None, quality=float(p.quality),
+            rows.append(_codec_row(codec, "curve", p.files, images, classifier, device, whole,
+                                   size, target_bytes=None, status=None, quality=float(p.quality),
                                    min_bytes_per_image=None, max_bytes_per_image=None))
     return rows

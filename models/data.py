@@ -35,7 +35,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class ImageSet:
     images: torch.Tensor  # (N, C, H, W) uint8, C in {1, 3}
-    labels: torch.Tensor  # (N,) int64
+    labels: torch.Tensor  # (N,) int64; −1: unlabelled
+    # (N, 2) int64: each image's real (H, W) at the top left of its padded slot, when the
+    # images differ in size; None: every image fills (H, W).
+    sizes: torch.Tensor | None = None
 
     @classmethod
     def of(cls, split: RawSplit) -> ImageSet:
@@ -43,13 +46,42 @@ class ImageSet:
         images = torch.from_numpy(split.images).contiguous()
         labels = torch.full((len(images),), -1, dtype=torch.long) if split.labels is None \
             else torch.from_numpy(split.labels).long()
-        return cls(images, labels)
+        sizes = None
+        if split.sizes is not None:
+            sizes = torch.from_numpy(split.sizes).long().reshape(-1, 2)
+            if bool((sizes == torch.tensor(images.shape[-2:])).all()):
+                sizes = None  # they all fill the slot
+        return cls(images, labels, sizes)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def labelled(self) -> bool:
+        return len(self) > 0 and bool((self.labels >= 0).all())
+
+    def size_of(self, i: int) -> tuple[int, int]:
+        """Image ``i``'s real (H, W)."""
+        if self.sizes is None:
+            return int(self.images.shape[-2]), int(self.images.shape[-1])
+        return int(self.sizes[i, 0]), int(self.sizes[i, 1])
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image ``i`` at its real size: uint8 (C, H, W)."""
+        h, w = self.size_of(i)
+        return self.images[i, :, :h, :w]
+
+    def pixels(self) -> torch.Tensor:
+        """(N,) int64: each image's real H·W."""
+        if self.sizes is None:
+            return torch.full((len(self),), self.images.shape[-2] * self.images.shape[-1],
+                              dtype=torch.long)
+        return self.sizes[:, 0] * self.sizes[:, 1]
+
     def subset(self, index: torch.Tensor | slice) -> ImageSet:
-        return ImageSet(self.images[index].contiguous(), self.labels[index].contiguous())
+        sizes = self.sizes[index].contiguous() if self.sizes is not None else None
+        return ImageSet(self.images[index].contiguous(), self.labels[index].contiguous(),
+                        sizes)
 
     @property
     def nbytes(self) -> int:
@@ -63,6 +95,25 @@ class DataSplits:
     val: ImageSet  # the test split itself when validation == "test" (the study's way)
     test: ImageSet
     num_classes: int
+    # The model's input side (data.crop). ``whole``: the images are larger than the crop
+    # (or differ in size): ``train`` and ``val`` are random crops of the images in
+    # ``train_images`` and the held-out ones, ``test`` holds whole images, evaluated as
+    # tiles (models.tiles). Otherwise (MNIST, CIFAR-10, synthetic at 32) every image is
+    # served resized to the crop, as the study did.
+    crop: int = IMAGE_SIZE
+    whole: bool = False
+    train_images: ImageSet | None = None  # the whole training images, when ``whole``
+
+    def epoch_train(self, generator: torch.Generator) -> ImageSet:
+        """An epoch's training images: fresh random crops from ``generator`` when
+        ``whole``, else :attr:`train` itself (``generator`` untouched)."""
+        if self.train_images is None:
+            return self.train
+        from models.tiles import draw_crops
+
+        return draw_crops(self.train_images, self.crop, generator)
+
+
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,13 +130,13 @@ def uint8_images(images: ImageSet | torch.Tensor) -> torch.Tensor:
     return x
 
 
-def to_float(batch: torch.Tensor, size: int = IMAGE_SIZE,
+def to_float(batch: torch.Tensor, size: int | None = IMAGE_SIZE,
              device: torch.device | str | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (B, C, H, W) → float (B, 3, size, size) in [0, 1] on ``device``, augmented
-    (see :func:`augment`) when a ``generator`` is given."""
+    """uint8 (B, C, H, W) → float (B, 3, size, size) in [0, 1] on ``device`` (``size``
+    None: (B, 3, H, W)), augmented (see :func:`augment`) when a ``generator`` is given."""
     x = batch.to(device, non_blocking=True).float().div_(255.0)
-    if x.shape[-1] != size or x.shape[-2] != size:
+    if size is not None and (x.shape[-1] != size or x.shape[-2] != size):
         x = torch.nn.functional.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=True
         ).clamp_(0.0, 1.0)
@@ -179,6 +230,7 @@ def load_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     download: bool = True,
+    crop: int = IMAGE_SIZE,
 ) -> DataSplits:
     """Train/validation/test splits of ``name`` (any entry of ``models.datasets``).
 
@@ -186,7 +238,9 @@ def load_dataset(
     ``"test"`` validates on the test split, as the study did. ``train_limit`` caps the
     training images (the held-out part is taken in proportion: ``split_sizes``);
     ``test_limit`` takes the first test images, so sample figures use the same images
-    whatever the limit.
+    whatever the limit. Images larger than ``crop`` (``DatasetInfo.whole_at``) train and
+    validate on random crops of their images (the validation crops drawn once from
+    ``seed``) and are tested whole.
     """
     entry = dataset_entry(name)  # KeyError listing the valid names
     full_train, full_test = _load_full(name, Path(root).expanduser().resolve(), download)
@@ -199,4 +253,12 @@ def load_dataset(
     else:
         val = full_train.subset(order[:n_val])
         train = full_train.subset(order[n_val : n_val + n_train])
-    return DataSplits(name, train, val, test, entry.info.num_classes or 0)
+    classes = entry.info.num_classes or 0
+    if not entry.info.whole_at(crop):
+        return DataSplits(name, train, val, test, classes, crop)
+    from models.tiles import draw_crops
+
+    drawn = torch.Generator().manual_seed(seed)
+    val_crops = draw_crops(val, crop, drawn)  # of the test images when validation="test"
+    return DataSplits(name, draw_crops(train, crop, drawn), val_crops, test, classes, crop,
+                      whole=True, train_images=train)

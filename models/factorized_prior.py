@@ -38,7 +38,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.architectures import Autoencoder, conv_decoder, conv_encoder
+from models.architectures import (
+    CONV_STRIDE,
+    Autoencoder,
+    check_crop,
+    conv_decoder,
+    conv_encoder,
+)
 from models.data import ImageSet, batch_indices, normalize, to_float
 
 FILTERS = (3, 3, 3)
@@ -49,7 +55,6 @@ MAX_TABLE = 4096
 STREAM_HEADER = struct.Struct("<2sBII")  # magic b"FP", version, n_images, dims
 STREAM_MAGIC = b"FP"
 STREAM_VERSION = 1
-MODEL_PIXELS = 32 * 32  # the rate term's pixels in training (model space)
 
 
 class EntropyBottleneck(nn.Module):
@@ -162,11 +167,12 @@ class FactorizedPriorAutoencoder(Autoencoder):
 
     has_entropy_model = True
 
-    def __init__(self, latent_dim: int = 1000) -> None:
+    def __init__(self, latent_dim: int = 1000, crop: int = 32) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = conv_encoder(latent_dim)  # (B, D)
-        self.decoder = conv_decoder(latent_dim)  # (B, D) → (B, 3, 32, 32)
+        self.crop = check_crop(crop, CONV_STRIDE, "factorized_prior")
+        self.encoder = conv_encoder(latent_dim, crop)  # (B, D)
+        self.decoder = conv_decoder(latent_dim, crop=crop)  # (B, D) → (B, 3, crop, crop)
         self.entropy_bottleneck = EntropyBottleneck(latent_dim)
         self.last_likelihoods: torch.Tensor | None = None
 
@@ -209,7 +215,7 @@ class RateDistortionLoss(nn.Module):
         lik = self._model[0].last_likelihoods
         if lik is None or lik.shape[0] != output.shape[0]:
             raise RuntimeError("the likelihoods of the last forward do not match this batch")
-        bpp = rate_bpp(lik, output.shape[0] * MODEL_PIXELS)
+        bpp = rate_bpp(lik, output.shape[0] * output.shape[-2] * output.shape[-1])
         return bpp + self.lmbda * 255**2 * nn.functional.mse_loss(output, target)
 
 
@@ -225,8 +231,8 @@ def latent_symbols(model: FactorizedPriorAutoencoder, images: ImageSet, *,
     was = model.training
     model.eval()
     try:
-        out = [torch.round(model.encoder(normalize(to_float(images.images[idx],
-                                                             device=device))).float()).cpu()
+        out = [torch.round(model.encoder(normalize(to_float(
+                   images.images[idx], model.crop, device))).float()).cpu()
                for idx in batch_indices(len(images), batch_size, shuffle=False,
                                         drop_last=False)]
     finally:

@@ -62,38 +62,106 @@ def ms_ssim_per_image(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor |
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: ImageSet, *, device: torch.device | str = "cpu",
-             batch_size: int = 256, classifier: nn.Module | None = None) -> Measures:
+             batch_size: int = 256, classifier: nn.Module | None = None,
+             whole_crop: int | None = None, size: int = 32) -> Measures:
     """Measures of ``model`` over ``images`` (the test split in a study run).
 
     Classifier accuracy follows the study: reconstruction → clamp → ImageNet
-    normalisation → reference classifier → top-1 vs the true labels.
+    normalisation → reference classifier → top-1 vs the true labels. With ``whole_crop``
+    every image is coded whole as tiles of that side (``models.tiles``) and measured over
+    its real pixels (:func:`measure_whole`); otherwise images are served at ``size`` px
+    (the model's crop).
     """
     model.eval()
+    if whole_crop is not None:
+        from models.tiles import from_tiles, to_tiles
+
+        tiles, tiling = to_tiles(images, whole_crop)
+        out = reconstruct_tiles(model, tiles, device=torch.device(device),
+                                batch_size=batch_size)
+        return measure_whole(from_tiles(out, tiling), images, device=device,
+                             classifier=classifier)
     return _measure(lambda idx, target: model(normalize(target)), images,
-                    device=torch.device(device), batch_size=batch_size, classifier=classifier)
+                    device=torch.device(device), batch_size=batch_size, classifier=classifier,
+                    size=size)
 
 
 @torch.no_grad()
 def measure_outputs(outputs: torch.Tensor, images: ImageSet, *,
                     device: torch.device | str = "cpu", batch_size: int = 256,
-                    classifier: nn.Module | None = None) -> Measures:
+                    classifier: nn.Module | None = None, size: int = 32) -> Measures:
     """The measures of :func:`evaluate` for reconstructions computed elsewhere:
     ``outputs`` (N, 3, 32, 32) float in [0, 1] (decoded from a stream, or a codec's output
     upscaled like the model's input) against ``images`` (their uint8 originals, served by
     :func:`models.data.to_float`). ValueError when the counts or shapes differ."""
-    if outputs.shape[0] != len(images) or outputs.shape[1:] != (3, 32, 32):
+    if outputs.shape[0] != len(images) or outputs.shape[1:] != (3, size, size):
         raise ValueError(f"outputs {tuple(outputs.shape)} do not match {len(images)} "
-                         "images of 3×32×32")
+                         f"images of 3×{size}×{size}")
     device = torch.device(device)
     return _measure(lambda idx, _target: outputs[idx].to(device), images, device=device,
-                    batch_size=batch_size, classifier=classifier)
+                    batch_size=batch_size, classifier=classifier, size=size)
+
+
+@torch.no_grad()
+def reconstruct_tiles(model: nn.Module, tiles: ImageSet, *, device: torch.device,
+                      batch_size: int = 256) -> torch.Tensor:
+    """``model``'s reconstructions of uint8 tiles: (T, 3, crop, crop) float on the CPU."""
+    model.eval()
+    out = []
+    for idx in batch_indices(len(tiles), batch_size, shuffle=False, drop_last=False):
+        x = to_float(tiles.images[idx], None, device)
+        out.append(model(normalize(x)).float().clamp(0.0, 1.0).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def measure_whole(outputs: list[torch.Tensor], images: ImageSet, *,
+                  device: torch.device | str = "cpu",
+                  classifier: nn.Module | None = None) -> Measures:
+    """The measures of :func:`evaluate` over whole images of any size: ``outputs[i]``
+    (3, H_i, W_i) float in [0, 1] against image ``i`` at its real size. MSE and MAE are
+    means over every real value (Σ 3·H_i·W_i), PSNR of that MSE, SSIM the mean per-image
+    SSIM, PSNR per image and MS-SSIM (None when any image is under 176 px a side) the means
+    over images, classifier accuracy the reference classifier's on each whole
+    reconstruction. ValueError when counts or sizes differ."""
+    if len(outputs) != len(images):
+        raise ValueError(f"{len(outputs)} outputs for {len(images)} images")
+    device = torch.device(device)
+    if classifier is not None:
+        classifier.eval()
+    se = ae = ssim_sum = psnr_sum = 0.0
+    ms_ssim_sum: float | None = 0.0
+    values = correct = 0
+    for i, out in enumerate(outputs):
+        target = to_float(images.image(i)[None], None, device)  # (1, 3, H, W)
+        if tuple(out.shape) != tuple(target.shape[1:]):
+            raise ValueError(f"output {i} is {tuple(out.shape)}, its image "
+                             f"{tuple(target.shape[1:])}")
+        out = out[None].to(device).float().clamp(0.0, 1.0)
+        diff = (out - target).double()
+        se += diff.pow(2).sum().item()
+        ae += diff.abs().sum().item()
+        values += diff.numel()
+        ssim_sum += float(structural_similarity_index_measure(out, target, data_range=1.0))
+        psnr_sum += float(psnr_per_image(out, target).sum())
+        ms_ssim = ms_ssim_per_image(out, target)
+        ms_ssim_sum = None if ms_ssim is None or ms_ssim_sum is None \
+            else ms_ssim_sum + float(ms_ssim.sum())
+        if classifier is not None:
+            correct += int(classifier(normalize(out)).argmax(1).item() == images.labels[i])
+    n = len(images)
+    mse = se / values
+    return Measures(mse=mse, mae=ae / values, psnr=psnr_from_mse(mse), ssim=ssim_sum / n,
+                    n_images=n, classifier_accuracy=correct / n if classifier else None,
+                    psnr_per_image=psnr_sum / n,
+                    ms_ssim=None if ms_ssim_sum is None else ms_ssim_sum / n)
 
 
 def _measure(reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
              images: ImageSet, *, device: torch.device, batch_size: int,
-             classifier: nn.Module | None) -> Measures:
+             classifier: nn.Module | None, size: int = 32) -> Measures:
     """MSE, MAE, PSNR (of the split and per image), SSIM, MS-SSIM and classifier accuracy
-    of ``reconstruct(idx, target)`` (a batch of (B, 3, 32, 32) reconstructions, clamped
+    of ``reconstruct(idx, target)`` (a batch of (B, 3, size, size) reconstructions, clamped
     here to [0, 1]) against ``target``
     (the un-normalised originals of ``images[idx]``), accumulated over ``images``."""
     if classifier is not None:
@@ -102,7 +170,7 @@ def _measure(reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ms_ssim_sum: float | None = 0.0
     correct = 0
     for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
-        target = to_float(images.images[idx], device=device)
+        target = to_float(images.images[idx], size, device)
         out = reconstruct(idx, target).float().clamp(0.0, 1.0)
         diff = (out - target).double()
         se += diff.pow(2).sum().item()

@@ -64,11 +64,12 @@ class Phase:
 
 def plan_phases(variant: Recipe | Variant, *, epochs: int, lr: float, schedule: Schedule,
                 phase1_epochs: int = PHASE1_EPOCHS,
-                phase1_lr: float = PHASE1_LR) -> list[Phase]:
-    """The seed schedule is the study's: phase 1 (5 epochs at 3e-3; 16 px when the recipe
-    is ``progressive``; frozen encoder body with ``encoder_weights: imagenet``), then the
-    rest at ``lr`` (discriminative groups for the pretrained body). With fewer epochs
-    phase 1 shrinks so phase 2 keeps at least one. ``one_cycle`` is one phase.
+                phase1_lr: float = PHASE1_LR, crop: int = IMAGE_SIZE) -> list[Phase]:
+    """The seed schedule is the study's: phase 1 (5 epochs at 3e-3; ``crop``/2 px — 16
+    at the study's 32 — when the recipe is ``progressive``; frozen encoder body with
+    ``encoder_weights: imagenet``), then the rest at ``lr`` (discriminative groups for
+    the pretrained body). With fewer epochs phase 1 shrinks so phase 2 keeps at least
+    one. ``one_cycle`` is one phase.
 
     Raises ValueError when ``epochs`` < 1.
     """
@@ -76,16 +77,16 @@ def plan_phases(variant: Recipe | Variant, *, epochs: int, lr: float, schedule: 
         raise ValueError("epochs must be at least 1")
     pretrained = variant.pretrained_encoder
     if schedule == "one_cycle":
-        return [Phase("train", epochs, lr, discriminative=pretrained)]
+        return [Phase("train", epochs, lr, size=crop, discriminative=pretrained)]
     first = min(phase1_epochs, epochs - 1)
     phases = []
     if first > 0:
         phases.append(Phase(
             "phase1", first, phase1_lr,
-            size=IMAGE_SIZE // 2 if variant.progressive else IMAGE_SIZE,
+            size=crop // 2 if variant.progressive else crop,
             frozen_encoder=pretrained,
         ))
-    phases.append(Phase("phase2", epochs - first, lr, discriminative=pretrained,
+    phases.append(Phase("phase2", epochs - first, lr, size=crop, discriminative=pretrained,
                         new_optimizer=pretrained and first > 0))
     return phases
 

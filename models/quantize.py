@@ -137,7 +137,8 @@ def encode_latents(model: Autoencoder, images: ImageSet | torch.Tensor, *,
     was_training = model.training
     model.eval()
     try:
-        out = [model.encoder(normalize(to_float(x[idx], device=device))).float().cpu()
+        size = getattr(model, "crop", IMAGE_SIZE)
+        out = [model.encoder(normalize(to_float(x[idx], size, device))).float().cpu()
                for idx in batch_indices(len(x), batch_size, shuffle=False, drop_last=False)]
     finally:
         model.train(was_training)
@@ -147,11 +148,13 @@ def encode_latents(model: Autoencoder, images: ImageSet | torch.Tensor, *,
 @torch.no_grad()
 def decode_latents(model: Autoencoder, z: torch.Tensor, *, batch_size: int = 256,
                    device: torch.device | str | None = None) -> torch.Tensor:
-    """``clamp(decoder(z), 0, 1)`` in eval mode: (N, D) → (N, 3, 32, 32) float32 on the CPU.
+    """``clamp(decoder(z), 0, 1)`` in eval mode: (N, D) → (N, 3, crop, crop) float32 on the
+    CPU (crop: the model's, 32 for the study's).
 
     Raises ValueError when ``z`` is not (N, latent_dim) or the decoder does not output
-    3×32×32 (e.g. a progressive-resizing model left at 16 px)."""
+    3×crop×crop (e.g. a progressive-resizing model left at half its crop)."""
     d = model.latent_dim
+    k = getattr(model, "crop", IMAGE_SIZE)
     if z.dim() != 2 or z.shape[1] != d:
         raise ValueError(f"latents must be (N, {d}), got {tuple(z.shape)}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -161,13 +164,12 @@ def decode_latents(model: Autoencoder, z: torch.Tensor, *, batch_size: int = 256
         out = []
         for idx in batch_indices(len(z), batch_size, shuffle=False, drop_last=False):
             y = model.decoder(z[idx].to(device)).float().clamp(0.0, 1.0).cpu()
-            if y.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE):
-                raise ValueError(f"decoder output is {tuple(y.shape[1:])}, not "
-                                 f"(3, {IMAGE_SIZE}, {IMAGE_SIZE})")
+            if y.shape[1:] != (3, k, k):
+                raise ValueError(f"decoder output is {tuple(y.shape[1:])}, not (3, {k}, {k})")
             out.append(y)
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, 3, IMAGE_SIZE, IMAGE_SIZE)
+    return torch.cat(out) if out else torch.zeros(0, 3, k, k)
 
 
 def quantize_images(model: Autoencoder, q: LatentQuantizer, images: ImageSet | torch.Tensor,

@@ -12,7 +12,7 @@ from torch import nn
 
 from models.architectures import Autoencoder
 from models.builders import architecture_builder
-from models.catalog import ARCHITECTURES, PRESETS, Recipe, Variant
+from models.catalog import ARCHITECTURES, IMAGE_SIZE, PRESETS, Recipe, Variant
 from models.losses import build_loss
 from models.plan import Phase
 from models.weights import WeightsSource
@@ -29,13 +29,19 @@ def recipe_of(variant: Recipe | Variant | str) -> Recipe:
 
 def build_model(variant: Recipe | Variant | str, *, latent_dim: int | None = None,
                 pretrained: bool = True, weights: WeightsSource | None = None,
-                icnr: bool = False) -> Autoencoder:
+                icnr: bool = False, crop: int = IMAGE_SIZE) -> Autoencoder:
     """The recipe's architecture at ``latent_dim`` (default: the recipe's), with ImageNet
     weights in its encoder body when the recipe asks for them and ``pretrained``.
-    ``icnr`` reaches architectures that take it (see PixelShuffleBlock)."""
+    ``icnr`` reaches architectures that take it (see PixelShuffleBlock); ``crop`` is the
+    input side in px (ValueError when the architecture cannot take it)."""
     recipe = recipe_of(variant)
     info = ARCHITECTURES.get(recipe.architecture)  # None: a plugin (no options)
-    options = {k: v for k, v in {"icnr": icnr}.items() if info and k in info.options}
+    options = {k: v for k, v in {"icnr": icnr, "crop": crop}.items()
+               if info and k in info.options}
+    if crop != IMAGE_SIZE and info is None:
+        options["crop"] = crop  # a plugin the API let take it names a crop_stride
+    elif crop != IMAGE_SIZE and info is not None and "crop" not in info.options:
+        raise ValueError(f"{recipe.architecture} takes {IMAGE_SIZE} px crops only")
     size = latent_dim or recipe.latent_dim or (info.default_latent_dim if info else None)
     model = architecture_builder(recipe.architecture)(latent_dim=size, **options)
     if recipe.pretrained_encoder and pretrained:

@@ -32,19 +32,57 @@ from models.data import ImageSet, normalize, to_float
 
 # The same test images for every model of a dataset, so figures compare side by side.
 SAMPLE_INDICES = (1, 2, 3, 4)
+FIT = 256  # px: the box whole images (data evaluated whole) are scaled to fit in galleries
 GALLERY_FORMAT = 1  # the layout version written into gallery.json
+
+
+def fit(image: torch.Tensor, box: int = FIT) -> torch.Tensor:
+    """(3, H, W) float → (3, box, box): scaled to fit (aspect kept, bilinear with
+    antialiasing; never enlarged) at the top left, black beyond."""
+    h, w = image.shape[1:]
+    scale = min(1.0, box / max(h, w))
+    hh, ww = max(1, round(h * scale)), max(1, round(w * scale))
+    small = image if (hh, ww) == (h, w) else torch.nn.functional.interpolate(
+        image[None], size=(hh, ww), mode="bilinear", antialias=True,
+        align_corners=False)[0].clamp(0.0, 1.0)
+    out = image.new_zeros(3, box, box)
+    out[:, :hh, :ww] = small
+    return out
+
+
+@torch.no_grad()
+def whole_samples(model: nn.Module, images: ImageSet, indices: Sequence[int], crop: int, *,
+                  device: torch.device | str = "cpu"
+                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Images ``indices`` whole, (3, H, W) in [0, 1], and ``model``'s reconstructions of
+    them coded as ``crop`` tiles (``models.tiles``), on the CPU."""
+    from models.metrics import reconstruct_tiles
+    from models.tiles import from_tiles, to_tiles
+
+    chosen = images.subset(torch.tensor(list(indices)))
+    tiles, tiling = to_tiles(chosen, crop)
+    out = from_tiles(reconstruct_tiles(model, tiles, device=torch.device(device)), tiling)
+    return [to_float(chosen.image(i)[None], None)[0] for i in range(len(chosen))], out
 
 
 @torch.no_grad()
 def sample_grid(model: nn.Module, images: ImageSet, *, indices: Sequence[int] = SAMPLE_INDICES,
-                device: torch.device | str = "cpu", scale: int = 4) -> bytes:
-    """PNG bytes of a len(indices) × 2 grid (input, reconstruction), upscaled ``scale``×."""
+                device: torch.device | str = "cpu", scale: int = 4,
+                whole_crop: int | None = None, size: int = 32) -> bytes:
+    """PNG bytes of a len(indices) × 2 grid (input, reconstruction), upscaled ``scale``×
+    (with ``whole_crop``: whole images coded as tiles, each scaled to fit :data:`FIT`)."""
     indices = [i for i in indices if i < len(images)]
     if not indices:
         raise ValueError("no sample index falls inside the image set")
     model.eval()
-    x = to_float(images.images[torch.tensor(indices)], device=device)
-    out = model(normalize(x)).float().clamp(0.0, 1.0)
+    if whole_crop is not None:
+        xs, outs = whole_samples(model, images, indices, whole_crop, device=device)
+        x = torch.stack([fit(i) for i in xs])
+        out = torch.stack([fit(o) for o in outs])
+        scale = 1
+    else:
+        x = to_float(images.images[torch.tensor(indices)], size, device)
+        out = model(normalize(x)).float().clamp(0.0, 1.0)
     pairs = torch.stack([x, out], dim=1).flatten(0, 1)  # input, output, input, output…
     grid = make_grid(pairs.cpu(), nrow=2, padding=2, pad_value=1.0)
     array = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
@@ -101,28 +139,47 @@ class GalleryArtifacts:
 
 @torch.no_grad()
 def reconstruct_samples(model: nn.Module, images: ImageSet, count: int, *,
-                        device: torch.device | str = "cpu"
+                        device: torch.device | str = "cpu", size: int = 32
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``count`` images (model space, (N, 3, 32, 32) in [0, 1]) and the model's
-    clamped reconstructions of them, computed as one batch in eval mode."""
+    """The first ``count`` images (model space, (N, 3, size, size) in [0, 1]) and the
+    model's clamped reconstructions of them, computed as one batch in eval mode."""
     if count < 1:
         raise ValueError("count must be at least 1")
     n = min(count, len(images))
     if n == 0:
         raise ValueError("the image set is empty")
     model.eval()
-    x = to_float(images.images[:n], device=device)
+    x = to_float(images.images[:n], size, device)
     out = model(normalize(x)).float().clamp(0.0, 1.0)
     return x, out
 
 
 def reconstruct_gallery(model: nn.Module, images: ImageSet, count: int, *,
-                        dataset: str, device: torch.device | str = "cpu"
-                        ) -> GalleryArtifacts:
+                        dataset: str, device: torch.device | str = "cpu",
+                        whole_crop: int | None = None, size: int = 32) -> GalleryArtifacts:
     """The gallery artifacts of ``model`` on the first ``count`` of ``images`` (the test
-    split): input and reconstruction strips (lossless PNG) and per-tile PSNR/MSE."""
-    x, out = reconstruct_samples(model, images, count, device=device)
-    mse = (out.double() - x.double()).pow(2).flatten(1).mean(1).tolist()
+    split): input and reconstruction strips (lossless PNG) and per-tile PSNR/MSE. With
+    ``whole_crop`` each image is coded whole as tiles, its PSNR and MSE taken over its
+    real pixels, and its tile in the strips is the image scaled to fit :data:`FIT` px
+    (``sizes`` gives each image's real (H, W), ``fitted`` the scaled one's)."""
+    extra: dict[str, object] = {}
+    if whole_crop is not None:
+        n = min(count, len(images))
+        xs, outs = whole_samples(model, images, range(n), whole_crop, device=device)
+        mse = [float((o.double() - i.double()).pow(2).mean()) for i, o in zip(xs, outs,
+                                                                              strict=True)]
+        psnr = [None if m == 0 else 10.0 * math.log10(1.0 / m) for m in mse]
+        x = torch.stack([fit(i) for i in xs])
+        out = torch.stack([fit(o) for o in outs])
+        scale = [min(1.0, FIT / max(i.shape[1:])) for i in xs]
+        extra = {"sizes": [list(i.shape[1:]) for i in xs],
+                 "fitted": [[max(1, round(i.shape[1] * f)), max(1, round(i.shape[2] * f))]
+                            for i, f in zip(xs, scale, strict=True)],
+                 "crop": whole_crop, "whole": True}
+    else:
+        x, out = reconstruct_samples(model, images, count, device=device, size=size)
+        mse = (out.double() - x.double()).pow(2).flatten(1).mean(1).tolist()
+        psnr = tile_psnr(x, out)
     meta: dict[str, object] = {
         "format": GALLERY_FORMAT,
         "dataset": dataset,
@@ -131,9 +188,12 @@ def reconstruct_gallery(model: nn.Module, images: ImageSet, count: int, *,
         "count": x.shape[0],
         "tile": {"channels": 3, "height": x.shape[2], "width": x.shape[3]},
         "layout": "one row; tile i at x = i·width; uint8 = round(clamp(x, 0, 1)·255)",
-        "psnr_db": tile_psnr(x, out),
+        "psnr_db": psnr,
         "mse": mse,
         "psnr_definition": "10·log10(1/MSE), MSE over the tile's 3×H×W float values "
-                           "(clamped output vs input) before uint8 rounding",
+                           "(clamped output vs input) before uint8 rounding"
+                           + (" — of the whole image at its real size, before scaling"
+                              if whole_crop is not None else ""),
+        **extra,
     }
     return GalleryArtifacts(strip_png(x), strip_png(out), meta)

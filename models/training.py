@@ -79,6 +79,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     rd_lambda: float | None = None  # factorized_prior's λ (None: DEFAULT_RD_LAMBDA)
     recipe: Recipe | None = None  # None: the preset named ``variant``
+    crop: int = 32  # the model's input side, px (data.crop; the study's 32)
 
     def __post_init__(self) -> None:
         if self.recipe is None:
@@ -98,7 +99,7 @@ class TrainConfig:
         assert self.recipe is not None
         return plan_phases(self.recipe, epochs=self.epochs, lr=self.lr,
                            schedule=self.schedule, phase1_epochs=self.phase1_epochs,
-                           phase1_lr=self.phase1_lr)
+                           phase1_lr=self.phase1_lr, crop=self.crop)
 
 
 @dataclass
@@ -168,7 +169,7 @@ class TrainingSession:
         assert config.recipe is not None
         self.model = build_model(config.recipe, latent_dim=config.latent_dim,
                                  pretrained=config.pretrained, weights=config.weights,
-                                 icnr=config.icnr).to(self.device)
+                                 icnr=config.icnr, crop=config.crop).to(self.device)
         self.channels_last = (config.channels_last if config.channels_last is not None
                               else self.device.type == "cuda")
         if self.channels_last:
@@ -247,10 +248,11 @@ class TrainingSession:
         self.generator.set_state(ckpt["generator"])
         self.history = [EpochMetrics(**m) for m in ckpt["history"]]
 
-    def batch(self, idx: torch.Tensor, size: int) -> torch.Tensor:
-        """The training target for images ``idx``: float, on the device, augmented."""
+    def batch(self, train: ImageSet, idx: torch.Tensor, size: int) -> torch.Tensor:
+        """The training target for images ``idx`` of ``train``: float, on the device,
+        augmented."""
         generator = self.generator if self.config.augment else None
-        return to_float(self.data.train.images[idx], size, self.device, generator)
+        return to_float(train.images[idx], size, self.device, generator)
 
     def step(self, target: torch.Tensor) -> torch.Tensor:
         """One optimiser step on ``target``; returns the (detached) loss."""
@@ -272,13 +274,13 @@ class TrainingSession:
         assert self.optimizer is not None and self.scheduler is not None
         self.model.train()
         self.loss_fn.train()
-        train = self.data.train
+        train = self.data.epoch_train(self.generator)  # fresh random crops, when cropped
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         start = time.perf_counter()
         steps = 0
         for idx in batch_indices(len(train), self.config.batch_size, shuffle=True,
                                  drop_last=True, generator=self.generator):
-            loss_sum += self.step(self.batch(idx, phase.size))
+            loss_sum += self.step(self.batch(train, idx, phase.size))
             steps += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
                                      "default: home/artifacts")
     data_root: str | None = Field(default=None, description="dataset cache on every node; "
                                   "default: home/data")
+    datasets_root: str | None = Field(
+        default=None, description="folder datasets: each folder <name>/ with train/ and test/ "
+        "under it is a dataset named <name>; on a cluster, a path every node sees the same "
+        "(a shared mount); default: home/datasets")
     weights_dir: str | None = Field(default=None, description="pretrained weights folder; "
                                     "default: home/weights")
     allow_download: bool = Field(default=True, description="download missing datasets and "
@@ -108,12 +112,17 @@ class Settings(BaseSettings):
         return self.data_root or str(self.home_path / "data")
 
     @property
+    def datasets_path(self) -> str:
+        return self.datasets_root or str(self.home_path / "datasets")
+
+    @property
     def weights_path(self) -> str:
         return self.weights_dir or str(self.home_path / "weights")
 
     def run_env(self, storage_key: str = "run", device: str | None = None) -> RunEnv:
         """What a run needs from these settings (paths, downloads, trial storage)."""
         return RunEnv(data_root=self.data_path, weights_dir=self.weights_path,
+                      datasets_dir=self.datasets_path,
                       allow_download=self.allow_download, tune_storage=self.tune_storage,
                       storage_key=storage_key, max_trial_failures=self.max_trial_failures,
                       device=device, niceness=self.training_niceness)

@@ -16,7 +16,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from models.catalog import Recipe, get_variant, recipe_problems, resolve, variant_names
+from models.catalog import (
+    IMAGE_SIZE,
+    Recipe,
+    architecture_info,
+    get_variant,
+    recipe_problems,
+    resolve,
+    variant_names,
+)
+from models.datasets import known_dataset_info
 from models.plugins import PluginUnavailable
 from service.text import refused_in
 from workers.measures import EXPECTABLE
@@ -185,6 +194,21 @@ class ExperimentSpec(TrainingOptions):
             raise ValueError(f"{info.field_name} lists a name twice")
         return values
 
+    @field_validator("models")
+    @classmethod
+    def _takes_the_crop(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
+        data = info.data.get("data")
+        crop = data.crop if data is not None else IMAGE_SIZE
+        problems = []
+        for m in values:
+            recipe = resolve(m)
+            problem = architecture_info(recipe.architecture).crop_problem(crop)
+            if problem:
+                problems.append(f"{recipe.name}: {problem} (data.crop)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return values
+
     @field_validator("latent_dims")
     @classmethod
     def _latent_dims(cls, values: list[int] | None, info: ValidationInfo) -> list[int] | None:
@@ -262,7 +286,24 @@ class ExperimentSpec(TrainingOptions):
         def lambdas(recipe: Recipe) -> list[float | None]:
             return list(self.lambdas) if recipe.trains_rate and self.lambdas else [None]
 
+        def on(dataset: str) -> dict[str, Any]:
+            if self.classifier.enabled and unlabelled_note(dataset):
+                return {**options, "classifier": self.classifier.model_copy(
+                    update={"enabled": False})}
+            return options
+
         return [RunSpec(model=r.name, recipe=r, dataset=d, latent_dim=latent, seed=seed,
-                        shared_seed=seeds[0], rd_lambda=lam, **options)
+                        shared_seed=seeds[0], rd_lambda=lam, **on(d))
                 for d in self.datasets for r in recipes
                 for latent in self.latent_sizes for lam in lambdas(r) for seed in seeds]
+
+
+def unlabelled_note(dataset: str) -> str | None:
+    """Why runs on ``dataset`` measure no classifier accuracy, when it has no labels (a
+    flat folder, ``photos``, ``kodak``); None for a labelled (or unknown) dataset."""
+    info = known_dataset_info(dataset)
+    if info is None or info.num_classes is not None:
+        return None
+    return (f"{dataset}: no classifier accuracy: its images have no labels "
+            f"({info.description}), so there is no reference classifier to measure "
+            "reconstructions with")

@@ -88,6 +88,42 @@ def execute_runs(client: TestClient, experiment: dict[str, Any],
         with context_of(app).sessions.begin() as s:
             repo.set_run(s, run_id=run["id"], status=repo.Status.running)
         store = DbRunStore(context_of(app).sessions, context_of(app).artifacts, run["id"])
-        env = RunEnv(data_root=data_root, weights_dir="/unused", allow_download=False)
+        env = RunEnv(data_root=data_root, weights_dir="/unused", allow_download=False,
+                     datasets_dir=context_of(app).settings.datasets_path)
         outcomes.append(run_pipeline(spec, store, LocalSteps(env)))
     return outcomes
+
+
+# --- image folders ------------------------------------------------------------------------
+
+
+def image_folder(base: Path, name: str, *, size: tuple[int, int] = (64, 96),
+                 classes: tuple[str, ...] = ("circles", "squares"), train: int = 6,
+                 test: int = 2, seed: int = 0) -> Path:
+    """A folder dataset ``base/name/{train,test}/`` of RGB PNGs of ``size`` (H, W):
+    ``train`` and ``test`` images per class in class folders (ImageFolder layout), or
+    flat with ``classes=()``. Smooth gradients with a shape per class, so an autoencoder
+    and a classifier have something to learn; deterministic in ``seed``."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    folder = base / name
+    for split, n in (("train", train), ("test", test)):
+        for c, cls in enumerate(classes or ("",)):
+            out = folder / split / cls if cls else folder / split
+            out.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                yy, xx = np.mgrid[0:h, 0:w]
+                base_rgb = rng.integers(0, 200, size=3)
+                img = (base_rgb[None, None] + 0.5 * (yy[..., None] + xx[..., None])
+                       ).clip(0, 255).astype(np.uint8)
+                im = Image.fromarray(img)
+                r = rng.integers(6, min(h, w) // 3)
+                cx, cy = rng.integers(r, w - r), rng.integers(r, h - r)
+                box = (cx - r, cy - r, cx + r, cy + r)
+                draw = ImageDraw.Draw(im)
+                (draw.rectangle if c else draw.ellipse)(box, fill=(250, 250, 250))
+                im.save(out / f"{split}{c}_{seed}_{i:03d}.png")
+    return folder

@@ -37,6 +37,13 @@ class RunEnv:
     max_trial_failures: int = 3
     device: str | None = None  # None: CUDA when present, else the CPU
     niceness: int = 0  # training processes on the cluster run at this nice level
+    datasets_dir: str | None = None  # folder datasets (models.datasets.folder); None: none
+
+    def use(self) -> None:
+        """Make this process read folder datasets from :attr:`datasets_dir`."""
+        from models.datasets.folder import use_root
+
+        use_root(self.datasets_dir)
 
 
 def plan(spec: RunSpec, lr: float | None = None) -> list[Phase]:
@@ -45,7 +52,7 @@ def plan(spec: RunSpec, lr: float | None = None) -> list[Phase]:
     from models.plan import plan_phases
 
     return plan_phases(spec.recipe, epochs=spec.epochs, lr=lr or spec.fixed_lr,
-                       schedule=spec.schedule)
+                       schedule=spec.schedule, crop=spec.data.crop)
 
 
 def train_config(spec: RunSpec, env: RunEnv, lr: float | None = None,
@@ -60,6 +67,7 @@ def train_config(spec: RunSpec, env: RunEnv, lr: float | None = None,
         augment=spec.data.augment, pretrained=spec.pretrained, weights_dir=env.weights_dir,
         allow_download=env.allow_download, seed=spec.seed, device=device or env.device,
         threads=spec.resources.threads, rd_lambda=spec.rd_lambda, recipe=spec.recipe,
+        crop=spec.data.crop,
     )
 
 
@@ -80,7 +88,9 @@ def classifier_key(spec: RunSpec) -> str:
     seed (:attr:`RunSpec.split_seed`, not the run's own) agree."""
     basis = {"dataset": spec.dataset, "classifier": spec.classifier.model_dump(),
              "train_limit": spec.data.train_limit, "test_limit": spec.data.test_limit,
-             "seed": spec.split_seed}
+             "seed": spec.split_seed,
+             # the classifier trains at the crop: the study's keys stay as they were
+             **({"crop": spec.data.crop} if spec.data.crop != 32 else {})}
     digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
     return f"{spec.dataset}-{spec.classifier.arch}-{digest}"
 
@@ -88,11 +98,12 @@ def classifier_key(spec: RunSpec) -> str:
 def load_data(spec: RunSpec, env: RunEnv) -> DataSplits:
     from models.data import load_dataset
 
+    env.use()
     d = spec.data
     return load_dataset(spec.dataset, env.data_root, train_limit=d.train_limit,
                         test_limit=d.test_limit, validation=d.validation,
-                        seed=spec.split_seed,
-                        download=env.allow_download)
+                        seed=spec.split_seed, download=env.allow_download,
+                        crop=d.crop)
 
 
 def one_line_error(exc: BaseException, limit: int = 1000) -> str:

@@ -87,7 +87,8 @@ class RunMeasures(BaseModel):
     # --- quality: the study's measures on the test split (models.metrics) ---------------
     mae: Annotated[float, MeasureInfo(
         "MAE", "mean absolute error over every value of the test split (images × 3 × 32 × "
-        "32 in model space, [0, 1])", "quality", format="num6", better="min",
+        "32 in model space, [0, 1]; data evaluated whole: every real value of each whole "
+        "image, the tiles' padding never counted)", "quality", format="num6", better="min",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True)]
     mse: Annotated[float, MeasureInfo(
@@ -167,16 +168,19 @@ class RunMeasures(BaseModel):
     probe_knn_accuracy: Annotated[float | None, MeasureInfo(
         "k-NN probe acc.", "top-1 accuracy of a k-NN classifier (k = 20) fitted on the "
         "float codes of ≤ 5,000 training images, on the test images' codes (None: "
-        "unlabelled data)", "quality", label="k-NN probe accuracy (codes)", better="max",
+        "unlabelled data, or data evaluated whole as tiles)", "quality",
+        label="k-NN probe accuracy (codes)", better="max",
         results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
     probe_linear_accuracy: Annotated[float | None, MeasureInfo(
         "Linear probe acc.", "top-1 accuracy of a logistic-regression probe on "
         "standardised codes, fitted on the training codes as probe_knn_accuracy (None: "
-        "unlabelled data)", "quality", label="Linear probe accuracy (codes)", better="max",
+        "unlabelled data, or data evaluated whole as tiles)", "quality",
+        label="Linear probe accuracy (codes)", better="max",
         results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
     cluster_nmi: Annotated[float | None, MeasureInfo(
         "Cluster NMI", "normalised mutual information of k-means clusters of the test "
-        "codes (k = the classes) with the labels (None: unlabelled data)", "quality",
+        "codes (k = the classes) with the labels (None: unlabelled data, or data "
+        "evaluated whole as tiles)", "quality",
         label="Cluster NMI (codes)", better="max",
         results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
 
@@ -191,7 +195,8 @@ class RunMeasures(BaseModel):
         "rate", format="num3", unit="bit/px", label="bpp (native pixels)",
         results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
     raw_bytes_per_image: Annotated[int | None, MeasureInfo(
-        "Raw uint8 bytes / image", "the native image as uint8 (784 MNIST, 3,072 CIFAR-10)",
+        "Raw uint8 bytes / image", "the native image as uint8 (784 MNIST, 3,072 CIFAR-10; "
+        "the mean over the test images when their sizes differ)",
         "rate", format="int", unit="B",
         results=True)] = None
     side_info_bytes: Annotated[int | None, MeasureInfo(
@@ -204,7 +209,9 @@ class RunMeasures(BaseModel):
         "latents-test.bin artifact)", "rate", format="int", unit="B")] = None
     native_pixels: Annotated[int | None, MeasureInfo(
         "Native pixels / image", "H × W of the dataset's native image, the pixels bpp is "
-        "counted over (784 MNIST, 1,024 CIFAR-10)", "rate", format="int", unit="px")] = None
+        "counted over (784 MNIST, 1,024 CIFAR-10; data evaluated whole: each image's real "
+        "H × W, their mean when sizes differ, bpp then 8 · stream bytes / Σ H·W)", "rate",
+        format="int", unit="px")] = None
 
     # --- time --------------------------------------------------------------------------
     training_time_s: Annotated[float, MeasureInfo(
@@ -317,3 +324,4 @@ class ResultsTable(BaseModel):
     aggregate: str | None = None  # "seed": one row per (model, dataset, latent size)
     reference: str | None = None  # the study's source, with reference: "study"
     expect: str | None = None  # PASSED, REGRESSED, or None (no bounds, or runs pending)
+    notes: list[str] = []  # what the table lacks and why (e.g. no labels: no accuracy)

@@ -172,6 +172,7 @@ class LocalSteps:
 
     def prepare(self, spec: RunSpec, classifier_ready: bool) -> None:
         env = self.env
+        env.use()
         preflight(spec, data_root=env.data_root, weights_dir=env.weights_dir,
                   allow_download=env.allow_download, classifier_ready=classifier_ready)
         self._data(spec)
@@ -243,7 +244,8 @@ class LocalSteps:
         blob = self._checkpoint("train")
         assert blob is not None
         checkpoint = load_checkpoint(blob)
-        model = build_model(spec.recipe, latent_dim=spec.latent_dim, pretrained=False)
+        model = build_model(spec.recipe, latent_dim=spec.latent_dim, pretrained=False,
+                            crop=spec.data.crop)
         model.load_state_dict(checkpoint["model"])
         model.to(resolve_device(self.env.device)).eval()
         history = [EpochMetrics(**m) for m in checkpoint["history"]]
@@ -315,8 +317,11 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     classifier = None
     if classifier_blob is not None:
         classifier, _ = load_classifier(io.BytesIO(classifier_blob), device)
-    measures = evaluate(model, data.test, device=device, classifier=classifier)
-    probes = latent_probes(model, data, seed=spec.seed, device=device)
+    measures = evaluate(model, data.test, device=device, classifier=classifier,
+                        whole_crop=data.crop if data.whole else None, size=data.crop)
+    # The probes read one code per image: whole images of any size have one per tile.
+    probes = {} if data.whole else latent_probes(model, data, seed=spec.seed,
+                                                 device=device)
     compression = compress_run(model, data, dataset=spec.dataset,
                                bits=spec.compression.bits, classifier=classifier,
                                device=device, codecs=tuple(spec.compression.codecs))
@@ -327,12 +332,15 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
         **compression.measures, **probes, "rd_lambda": spec.effective_rd_lambda})
     codecs = [CodecRow.model_validate(row) for row in compression.codec_rows]
     weights = io.BytesIO()
-    torch.save({"model": spec.model, "latent_dim": model.latent_dim,
+    torch.save({"model": spec.model, "latent_dim": model.latent_dim, "crop": spec.data.crop,
                 "recipe": spec.recipe.model_dump(mode="json"),
                 "spec": spec.model_dump(mode="json"), "state": model.state_dict()}, weights)
+    whole = data.crop if data.whole else None
     gallery = reconstruct_gallery(model, data.test, spec.gallery_samples,
-                                  dataset=spec.dataset, device=device)
-    return Evaluation(reported, codecs, sample_grid(model, data.test, device=device),
+                                  dataset=spec.dataset, device=device, whole_crop=whole,
+                                  size=data.crop)
+    grid = sample_grid(model, data.test, device=device, whole_crop=whole, size=data.crop)
+    return Evaluation(reported, codecs, grid,
                       weights.getvalue(), gallery, compression)
 
 

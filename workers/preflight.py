@@ -26,6 +26,7 @@ from models.assets import (
 )
 from models.catalog import ARCHITECTURES
 from models.datasets import BUILT_IN, DatasetEntry, dataset_entry
+from models.datasets.folder import folder_entry
 from workers.spec import RunSpec
 
 
@@ -125,7 +126,7 @@ def plugin_requirements(spec: RunSpec) -> list[Requirement]:
         ref = recipe.plugin
         planned = f"{ref.distribution} {ref.version}" if ref and ref.distribution else None
         needs.append(plugin_requirement(plugins.VARIANTS_GROUP, recipe.architecture, planned))
-    if spec.dataset not in BUILT_IN:
+    if spec.dataset not in BUILT_IN and folder_entry(spec.dataset) is None:
         needs.append(plugin_requirement(plugins.DATASETS_GROUP, spec.dataset))
     return needs
 
@@ -137,6 +138,8 @@ def requirements(spec: RunSpec, *, data_root: str, weights_dir: str,
     needs = plugin_requirements(spec)
     if spec.dataset in BUILT_IN and BUILT_IN[spec.dataset].info.needs_files:
         needs.append(dataset_requirement(BUILT_IN[spec.dataset], data_root))
+    elif (folder := folder_entry(spec.dataset)) is not None and spec.dataset not in BUILT_IN:
+        needs.append(dataset_requirement(folder, data_root))  # every image decoded
     needs += [weights_requirement(n, weights_dir)
               for n in weights_needed(spec, classifier_ready=classifier_ready)]
     return needs

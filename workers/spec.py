@@ -107,6 +107,12 @@ class DataOptions(_Strict):
     validation: Validation = Field(
         default="holdout", description="holdout: 10% of train; test: the study's way")
     augment: bool = True
+    crop: int = Field(
+        default=32, ge=8, le=512, description="the model's input side in px (the study's "
+        "32). Images larger than it (or of differing sizes) train on random crops and are "
+        "evaluated whole, as tiles of it (padding never counted); smaller ones (MNIST's "
+        "28) are served resized to it, as the study did. Each architecture takes multiples "
+        "of its stride (GET /catalog: crop_stride)")
 
 
 class Resources(_Strict):
@@ -153,10 +159,12 @@ def data_limit_problems(data: DataOptions, info: DatasetInfo, batch_size: int
         problems.append((("data", "train_limit"),
                          f"train_limit {train} exceeds the {capacity} training images of "
                          f"{dataset} ({info.train_size}{held})"))
-    if (train if train is not None else capacity) < batch_size:
+    per_image = info.crops_per_image(data.crop)  # images larger than the crop: crops
+    if (train if train is not None else capacity) * per_image < batch_size:
+        crops = f" ({per_image} crops of {data.crop} px each)" if per_image > 1 else ""
         problems.append((("data", "train_limit"),
                          f"train_limit {train} is below batch_size {batch_size}: the "
-                         "training split must fill one batch"))
+                         f"training split must fill one batch{crops}"))
     if data.test_limit is not None and data.test_limit > info.test_size:
         problems.append((("data", "test_limit"),
                          f"test_limit {data.test_limit} exceeds the {info.test_size} test "
@@ -238,6 +246,10 @@ class RunSpec(TrainingOptions):
         if self.recipe.name != self.model:
             raise ValueError(f"model {self.model!r} is not its recipe's name "
                              f"{self.recipe.name!r}")
+        arch = ARCHITECTURES.get(self.recipe.architecture)
+        problem = arch.crop_problem(self.data.crop) if arch is not None else None
+        if problem:
+            raise ValueError(f"data.crop: {problem}")
         if self.rd_lambda is not None and not self.recipe.trains_rate:
             raise ValueError(f"rd_lambda applies to {RATE_ARCHITECTURES} only (recipes "
                              f"trained on rate + λ·distortion), not {self.model}")

@@ -2,10 +2,12 @@
 that owns its facts — native size and channels, classes, split sizes — its file check, its
 download and its loader. Nothing outside the entries branches on a dataset's name.
 
-Built-in: ``mnist``, ``cifar10``, ``synthetic``. Plugins add entries through the
-``aelab.datasets`` entry point group (``models.plugins``): the API knows a plugin
-dataset's facts from the plugin probe (:func:`dataset_info`), the workers load the entry
-itself (:func:`dataset_entry`).
+Built-in: ``mnist``, ``cifar10``, ``synthetic``, ``photos``, ``kodak``. Plugins add
+entries through the ``aelab.datasets`` entry point group (``models.plugins``): the API
+knows a plugin dataset's facts from the plugin probe (:func:`dataset_info`), the workers
+load the entry itself (:func:`dataset_entry`). Folders under the datasets root are
+entries too (``models.datasets.folder``), named by their folder; a name that is a path is
+refused, never read.
 
 Torch-free.
 """
@@ -27,7 +29,9 @@ from models.datasets.base import (
     split_sizes,
 )
 from models.datasets.cifar10 import CIFAR10
+from models.datasets.folder import folder_entry, folder_names
 from models.datasets.mnist import MNIST
+from models.datasets.photos import KODAK, PHOTOS
 from models.datasets.synthetic import SYNTHETIC
 from models.registry import Registry
 
@@ -36,7 +40,7 @@ __all__ = ["DATASETS", "DatasetCheck", "DatasetEntry", "DatasetInfo", "DatasetUn
            "dataset_names", "describe_dataset_plugin", "known_dataset_info", "split_sizes"]
 
 BUILT_IN: Registry[DatasetEntry] = Registry("dataset")
-for _entry in (MNIST, CIFAR10, SYNTHETIC):
+for _entry in (MNIST, CIFAR10, SYNTHETIC, PHOTOS, KODAK):
     BUILT_IN.register(_entry.info.name, _entry)
 # The built-in datasets' facts by name.
 DATASETS: dict[str, DatasetInfo] = {name: e.info for name, e in BUILT_IN.items()}
@@ -72,16 +76,28 @@ def plugin_datasets(found: dict[str, list[plugins.Described]] | None = None
         problem = plugins.problem(d, found[plugins.DATASETS_GROUP], BUILT_IN, "dataset")
         info = None
         if problem is None:
-            facts = {**d.facts, "native_size": tuple(d.facts["native_size"])
-                     if d.facts.get("native_size") else None}
+            facts = {**d.facts, **{k: tuple(d.facts[k]) if d.facts.get(k) else None
+                                   for k in ("native_size", "min_size", "max_size")},
+                     "classes": tuple(d.facts.get("classes") or ())}
             info = DatasetInfo(**facts, source=d.entry.source)
         out.setdefault(d.entry.name, (info, problem, d))
     return out
 
 
 def dataset_names() -> list[str]:
-    """Every dataset a spec may name here: the built-ins, then available plugins."""
-    return [*BUILT_IN, *(n for n, (info, _, _) in plugin_datasets().items() if info)]
+    """Every dataset a spec may name here: the built-ins, available plugins, then the
+    folder datasets (a folder that a built-in or plugin name shadows is not one)."""
+    named = [*BUILT_IN, *(n for n, (info, _, _) in plugin_datasets().items() if info)]
+    return named + [n for n in folder_names() if n not in named]
+
+
+def _unknown(name: str) -> KeyError:
+    """The KeyError for a name that is no dataset here: a path is said to be one."""
+    if any(c in name for c in "/\\:") or name.startswith((".", "~")):
+        return KeyError(f"dataset {name!r} is a path: datasets are named, never given by "
+                        f"path (a folder dataset is named by its folder under the datasets "
+                        f"root); valid: {', '.join(dataset_names())}")
+    return KeyError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}")
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -95,7 +111,10 @@ def dataset_info(name: str) -> DatasetInfo:
         if info is None:
             raise plugins.PluginUnavailable(f"dataset {name!r} is unavailable: {problem}")
         return info
-    raise KeyError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}")
+    folder = folder_entry(name)
+    if folder is not None:
+        return folder.info
+    raise _unknown(name)
 
 
 def known_dataset_info(name: str) -> DatasetInfo | None:
@@ -105,7 +124,11 @@ def known_dataset_info(name: str) -> DatasetInfo | None:
         return BUILT_IN[name].info
     cached = plugins.cached()
     found = plugin_datasets(cached).get(name) if cached is not None else None
-    return found[0] if found else None
+    if found:
+        return found[0]
+    folder = folder_entry(name) if plugins.find(plugins.DATASETS_GROUP, name) is None \
+        else None
+    return folder.info if folder is not None else None
 
 
 def dataset_entry(name: str) -> DatasetEntry:
@@ -115,9 +138,10 @@ def dataset_entry(name: str) -> DatasetEntry:
         return BUILT_IN[name]
     entry = plugins.find(plugins.DATASETS_GROUP, name)
     if entry is None:
-        installed = [e.name for e in plugins.installed(plugins.DATASETS_GROUP)]
-        raise KeyError(f"unknown dataset {name!r}; valid: "
-                       f"{', '.join([*BUILT_IN, *installed])}")
+        folder = folder_entry(name)
+        if folder is not None:
+            return folder
+        raise _unknown(name)
     obj = plugins.load(entry)
     try:
         describe_dataset_plugin(name, obj)

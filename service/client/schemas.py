@@ -315,6 +315,8 @@ class ArchitectureOut(BaseModel):
     source: SourceOut
     available: bool
     error: str | None = None
+    # data.crop values it takes: multiples of this (px); None: the study's 32 only
+    crop_stride: int | None = None
 
 
 class LossOut(BaseModel):
@@ -332,8 +334,12 @@ class DatasetOut(BaseModel):
     num_classes: int | None  # None: unlabelled
     channels: int | None  # as stored: 1 grey, 3 RGB
     native_size: list[int] | None  # [H, W]; None: differs per image
-    train_size: int | None
+    train_size: int | None  # images
     test_size: int | None
+    min_size: list[int] | None = None  # [H, W] smallest per side; None: not known
+    max_size: list[int] | None = None  # [H, W] largest per side
+    classes: list[str] = []  # class names, when it has them (a folder's class folders)
+    split: str = ""  # how its train/test split is made, when not the dataset's own
     available: bool  # present and whole on the API host
     # available, missing or corrupt ("present but corrupt"); unchecked: a plugin's files
     # (checked on the worker); broken: a plugin that fails to load (problems say why)

@@ -27,6 +27,7 @@ def to_json(table: Table, title: str = "", experiment_id: int = 0) -> str:
     return json.dumps(ResultsTable(
         experiment_id=experiment_id, columns=list(table.columns), rows=safe,
         aggregate=table.aggregate, reference=table.reference, expect=table.expect,
+        notes=table.notes,
     ).model_dump(mode="json"), allow_nan=False)
 
 

@@ -92,6 +92,7 @@ def to_markdown(table: Table, title: str = "") -> str:
         parts.append(f"Reference: {md_text(table.reference)}\n")
     if expect:
         parts.append(f"Expectations: {table.expect or 'pending'}\n")
+    parts += [f"Note: {md_text(note)}\n" for note in table.notes]
     head = ["Method"]
     if agg:
         head += ["Latent", "n"]
@@ -110,9 +111,13 @@ def to_markdown(table: Table, title: str = "") -> str:
         parts.append(f"## {DATASETS[dataset].title if dataset in DATASETS else dataset}\n")
         parts.append("| " + " | ".join(head) + " |")
         parts.append("|" + "---|" * len(head))
-        raw = DATASETS[dataset].channels * DATASETS[dataset].size ** 2 \
-            if dataset in DATASETS else None
-        raw_bpp = 8.0 * raw / DATASETS[dataset].size ** 2 if raw else None
+        info = DATASETS.get(dataset)
+        # Raw uint8: from the dataset's one size, else the runs' measured mean (images
+        # of differing sizes, evaluated whole).
+        measured = next((r.get("raw_bytes_per_image") for r in ds_rows
+                         if r.get("raw_bytes_per_image")), None)
+        raw = info.channels * info.size ** 2 if info and info.size else measured
+        raw_bpp = 8.0 * info.channels if raw and info else None
         # The original images' row: the reference classifier's accuracy on them, and
         # their raw size; the other measures are not theirs.
         originals = {"classifier_accuracy": _num(original, 4),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -13,7 +13,7 @@ from service.results.aggregate import aggregate
 from service.results.columns import aggregate_columns, run_columns
 from service.results.expect import experiment_verdict
 from service.results.rows import rows
-from service.spec import ExperimentSpec
+from service.spec import ExperimentSpec, unlabelled_note
 
 if TYPE_CHECKING:
     from service.persistence.tables import CodecResult, Measure, Run
@@ -29,6 +29,7 @@ class Table:
     reference: str | None = None  # the study's source, when the spec names it
     expect: str | None = None  # the experiment's verdict: PASSED, REGRESSED or None
     sweep: bool = False  # latent sizes or seeds vary: per-run rows say which
+    notes: list[str] = field(default_factory=list)  # what it lacks and why
 
 
 def parse_spec(raw: dict[str, Any] | None) -> ExperimentSpec | None:
@@ -50,7 +51,9 @@ def build(pairs: Sequence[tuple[Run, Measure | None]], experiment: str = "",
     expect = experiment_verdict(bounded, len(bounded)) if spec and spec.expect else None
     reference = source() if spec is not None and spec.reference == "study" else None
     sweep = spec is not None and (len(spec.latent_sizes) > 1 or len(spec.seed_values) > 1)
+    notes = [n for d in dict.fromkeys(run.dataset for run, _ in pairs)
+             if (n := unlabelled_note(d))]
     if aggregate_by == "seed":
         return Table(aggregate_columns(spec), aggregate(per_run, spec), "seed", reference,
-                     expect, sweep)
-    return Table(run_columns(spec), per_run, None, reference, expect, sweep)
+                     expect, sweep, notes)
+    return Table(run_columns(spec), per_run, None, reference, expect, sweep, notes)

@@ -28,13 +28,14 @@ from service.persistence.artifacts import ArtifactError, ArtifactStore
 from service.persistence.tables import Artifact, Run
 from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
 
-TILE = 32  # px: every dataset is served as 3×32×32
+TILE = 32  # px: the study's crop; tiles of whole images (data evaluated whole) are larger
+MAX_TILE = 256  # px: the largest tile a run stores (models.samples.FIT, whole images)
 UNREADABLE = "its reconstruction files cannot be read"
 
 
 @dataclass(frozen=True)
 class Tile:
-    src: str  # a data:image/png URI of the 32×32 tile
+    src: str  # a data:image/png URI of the tile (square: Gallery.tile px)
     index: int  # its test image: the index-th image of the test split
     psnr: float | None = None  # dB, from gallery.json (None: exact, or the inputs row)
 
@@ -52,6 +53,7 @@ class Gallery:
     dataset: str
     inputs: list[Tile]
     rows: list[GalleryRow]
+    tile: int = TILE  # px side of every tile: the crop, or whole images scaled to fit
 
     @property
     def count(self) -> int:
@@ -89,21 +91,26 @@ def png_rgb(pixels: np.ndarray, level: int = 6) -> bytes:
 MAX_TILES = 1024  # a strip longer than this is not one a run stored
 
 
-def cut_tiles(png: bytes, tile: int = TILE) -> tuple[str, ...]:
-    """A strip (tile ``i`` at ``x = tile·i``) → one PNG data URI per tile, lossless.
+def cut_tiles(png: bytes, tile: int | None = None) -> tuple[str, ...]:
+    """A strip (tile ``i`` at ``x = tile·i``; ``tile`` None: square tiles as high as the
+    strip — 32 px at the study's crop, whole images scaled to fit when evaluated whole)
+    → one PNG data URI per tile, lossless.
 
-    The header's size is checked before a pixel is decoded: a strip is ``tile`` high and
-    at most ``MAX_TILES`` tiles long, so a file declaring a huge image (a decompression
-    bomb) is refused unread. Raises ValueError for anything that is not such a strip,
-    a damaged or truncated file included."""
+    The header's size is checked before a pixel is decoded: a strip is at most
+    ``MAX_TILE`` high and ``MAX_TILES`` tiles long, so a file declaring a huge image (a
+    decompression bomb) is refused unread. Raises ValueError for anything that is not such
+    a strip, a damaged or truncated file included."""
     try:
         image = Image.open(io.BytesIO(png), formats=["PNG"])
         width, height = image.size
-        if height != tile or width % tile or not 0 < width <= tile * MAX_TILES:
+        side = tile or height
+        if height != side or not 0 < side <= MAX_TILE or width % side \
+                or not 0 < width <= side * MAX_TILES:
             raise ValueError(f"not a gallery strip: {width}×{height}")
         strip = np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a readable PNG: {exc}") from exc
+    tile = side
     if strip.shape[0] != tile or strip.shape[1] % tile:
         raise ValueError(f"not a gallery strip: {strip.shape[1]}×{strip.shape[0]}")
     return tuple("data:image/png;base64," + base64.b64encode(
@@ -167,9 +174,13 @@ class GalleryReader:
             row.tiles = [Tile(src, i, psnr[i] if i < len(psnr) else None)
                          for i, src in enumerate(recon)]
         reference = max(inputs.values(), key=len, default=())
+        side = TILE
+        if reference:
+            with Image.open(io.BytesIO(base64.b64decode(reference[0].split(",", 1)[1]))) as im:
+                side = im.height
         for row in rows:
             seen = inputs.get(row.run.id)
             if seen is not None and seen != reference[:len(seen)]:
                 row.note = "its test images differ from the first row's"
             row.tiles += [None] * (len(reference) - len(row.tiles))
-        return Gallery(dataset, [Tile(src, i) for i, src in enumerate(reference)], rows)
+        return Gallery(dataset, [Tile(src, i) for i, src in enumerate(reference)], rows, side)

@@ -19,7 +19,8 @@ from workers.spec import LrMethodName, RunSpec
 NON_DEFAULT = {
     "home": Path("/srv/aelab-home"), "database_url_file": Path("/run/secrets/db"),
     "protect_reads": True, "artifact_url": "s3://bucket/aelab", "data_root": "/data",
-    "weights_dir": "/weights", "allow_download": False, "tune_storage_url": "s3://bucket/tune",
+    "weights_dir": "/weights", "datasets_root": "/mnt/shared/datasets",
+    "allow_download": False, "tune_storage_url": "s3://bucket/tune",
     "max_trial_failures": 5, "max_body_bytes": 4096, "max_runs_per_experiment": 7, "max_epochs": 9,
     "max_in_flight": 3, "dispatch_interval_s": 0.25, "reconcile_interval_s": 12.5,
     "migrate_on_start": False, "start_dispatcher": False, "dashboard_port": 9999,

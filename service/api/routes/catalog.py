@@ -20,6 +20,7 @@ from models.catalog import (
     plugin_variants,
 )
 from models.datasets import BUILT_IN, DatasetCheck, DatasetInfo, plugin_datasets
+from models.datasets.folder import folder_entry, folder_names
 from models.registry import Source
 from service.api.deps import ReadAccess
 from service.client.schemas import (
@@ -60,7 +61,8 @@ def _architecture(a: ArchitectureInfo) -> ArchitectureOut:
         name=a.name, title=a.title, description=a.description,
         default_latent_dim=a.default_latent_dim, params=a.params, resizable=a.resizable,
         pretrained_body=a.pretrained_body, layer_groups=a.layer_groups,
-        entropy_model=a.entropy_model, source=_source(a.source), available=True)
+        entropy_model=a.entropy_model, source=_source(a.source), available=True,
+        crop_stride=a.crop_stride)
 
 
 def _dataset(d: DatasetInfo, check: DatasetCheck | None) -> DatasetOut:
@@ -72,13 +74,17 @@ def _dataset(d: DatasetInfo, check: DatasetCheck | None) -> DatasetOut:
                       num_classes=d.num_classes, channels=d.channels,
                       native_size=list(d.native_size) if d.native_size else None,
                       train_size=d.train_size, test_size=d.test_size,
+                      min_size=list(d.size_range[0]) if d.size_range else None,
+                      max_size=list(d.size_range[1]) if d.size_range else None,
+                      classes=list(d.classes), split=d.split,
                       available=status == "available", status=status, problems=problems,
                       source=_source(d.source))
 
 
 @router.get("/catalog", response_model=Catalog, operation_id="get_catalog")
 def catalog(settings: SettingsDep) -> Catalog:
-    """Variants (the presets, then plugins'), architectures, losses, datasets and
+    """Variants (the presets, then plugins'), architectures, losses, datasets (built-in,
+    plugins', then the folders under the datasets root, each image decoded once) and
     pretrained weights. ``available``/``present`` describe the API host; on a cluster the
     workers may hold files it lacks (a run's preflight is the guarantee)."""
     root = Path(settings.data_path)
@@ -105,6 +111,10 @@ def catalog(settings: SettingsDep) -> Catalog:
             resizable=False, pretrained_body=None, layer_groups=False, entropy_model=False,
             source=source, available=False, error=p.problem))
     datasets = [_dataset(e.info, e.check(root)) for e in BUILT_IN.values()]
+    shadowed = set(BUILT_IN) | set(plugin_datasets())
+    for name in folder_names():
+        if name not in shadowed and (folder := folder_entry(name)) is not None:
+            datasets.append(_dataset(folder.info, folder.check(root)))
     for name, (info, problem, described) in plugin_datasets().items():
         if info is not None:
             datasets.append(_dataset(info, None))
@@ -112,6 +122,7 @@ def catalog(settings: SettingsDep) -> Catalog:
             datasets.append(DatasetOut(
                 name=name, title=name, description="", num_classes=None, channels=None,
                 native_size=None, train_size=None, test_size=None, available=False,
+                min_size=None, max_size=None, classes=[], split="",
                 status="broken", problems=[problem or ""],
                 source=_source(described.entry.source)))
     return Catalog(

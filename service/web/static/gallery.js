@@ -9,7 +9,7 @@
 (function () {
   const gallery = document.querySelector(".gallery");
   if (!gallery) return;
-  const SIZE = 32;
+  const SIZE = Number(gallery.dataset.tile || 32); // px: the crop, or whole images fitted
   // An inferno-like ramp; the legend bar in app.css uses the same stops.
   const STOPS = [[0, 0, 4], [66, 10, 104], [147, 38, 103], [221, 81, 58], [252, 165, 10], [252, 255, 164]];
 

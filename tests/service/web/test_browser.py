@@ -572,3 +572,44 @@ def test_protected_reads_refuse_pages_images_and_exports_without_the_token(
                                  ) == "{}{}"
     finally:
         guarded.stop()
+
+
+# --- whole images ----------------------------------------------------------------------------
+
+
+def test_the_gallery_shows_whole_images_scaled_to_fit_with_their_heatmap(
+        tmp_path: Path, browser: Browser) -> None:
+    """Images larger than the crop are shown whole (scaled to fit 256 px), not as 32-px
+    tiles, and the error heatmap is computed at that size."""
+    from service.settings import Settings
+    from tests.utils import image_folder
+
+    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'ui.db'}",
+                        start_dispatcher=False)
+    image_folder(Path(settings.datasets_path), "wide", size=(120, 200), train=3, test=2)
+    server = serve(settings)
+    try:
+        with httpx.Client(base_url=server.base, timeout=30) as http:
+            exp = http.post(f"{API}/experiments", json={
+                **TINY, "models": ["baseline"], "datasets": ["wide"], "epochs": 1,
+                "batch_size": 16,
+                "data": {"crop": 32, "validation": "test"}, "gallery_samples": 4,
+                "classifier": {"enabled": False}, "compression": {"codecs": ["jpeg"]},
+                "lr_search": {"method": "fixed"}}).json()
+            assert "runs" in exp, exp
+            assert execute_runs(SimpleNamespace(app=server.app), exp) == [True]
+            with tab(browser) as t:
+                page = t.open(f"{server.base}/experiments/{exp['id']}/gallery")
+                assert page.locator(".gallery.whole").count() == 1
+                widths = page.eval_on_selector_all(
+                    "img.input, img.recon", "els => els.map(e => e.naturalWidth)")
+                assert widths and set(widths) == {256}
+                t.shoot("gallery-whole")
+                page.click(".switch [data-view=error]")
+                page.locator("[data-role=legend]").wait_for(state="visible")
+                heat = page.locator("img.heat").first
+                assert heat.is_visible()
+                assert png_pixels(heat.get_attribute("src")).shape == (256, 256, 3)
+                t.shoot("gallery-whole-error")
+    finally:
+        server.stop()

@@ -1,0 +1,88 @@
+"""Folder datasets, ``photos`` and ``kodak`` as entries of the dataset registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.datasets import dataset_entry, dataset_info, dataset_names
+from models.datasets.folder import use_root
+from tests.utils import image_folder
+
+
+@pytest.fixture()
+def root(tmp_path: Path):
+    use_root(tmp_path)
+    yield tmp_path
+    use_root(None)
+
+
+def test_an_image_folder_is_a_labelled_dataset_with_its_facts(root: Path) -> None:
+    image_folder(root, "shapes", size=(64, 96), train=3, test=2)
+    info = dataset_info("shapes")
+    assert "shapes" in dataset_names()
+    assert (info.num_classes, info.classes, info.channels) == (2, ("circles", "squares"), 3)
+    assert (info.native_size, info.train_size, info.test_size) == ((64, 96), 6, 4)
+    train, test = dataset_entry("shapes").read(root, download=False)
+    assert train.images.shape == (6, 3, 64, 96) and test.images.shape == (4, 3, 64, 96)
+    assert train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_flat_folder_is_unlabelled_and_sizes_may_differ(root: Path) -> None:
+    image_folder(root, "flat", size=(40, 50), classes=(), train=2, test=1)
+    image_folder(root, "flat", size=(70, 30), classes=(), train=1, test=1, seed=1)
+    info = dataset_info("flat")
+    assert info.num_classes is None and info.native_size is None
+    assert info.size_range == ((40, 30), (70, 50))
+    train, _ = dataset_entry("flat").read(root, download=False)
+    assert train.labels is None and train.images.shape == (3, 3, 70, 50)
+    assert sorted(map(tuple, train.sizes.tolist())) == [(40, 50), (40, 50), (70, 30)]
+
+
+def test_corrupt_files_and_decompression_bombs_are_named_not_loaded(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    folder = image_folder(root, "broken", classes=(), train=2, test=1)
+    bad = folder / "train" / "bad.png"
+    good = sorted((folder / "train").glob("train*.png"))[0]
+    bad.write_bytes(good.read_bytes()[:200])  # truncated
+    check = dataset_entry("broken").check(root)
+    assert check.status == "corrupt" and any(str(bad) in p for p in check.problems)
+    bad.unlink()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 96 - 1)  # each image is over it
+    check = dataset_entry("broken").check(root)
+    assert check.status == "corrupt" and len(check.problems) == 3
+    assert all("decompression bomb" in p for p in check.problems)
+
+
+def test_names_are_names_never_paths(root: Path) -> None:
+    image_folder(root, "shapes", train=1, test=1)
+    for name in ("../shapes", str(root / "shapes"), "Shapes", "nothing"):
+        with pytest.raises(KeyError) as err:
+            dataset_info(name)
+        assert ("is a path" in err.value.args[0]) == ("/" in name)
+
+
+def test_photos_come_from_the_installed_scikit_image() -> None:
+    entry = dataset_entry("photos")
+    assert entry.check(Path("/unused")).status == "available"
+    assert "astronaut.png" in entry.info.split
+    train, test = entry.read(Path("/unused"), download=False)
+    assert (len(train.images), len(test.images)) == (10, 3)
+    assert test.sizes.tolist() == [[512, 512], [300, 451], [400, 600]]
+    assert test.images.shape == (3, 3, 512, 600)
+
+
+def test_kodak_checks_each_placed_file_and_its_size(tmp_path: Path) -> None:
+    from PIL import Image
+
+    entry = dataset_entry("kodak")
+    assert entry.check(tmp_path).status == "missing"
+    (tmp_path / "kodak").mkdir()
+    Image.new("RGB", (100, 80)).save(tmp_path / "kodak" / "kodim01.png")
+    check = entry.check(tmp_path)
+    assert check.status == "corrupt"
+    assert "kodim01.png is 80×100 (H×W), not 512×768 or 768×512" in check.problems[0]
+    assert len(check.problems) == 24  # and the 23 missing

@@ -1,0 +1,117 @@
+"""Folder datasets through the API: listed in the catalog, named (never by path) by specs,
+checked by preflight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.utils import API, image_folder, tiny_spec
+
+
+def test_the_catalog_lists_a_folder_with_its_facts(client: TestClient, settings) -> None:
+    image_folder(Path(settings.datasets_path), "shapes", size=(64, 96), train=3, test=2)
+    image_folder(Path(settings.datasets_path), "notes", classes=(), train=1, test=1)
+    (Path(settings.datasets_path) / "Not_A_Name" / "train").mkdir(parents=True)
+    body = {d["name"]: d for d in client.get(f"{API}/catalog").json()["datasets"]}
+    shapes = body["shapes"]
+    assert (shapes["train_size"], shapes["test_size"], shapes["channels"]) == (6, 4, 3)
+    assert (shapes["min_size"], shapes["max_size"]) == ([64, 96], [64, 96])
+    assert shapes["classes"] == ["circles", "squares"] and shapes["available"]
+    assert body["notes"]["num_classes"] is None and body["notes"]["classes"] == []
+    assert "Not_A_Name" not in body
+    photos = body["photos"]
+    assert photos["available"] and "astronaut.png" in photos["split"]
+    assert (photos["min_size"], photos["max_size"]) == ([300, 451], [1411, 1411])
+    assert body["kodak"]["status"] == "missing"
+
+
+@pytest.mark.parametrize("name", ["../shapes", "/etc/passwd", "shapes/train", "nothing"])
+def test_unknown_or_path_like_dataset_names_are_422(client: TestClient, settings,
+                                                    name: str) -> None:
+    image_folder(Path(settings.datasets_path), "shapes", train=1, test=1)
+    r = client.post(f"{API}/experiments?dry_run=true", json=tiny_spec(datasets=[name]))
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["loc"][:2] == ["body", "datasets"]
+    assert ("is a path" in error["msg"]) == ("/" in name)
+    assert "shapes" in error["msg"]  # the valid names, the folder's among them
+
+
+def test_a_flat_folder_runs_without_a_classifier_and_the_results_say_why(
+        client: TestClient, settings) -> None:
+    image_folder(Path(settings.datasets_path), "notes", size=(32, 32), classes=(),
+                 train=20, test=3)
+    spec = tiny_spec(datasets=["notes"], epochs=1, batch_size=8,
+                     data={"train_limit": 16, "test_limit": 3},
+                     classifier={"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
+                                 "pretrained": False},
+                     compression={"codecs": []})
+    exp = client.post(f"{API}/experiments", json=spec).json()
+    from tests.utils import execute_runs, experiment
+
+    assert execute_runs(client, experiment(client, exp["id"])) == [True]
+    table = client.get(f"{API}/experiments/{exp['id']}/results").json()
+    assert table["rows"][0]["classifier_accuracy"] is None
+    assert table["notes"] == [
+        "notes: no classifier accuracy: its images have no labels (Images of the folder "
+        "notes/ (flat layout: unlabelled, so no classifier accuracy).), so there is no "
+        "reference classifier to measure reconstructions with"]
+    md = client.get(f"{API}/experiments/{exp['id']}/results?format=markdown").text
+    assert "Note: notes: no classifier accuracy" in md
+
+
+def test_preflight_names_a_corrupt_file(client: TestClient, settings) -> None:
+    from service.spec import ExperimentSpec
+    from workers.preflight import PreflightFailed, preflight
+
+    folder = image_folder(Path(settings.datasets_path), "shapes", size=(32, 32), train=10,
+                          test=2)
+    bad = folder / "test" / "squares" / "zz.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (spec,) = ExperimentSpec.model_validate(
+        tiny_spec(datasets=["shapes"], batch_size=8, data={"train_limit": 16})).run_specs()
+    with pytest.raises(PreflightFailed) as err:
+        preflight(spec, data_root="/unused", weights_dir=settings.weights_path,
+                  allow_download=False)
+    assert f"{bad} is not a readable image" in str(err.value)
+
+
+def test_larger_images_train_on_crops_and_are_measured_whole(client: TestClient,
+                                                             settings) -> None:
+    """The issue's test: 96×64 images in two class folders, baseline on 32-px crops."""
+    from tests.utils import execute_runs, experiment
+
+    image_folder(Path(settings.datasets_path), "wide", size=(64, 96), train=8, test=2)
+    spec = tiny_spec(datasets=["wide"], epochs=1, batch_size=16,
+                     data={"crop": 32, "validation": "test"},
+                     classifier={"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
+                                 "pretrained": False},
+                     compression={"codecs": ["jpeg"]}, gallery_samples=2)
+    exp = client.post(f"{API}/experiments", json=spec).json()
+    assert execute_runs(client, experiment(client, exp["id"])) == [True]
+    run = client.get(f"{API}/runs/{exp['runs'][0]['id']}").json()
+    assert [e["size"] for e in run["epochs"]] == [32]  # trained on 32-px crops
+    m = run["measures"]
+    assert (m["n_images"], m["native_pixels"], m["raw_bytes_per_image"]) == (4, 96 * 64,
+                                                                               3 * 96 * 64)
+    assert m["bpp"] == pytest.approx(8 * m["bytes_per_image"] / (96 * 64))
+    assert m["classifier_accuracy"] is not None  # the classifier sees whole images
+    rows = client.get(f"{API}/experiments/{exp['id']}/results").json()["rows"]
+    (jpeg,) = [r for r in rows if r["kind"] == "codec"]
+    assert jpeg["bpp"] == pytest.approx(8 * jpeg["bytes_per_image"] / (96 * 64))
+    assert jpeg["bytes_per_image"] > 300  # whole 96×64 JPEG files, not 32-px tiles
+    gallery = client.get(f"{API}/runs/{run['id']}/artifacts/gallery.json").json()
+    assert gallery["sizes"] == [[64, 96], [64, 96]] and gallery["whole"]
+
+
+def test_a_variant_that_cannot_take_the_crop_is_422(client: TestClient) -> None:
+    r = client.post(f"{API}/experiments?dry_run=true",
+                    json=tiny_spec("baseline", "resnet", data={"crop": 48}))
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "models"]
+    assert "resnet takes crops that are multiples of 32 px, not 48" in error["msg"]
+    assert "baseline" not in error["msg"]
