@@ -13,10 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator
+from pydantic import (
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from models.catalog import Recipe, get_variant, recipe_problems, resolve, variant_names
+from models.datasets import dataset_info
 from models.plugins import PluginUnavailable
 from service.text import refused_in
 from workers.measures import EXPECTABLE
@@ -25,6 +33,7 @@ from workers.spec import (
     RATE_ARCHITECTURES,
     DatasetName,
     EnumOf,
+    LrSearch,
     RunSpec,
     TrainingOptions,
     _Strict,
@@ -85,15 +94,39 @@ def _variant_ref(value: Any, handler: Any) -> str | Recipe:
         raise PydanticCustomError("variant_ref", "a variant's name (GET /catalog) or an "
                                   "inline recipe with a name and an architecture")
     recipe = Recipe.model_validate(value)  # its field errors come back under models[i]
-    problems = recipe_problems(recipe)
+    problems: list[tuple[tuple[str, ...], str, Any]] = [
+        ((field,), msg, getattr(recipe, field)) for field, msg in recipe_problems(recipe)]
     if recipe.name in variant_names():
-        problems.insert(0, ("name", f"{recipe.name!r} is the name of a catalog variant: "
-                                    "name a composed recipe otherwise"))
+        problems.insert(0, (("name",), f"{recipe.name!r} is the name of a catalog variant: "
+                                       "name a composed recipe otherwise", recipe.name))
+    problems += _lr_problems(recipe.lr)
     if problems:
         raise ValidationError.from_exception_data("Recipe", [InitErrorDetails(
-            type=PydanticCustomError("recipe", msg), loc=(field,),
-            input=getattr(recipe, field)) for field, msg in problems])
+            type=PydanticCustomError("recipe", msg), loc=loc, input=given)
+            for loc, msg, given in problems])
     return recipe
+
+
+# A recipe's per-dataset LR obeys lr_search.lr's bounds (the same constraints, read from it).
+_LR = TypeAdapter(Annotated[float, *LrSearch.model_fields["lr"].metadata])
+
+
+def _lr_problems(lr: dict[str, float]) -> list[tuple[tuple[str, ...], str, Any]]:
+    """A recipe's ``lr`` entries that name no dataset here, or whose LR is outside
+    lr_search.lr's bounds, as (loc, message, input) under ``lr.<dataset>``."""
+    problems: list[tuple[tuple[str, ...], str, Any]] = []
+    for dataset, value in lr.items():
+        try:
+            dataset_info(dataset)
+        except (KeyError, PluginUnavailable) as exc:
+            problems.append((("lr", dataset), f"keys of lr are dataset names: "
+                             f"{exc.args[0]}", dataset))
+            continue
+        try:
+            _LR.validate_python(value)
+        except ValidationError as exc:
+            problems.append((("lr", dataset), exc.errors()[0]["msg"], value))
+    return problems
 
 
 # One entry of an experiment's models: a variant's name, or a recipe composed inline.

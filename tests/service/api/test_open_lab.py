@@ -1,0 +1,45 @@
+"""An open lab as a new user meets it: composed recipes, plugin datasets and the filters
+over stored runs, through the API (TestClient, no Ray, nothing trained)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.utils import API
+
+SMALL = {"datasets": ["synthetic"], "epochs": 2, "pretrained": False, "batch_size": 16,
+         "classifier": {"enabled": False}, "lr_search": {"method": "fixed"},
+         "data": {"train_limit": 64, "test_limit": 16}}
+
+
+def _post(client: TestClient, models: list[Any], dry_run: bool = True, **fields: Any
+          ) -> Any:
+    return client.post(f"{API}/experiments", params={"dry_run": dry_run} if dry_run else {},
+                       json={**SMALL, "models": models, **fields})
+
+
+def _locs(r: Any) -> list[tuple[Any, ...]]:
+    assert r.status_code == 422, r.text
+    return [tuple(e["loc"]) for e in r.json()["detail"]]
+
+
+def test_a_recipes_lr_has_lr_search_lrs_bounds_and_dataset_keys(client: TestClient) -> None:
+    bad = {"name": "x", "architecture": "conv",
+           "lr": {"mnist": -1, "cifar10": 0, "synthetic": 1e9, "imagenet": 1e-3}}
+    for dry in (True, False):
+        r = _post(client, ["baseline", bad], dry_run=dry)
+        assert _locs(r) == [("body", "models", 1, "lr", k) for k in bad["lr"]]
+        msgs = [e["msg"] for e in r.json()["detail"]]
+        assert msgs[:3] == ["Input should be greater than 0", "Input should be greater than 0",
+                            "Input should be less than or equal to 10"]
+        assert "unknown dataset 'imagenet'; valid: mnist, cifar10, synthetic" in msgs[3]
+        # lr_search.lr refuses the same values
+        for v in (-1, 0, 1e9):
+            r = _post(client, ["baseline"], dry_run=dry,
+                      lr_search={"method": "fixed", "lr": v})
+            assert _locs(r) == [("body", "lr_search", "lr")]
+    assert client.get(f"{API}/experiments").json()["items"] == []
+    ok = {"name": "x", "architecture": "conv", "lr": {"synthetic": 10, "mnist": 1e-4}}
+    assert _post(client, [ok]).status_code == 200
