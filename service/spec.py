@@ -81,9 +81,17 @@ class Tolerance(_Strict):
                                    "below the study's")
 
 
-def _variant_ref(value: Any, handler: Any) -> str | Recipe:
+def _variant_ref(value: Any, handler: Any, info: ValidationInfo) -> str | Recipe:
     """A name of the catalog's variants, or an inline recipe that can work (its problems
-    named by field: models[i].architecture, models[i].progressive, …)."""
+    named by field: models[i].architecture, models[i].progressive, …). A recipe's
+    ``plugin`` is the server's to fill: given on input it is refused (null, as a dry run's
+    ``spec`` echoes it, is not); a stored spec (context ``{"stored": True}``) keeps its."""
+    stored = bool(info.context and info.context.get("stored"))
+    if isinstance(value, dict) and value.get("plugin") is not None and not stored:
+        raise ValidationError.from_exception_data("Recipe", [InitErrorDetails(
+            type=PydanticCustomError("server_field", "plugin is set by the server from "
+                                     "the architecture's distribution: leave it out"),
+            loc=("plugin",), input=value["plugin"])])
     if isinstance(value, str):
         try:
             get_variant(value)

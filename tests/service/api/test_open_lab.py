@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from service.results import table
 from tests.utils import API
 
 SMALL = {"datasets": ["synthetic"], "epochs": 2, "pretrained": False, "batch_size": 16,
@@ -43,3 +44,22 @@ def test_a_recipes_lr_has_lr_search_lrs_bounds_and_dataset_keys(client: TestClie
     assert client.get(f"{API}/experiments").json()["items"] == []
     ok = {"name": "x", "architecture": "conv", "lr": {"synthetic": 10, "mnist": 1e-4}}
     assert _post(client, [ok]).status_code == 200
+
+
+def test_plugin_is_the_servers_to_set_yet_stored_specs_stay_readable(
+        client: TestClient) -> None:
+    given = {"name": "x", "architecture": "conv",
+             "plugin": {"distribution": "tiny-ae", "version": "0.1.0"}}
+    for dry in (True, False):
+        r = _post(client, ["baseline", given], dry_run=dry)
+        assert _locs(r) == [("body", "models", 1, "plugin")]
+        assert "set by the server" in r.json()["detail"][0]["msg"]
+    # null is what a dry run's spec echoes: sending it back is fine
+    echoed = _post(client, [{"name": "x", "architecture": "conv"}]).json()["spec"]
+    assert echoed["models"][0]["plugin"] is None
+    created = client.post(f"{API}/experiments", json=echoed)
+    assert created.status_code == 201, created.text
+    # A spec stored with a plugin (by the server, or before this rule) still reads back.
+    assert table.parse_spec({**echoed, "models": [given]}).models[0].plugin is not None
+    run = client.get(f"{API}/runs/{created.json()['runs'][0]['id']}").json()
+    assert run["spec"]["recipe"]["plugin"] is None
