@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from models import plugins
 from models.assets import WeightsName
@@ -131,7 +131,7 @@ class Recipe(BaseModel):
     architecture: str = Field(pattern=NAME_PATTERN, description="GET /catalog: "
                               "architectures (built-in or a plugin's)")
     loss: LossName = "mse"
-    progressive: bool = Field(default=False, description="phase 1 at 16 px, then full "
+    progressive: StrictBool = Field(default=False, description="phase 1 at 16 px, then full "
                               "size (needs an architecture that can change output size)")
     encoder_weights: EncoderWeights = Field(
         default="none", description="imagenet: load the architecture's ImageNet encoder "

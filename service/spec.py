@@ -222,8 +222,12 @@ class ExperimentSpec(TrainingOptions):
     @classmethod
     def _unique(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
         names = [_name(v) for v in values]
-        if len(set(names)) != len(names):
-            raise ValueError(f"{info.field_name} lists a name twice")
+        twice = [(i, n) for i, n in enumerate(names) if n in names[:i]]
+        if twice:  # at each repeat's index, as every other problem of an entry
+            raise ValidationError.from_exception_data(info.field_name or "", [
+                InitErrorDetails(type=PydanticCustomError(
+                    "duplicate", f"{info.field_name} lists {n!r} twice (first at "
+                    f"{names.index(n)})"), loc=(i,), input=n) for i, n in twice])
         return values
 
     @field_validator("latent_dims")
