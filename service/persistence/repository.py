@@ -64,6 +64,18 @@ def unknown_models(session: Session, *, names: Sequence[str]) -> list[str]:
     return [n for n in candidates if n not in stored]
 
 
+def stored_recipes(session: Session, *, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The recipe (as its run spec stores it) of the earliest stored run of each of
+    ``names`` that has one: what a composed name already means here."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(names):
+        spec = session.scalars(select(Run.spec).where(Run.model == name).order_by(Run.id)
+                               .limit(1)).first()
+        if isinstance(spec, dict) and isinstance(spec.get("recipe"), dict):
+            out[name] = spec["recipe"]
+    return out
+
+
 def get_by_idempotency_key(session: Session, *, key: str) -> Experiment | None:
     return session.scalars(select(Experiment).where(Experiment.idempotency_key == key)
                            .options(selectinload(Experiment.runs))).one_or_none()

@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from models.catalog import Recipe, resolve
 from models.datasets import dataset_info, split_sizes
 from service import results as table
 from service.api.deps import ReadAccess, WriteAccess
@@ -107,6 +109,35 @@ def refuse_unknown_models(session: Any, names: list[str], loc: tuple[str, ...],
                    "recipe of a stored run", "input": n} for n in unknown])
 
 
+def _axes(recipe: Recipe) -> dict[str, Any]:
+    """What makes a recipe the recipe it is: every field but the server-filled plugin."""
+    return recipe.model_dump(mode="json", exclude={"plugin"})
+
+
+def refuse_redefined_recipes(session: Any, spec: ExperimentSpec) -> None:
+    """A 422 at ``models[i].name`` for each composed recipe whose name stored runs
+    already carry with another recipe: one name, one recipe, in every experiment (the
+    same recipe under the same name is welcome)."""
+    composed = {i: resolve(m) for i, m in enumerate(spec.models) if isinstance(m, Recipe)}
+    stored = repo.stored_recipes(session, names=[r.name for r in composed.values()])
+    errors = []
+    for i, recipe in composed.items():
+        if recipe.name not in stored:
+            continue
+        try:
+            known = _axes(Recipe.model_validate(stored[recipe.name]))
+        except ValidationError:
+            known = {k: v for k, v in stored[recipe.name].items() if k != "plugin"}
+        if known != _axes(recipe):
+            given = ", ".join(f"{k}={v}" for k, v in known.items() if k != "name")
+            errors.append({"type": "recipe_redefined", "loc": ("body", "models", i, "name"),
+                           "msg": f"{recipe.name!r} names another recipe in stored runs "
+                                  f"({given}): give that recipe, or another name",
+                           "input": recipe.name})
+    if errors:
+        raise RequestValidationError(errors)
+
+
 def _links(*targets: tuple[str, str, str]) -> dict[str, Any]:
     return {name: {"operationId": op, "parameters": {param: "$response.body#/id"}}
             for name, op, param in targets}
@@ -140,6 +171,8 @@ def create_experiment(
 ) -> Any:
     settings, sessions = ctx.settings, ctx.sessions
     _check_limits(spec, settings)
+    with sessions() as s:
+        refuse_redefined_recipes(s, spec)
 
     def key_reused(existing: Any) -> RequestValidationError | None:
         # The IETF Idempotency-Key draft: a key reused for another request is an error.

@@ -63,3 +63,21 @@ def test_plugin_is_the_servers_to_set_yet_stored_specs_stay_readable(
     assert table.parse_spec({**echoed, "models": [given]}).models[0].plugin is not None
     run = client.get(f"{API}/runs/{created.json()['runs'][0]['id']}").json()
     assert run["spec"]["recipe"]["plugin"] is None
+
+
+def test_one_composed_name_means_one_recipe_across_experiments(client: TestClient) -> None:
+    ps_feature = {"name": "ps_feature", "architecture": "pixel_shuffle", "loss": "feature"}
+    assert _post(client, [ps_feature], dry_run=False).status_code == 201
+    other = {"name": "ps_feature", "architecture": "conv"}
+    for dry in (True, False):
+        r = _post(client, ["baseline", other], dry_run=dry)
+        assert _locs(r) == [("body", "models", 1, "name")]
+        msg = r.json()["detail"][0]["msg"]
+        assert "'ps_feature' names another recipe in stored runs (architecture=" \
+            "pixel_shuffle, loss=feature, progressive=False" in msg, msg
+    assert len(client.get(f"{API}/experiments").json()["items"]) == 1
+    # The same recipe, its defaults spelt out or not, is welcome under its name.
+    same = {**ps_feature, "latent_dim": 1000, "progressive": False}
+    assert _post(client, [same]).status_code == 200
+    assert _post(client, [ps_feature], dry_run=False).status_code == 201
+    assert _post(client, [{**ps_feature, "latent_dim": 64}]).status_code == 422
