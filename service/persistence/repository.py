@@ -14,6 +14,7 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, defer, selectinload
 
 from models.catalog import variant_names
+from models.datasets import dataset_names
 from models.plan import EpochMetrics
 from service.errors import Conflict, NotFound
 from service.persistence.tables import (
@@ -53,15 +54,33 @@ def create_experiment(session: Session, *, spec: ExperimentSpec,
     return experiment
 
 
+def _unknown(session: Session, column: Any, names: Sequence[str], known: Sequence[str]
+             ) -> list[str]:
+    candidates = [n for n in names if n not in set(known)]
+    if not candidates:
+        return []
+    stored = set(session.scalars(select(column).where(column.in_(candidates)).distinct()))
+    return [n for n in candidates if n not in stored]
+
+
 def unknown_models(session: Session, *, names: Sequence[str]) -> list[str]:
     """Those of ``names`` that are neither a catalog variant nor the variant of a stored
     run (a composed recipe is known by its runs)."""
-    candidates = [n for n in names if n not in set(variant_names())]
-    if not candidates:
-        return []
-    stored = set(session.scalars(select(Run.model).where(Run.model.in_(candidates))
-                                 .distinct()))
-    return [n for n in candidates if n not in stored]
+    return _unknown(session, Run.model, names, variant_names()) if names else []
+
+
+def unknown_datasets(session: Session, *, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that are neither a dataset here (built-in or an available
+    plugin's) nor the dataset of a stored run (an uninstalled plugin's is known by its
+    runs)."""
+    return _unknown(session, Run.dataset, names, dataset_names()) if names else []
+
+
+def stored_names(session: Session) -> tuple[list[str], list[str]]:
+    """The distinct models and datasets of stored runs, sorted: what filters may name
+    besides the catalog's."""
+    return (sorted(session.scalars(select(Run.model).distinct())),
+            sorted(session.scalars(select(Run.dataset).distinct())))
 
 
 def stored_recipes(session: Session, *, names: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
+from service.context import context_of
+from service.persistence.db import transaction
+from service.persistence.tables import Run
 from service.results import table
 from tests.utils import API
 
@@ -81,3 +85,30 @@ def test_one_composed_name_means_one_recipe_across_experiments(client: TestClien
     assert _post(client, [same]).status_code == 200
     assert _post(client, [ps_feature], dry_run=False).status_code == 201
     assert _post(client, [{**ps_feature, "latent_dim": 64}]).status_code == 422
+
+
+def _store_as_if_on(client: TestClient, experiment_id: int, dataset: str) -> None:
+    """Rewrite an experiment's runs as runs on ``dataset``: a plugin dataset's runs after
+    the plugin is uninstalled (nothing here knows the name but the stored runs)."""
+    with transaction(context_of(client.app).sessions) as s:
+        s.execute(update(Run).where(Run.experiment_id == experiment_id)
+                  .values(dataset=dataset))
+
+
+def test_filters_accept_datasets_of_stored_runs_after_their_plugin_is_gone(
+        client: TestClient) -> None:
+    created = _post(client, ["baseline"], dry_run=False).json()
+    _post(client, ["baseline"], dry_run=False)
+    _store_as_if_on(client, created["id"], "stripes")
+    runs = client.get(f"{API}/runs", params={"dataset": "stripes"})
+    assert runs.status_code == 200, runs.text
+    assert [i["id"] for i in runs.json()["items"]] == [created["runs"][0]["id"]]
+    listed = client.get(f"{API}/experiments", params={"dataset": "stripes"})
+    assert listed.status_code == 200, listed.text
+    assert [e["id"] for e in listed.json()["items"]] == [created["id"]]
+    r = client.get(f"{API}/runs", params={"dataset": ["stripes", "nowhere"]})
+    assert _locs(r) == [("query", "dataset", 1)]
+    assert "unknown dataset 'nowhere'" in r.json()["detail"][0]["msg"]
+    assert _locs(client.get(f"{API}/experiments", params={"dataset": "nowhere"})) == [
+        ("query", "dataset")]
+    assert client.get(f"{API}/runs", params={"dataset": "mnist"}).json()["items"] == []
