@@ -247,7 +247,7 @@ def decode_run_cursor(order_by: str, cursor: str) -> tuple[Any, int]:
     return value, run_id
 
 
-def list_runs(session: Session, *, experiment_id: int | None = None,
+def list_runs(session: Session, *, experiment_ids: Sequence[int] = (),
               models: Sequence[str] = (), datasets: Sequence[str] = (),
               statuses: Sequence[Status] = (), latent_dims: Sequence[int] = (),
               order_by: str = "-id", limit: int = 50, cursor: str | None = None,
@@ -256,22 +256,22 @@ def list_runs(session: Session, *, experiment_id: int | None = None,
     """Runs across experiments as (run, its measures, its experiment's name), filtered,
     ordered by ``order_by`` (a key of :data:`RUN_ORDERS`, ``-`` for descending; runs
     without the value come last either way, ties by id in the same direction) and paged
-    by keyset: returns the page and the cursor of the next one (or None)."""
+    by keyset: returns the page and the cursor of the next one (or None). Each filter
+    keeps the runs with any of its values (all runs when it is empty)."""
     descending = order_by.startswith("-")
     key = order_by.removeprefix("-")
     column = RUN_ORDERS[key]  # KeyError: the route validates the name
     query = select(Run, Measure, Experiment.name).options(defer(Run.spec)) \
         .join(Experiment, Experiment.id == Run.experiment_id) \
         .outerjoin(Measure, Measure.run_id == Run.id)
-    filters = [(Run.model, models), (Run.dataset, datasets), (Run.status, statuses),
+    filters = [(Run.experiment_id, experiment_ids), (Run.model, models),
+               (Run.dataset, datasets), (Run.status, statuses),
                (Run.latent_dim, latent_dims), (Run.id, ids)]
     for col, values in filters:
         if values:
             # An integer beyond INTEGER names no row (and must not overflow the driver).
             kept = [v for v in values if not isinstance(v, int) or -MAX_ID <= v <= MAX_ID]
             query = query.where(col.in_(kept))
-    if experiment_id is not None:
-        query = query.where(Run.experiment_id == experiment_id)
     if cursor is not None:
         value, after = decode_run_cursor(order_by, cursor)
         next_id = (Run.id < after) if descending else (Run.id > after)

@@ -288,7 +288,7 @@ def compare_page(
     with sessions() as s:
         try:
             rows, next_cursor = repo.list_runs(
-                s, experiment_id=int(filters["experiment"]) if filters["experiment"] else None,
+                s, experiment_ids=[int(filters["experiment"])] if filters["experiment"] else (),
                 models=[filters["model"]] if filters["model"] else (),
                 datasets=[filters["dataset"]] if filters["dataset"] else (),
                 statuses=[Status(filters["status"])] if filters["status"] else (),

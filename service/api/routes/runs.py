@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import Field
 
 from service.api.deps import ReadAccess
 from service.api.routes.experiments import refuse_unknown_names
@@ -28,8 +29,8 @@ OrderBy = Literal[tuple(o for key in repo.RUN_ORDERS  # type: ignore[valid-type]
 @router.get("", response_model=RunPage, operation_id="list_runs")
 def list_runs(
     ctx: ContextDep,
-    experiment: Annotated[int | None, Query(ge=1, le=repo.MAX_ID,
-                                            description="an experiment's id")] = None,
+    experiment: Annotated[list[Annotated[int, Field(ge=1, le=repo.MAX_ID)]] | None,
+                          Query(description="an experiment's id")] = None,
     model: Annotated[list[VariantName] | None, Query()] = None,  # type: ignore[valid-type]
     dataset: Annotated[list[StoredName] | None, Query()] = None,  # type: ignore[valid-type]
     status: Annotated[list[Status] | None, Query()] = None,
@@ -48,7 +49,7 @@ def list_runs(
             refuse_unknown_names(session, models=model or [], datasets=dataset or [],
                                  each=True)
             rows, next_cursor = repo.list_runs(
-                session, experiment_id=experiment, models=model or (),
+                session, experiment_ids=experiment or (), models=model or (),
                 datasets=dataset or (), statuses=status or (), latent_dims=latent_dim or (),
                 order_by=order_by, limit=limit, cursor=cursor)
     except repo.BadCursor as exc:

@@ -112,3 +112,15 @@ def test_filters_accept_datasets_of_stored_runs_after_their_plugin_is_gone(
     assert _locs(client.get(f"{API}/experiments", params={"dataset": "nowhere"})) == [
         ("query", "dataset")]
     assert client.get(f"{API}/runs", params={"dataset": "mnist"}).json()["items"] == []
+
+
+def test_the_experiment_filter_repeats_like_every_other(client: TestClient) -> None:
+    ids = [_post(client, ["baseline"], dry_run=False).json() for _ in range(3)]
+    runs = {e["id"]: e["runs"][0]["id"] for e in ids}
+    first, second, third = runs
+    got = client.get(f"{API}/runs", params={"experiment": [first, third]}).json()["items"]
+    assert [i["id"] for i in got] == [runs[third], runs[first]]
+    got = client.get(f"{API}/runs", params={"experiment": second}).json()["items"]
+    assert [i["id"] for i in got] == [runs[second]]
+    r = client.get(f"{API}/runs", params={"experiment": [first, 0]})
+    assert _locs(r) == [("query", "experiment", 1)]
