@@ -281,9 +281,20 @@ class PluginVariant:
 
 
 def plugin_variants() -> dict[str, PluginVariant]:
-    """Installed architecture plugins by name (described by the plugin probe)."""
-    group = plugins.described()[plugins.VARIANTS_GROUP]
+    """Installed architecture plugins by name (described by the plugin probe); a name
+    given by two distributions is the first's, unavailable (see
+    :func:`plugin_variant_entries` for both)."""
     out: dict[str, PluginVariant] = {}
+    for p in plugin_variant_entries():
+        out.setdefault(p.described.entry.name, p)
+    return out
+
+
+def plugin_variant_entries() -> list[PluginVariant]:
+    """Every installed ``aelab.variants`` entry point, two of one name included (each
+    unavailable, naming the other)."""
+    group = plugins.described()[plugins.VARIANTS_GROUP]
+    out: list[PluginVariant] = []
     for d in group:
         problem = plugins.problem(d, group, {*ARCHITECTURES, *PRESETS}, "variant")
         arch = variant = None
@@ -295,7 +306,7 @@ def plugin_variants() -> dict[str, PluginVariant]:
                             latent_dim=arch.default_latent_dim,
                             plugin=PluginRef(distribution=e.distribution, version=e.version))
             variant = Variant(recipe, arch.title, arch.description, e.source)
-        out.setdefault(d.entry.name, PluginVariant(d, arch, variant, problem))
+        out.append(PluginVariant(d, arch, variant, problem))
     return out
 
 

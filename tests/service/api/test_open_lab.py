@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from models import plugins
+from models.datasets import DATASETS, DatasetCheck
+from service.api.routes import catalog as catalog_route
 from service.context import context_of
 from service.persistence.db import transaction
 from service.persistence.tables import Run
@@ -124,3 +128,57 @@ def test_the_experiment_filter_repeats_like_every_other(client: TestClient) -> N
     assert [i["id"] for i in got] == [runs[second]]
     r = client.get(f"{API}/runs", params={"experiment": [first, 0]})
     assert _locs(r) == [("query", "experiment", 1)]
+
+
+def _described(*entries: tuple[str, str, str, dict, str | None]
+               ) -> dict[str, list[plugins.Described]]:
+    """What the plugin probe reports for ``(group, name, distribution, facts, error)``."""
+    out: dict[str, list[plugins.Described]] = {g: [] for g in plugins.GROUPS}
+    for group, name, dist, facts, error in entries:
+        entry = plugins.PluginEntry(group, name, f"{dist.replace('-', '_')}:{name}", dist,
+                                    "0.1.0")
+        out[group].append(plugins.Described(entry, facts, error))
+    return out
+
+
+TINY_FACTS = {"title": "Tiny AE", "default_latent_dim": 16, "description": "Two convs."}
+STRIPES_FACTS = {"name": "stripes", "title": "Stripes", "description": "Stripes.",
+                 "num_classes": 2, "channels": 3, "native_size": [32, 32], "train_size": 600,
+                 "test_size": 100, "needs_files": False}
+
+
+def test_the_catalog_says_why_any_entry_is_unavailable_in_one_shape(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    V, D = plugins.VARIANTS_GROUP, plugins.DATASETS_GROUP
+    found = _described((V, "tiny_ae", "tiny-ae", TINY_FACTS, None),
+                       (V, "tiny_ae", "other-ae", TINY_FACTS, None),
+                       (D, "stripes", "tiny-ae", STRIPES_FACTS, None),
+                       (D, "stripes", "other-ae", STRIPES_FACTS, None),
+                       (D, "dots", "dots-data", {}, "ModuleNotFoundError: No module named "
+                                                    "'dots_data'"))
+    monkeypatch.setattr(plugins, "described", lambda: found)
+    monkeypatch.setattr(plugins, "cached", lambda: found)
+    catalog = client.get(f"{API}/catalog").json()
+    for kind in ("variants", "architectures", "datasets"):
+        clashing = sorted((e["source"]["distribution"], e["available"], e["error"])
+                          for e in catalog[kind] if e["name"] in ("tiny_ae", "stripes"))
+        name = "stripes" if kind == "datasets" else "tiny_ae"
+        assert clashing == [
+            ("other-ae", False, f"{name!r} is also given by tiny-ae 0.1.0"),
+            ("tiny-ae", False, f"{name!r} is also given by other-ae 0.1.0")], (kind, clashing)
+    datasets = {d["name"]: d for d in catalog["datasets"]}
+    assert datasets["dots"]["available"] is False
+    assert datasets["dots"]["error"] == "ModuleNotFoundError: No module named 'dots_data'"
+    assert datasets["dots"]["status"] == "broken"
+    assert datasets["synthetic"]["available"] is True and datasets["synthetic"]["error"] is None
+    for d in catalog["datasets"]:  # built-ins without their files alike
+        assert (d["error"] is None) == d["available"], d
+        assert d["available"] or "\n" not in d["error"]
+    missing = catalog_route._dataset(DATASETS["mnist"], DatasetCheck.found(
+        ["/data/mnist/train-images-idx3-ubyte.gz", "/data/mnist/t10k.gz"], []))
+    assert (missing.available, missing.status, missing.error) == (
+        False, "missing", "/data/mnist/train-images-idx3-ubyte.gz is missing; "
+                          "/data/mnist/t10k.gz is missing")
+    r = _post(client, ["baseline"], datasets=["stripes"])
+    assert _locs(r) == [("body", "datasets", 0)]
+    assert "is also given by" in r.json()["detail"][0]["msg"]
