@@ -20,6 +20,7 @@ from service.context import context_of
 from service.persistence.db import transaction
 from service.persistence.tables import Run
 from service.settings import Settings
+from service.web.spec_form import spec_sections
 from tests.utils import API, spec
 
 STRIPES = DatasetInfo("stripes", "Stripes", "Horizontal or vertical stripes.", num_classes=2,
@@ -121,3 +122,16 @@ def test_filters_take_composed_plugin_and_stored_names_and_say_unknown_ones(
             field, value = query.split("=")
             assert _selected(page.text, field) == value  # shown, not silently "any"
             assert shown(page.text) == [] and compared(page.text) == []
+
+
+def test_the_editor_keeps_composed_recipes_beside_the_model_boxes(web: TestClient) -> None:
+    by_path = {f.path: f for s in spec_sections() for f in s.fields}
+    assert by_path["models"].kind == "choices" and by_path["models"].composable
+    assert [p for p, f in by_path.items() if f.composable] == ["models"]
+    html = web.get("/new").text
+    boxes = re.findall(r'<textarea id="([^"]+)" data-recipes-for="([^"]+)"', html)
+    assert boxes == [("f-models-recipes", "models")]
+    # editor.js reads the box into models after the ticked names, and fill() puts every
+    # entry the boxes cannot hold there (or reports it): nothing is dropped silently.
+    js = web.get("/static/editor.js").text
+    assert "data-recipes-for" in js and "Not among the form's choices, left out" in js
