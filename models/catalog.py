@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from models import plugins
 from models.assets import WeightsName
@@ -147,7 +147,7 @@ class Recipe(BaseModel):
     architecture: str = Field(pattern=NAME_PATTERN, description="GET /catalog: "
                               "architectures (built-in or a plugin's)")
     loss: LossName = "mse"
-    progressive: bool = Field(default=False, description="phase 1 at 16 px, then full "
+    progressive: StrictBool = Field(default=False, description="phase 1 at 16 px, then full "
                               "size (needs an architecture that can change output size)")
     encoder_weights: EncoderWeights = Field(
         default="none", description="imagenet: load the architecture's ImageNet encoder "
@@ -303,9 +303,20 @@ class PluginVariant:
 
 
 def plugin_variants() -> dict[str, PluginVariant]:
-    """Installed architecture plugins by name (described by the plugin probe)."""
-    group = plugins.described()[plugins.VARIANTS_GROUP]
+    """Installed architecture plugins by name (described by the plugin probe); a name
+    given by two distributions is the first's, unavailable (see
+    :func:`plugin_variant_entries` for both)."""
     out: dict[str, PluginVariant] = {}
+    for p in plugin_variant_entries():
+        out.setdefault(p.described.entry.name, p)
+    return out
+
+
+def plugin_variant_entries() -> list[PluginVariant]:
+    """Every installed ``aelab.variants`` entry point, two of one name included (each
+    unavailable, naming the other)."""
+    group = plugins.described()[plugins.VARIANTS_GROUP]
+    out: list[PluginVariant] = []
     for d in group:
         problem = plugins.problem(d, group, {*ARCHITECTURES, *PRESETS}, "variant")
         arch = variant = None
@@ -319,7 +330,7 @@ def plugin_variants() -> dict[str, PluginVariant]:
                             latent_dim=arch.default_latent_dim,
                             plugin=PluginRef(distribution=e.distribution, version=e.version))
             variant = Variant(recipe, arch.title, arch.description, e.source)
-        out.setdefault(d.entry.name, PluginVariant(d, arch, variant, problem))
+        out.append(PluginVariant(d, arch, variant, problem))
     return out
 
 

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator
+from pydantic import (
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from models.catalog import (
@@ -25,7 +32,7 @@ from models.catalog import (
     resolve,
     variant_names,
 )
-from models.datasets import known_dataset_info
+from models.datasets import dataset_info, known_dataset_info
 from models.plugins import PluginUnavailable
 from service.text import refused_in
 from workers.measures import EXPECTABLE
@@ -34,6 +41,7 @@ from workers.spec import (
     RATE_ARCHITECTURES,
     DatasetName,
     EnumOf,
+    LrSearch,
     RunSpec,
     TrainingOptions,
     _Strict,
@@ -81,9 +89,17 @@ class Tolerance(_Strict):
                                    "below the study's")
 
 
-def _variant_ref(value: Any, handler: Any) -> str | Recipe:
+def _variant_ref(value: Any, handler: Any, info: ValidationInfo) -> str | Recipe:
     """A name of the catalog's variants, or an inline recipe that can work (its problems
-    named by field: models[i].architecture, models[i].progressive, …)."""
+    named by field: models[i].architecture, models[i].progressive, …). A recipe's
+    ``plugin`` is the server's to fill: given on input it is refused (null, as a dry run's
+    ``spec`` echoes it, is not); a stored spec (context ``{"stored": True}``) keeps its."""
+    stored = bool(info.context and info.context.get("stored"))
+    if isinstance(value, dict) and value.get("plugin") is not None and not stored:
+        raise ValidationError.from_exception_data("Recipe", [InitErrorDetails(
+            type=PydanticCustomError("server_field", "plugin is set by the server from "
+                                     "the architecture's distribution: leave it out"),
+            loc=("plugin",), input=value["plugin"])])
     if isinstance(value, str):
         try:
             get_variant(value)
@@ -94,15 +110,39 @@ def _variant_ref(value: Any, handler: Any) -> str | Recipe:
         raise PydanticCustomError("variant_ref", "a variant's name (GET /catalog) or an "
                                   "inline recipe with a name and an architecture")
     recipe = Recipe.model_validate(value)  # its field errors come back under models[i]
-    problems = recipe_problems(recipe)
+    problems: list[tuple[tuple[str, ...], str, Any]] = [
+        ((field,), msg, getattr(recipe, field)) for field, msg in recipe_problems(recipe)]
     if recipe.name in variant_names():
-        problems.insert(0, ("name", f"{recipe.name!r} is the name of a catalog variant: "
-                                    "name a composed recipe otherwise"))
+        problems.insert(0, (("name",), f"{recipe.name!r} is the name of a catalog variant: "
+                                       "name a composed recipe otherwise", recipe.name))
+    problems += _lr_problems(recipe.lr)
     if problems:
         raise ValidationError.from_exception_data("Recipe", [InitErrorDetails(
-            type=PydanticCustomError("recipe", msg), loc=(field,),
-            input=getattr(recipe, field)) for field, msg in problems])
+            type=PydanticCustomError("recipe", msg), loc=loc, input=given)
+            for loc, msg, given in problems])
     return recipe
+
+
+# A recipe's per-dataset LR obeys lr_search.lr's bounds (the same constraints, read from it).
+_LR = TypeAdapter(Annotated[float, *LrSearch.model_fields["lr"].metadata])
+
+
+def _lr_problems(lr: dict[str, float]) -> list[tuple[tuple[str, ...], str, Any]]:
+    """A recipe's ``lr`` entries that name no dataset here, or whose LR is outside
+    lr_search.lr's bounds, as (loc, message, input) under ``lr.<dataset>``."""
+    problems: list[tuple[tuple[str, ...], str, Any]] = []
+    for dataset, value in lr.items():
+        try:
+            dataset_info(dataset)
+        except (KeyError, PluginUnavailable) as exc:
+            problems.append((("lr", dataset), f"keys of lr are dataset names: "
+                             f"{exc.args[0]}", dataset))
+            continue
+        try:
+            _LR.validate_python(value)
+        except ValidationError as exc:
+            problems.append((("lr", dataset), exc.errors()[0]["msg"], value))
+    return problems
 
 
 # One entry of an experiment's models: a variant's name, or a recipe composed inline.
@@ -190,8 +230,12 @@ class ExperimentSpec(TrainingOptions):
     @classmethod
     def _unique(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
         names = [_name(v) for v in values]
-        if len(set(names)) != len(names):
-            raise ValueError(f"{info.field_name} lists a name twice")
+        twice = [(i, n) for i, n in enumerate(names) if n in names[:i]]
+        if twice:  # at each repeat's index, as every other problem of an entry
+            raise ValidationError.from_exception_data(info.field_name or "", [
+                InitErrorDetails(type=PydanticCustomError(
+                    "duplicate", f"{info.field_name} lists {n!r} twice (first at "
+                    f"{names.index(n)})"), loc=(i,), input=n) for i, n in twice])
         return values
 
     @field_validator("models")

@@ -31,6 +31,9 @@ from models.registry import NAME_PATTERN
 # A variant's name (a preset, a plugin's or a composed recipe's): what a run is labelled
 # by. Which names exist is the catalog's (and the stored runs') business, not the form's.
 VariantName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+# A name a filter may give: the catalog's, or one stored runs carry (a composed recipe's, an
+# uninstalled plugin's dataset); the route checks which against the database.
+StoredName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 def known_dataset(name: str) -> str:

@@ -37,7 +37,8 @@ from models.registry import Registry
 
 __all__ = ["DATASETS", "DatasetCheck", "DatasetEntry", "DatasetInfo", "DatasetUnavailable",
            "RawSplit", "Validation", "check_dataset", "dataset_entry", "dataset_info",
-           "dataset_names", "describe_dataset_plugin", "known_dataset_info", "split_sizes"]
+           "dataset_names", "describe_dataset_plugin", "known_dataset_info",
+           "plugin_dataset_entries", "split_sizes"]
 
 BUILT_IN: Registry[DatasetEntry] = Registry("dataset")
 for _entry in (MNIST, CIFAR10, SYNTHETIC, PHOTOS, KODAK):
@@ -69,9 +70,22 @@ PluginDataset = tuple[DatasetInfo | None, str | None, plugins.Described]
 def plugin_datasets(found: dict[str, list[plugins.Described]] | None = None
                     ) -> dict[str, PluginDataset]:
     """Installed dataset plugins (as ``found`` by the probe; default: described now):
-    name → (facts, None, described) or (None, why it is unavailable, described)."""
-    found = plugins.described() if found is None else found
+    name → (facts, None, described) or (None, why it is unavailable, described); a name
+    given by two distributions is the first's, unavailable (both:
+    :func:`plugin_dataset_entries`)."""
     out: dict[str, PluginDataset] = {}
+    for entry in plugin_dataset_entries(found):
+        out.setdefault(entry[2].entry.name, entry)
+    return out
+
+
+def plugin_dataset_entries(found: dict[str, list[plugins.Described]] | None = None
+                           ) -> list[PluginDataset]:
+    """Every installed ``aelab.datasets`` entry point as (facts, None, described) or
+    (None, why it is unavailable, described), two of one name included (each
+    unavailable, naming the other)."""
+    found = plugins.described() if found is None else found
+    out: list[PluginDataset] = []
     for d in found[plugins.DATASETS_GROUP]:
         problem = plugins.problem(d, found[plugins.DATASETS_GROUP], BUILT_IN, "dataset")
         info = None
@@ -80,7 +94,7 @@ def plugin_datasets(found: dict[str, list[plugins.Described]] | None = None
                                    for k in ("native_size", "min_size", "max_size")},
                      "classes": tuple(d.facts.get("classes") or ())}
             info = DatasetInfo(**facts, source=d.entry.source)
-        out.setdefault(d.entry.name, (info, problem, d))
+        out.append((info, problem, d))
     return out
 
 

@@ -346,6 +346,7 @@ class DatasetOut(BaseModel):
     status: str
     problems: list[str]  # each missing or corrupt file, by path
     source: SourceOut
+    error: str | None = None  # why it is unavailable, in one line (as a variant's)
 
 
 class WeightsOut(BaseModel):

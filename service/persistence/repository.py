@@ -14,6 +14,7 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, defer, selectinload
 
 from models.catalog import variant_names
+from models.datasets import dataset_names
 from models.plan import EpochMetrics
 from service.errors import Conflict, NotFound
 from service.persistence.tables import (
@@ -53,15 +54,45 @@ def create_experiment(session: Session, *, spec: ExperimentSpec,
     return experiment
 
 
+def _unknown(session: Session, column: Any, names: Sequence[str], known: Sequence[str]
+             ) -> list[str]:
+    candidates = [n for n in names if n not in set(known)]
+    if not candidates:
+        return []
+    stored = set(session.scalars(select(column).where(column.in_(candidates)).distinct()))
+    return [n for n in candidates if n not in stored]
+
+
 def unknown_models(session: Session, *, names: Sequence[str]) -> list[str]:
     """Those of ``names`` that are neither a catalog variant nor the variant of a stored
     run (a composed recipe is known by its runs)."""
-    candidates = [n for n in names if n not in set(variant_names())]
-    if not candidates:
-        return []
-    stored = set(session.scalars(select(Run.model).where(Run.model.in_(candidates))
-                                 .distinct()))
-    return [n for n in candidates if n not in stored]
+    return _unknown(session, Run.model, names, variant_names()) if names else []
+
+
+def unknown_datasets(session: Session, *, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that are neither a dataset here (built-in or an available
+    plugin's) nor the dataset of a stored run (an uninstalled plugin's is known by its
+    runs)."""
+    return _unknown(session, Run.dataset, names, dataset_names()) if names else []
+
+
+def stored_names(session: Session) -> tuple[list[str], list[str]]:
+    """The distinct models and datasets of stored runs, sorted: what filters may name
+    besides the catalog's."""
+    return (sorted(session.scalars(select(Run.model).distinct())),
+            sorted(session.scalars(select(Run.dataset).distinct())))
+
+
+def stored_recipes(session: Session, *, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The recipe (as its run spec stores it) of the earliest stored run of each of
+    ``names`` that has one: what a composed name already means here."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(names):
+        spec = session.scalars(select(Run.spec).where(Run.model == name).order_by(Run.id)
+                               .limit(1)).first()
+        if isinstance(spec, dict) and isinstance(spec.get("recipe"), dict):
+            out[name] = spec["recipe"]
+    return out
 
 
 def get_by_idempotency_key(session: Session, *, key: str) -> Experiment | None:
@@ -216,7 +247,7 @@ def decode_run_cursor(order_by: str, cursor: str) -> tuple[Any, int]:
     return value, run_id
 
 
-def list_runs(session: Session, *, experiment_id: int | None = None,
+def list_runs(session: Session, *, experiment_ids: Sequence[int] = (),
               models: Sequence[str] = (), datasets: Sequence[str] = (),
               statuses: Sequence[Status] = (), latent_dims: Sequence[int] = (),
               order_by: str = "-id", limit: int = 50, cursor: str | None = None,
@@ -225,22 +256,22 @@ def list_runs(session: Session, *, experiment_id: int | None = None,
     """Runs across experiments as (run, its measures, its experiment's name), filtered,
     ordered by ``order_by`` (a key of :data:`RUN_ORDERS`, ``-`` for descending; runs
     without the value come last either way, ties by id in the same direction) and paged
-    by keyset: returns the page and the cursor of the next one (or None)."""
+    by keyset: returns the page and the cursor of the next one (or None). Each filter
+    keeps the runs with any of its values (all runs when it is empty)."""
     descending = order_by.startswith("-")
     key = order_by.removeprefix("-")
     column = RUN_ORDERS[key]  # KeyError: the route validates the name
     query = select(Run, Measure, Experiment.name).options(defer(Run.spec)) \
         .join(Experiment, Experiment.id == Run.experiment_id) \
         .outerjoin(Measure, Measure.run_id == Run.id)
-    filters = [(Run.model, models), (Run.dataset, datasets), (Run.status, statuses),
+    filters = [(Run.experiment_id, experiment_ids), (Run.model, models),
+               (Run.dataset, datasets), (Run.status, statuses),
                (Run.latent_dim, latent_dims), (Run.id, ids)]
     for col, values in filters:
         if values:
             # An integer beyond INTEGER names no row (and must not overflow the driver).
             kept = [v for v in values if not isinstance(v, int) or -MAX_ID <= v <= MAX_ID]
             query = query.where(col.in_(kept))
-    if experiment_id is not None:
-        query = query.where(Run.experiment_id == experiment_id)
     if cursor is not None:
         value, after = decode_run_cursor(order_by, cursor)
         next_id = (Run.id < after) if descending else (Run.id > after)

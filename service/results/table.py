@@ -35,7 +35,7 @@ class Table:
 def parse_spec(raw: dict[str, Any] | None) -> ExperimentSpec | None:
     """The stored experiment spec, or None where an old one no longer validates."""
     try:
-        return ExperimentSpec.model_validate(raw or {})
+        return ExperimentSpec.model_validate(raw or {}, context={"stored": True})
     except ValidationError:
         return None
 

@@ -18,7 +18,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from models.catalog import DATASETS, VARIANTS
+from models.catalog import variant_names
+from models.datasets import dataset_names
 from service import results as table
 from service.client.states import Status
 from service.context import ContextDep, ServiceContext, SessionsDep, SettingsDep
@@ -26,7 +27,7 @@ from service.orchestration.ray_executor import ray_job_url
 from service.persistence import repository as repo
 from service.persistence.tables import Experiment, Run
 from service.web.auth import page_access
-from service.web.format import variant_title
+from service.web.format import dataset_title, variant_title
 from service.web.gallery import GalleryReader
 from service.web.render import render
 from service.web.spec_form import spec_sections
@@ -60,6 +61,41 @@ def _choice(value: str | None, valid: Sequence[str]) -> str | None:
     return value if value in valid else None
 
 
+class NameFilters:
+    """The model and dataset filters of a page: the names the catalog knows and those
+    stored runs carry (a composed recipe's, an uninstalled plugin's dataset), as the API's
+    filters take them. A name neither knows is kept (it matches nothing) and said."""
+
+    def __init__(self, session: Session, model: str | None, dataset: str | None) -> None:
+        stored_models, stored_datasets = repo.stored_names(session)
+        self.problems: list[str] = []
+        self.model = self._known(model, [*variant_names(), *stored_models], "model",
+                                 "a variant (GET /catalog) nor a composed recipe of a stored "
+                                 "run")
+        self.dataset = self._known(dataset, [*dataset_names(), *stored_datasets], "dataset",
+                                   "a dataset here (GET /catalog) nor the dataset of a "
+                                   "stored run")
+        self.models = self._options(self.model, [*variant_names(), *stored_models],
+                                    variant_title)
+        self.datasets = self._options(self.dataset, [*dataset_names(), *stored_datasets],
+                                      dataset_title)
+
+    def _known(self, value: str | None, known: list[str], what: str, words: str
+               ) -> str | None:
+        value = (value or "").strip() or None
+        if value is not None and value not in known:
+            self.problems.append(f"Unknown {what} {value!r}: neither {words}.")
+        return value
+
+    @staticmethod
+    def _options(chosen: str | None, names: list[str], title: Any) -> list[tuple[str, str]]:
+        """(value, label) per name, catalog first; an unknown chosen name last, marked."""
+        options = [(n, title(n)) for n in dict.fromkeys(names)]
+        if chosen is not None and chosen not in dict(options):
+            options.append((chosen, f"{chosen} (unknown)"))
+        return options
+
+
 # --- experiments --------------------------------------------------------------------------
 
 
@@ -71,19 +107,22 @@ def experiments_page(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> Response:
     """Experiments, newest first, with each run's live progress and Ray job."""
-    filters = {"status": _choice(status, [s.value for s in Status]),
-               "name": (name or "").strip() or None, "model": _choice(model, list(VARIANTS)),
-               "dataset": _choice(dataset, list(DATASETS))}
     with sessions() as s:
+        names = NameFilters(s, model, dataset)
+        filters = {"status": _choice(status, [s.value for s in Status]),
+                   "name": (name or "").strip() or None, "model": names.model,
+                   "dataset": names.dataset}
         page, next_id = repo.list_experiments(
             s, status=Status(filters["status"]) if filters["status"] else None,
             limit=PAGE_SIZE, before_id=int(cursor) if cursor else None, name=filters["name"],
             model=filters["model"], dataset=filters["dataset"])
         runs = repo.runs_of(s, experiment_ids=[e.id for e in page])
     query = {k: v for k, v in filters.items() if v}
-    return render(request, "experiments.html", experiments=page, runs=runs,
-                  filters=filters, next_cursor=next_id, query=query, first_page=cursor is None,
-                  statuses=[s.value for s in Status], variants=VARIANTS, datasets=DATASETS)
+    return render(request, "experiments.html", status_code=422 if names.problems else 200,
+                  experiments=page, runs=runs, filters=filters, next_cursor=next_id,
+                  query=query, first_page=cursor is None, problems=names.problems,
+                  statuses=[s.value for s in Status], variants=names.models,
+                  datasets=names.datasets)
 
 
 def _study_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -275,20 +314,21 @@ def compare_page(
 ) -> Response:
     """Runs across experiments (GET /runs's filters and orders), to pick for a view."""
     orders = [o for key in repo.RUN_ORDERS for o in (key, f"-{key}")]
-    filters = {
-        "experiment": experiment if experiment and experiment.isdigit() else None,
-        "model": _choice(model, list(VARIANTS)), "dataset": _choice(dataset, list(DATASETS)),
-        "status": _choice(status, [s.value for s in Status]),
-        "latent_dim": latent_dim if latent_dim and latent_dim.isdigit() else None,
-        "order_by": order_by if order_by in orders else "-id",
-    }
     error = None
     rows: list[tuple[Run, Any, str]] = []
     next_cursor = None
     with sessions() as s:
+        names = NameFilters(s, model, dataset)
+        filters = {
+            "experiment": experiment if experiment and experiment.isdigit() else None,
+            "model": names.model, "dataset": names.dataset,
+            "status": _choice(status, [s.value for s in Status]),
+            "latent_dim": latent_dim if latent_dim and latent_dim.isdigit() else None,
+            "order_by": order_by if order_by in orders else "-id",
+        }
         try:
             rows, next_cursor = repo.list_runs(
-                s, experiment_id=int(filters["experiment"]) if filters["experiment"] else None,
+                s, experiment_ids=[int(filters["experiment"])] if filters["experiment"] else (),
                 models=[filters["model"]] if filters["model"] else (),
                 datasets=[filters["dataset"]] if filters["dataset"] else (),
                 statuses=[Status(filters["status"])] if filters["status"] else (),
@@ -297,9 +337,10 @@ def compare_page(
         except repo.BadCursor as exc:
             error = str(exc)
     query = {k: v for k, v in filters.items() if v and not (k == "order_by" and v == "-id")}
-    return render(request, "compare.html", rows=rows, filters=filters, query=query,
-                  next_cursor=next_cursor, error=error, orders=orders, variants=VARIANTS,
-                  datasets=DATASETS, statuses=[s.value for s in Status],
+    return render(request, "compare.html", status_code=422 if names.problems else 200,
+                  rows=rows, filters=filters, query=query, problems=names.problems,
+                  next_cursor=next_cursor, error=error, orders=orders, variants=names.models,
+                  datasets=names.datasets, statuses=[s.value for s in Status],
                   max_compared=MAX_COMPARED, first_page=cursor is None,
                   summary=SUMMARY_COLUMNS)
 

@@ -55,6 +55,9 @@ class FormField:
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
     numeric: bool = False  # a choice among numbers: sent as a number, not its text
+    # choices whose entries may also be objects (models: recipes composed inline), kept as
+    # JSON in a second input beside the checkboxes
+    composable: bool = False
 
     @property
     def dom_id(self) -> str:
@@ -121,7 +124,9 @@ def _field(path: str, schema: dict[str, Any], required: bool) -> FormField:
     if "const" in body:
         body = {**body, "enum": [body["const"]]}
     items = body.get("items", {})
+    composable = False
     if "anyOf" in items:  # names or inline objects (models): the names are the choices
+        composable = any("$ref" in s or s.get("type") == "object" for s in items["anyOf"])
         body = {**body, "items": next((s for s in items["anyOf"] if "enum" in s), items)}
     if body.get("type") == "array" and "enum" in body.get("items", {}):
         kind = "choices"
@@ -152,7 +157,8 @@ def _field(path: str, schema: dict[str, Any], required: bool) -> FormField:
                      exclusive_minimum="exclusiveMinimum" in body,
                      exclusive_maximum="exclusiveMaximum" in body,
                      numeric=kind == "choice" and all(
-                         isinstance(o.value, int | float) for o in options))
+                         isinstance(o.value, int | float) for o in options),
+                     composable=composable and kind == "choices")
 
 
 @lru_cache(maxsize=1)

@@ -98,7 +98,11 @@ def test_names_and_refs_are_checked_over_the_whole_list() -> None:
             (["vae"], ("models", 0), "unknown variant 'vae'; valid: baseline, pixel_shuffle"),
             ([3], ("models", 0), "a variant's name (GET /catalog) or an inline recipe"),
             ([{"name": "a", "architecture": "conv"}, {"name": "a", "architecture": "conv"}],
-             ("models",), "models lists a name twice")]:
+             ("models", 1), "models lists 'a' twice (first at 0)"),
+            (["baseline", "pixel_shuffle", "baseline"], ("models", 2),
+             "models lists 'baseline' twice (first at 0)"),
+            ([{"name": "a", "architecture": "conv", "progressive": "yes"}],
+             ("models", 0, "progressive"), "Input should be a valid boolean")]:
         with pytest.raises(ValidationError) as refused:
             ExperimentSpec.model_validate({**SMALL, "models": models})
         assert [(e["loc"], words in e["msg"]) for e in refused.value.errors()] == \

@@ -17,9 +17,15 @@ from models.catalog import (
     PRESETS,
     ArchitectureInfo,
     Variant,
-    plugin_variants,
+    plugin_variant_entries,
 )
-from models.datasets import BUILT_IN, DatasetCheck, DatasetInfo, plugin_datasets
+from models.datasets import (
+    BUILT_IN,
+    DatasetCheck,
+    DatasetInfo,
+    plugin_dataset_entries,
+    plugin_datasets,
+)
 from models.datasets.folder import folder_entry, folder_names
 from models.registry import Source
 from service.api.deps import ReadAccess
@@ -70,6 +76,7 @@ def _dataset(d: DatasetInfo, check: DatasetCheck | None) -> DatasetOut:
     problems = list(check.problems) if check else (
         ["a plugin's files are checked on the node that trains (its code is not loaded "
          "here)"] if d.needs_files else [])
+    available = status == "available"
     return DatasetOut(name=d.name, title=d.title, description=d.description,
                       num_classes=d.num_classes, channels=d.channels,
                       native_size=list(d.native_size) if d.native_size else None,
@@ -77,8 +84,9 @@ def _dataset(d: DatasetInfo, check: DatasetCheck | None) -> DatasetOut:
                       min_size=list(d.size_range[0]) if d.size_range else None,
                       max_size=list(d.size_range[1]) if d.size_range else None,
                       classes=list(d.classes), split=d.split,
-                      available=status == "available", status=status, problems=problems,
-                      source=_source(d.source))
+                      available=available, status=status, problems=problems,
+                      source=_source(d.source),
+                      error=None if available else "; ".join(problems) or status)
 
 
 @router.get("/catalog", response_model=Catalog, operation_id="get_catalog")
@@ -95,7 +103,8 @@ def catalog(settings: SettingsDep) -> Catalog:
                                    present=need.present, problem=need.problem)
     variants = [_variant(v, weights) for v in PRESETS.values()]
     architectures = [_architecture(a) for a in ARCHITECTURES.values()]
-    for name, p in plugin_variants().items():
+    for p in plugin_variant_entries():
+        name = p.described.entry.name
         if p.variant is not None and p.architecture is not None:
             variants.append(_variant(p.variant, weights))
             architectures.append(_architecture(p.architecture))
@@ -115,16 +124,17 @@ def catalog(settings: SettingsDep) -> Catalog:
     for name in folder_names():
         if name not in shadowed and (folder := folder_entry(name)) is not None:
             datasets.append(_dataset(folder.info, folder.check(root)))
-    for name, (info, problem, described) in plugin_datasets().items():
+    for info, problem, described in plugin_dataset_entries():
         if info is not None:
             datasets.append(_dataset(info, None))
         else:
+            name = described.entry.name
             datasets.append(DatasetOut(
                 name=name, title=name, description="", num_classes=None, channels=None,
                 native_size=None, train_size=None, test_size=None, available=False,
                 min_size=None, max_size=None, classes=[], split="",
                 status="broken", problems=[problem or ""],
-                source=_source(described.entry.source)))
+                source=_source(described.entry.source), error=problem))
     return Catalog(
         variants=variants, architectures=architectures,
         losses=[LossOut(name=x.name, title=x.title, description=x.description,

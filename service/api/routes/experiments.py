@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from models.catalog import Recipe, resolve
 from models.datasets import dataset_info, split_sizes
 from service import results as table
 from service.api.deps import ReadAccess, WriteAccess
@@ -33,7 +35,7 @@ from service.settings import Settings, run_storage_key
 from service.spec import ExperimentSpec
 from workers import lr_search
 from workers.preflight import requirements
-from workers.spec import CodecName, DatasetName, RunSpec, VariantName, data_limit_problems
+from workers.spec import CodecName, RunSpec, StoredName, VariantName, data_limit_problems
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
@@ -96,16 +98,52 @@ def needs(spec: ExperimentSpec, settings: Settings) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def refuse_unknown_models(session: Any, names: list[str], loc: tuple[str, ...],
-                          each: bool = False) -> None:
-    """A 422 at ``loc`` (``loc + (i,)`` with ``each``) for each name that is neither a
-    catalog variant nor the variant (e.g. a composed recipe's name) of a stored run."""
-    unknown = repo.unknown_models(session, names=names)
-    if unknown:
-        raise RequestValidationError([{
-            "type": "value_error", "loc": (*loc, names.index(n)) if each else loc,
-            "msg": f"unknown model {n!r}: neither a variant (GET /catalog) nor a composed "
-                   "recipe of a stored run", "input": n} for n in unknown])
+def refuse_unknown_names(session: Any, *, models: list[str], datasets: list[str],
+                         each: bool = False) -> None:
+    """A 422 at ``("query", "model")`` (``+ (i,)`` with ``each``) for each model that is
+    neither a catalog variant nor the variant (e.g. a composed recipe's name) of a stored
+    run, and likewise at ``dataset`` for each dataset that is neither one of this
+    deployment's nor the dataset of a stored run (e.g. an uninstalled plugin's)."""
+    errors = []
+    for field, names, unknown, what in (
+            ("model", models, repo.unknown_models(session, names=models),
+             "neither a variant (GET /catalog) nor a composed recipe of a stored run"),
+            ("dataset", datasets, repo.unknown_datasets(session, names=datasets),
+             "neither a dataset here (GET /catalog) nor the dataset of a stored run")):
+        errors += [{"type": "value_error",
+                    "loc": ("query", field, names.index(n)) if each else ("query", field),
+                    "msg": f"unknown {field} {n!r}: {what}", "input": n} for n in unknown]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _axes(recipe: Recipe) -> dict[str, Any]:
+    """What makes a recipe the recipe it is: every field but the server-filled plugin."""
+    return recipe.model_dump(mode="json", exclude={"plugin"})
+
+
+def refuse_redefined_recipes(session: Any, spec: ExperimentSpec) -> None:
+    """A 422 at ``models[i].name`` for each composed recipe whose name stored runs
+    already carry with another recipe: one name, one recipe, in every experiment (the
+    same recipe under the same name is welcome)."""
+    composed = {i: resolve(m) for i, m in enumerate(spec.models) if isinstance(m, Recipe)}
+    stored = repo.stored_recipes(session, names=[r.name for r in composed.values()])
+    errors = []
+    for i, recipe in composed.items():
+        if recipe.name not in stored:
+            continue
+        try:
+            known = _axes(Recipe.model_validate(stored[recipe.name]))
+        except ValidationError:
+            known = {k: v for k, v in stored[recipe.name].items() if k != "plugin"}
+        if known != _axes(recipe):
+            given = ", ".join(f"{k}={v}" for k, v in known.items() if k != "name")
+            errors.append({"type": "recipe_redefined", "loc": ("body", "models", i, "name"),
+                           "msg": f"{recipe.name!r} names another recipe in stored runs "
+                                  f"({given}): give that recipe, or another name",
+                           "input": recipe.name})
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def _links(*targets: tuple[str, str, str]) -> dict[str, Any]:
@@ -141,6 +179,8 @@ def create_experiment(
 ) -> Any:
     settings, sessions = ctx.settings, ctx.sessions
     _check_limits(spec, settings)
+    with sessions() as s:
+        refuse_redefined_recipes(s, spec)
 
     def key_reused(existing: Any) -> RequestValidationError | None:
         # The IETF Idempotency-Key draft: a key reused for another request is an error.
@@ -201,7 +241,7 @@ def list_experiments(
     name: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
     model: Annotated[VariantName | None,  # type: ignore[valid-type]
                      Query(description="has a run of it")] = None,
-    dataset: Annotated[DatasetName | None,  # type: ignore[valid-type]
+    dataset: Annotated[StoredName | None,  # type: ignore[valid-type]
                        Query(description="has a run on it")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
@@ -209,7 +249,8 @@ def list_experiments(
     """Newest first, filtered; pass ``next`` as ``cursor`` for older ones."""
     ended = ctx.ended
     with ctx.sessions() as session:
-        refuse_unknown_models(session, [model] if model else [], ("query", "model"))
+        refuse_unknown_names(session, models=[model] if model else [],
+                             datasets=[dataset] if dataset else [])
         page, next_id = repo.list_experiments(session, status=status_, limit=limit,
                                               before_id=int(cursor) if cursor else None,
                                               name=name, model=model, dataset=dataset)

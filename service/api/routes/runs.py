@@ -6,9 +6,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import Field
 
 from service.api.deps import ReadAccess
-from service.api.routes.experiments import refuse_unknown_models
+from service.api.routes.experiments import refuse_unknown_names
 from service.api.views import run_detail, run_item
 from service.client.schemas import LogOut, RunDetail, RunPage
 from service.client.states import Status
@@ -17,7 +18,7 @@ from service.errors import NotFound
 from service.http_errors import errors
 from service.persistence import repository as repo
 from service.persistence.artifacts import SAFE_NAME, ArtifactError
-from workers.spec import DatasetName, VariantName
+from workers.spec import StoredName, VariantName
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[ReadAccess])
 
@@ -28,10 +29,10 @@ OrderBy = Literal[tuple(o for key in repo.RUN_ORDERS  # type: ignore[valid-type]
 @router.get("", response_model=RunPage, operation_id="list_runs")
 def list_runs(
     ctx: ContextDep,
-    experiment: Annotated[int | None, Query(ge=1, le=repo.MAX_ID,
-                                            description="an experiment's id")] = None,
+    experiment: Annotated[list[Annotated[int, Field(ge=1, le=repo.MAX_ID)]] | None,
+                          Query(description="an experiment's id")] = None,
     model: Annotated[list[VariantName] | None, Query()] = None,  # type: ignore[valid-type]
-    dataset: Annotated[list[DatasetName] | None, Query()] = None,  # type: ignore[valid-type]
+    dataset: Annotated[list[StoredName] | None, Query()] = None,  # type: ignore[valid-type]
     status: Annotated[list[Status] | None, Query()] = None,
     latent_dim: Annotated[list[int] | None, Query(description="latent size")] = None,
     order_by: Annotated[OrderBy, Query(  # type: ignore[valid-type]
@@ -45,9 +46,10 @@ def list_runs(
     GET /experiments: pass ``next`` as ``cursor`` with the same filters and order."""
     try:
         with ctx.sessions() as session:
-            refuse_unknown_models(session, model or [], ("query", "model"), each=True)
+            refuse_unknown_names(session, models=model or [], datasets=dataset or [],
+                                 each=True)
             rows, next_cursor = repo.list_runs(
-                session, experiment_id=experiment, models=model or (),
+                session, experiment_ids=experiment or (), models=model or (),
                 datasets=dataset or (), statuses=status or (), latent_dims=latent_dim or (),
                 order_by=order_by, limit=limit, cursor=cursor)
     except repo.BadCursor as exc:

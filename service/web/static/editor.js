@@ -28,7 +28,15 @@
   /* --- form ⇄ spec ------------------------------------------------------------------- */
   function readValue(el) {
     const kind = el.dataset.kind;
-    if (kind === "choices") return [...el.querySelectorAll("input:checked")].map((c) => c.value);
+    if (kind === "choices") {
+      const names = [...el.querySelectorAll("input:checked")].map((c) => c.value);
+      const extra = recipesOf(el);
+      const text = extra ? extra.value.trim() : "";
+      if (!text) return names;
+      let more;
+      try { more = JSON.parse(text); } catch { more = text; } // the server says why not
+      return names.concat(Array.isArray(more) ? more : [more]);
+    }
     if (kind === "bool") return el.checked;
     if (kind === "choice") {
       if (el.value === "" && "nullable" in el.dataset) return null;
@@ -46,6 +54,12 @@
     }
     const n = Number(text);
     return Number.isFinite(n) ? n : text; // the server says why a text is not a number
+  }
+
+  // A choices field's JSON box for the entries that are not among its boxes (models:
+  // recipes composed inline), or null.
+  function recipesOf(el) {
+    return form.querySelector(`[data-recipes-for="${el.dataset.path}"]`);
   }
 
   function collect() {
@@ -68,14 +82,23 @@
     return node;
   }
 
+  /* Fills the form from a spec; returns what no input could hold ("datasets: stripes"):
+     nothing is dropped silently. */
   function fill(spec) {
+    const notHeld = [];
     for (const el of inputs) {
       let value = lookup(spec, el.dataset.path);
       if (value === undefined) value = JSON.parse(el.dataset.default);
       const kind = el.dataset.kind;
       if (kind === "choices") {
-        const chosen = new Set(value || []);
+        const values = Array.isArray(value) ? value : value == null ? [] : [value];
+        const boxes = new Set([...el.querySelectorAll("input")].map((c) => c.value));
+        const chosen = new Set(values.filter((v) => typeof v === "string" && boxes.has(v)));
         for (const c of el.querySelectorAll("input")) c.checked = chosen.has(c.value);
+        const rest = values.filter((v) => !(typeof v === "string" && boxes.has(v)));
+        const extra = recipesOf(el);
+        if (extra) extra.value = rest.length ? JSON.stringify(rest) : "";
+        else if (rest.length) notHeld.push(`${el.dataset.path}: ${rest.map((v) => JSON.stringify(v)).join(", ")}`);
       } else if (kind === "bool") {
         el.checked = Boolean(value);
       } else {
@@ -84,6 +107,7 @@
       }
     }
     changed();
+    return notHeld;
   }
 
   /* --- errors -------------------------------------------------------------------------- */
@@ -254,7 +278,7 @@
     try {
       const spec = JSON.parse(jsonBox.value);
       if (spec === null || typeof spec !== "object" || Array.isArray(spec)) throw new Error("a spec is a JSON object");
-      fill(spec);
+      const notHeld = fill(spec);
       const known = new Set(inputs.map((el) => el.dataset.path));
       const unknown = [];
       const walk = (node, prefix) => {
@@ -266,7 +290,10 @@
         }
       };
       walk(spec, "");
-      out.textContent = unknown.length ? `Not spec fields, left out: ${unknown.join(", ")}` : "";
+      out.textContent = [
+        unknown.length ? `Not spec fields, left out: ${unknown.join(", ")}` : "",
+        notHeld.length ? `Not among the form's choices, left out: ${notHeld.join("; ")}` : "",
+      ].filter(Boolean).join(" · ");
     } catch (e) {
       out.textContent = `Not loaded: ${e.message}`;
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import socket
 import threading
@@ -513,6 +514,40 @@ def test_editor_shows_a_422_field_error_next_to_its_field_and_submits(
             ("baseline", 3), ("pixel_shuffle", 3)]
         ui.http.post(f"{API}/experiments/{created}/cancel")
     assert any(e == UNPROCESSABLE for e in t.errors)  # the 422s were real answers
+
+
+def test_editor_keeps_composed_recipes_through_a_load_and_a_submit(
+        ui: SimpleNamespace, browser: Browser) -> None:
+    recipe = {"name": "ps_feature", "architecture": "pixel_shuffle", "loss": "feature"}
+    loaded = {**TINY, "name": "composed in the editor", "models": ["baseline", recipe],
+              "datasets": ["synthetic", "stripes"], "lr_search": {"method": "fixed"}}
+    with tab(browser, allowed=(UNPROCESSABLE,)) as t:
+        page = t.open(f"{ui.base}/new")
+        page.wait_for_function("document.getElementById('validity').textContent === 'Valid ✓'")
+        page.click("details summary")
+        page.fill("#spec-json", json.dumps(loaded))
+        page.click("#load-json")
+        # The recipe sits in its box; a name no box holds is said, not dropped silently.
+        assert json.loads(page.locator("#f-models-recipes").input_value()) == [recipe]
+        assert page.locator("#json-error").inner_text() == \
+            'Not among the form\'s choices, left out: datasets: "stripes"'
+        page.wait_for_function("document.getElementById('validity').textContent === 'Valid ✓'")
+        assert page.locator('#estimate dd[data-key="runs"]').inner_text() == "2"
+
+        page.fill("#f-models-recipes", json.dumps([{**recipe, "architecture": "unet"}]))
+        error = page.locator('[id="err:models"]')
+        error.wait_for(state="visible")
+        assert error.inner_text().startswith("architecture: unknown architecture 'unet'")
+        page.fill("#f-models-recipes", json.dumps([recipe]))
+        page.wait_for_function("!document.getElementById('submit').disabled")
+        page.click("#submit")
+        page.wait_for_url(re.compile(r".*/experiments/\d+$"))
+        created = int(page.url.rsplit("/", 1)[1])
+        exp = ui.http.get(f"{API}/experiments/{created}").json()
+        assert [r["model"] for r in exp["runs"]] == ["baseline", "ps_feature"]
+        run = ui.http.get(f"{API}/runs/{exp['runs'][1]['id']}").json()
+        assert run["spec"]["recipe"]["architecture"] == "pixel_shuffle"
+        ui.http.post(f"{API}/experiments/{created}/cancel")
 
 
 # --- protected reads ---------------------------------------------------------------------------

@@ -2,43 +2,46 @@
 
 ``build(latent_dim)`` returns a module with ``encode(x)`` → (B, latent_dim) and
 ``decode(z)`` → (B, 3, 32, 32) for images x of shape (B, 3, 32, 32) in [0, 1].
-``STRIPES`` is a ``models.datasets.DatasetEntry``: torch is imported only inside its loader
-(numpy here), so the aelab API can describe it without loading torch.
+``STRIPES`` is a ``models.datasets.DatasetEntry``. torch is imported only inside
+``build`` (numpy here), so the plugin probe describes both without loading torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from models.datasets.base import DatasetEntry, DatasetInfo, RawSplit
 
-
-class TinyAE(nn.Module):
-    def __init__(self, latent_dim: int) -> None:
-        super().__init__()
-        self.enc = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),  # (B, 8, 16, 16)
-            nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),  # (B, 8, 8, 8)
-            nn.Flatten(), nn.Linear(8 * 8 * 8, latent_dim))  # (B, latent)
-        self.dec = nn.Sequential(
-            nn.Linear(latent_dim, 8 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (8, 8, 8)),
-            nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),  # (B, 8, 16, 16)
-            nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1), nn.Sigmoid())  # (B, 3, 32, 32)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.enc(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.dec(z)
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def build(latent_dim: int) -> nn.Module:
     """Two strided convs down to 8×8, a linear code, two transposed convs up."""
-    return TinyAE(latent_dim)
+    from torch import nn  # here, not at the top: the API describes plugins without torch
+
+    class TinyAE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.Sequential(
+                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),  # (B, 8, 16, 16)
+                nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),  # (B, 8, 8, 8)
+                nn.Flatten(), nn.Linear(8 * 8 * 8, latent_dim))  # (B, latent)
+            self.dec = nn.Sequential(
+                nn.Linear(latent_dim, 8 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (8, 8, 8)),
+                nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),  # (B, 8, 16, 16)
+                nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1), nn.Sigmoid())  # (B, 3, 32, 32)
+
+        def encode(self, x):  # (B, 3, 32, 32) in [0, 1] → (B, latent)
+            return self.enc(x)
+
+        def decode(self, z):  # (B, latent) → (B, 3, 32, 32)
+            return self.dec(z)
+
+    return TinyAE()
 
 
 build.title = "Tiny AE"  # type: ignore[attr-defined]
