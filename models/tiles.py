@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.data import ImageSet
+from models.images import ImageSet
 
 
 @dataclass(frozen=True)

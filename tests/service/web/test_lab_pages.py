@@ -108,8 +108,8 @@ def test_filters_take_composed_plugin_and_stored_names_and_say_unknown_ones(
                                            "progressive_resizing", "pretrained_resnet",
                                            "resnet", "feature_loss", "factorized_prior",
                                            "tiny_ae", "ps_feature"]
-        assert _options(html, "dataset") == ["", "mnist", "cifar10", "synthetic", "stripes",
-                                             "dots"]
+        assert _options(html, "dataset") == ["", "mnist", "cifar10", "synthetic", "photos",
+                                             "kodak", "stripes", "dots"]
         assert "Stripes</option>" in html
         for query, words in (("model=nonesuch", "Unknown model 'nonesuch': neither a "
                               "variant (GET /catalog) nor a composed recipe of a stored run."),
