@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     )
     artifact_url: str | None = Field(default=None, description="fsspec URL for artifacts; "
                                      "default: home/artifacts")
+    artifact_min_free_mb: float = Field(
+        default=100.0, ge=0, description="the artifact store (a local folder) counts as "
+        "full below this much free space (MB): no run starts, /readyz says why")
     data_root: str | None = Field(default=None, description="dataset cache on every node; "
                                   "default: home/data")
     weights_dir: str | None = Field(default=None, description="pretrained weights folder; "
@@ -98,6 +101,10 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         return self.artifact_url or str(self.home_path / "artifacts")
+
+    @property
+    def artifact_min_free_bytes(self) -> int:
+        return int(self.artifact_min_free_mb * 1_000_000)
 
     @property
     def tune_storage(self) -> str:
