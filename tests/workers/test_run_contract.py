@@ -10,7 +10,13 @@ from typing import get_args
 import pytest
 from pydantic import SecretStr
 
-from service.settings import NOT_FOR_JOBS, Settings, env_name, job_environment
+from service.settings import (
+    NOT_FOR_JOBS,
+    Settings,
+    env_name,
+    job_environment,
+    without_secrets,
+)
 from service.spec import ExperimentSpec
 from workers.context import one_line_error
 from workers.lr_search import METHODS
@@ -73,6 +79,17 @@ def test_the_database_password_never_travels_in_the_job_environment(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert Settings(_env_file=None).sqlalchemy_url == url
+
+
+def test_the_ray_heads_environment_is_the_apis_without_its_secrets() -> None:
+    environ = {"AELAB_API_TOKEN": "t0ken", "aelab_api_token": "t0ken",  # any case reads
+               "AELAB_DATABASE_URL": "postgresql://u:pw@db/a", "DATABASE_URL": "sqlite://",
+               "PGPASSWORD": "pw", "AELAB_HOME": "/srv/aelab",
+               "AELAB_DATABASE_URL_FILE": "/run/secrets/db", "RAY_AUTH_MODE": "token",
+               "PATH": "/usr/bin"}
+    assert without_secrets(environ) == {
+        "AELAB_HOME": "/srv/aelab", "AELAB_DATABASE_URL_FILE": "/run/secrets/db",
+        "RAY_AUTH_MODE": "token", "PATH": "/usr/bin"}
 
 
 def test_the_lr_search_registry_is_the_specs_vocabulary() -> None:
