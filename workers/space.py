@@ -28,6 +28,14 @@ class StorageFull(OSError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses Ray (a runner's step error, pickled to its driver) whole.
+        return _storage_full, (self.args[0], self.errno, self.size, self.where)
+
+
+def _storage_full(message: str, code: int, size: int, where: str) -> StorageFull:
+    return StorageFull(message, code=code, size=size, where=where)
+
 
 def space_errno(exc: BaseException) -> int | None:
     """ENOSPC or EDQUOT when ``exc`` (or an exception it was raised from) is an OSError

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from service.settings import Settings
 from tests.service.orchestration.test_dispatcher import make
 from tests.utils import API, tiny_spec
 from workers.pipeline import run_pipeline
+from workers.space import StorageFull
 from workers.spec import RunSpec
 
 
@@ -111,6 +113,10 @@ def test_a_full_store_fails_the_run_cleanly_and_nothing_starts_until_space_retur
             f"StorageFull: the artifact store {small_disk} is full: writing model.pt (1.0 MB) "
             "failed: No space left on device (ENOSPC); free space there, then retry the run")
     assert _temp_files(small_disk) == []
+    with pytest.raises(StorageFull) as caught:  # as a runner's step raises it, through Ray
+        ArtifactStore(settings.artifact_root).put("run-9", "model.pt", b"w" * 100_000)
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert (str(again), again.errno, again.size) == (str(caught.value), errno.ENOSPC, 100_000)
 
     # The second run's driver died; keeping its log hits the full disk, every pass.
     executor.jobs[second.job_id] = JobState.failed
