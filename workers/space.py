@@ -19,6 +19,8 @@ class StorageFull(OSError):
     """A write failed for space. ``errno`` is ENOSPC or EDQUOT; ``size`` the bytes that
     did not fit; ``where`` the storage (a folder or URL)."""
 
+    errno: int
+
     def __init__(self, message: str, *, code: int, size: int, where: str) -> None:
         super().__init__(message)
         self.errno = code
