@@ -6,6 +6,7 @@ dataset on the original images, then frozen and reused for every autoencoder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -102,8 +103,11 @@ def _freeze_body(model: Classifier, frozen: bool) -> None:
             p.requires_grad = not frozen or isinstance(m, nn.BatchNorm2d)
 
 
-def train_classifier(config: ClassifierConfig, data: DataSplits) -> tuple[Classifier, float]:
-    """Train on ``data.train``; returns the classifier (eval mode) and its test accuracy."""
+def train_classifier(config: ClassifierConfig, data: DataSplits,
+                     on_epoch: Callable[[int, int], None] | None = None
+                     ) -> tuple[Classifier, float]:
+    """Train on ``data.train``; returns the classifier (eval mode) and its test accuracy.
+    ``on_epoch(done, total)`` after each epoch, for progress."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = Classifier(data.num_classes, config.arch)
@@ -120,6 +124,7 @@ def train_classifier(config: ClassifierConfig, data: DataSplits) -> tuple[Classi
         plan = [(True, config.frozen_epochs), (False, config.unfrozen_epochs)]
     else:
         plan = [(False, config.frozen_epochs + config.unfrozen_epochs)]
+    total, done = sum(max(0, epochs) for _, epochs in plan), 0
     for frozen, epochs in plan:
         if epochs <= 0:
             continue
@@ -146,6 +151,9 @@ def train_classifier(config: ClassifierConfig, data: DataSplits) -> tuple[Classi
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+            done += 1
+            if on_epoch is not None:
+                on_epoch(done, total)
     model.requires_grad_(False)
     model.eval()
     if data.whole:

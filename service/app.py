@@ -40,7 +40,9 @@ def build_context(settings: Settings) -> ServiceContext:
     engine = make_engine(settings.sqlalchemy_url)
     return ServiceContext(settings=settings, engine=engine,
                           sessions=make_sessionmaker(engine),
-                          artifacts=ArtifactStore(settings.artifact_root),
+                          artifacts=ArtifactStore(
+                              settings.artifact_root,
+                              min_free_bytes=settings.artifact_min_free_bytes),
                           ended=EndedCache(), tiles=TileCache())
 
 

@@ -10,6 +10,7 @@ URL reaches drivers through their node's own environment or a file only its owne
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     )
     artifact_url: str | None = Field(default=None, description="fsspec URL for artifacts; "
                                      "default: home/artifacts")
+    artifact_min_free_mb: float = Field(
+        default=100.0, ge=0, description="the artifact store (a local folder) counts as "
+        "full below this much free space (MB): no run starts, /readyz says why")
     data_root: str | None = Field(default=None, description="dataset cache on every node; "
                                   "default: home/data")
     datasets_root: str | None = Field(
@@ -104,6 +108,10 @@ class Settings(BaseSettings):
         return self.artifact_url or str(self.home_path / "artifacts")
 
     @property
+    def artifact_min_free_bytes(self) -> int:
+        return int(self.artifact_min_free_mb * 1_000_000)
+
+    @property
     def tune_storage(self) -> str:
         return self.tune_storage_url or str(self.home_path / "ray_results")
 
@@ -156,14 +164,34 @@ NOT_FOR_JOBS = {
     "api_token": "a secret the drivers do not need",
     "ray_address": "a job runs inside its cluster, and Ray gives its driver the address",
 }
+# The secrets among them: the API's alone, in no process of the Ray cluster it starts.
+SECRETS = ("database_url", "api_token")
+# libpq reads a database password from the environment too.
+DATABASE_PASSWORD_VARIABLES = ("PGPASSWORD",)
+
+
+def env_names(field: str) -> tuple[str, ...]:
+    """Every environment variable a setting is read from (its aliases, or the prefix)."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    return (f"{ENV_PREFIX}{field.upper()}",)
 
 
 def env_name(field: str) -> str:
     """The environment variable a setting is read from (its first alias, or the prefix)."""
-    alias = Settings.model_fields[field].validation_alias
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    return f"{ENV_PREFIX}{field.upper()}"
+    return env_names(field)[0]
+
+
+def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` less the secrets: every variable a setting of :data:`SECRETS` is read
+    from, in any case (pydantic-settings matches names case-insensitively), and libpq's
+    :data:`DATABASE_PASSWORD_VARIABLES`. The environment of the embedded Ray head, whose
+    processes (raylet, GCS, dashboard, workers, job drivers) inherit it: drivers get what
+    they need from :func:`job_environment` (the database URL as a file's path)."""
+    secret = {name.upper() for field in SECRETS for name in env_names(field)}
+    secret.update(DATABASE_PASSWORD_VARIABLES)
+    return {name: value for name, value in environ.items() if name.upper() not in secret}
 
 
 def _env_value(value: Any) -> str:

@@ -20,11 +20,17 @@ os.environ["RAY_AUTH_MODE"] = "token"
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray head for the whole session (4 CPUs, 2 fake GPUs, token auth on):
-    the API's jobs run on it, and in-process tests join it as drivers."""
+    the API's jobs run on it, and in-process tests join it as drivers. Started as `aelab
+    serve` with secrets in its environment would start it (``RAY_HEAD_SECRETS``)."""
+    from unittest import mock
+
     from service.orchestration.ray_executor import RayExecutor
     from service.orchestration.ray_head import LocalRayHead
+    from tests.utils import RAY_HEAD_SECRETS
 
-    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray"), num_cpus=4, num_gpus=2)
+    with mock.patch.dict(os.environ, RAY_HEAD_SECRETS):
+        head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray"), num_cpus=4,
+                            num_gpus=2)
     RayExecutor(head.dashboard_url, job_env={}).wait_until_up(180)
     yield head
     import ray

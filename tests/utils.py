@@ -16,6 +16,14 @@ REPO = Path(__file__).resolve().parents[1]  # the repository's root
 
 # --- experiment specs ---------------------------------------------------------------------
 
+# Secrets in the environment the session's Ray head starts from (tests/conftest.py): none
+# may reach a process of that cluster (tests/service/orchestration/test_ray_secrets.py).
+RAY_HEAD_SECRETS = {
+    "AELAB_API_TOKEN": "canary-api-token-5d1e",
+    "AELAB_DATABASE_URL": "postgresql+psycopg://aelab:canary-db-password-77c3@db/aelab",
+    "DATABASE_URL": "postgresql+psycopg://aelab:canary-db-password-77c3@db/aelab",
+    "PGPASSWORD": "canary-db-password-77c3",
+}
 CPU = {"gpus_per_run": 0, "cpus_per_run": 1}  # a run's resources where no GPU is declared
 # The reference classifier at its smallest: a small CNN, one epoch, no ImageNet weights.
 SMALL_CLASSIFIER = {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,

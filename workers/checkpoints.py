@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from workers.context import RunEnv
+from workers.space import write_atomic
 
 log = logging.getLogger("aelab.run")
 
@@ -33,11 +34,10 @@ class CheckpointStorage:
             return None
 
     def write(self, key: str, data: bytes) -> None:
-        self.fs.makedirs(self.folder, exist_ok=True)
-        tmp = f"{self.folder}/.{key}.tmp"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-        self.fs.mv(tmp, self.path(key))
+        """Raises :class:`workers.space.StorageFull` when it fails for space (leaving no
+        temporary file)."""
+        write_atomic(self.fs, self.folder, f"{key}.pt", data,
+                     where=f"the checkpoint storage {self.folder}")
 
     def remove(self) -> None:
         try:

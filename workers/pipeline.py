@@ -121,7 +121,9 @@ def train_classifier_blob(spec: RunSpec, env: RunEnv, data: DataSplits,
     from models.classifier import save_classifier, train_classifier
 
     config = classifier_config(spec, env, device)
-    model, accuracy = train_classifier(config, data)
+    model, accuracy = train_classifier(
+        config, data, on_epoch=lambda done, total: print(
+            f"reference classifier: epoch {done}/{total}", flush=True))
     buffer = io.BytesIO()
     save_classifier(model, config, accuracy, buffer)
     return buffer.getvalue(), accuracy

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 
 from models.plan import EpochMetrics, format_epoch
 from workers.measures import CodecRow, RunMeasures
+from workers.space import write_atomic
 
 # A run's gallery artifacts, saved at evaluation (``models.samples.reconstruct_gallery``):
 # its dataset's fixed sample set (the first ``gallery_samples`` test images) and the
@@ -138,9 +138,10 @@ class MemoryStore:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from fsspec.implementations.local import LocalFileSystem
+
+    write_atomic(LocalFileSystem(), str(path.parent), path.name, data,
+                 where=f"the folder {path.parent}")
 
 
 class DirStore:

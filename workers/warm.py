@@ -59,6 +59,7 @@ RUNNER_PREFIX = "aelab-runner-"
 REAP_EVERY_S = 2.0  # how often the pool looks for idle runners and callers that died
 OWNER_CHECK_S = 5.0
 WAIT_NOTE_S = 15.0  # a run waiting for a runner says so this often in its log
+RUN_NOTE_S = 60.0  # a step running without output says what it is doing this often
 
 
 class SessionOpener(Protocol):
@@ -185,11 +186,13 @@ class Runner:
 
     def call(self, key: str, opener: SessionOpener, spec: RunSpec, method: str,
              args: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
-        """Run ``method`` of the run's session; yields ("log", line)… then ("result",
-        value) or ("error", exception). The runner stays leased to the run's driver
+        """Run ``method`` of the run's session; yields ("started", runner name) as soon as
+        the runner begins it, ("log", line)… then ("result", value) or ("error",
+        exception). The runner stays leased to the run's driver
         between calls (it hands the runner back)."""
         lines: queue.Queue[object] = queue.Queue()
         outcome: dict[str, Any] = {}
+        yield "started", self.name  # the runner is executing the step from now on
 
         def work() -> None:
             with _captured(lines):
@@ -393,6 +396,87 @@ class RunnerPool:
                 self.changed.set()
 
 
+class StepAnswers(Protocol):
+    """The stream of one step's answers (see :meth:`Runner.call`)."""
+
+    def ready(self, timeout: float) -> bool:
+        """True once the next answer (or the stream's end) is there, within ``timeout``
+        seconds."""
+
+    def next(self) -> tuple[str, Any]:
+        """The next answer; StopIteration at the stream's end."""
+
+
+class _RayAnswers:
+    """A Ray streaming generator's answers."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+
+    def ready(self, timeout: float) -> bool:
+        return bool(ray.wait([self.generator], timeout=timeout)[0])
+
+    def next(self) -> tuple[str, Any]:
+        return ray.get(next(self.generator))  # type: ignore[no-any-return]
+
+
+def follow_step(answers: StepAnswers, *, runner: str, method: str,
+                printer: Callable[[str], None], waiting: Callable[[float, str], str],
+                clock: Callable[[], float] = time.monotonic) -> Any:
+    """Follow one step on the run's leased runner to its result (re-raising its error),
+    printing its lines into the run's log and saying what happens meanwhile: until the
+    runner begins the step (its actor still being placed, or busy) it *waits* — every
+    ``WAIT_NOTE_S`` the note ``waiting(seconds, what)`` (what the cluster has free); once
+    it has begun, the step *runs*: a line when it starts and ends (with its seconds), and
+    every ``RUN_NOTE_S`` without output, how long it has run and its last output line
+    (its progress, where the step prints one). ``clock`` in seconds."""
+    started: float | None = None
+    waited = 0.0
+    last_line: str | None = None
+    quiet_since = clock()
+
+    def begin() -> float:
+        printer(f"aelab: {method} started on runner {runner}")
+        return clock()
+
+    while True:
+        if started is None:
+            if not answers.ready(WAIT_NOTE_S):
+                waited += WAIT_NOTE_S
+                printer(waiting(waited, f"runner {runner} to start {method}"))
+                continue
+        else:
+            silent = clock() - quiet_since
+            if not answers.ready(max(0.0, RUN_NOTE_S - silent)):
+                now = clock()
+                progress = f"; last output: {last_line}" if last_line else \
+                    "; no output yet"
+                printer(f"aelab: {method} running on runner {runner} for "
+                        f"{now - started:.0f} s{progress}")
+                quiet_since = now
+                continue
+        try:
+            kind, value = answers.next()
+        except StopIteration:
+            raise RuntimeError(f"runner {runner} ended {method} without an answer") from None
+        if started is None:  # any answer means the runner has begun
+            started = begin()
+        quiet_since = clock()
+        if kind == "started":
+            continue
+        if kind == "log":
+            printer(value)
+            if value.strip():
+                last_line = value.strip()
+            continue
+        elapsed = clock() - started
+        if kind == "error":
+            printer(f"aelab: {method} failed on runner {runner} after {elapsed:.0f} s")
+            raise value
+        printer(f"aelab: {method} done on runner {runner} in {elapsed:.0f} s")
+        return value
+
+
 def pool(idle_s: float = 600.0) -> Any:
     """The cluster's runner pool (created on first use, on the head node, detached)."""
     return ray.remote(RunnerPool).options(
@@ -421,6 +505,7 @@ class RunnerSteps:
         # Owned by this process: the pool takes a lease back once this process is gone.
         self.owner = [ray.put(None)]
         self.printer = printer
+        self.clock: Callable[[], float] = time.monotonic
         self.spec: RunSpec | None = None
         self.store: RunStore | None = None
         # The runner leased to this run attempt, (name, handle, lease): kept from step to
@@ -458,16 +543,9 @@ class RunnerSteps:
             try:
                 answers = runner.call.remote(self.session, self.opener, self.spec, method,
                                              args)
-                self._wait(answers, f"runner {name} to start {method}")
-                for ref in answers:
-                    kind, value = ray.get(ref)
-                    if kind == "log":
-                        self.printer(value)
-                    elif kind == "error":
-                        raise value
-                    else:
-                        return value
-                raise RuntimeError(f"runner {name} ended {method} without an answer")
+                return follow_step(_RayAnswers(answers), runner=name, method=method,
+                                   printer=self.printer, waiting=self._waiting_note,
+                                   clock=self.clock)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 self.leased = None
                 self.pool.forget.remote(name)
@@ -481,16 +559,19 @@ class RunnerSteps:
                              f"({type(exc).__name__}); resuming on another")
 
     def _wait(self, waitable: Any, what: str) -> None:
-        """Block until ``waitable`` (an object ref, or a generator's next item) is ready,
-        saying in the run's log every ``WAIT_NOTE_S`` what it waits for and what the
-        cluster has free, so a run queued behind others is never silent."""
+        """Block until ``waitable`` (an object ref) is ready, saying in the run's log every
+        ``WAIT_NOTE_S`` what it waits for and what the cluster has free, so a run queued
+        behind others is never silent."""
         waited = 0.0
         while not ray.wait([waitable], timeout=WAIT_NOTE_S)[0]:
             waited += WAIT_NOTE_S
-            free = ray.available_resources()
-            self.printer(f"aelab: waiting {waited:.0f} s for {what} ({self.gpus:g} GPU, "
-                         f"{self.cpus:g} CPU); the cluster has {free.get('GPU', 0.0):g} GPU, "
-                         f"{free.get('CPU', 0.0):g} CPU free")
+            self.printer(self._waiting_note(waited, what))
+
+    def _waiting_note(self, waited: float, what: str) -> str:
+        free = ray.available_resources()
+        return (f"aelab: waiting {waited:.0f} s for {what} ({self.gpus:g} GPU, "
+                f"{self.cpus:g} CPU); the cluster has {free.get('GPU', 0.0):g} GPU, "
+                f"{free.get('CPU', 0.0):g} CPU free")
 
     def open(self, spec: RunSpec, store: RunStore) -> None:
         self.spec = spec
@@ -560,4 +641,4 @@ class RunnerSteps:
 
 
 __all__ = ["LrTrial", "ResourcesUnavailable", "Runner", "RunnerPool", "RunnerSteps",
-           "RunnersKeepDying", "SessionOpener", "pool"]
+           "RunnersKeepDying", "SessionOpener", "StepAnswers", "follow_step", "pool"]

@@ -114,7 +114,7 @@ class Readiness(BaseModel):
     """``/readyz``: ready when every check is ``ok`` (or ``disabled``); 503 otherwise."""
 
     ready: bool
-    checks: dict[str, str]  # database, ray → ok, disabled or what is wrong
+    checks: dict[str, str]  # database, ray, artifacts → ok, disabled or what is wrong
 
 
 class RatePoint(BaseModel):

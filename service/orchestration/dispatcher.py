@@ -12,6 +12,9 @@ The DB is the source of truth for the API; the executor (Ray) for what is runnin
   (``max_attempts``); every attempt's end stays on the run.
 - Job drivers fence their writes with their attempt (``run_store``), so a driver that was
   replaced can change nothing.
+- While the artifact store is full (``ArtifactStore.full``: low on free space, or a write
+  failed for space) no run is started or re-started (``store_full`` says why); keeping a
+  driver's log that does not fit never keeps a run from being settled.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Dispatcher:
     max_attempts: int = 3
     executor_error: str | None = None
     submit_error: str | None = None  # the last submit that failed, until one succeeds
+    store_full: str | None = None  # why no run starts: the artifact store is full
     artifacts: ArtifactStore | None = None  # where driver logs fetched from Ray are kept
     _logs_pending: dict[int, str] = field(default_factory=dict)  # run id → job id
     _foreign_warned: set[int] = field(default_factory=set)
@@ -132,6 +136,15 @@ class Dispatcher:
         self.admit()
 
     def admit(self) -> int:
+        full = self.artifacts.full() if self.artifacts is not None else None
+        if full != self.store_full:
+            if full:
+                log.warning("the artifact store is %s; no run starts until it has room", full)
+            else:
+                log.info("the artifact store has room again; runs start")
+        self.store_full = full
+        if full:
+            return 0
         cluster = self.executor.cluster_id
         with transaction(self.sessions) as s:
             free = self.max_in_flight - len(repo.running_runs(s))
@@ -198,14 +211,14 @@ class Dispatcher:
             if state not in ENDED:
                 continue
             if state == JobState.stopped:
-                self.keep_log(run_id, job_id)  # the driver could not save it itself
+                self.keep_log_or_warn(run_id, job_id)  # the driver could not save it
                 with transaction(self.sessions) as s:
                     repo.finish_run(s, run_id=run_id, status=Status.cancelled,
                                     error="its Ray job was stopped", attempt=attempt)
                 continue
             reason = (self.executor.failure_reason(job_id) if state == JobState.failed
                       else "the job ended without reporting a result")
-            self.keep_log(run_id, job_id, attempt=attempt)  # this attempt's, kept apart
+            self.keep_log_or_warn(run_id, job_id, attempt=attempt)  # this attempt's, apart
             self.lost(run_id, attempt, f"its driver died: {reason}")
         return states
 
@@ -266,6 +279,15 @@ class Dispatcher:
         except BaseException:  # the run was deleted since the check: leave no orphan file
             self.artifacts.remove(stored.uri)
             raise
+
+    def keep_log_or_warn(self, run_id: int, job_id: str, attempt: int | None = None
+                         ) -> None:
+        """:meth:`keep_log`, where a log that cannot be written (a full store: no temporary
+        file stays) is left on Ray, so the run is settled all the same."""
+        try:
+            self.keep_log(run_id, job_id, attempt=attempt)
+        except OSError as exc:
+            log.warning("run %s: its job's log stays on Ray: %s", run_id, first_line(str(exc)))
 
     def collect_logs(self, states: dict[str, JobState | None]) -> None:
         """Keep the logs of cancelled runs once their jobs have stopped (``states``: what

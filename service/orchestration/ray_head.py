@@ -33,6 +33,7 @@ from pathlib import Path
 
 from service.errors import Unavailable
 from service.orchestration.ray_auth import probe, use_token_auth
+from service.settings import without_secrets
 from workers.priority import TRAINING_NICENESS, yield_session_cpu
 from workers.text import first_line
 
@@ -148,10 +149,12 @@ class LocalRayHead:
         if num_gpus is not None:
             cmd.append(f"--num-gpus={num_gpus}")
         log.info("starting a local Ray head: %s", " ".join(cmd))
-        # Its output goes to a file, not a pipe: the head outlives this process.
+        # Its output goes to a file, not a pipe: the head outlives this process. Its
+        # processes inherit its environment: the API's secrets stay out of it.
         with (state_dir / "head.log").open("ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            env=without_secrets(os.environ))
         if niceness:
             yield_session_cpu(self.process.pid, niceness)  # the API keeps its CPU
         self.record = HeadRecord(f"http://127.0.0.1:{dashboard_port}",

@@ -33,6 +33,7 @@ from service.persistence.db import transaction
 from service.persistence.tables import ReferenceClassifier, Run, Status, utcnow
 from workers.context import RunEnv
 from workers.measures import CodecRow, RunMeasures
+from workers.space import StorageFull
 from workers.store import ClassifierTrainer, LrTrial, RunCancelled, StaleAttempt
 
 log = logging.getLogger("aelab.run_store")
@@ -98,9 +99,14 @@ class DbRunStore:
     # --- RunStore ---------------------------------------------------------------------
 
     def save_log(self) -> None:
+        """Keep the driver's log as ``job.log``; a store too full for it leaves the log on
+        Ray (what the logs endpoint then serves) rather than keep the run from ending."""
         if self.log_reader is not None:
-            self.save_artifact("job.log", "log", self.log_reader(),
-                               "text/plain; charset=utf-8")
+            try:
+                self.save_artifact("job.log", "log", self.log_reader(),
+                                   "text/plain; charset=utf-8")
+            except StorageFull as exc:
+                log.warning("run %s: its log stays on Ray: %s", self.run_id, exc)
 
     def set_phase(self, phase: str) -> None:
         self._write(lambda s: repo.set_run(s, run_id=self.run_id, phase=phase))

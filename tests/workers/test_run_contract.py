@@ -10,7 +10,13 @@ from typing import get_args
 import pytest
 from pydantic import SecretStr
 
-from service.settings import NOT_FOR_JOBS, Settings, env_name, job_environment
+from service.settings import (
+    NOT_FOR_JOBS,
+    Settings,
+    env_name,
+    job_environment,
+    without_secrets,
+)
 from service.spec import ExperimentSpec
 from workers.context import one_line_error
 from workers.lr_search import METHODS
@@ -27,6 +33,7 @@ NON_DEFAULT = {
     "public_dashboard_url": "http://ray.example:8265", "ray_head_dead_after_s": 7.5,
     "max_run_attempts": 5, "classifier_heartbeat_s": 2.5, "classifier_claim_expiry_s": 9.0,
     "db_retry_s": 33.0, "runner_idle_s": 42.0, "training_niceness": 5,
+    "artifact_min_free_mb": 12.5,
 }
 
 
@@ -73,6 +80,17 @@ def test_the_database_password_never_travels_in_the_job_environment(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert Settings(_env_file=None).sqlalchemy_url == url
+
+
+def test_the_ray_heads_environment_is_the_apis_without_its_secrets() -> None:
+    environ = {"AELAB_API_TOKEN": "t0ken", "aelab_api_token": "t0ken",  # any case reads
+               "AELAB_DATABASE_URL": "postgresql://u:pw@db/a", "DATABASE_URL": "sqlite://",
+               "PGPASSWORD": "pw", "AELAB_HOME": "/srv/aelab",
+               "AELAB_DATABASE_URL_FILE": "/run/secrets/db", "RAY_AUTH_MODE": "token",
+               "PATH": "/usr/bin"}
+    assert without_secrets(environ) == {
+        "AELAB_HOME": "/srv/aelab", "AELAB_DATABASE_URL_FILE": "/run/secrets/db",
+        "RAY_AUTH_MODE": "token", "PATH": "/usr/bin"}
 
 
 def test_the_lr_search_registry_is_the_specs_vocabulary() -> None:

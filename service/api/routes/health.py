@@ -30,6 +30,7 @@ def readyz(ctx: ContextDep) -> JSONResponse:
         reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
         checks["database"] = f"unreachable: {type(exc).__name__}: {reason}"[:500]
     checks["ray"] = ctx.ray_status()
+    checks["artifacts"] = ctx.artifacts.full() or "ok"
     ready = all(v in ("ok", "disabled") for v in checks.values())
     return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
                         status_code=200 if ready else 503)

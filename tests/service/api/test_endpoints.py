@@ -245,7 +245,7 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"database": "ok", "ray": "disabled"}
+    assert r.json()["checks"] == {"database": "ok", "ray": "disabled", "artifacts": "ok"}
     assert client.get("/docs").status_code == 200
     assert "/api/v1/experiments" in client.get("/openapi.json").json()["paths"]
 
