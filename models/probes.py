@@ -13,9 +13,15 @@ Caron et al. 2018), on the float code the encoder gives each image:
 
 Each is None for an unlabelled set (labels −1), or one too small for it. The training codes
 are at most :data:`PROBE_TRAIN_IMAGES` images of the training split, drawn with the seed.
+
+And a picture of the same test codes: :func:`code_projection`, their first two principal
+components (PCA), at most :data:`PROJECTION_POINTS` of them with their labels, which the run
+page draws coloured by class.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +31,7 @@ from models.data import DataSplits
 
 PROBE_K = 20  # neighbours of the k-NN probe
 PROBE_TRAIN_IMAGES = 5_000  # training images whose codes fit the probes (speed)
+PROJECTION_POINTS = 2_000  # test codes drawn in the PCA scatter (a page stays light)
 
 
 def probe_codes(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: np.ndarray,
@@ -66,11 +73,44 @@ def probe_codes(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: n
     return out
 
 
+def code_projection(codes: np.ndarray, labels: np.ndarray, *, seed: int = 0,
+                    limit: int = PROJECTION_POINTS) -> dict[str, Any]:
+    """The first two principal components of ``codes`` (N, D), fitted on all N codes
+    (``sklearn.decomposition.PCA``, centred, not whitened), and at most ``limit`` of the
+    projected codes, drawn without replacement with ``seed`` (all of them when N ≤ limit),
+    in test-set order. ``labels`` (N,) are class ids, −1 for unlabelled.
+
+    Returns a JSON-ready dict: ``x``, ``y`` (the codes' coordinates on components 1 and 2,
+    in code units), ``label`` and ``index`` (the test image's position) per point,
+    ``explained_variance_ratio`` (the two components' shares of the codes' variance, in
+    [0, 1]), ``codes`` (N) and ``labelled`` (False when any label is −1). ValueError for
+    fewer than 2 codes or codes of fewer than 2 dimensions (no plane to draw)."""
+    from sklearn.decomposition import PCA
+
+    codes = np.asarray(codes, dtype=np.float64)
+    labels = np.asarray(labels)
+    if codes.ndim != 2 or len(codes) < 2 or codes.shape[1] < 2:
+        raise ValueError(f"a 2-D projection needs at least 2 codes of at least 2 dimensions, "
+                         f"got codes of shape {codes.shape}")
+    pca = PCA(n_components=2, random_state=seed)
+    plane = pca.fit_transform(codes)  # (N, 2)
+    index = np.arange(len(codes))
+    if len(codes) > limit:
+        index = np.sort(np.random.default_rng(seed).choice(len(codes), limit, replace=False))
+    return {"x": plane[index, 0].tolist(), "y": plane[index, 1].tolist(),
+            "label": labels[index].astype(int).tolist(), "index": index.tolist(),
+            "explained_variance_ratio": pca.explained_variance_ratio_.tolist(),
+            "codes": len(codes), "labelled": bool(len(labels) and (labels >= 0).all())}
+
+
 def latent_probes(model: Autoencoder, data: DataSplits, *, seed: int = 0,
-                  device: torch.device | str | None = None) -> dict[str, float | None]:
+                  device: torch.device | str | None = None
+                  ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
     """:func:`probe_codes` on ``model``'s float codes (``models.quantize.encode_latents``)
     of at most :data:`PROBE_TRAIN_IMAGES` training images (drawn with ``seed``) and of
-    every test image."""
+    every test image; and the test codes' :func:`code_projection` (drawn with ``seed``;
+    None when there is no plane: fewer than 2 test codes, or 1-D codes).
+    Returns (the measures, the projection)."""
     from models.quantize import encode_latents
 
     train = data.train
@@ -79,5 +119,9 @@ def latent_probes(model: Autoencoder, data: DataSplits, *, seed: int = 0,
         train = train.subset(pick[:PROBE_TRAIN_IMAGES].sort().values)
     train_codes = encode_latents(model, train, device=device).numpy()
     test_codes = encode_latents(model, data.test, device=device).numpy()
-    return probe_codes(train_codes, train.labels.numpy(), test_codes,
-                       data.test.labels.numpy(), n_classes=data.num_classes, seed=seed)
+    test_labels = data.test.labels.numpy()
+    measures = probe_codes(train_codes, train.labels.numpy(), test_codes, test_labels,
+                           n_classes=data.num_classes, seed=seed)
+    if len(test_codes) < 2 or test_codes.shape[1] < 2:
+        return measures, None
+    return measures, code_projection(test_codes, test_labels, seed=seed)

@@ -34,6 +34,7 @@ from workers.measures import CodecRow, RunMeasures
 from workers.preflight import preflight
 from workers.spec import RunSpec
 from workers.store import (
+    CODE_PROJECTION,
     COMPRESSION_META,
     COMPRESSION_STREAM,
     GALLERY_INPUTS,
@@ -276,6 +277,9 @@ class LocalSteps:
                                 "application/octet-stream")
             store.save_artifact(COMPRESSION_META, "compression",
                                 json.dumps(c.meta, indent=1).encode(), "application/json")
+        if evaluation.projection is not None:
+            store.save_artifact(CODE_PROJECTION, "codes",
+                                json.dumps(evaluation.projection).encode(), "application/json")
         return evaluation.measures, evaluation.codecs
 
     def finish(self) -> None:
@@ -294,6 +298,7 @@ class Evaluation:
     weights: bytes
     gallery: GalleryArtifacts
     compression: CompressionReport | None = None
+    projection: dict[str, Any] | None = None  # the test codes' 2-D PCA (CODE_PROJECTION)
 
 
 def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
@@ -305,7 +310,9 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     ``spec.compression.bits``, entropy-coded (the stream is an artifact), decoded from the
     stream and measured (``q_*``), bytes per image and bpp, and codec rows at the same
     bytes; and what the codes know (``models.probes``: k-NN and linear probes, k-means
-    NMI). ValidationError when a measure is not in the contract (``workers.measures``)."""
+    NMI) and their 2-D PCA (``models.probes.code_projection``), none of which when the data
+    is evaluated whole. ValidationError when a measure is not in the contract
+    (``workers.measures``)."""
     import torch
 
     from models.classifier import load_classifier
@@ -322,8 +329,8 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     measures = evaluate(model, data.test, device=device, classifier=classifier,
                         whole_crop=data.crop if data.whole else None, size=data.crop)
     # The probes read one code per image: whole images of any size have one per tile.
-    probes = {} if data.whole else latent_probes(model, data, seed=spec.seed,
-                                                 device=device)
+    probes, projection = ({}, None) if data.whole else latent_probes(
+        model, data, seed=spec.seed, device=device)
     compression = compress_run(model, data, dataset=spec.dataset,
                                bits=spec.compression.bits, classifier=classifier,
                                device=device, codecs=tuple(spec.compression.codecs))
@@ -343,7 +350,7 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
                                   size=data.crop)
     grid = sample_grid(model, data.test, device=device, whole_crop=whole, size=data.crop)
     return Evaluation(reported, codecs, grid,
-                      weights.getvalue(), gallery, compression)
+                      weights.getvalue(), gallery, compression, projection)
 
 
 def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,

@@ -25,6 +25,10 @@ from workers.space import write_atomic
 GALLERY_INPUTS = "gallery-inputs.png"
 GALLERY_RECONSTRUCTIONS = "gallery-recon.png"
 GALLERY_META = "gallery.json"
+# The test codes' 2-D PCA (models.probes.code_projection): x, y, label and index per point
+# (at most 2,000, drawn with the run's seed) and the components' explained variance ratio;
+# the run page draws it. Absent when the data is evaluated whole (one code per tile).
+CODE_PROJECTION = "codes-pca.json"
 # The test set's latents as coded at evaluation (models.compression): the stream whose
 # length / images is the run's bytes_per_image, and how to decode it with model.pt.
 COMPRESSION_STREAM = "latents-test.bin"

@@ -30,6 +30,7 @@ from service.web.auth import page_access
 from service.web.format import dataset_title, variant_title
 from service.web.gallery import GalleryReader
 from service.web.render import render
+from service.web.scatter import read_scatter
 from service.web.spec_form import spec_sections
 from workers.measures import BY_NAME, MEASURES, SUMMARY
 
@@ -375,16 +376,18 @@ def compare_view(request: Request, ctx: ContextDep,
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, ctx: ContextDep, run_id: int) -> Response:
-    """A run: progress, measures, its reconstructions, epochs, LR search, spec, files, log."""
+    """A run: progress, measures, its reconstructions, its codes' PCA, epochs, LR search,
+    spec, files, log."""
     with ctx.sessions() as s:
         run = repo.get_run(s, run_id=run_id, detail=True)
         gallery = _galleries(ctx).compose(s, [run], {}, run.dataset)
         data = curves_data([run])
+        scatter = read_scatter(s, ctx.artifacts, run.id)
     dashboard = ctx.dashboard_url()
     return render(request, "run.html", run=run, gallery=gallery, curves=data,
                   ray_job=ray_job_url(dashboard, run.ray_job_id),
                   spec_json=json.dumps(run.spec, indent=2, sort_keys=True),
-                  measures=measure_rows(run))
+                  measures=measure_rows(run), scatter=scatter)
 
 
 def measure_rows(run: Run) -> list[tuple[str, str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.probes import probe_codes
+from models.probes import code_projection, probe_codes
 
 CLASSES = 10
 
@@ -55,3 +55,46 @@ def test_unlabelled_or_too_few_images_give_none() -> None:
     y = _labels(50, rng)
     few = probe_codes(codes, y, codes[:5], y[:5], n_classes=CLASSES)
     assert few["cluster_nmi"] is None and few["probe_knn_accuracy"] is not None
+
+
+def _pca(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first two principal components by numpy's SVD: (N, 2) scores and the two
+    components' shares of the variance."""
+    centred = codes - codes.mean(axis=0)
+    u, sv, _ = np.linalg.svd(centred, full_matrices=False)
+    return u[:, :2] * sv[:2], sv[:2] ** 2 / (sv ** 2).sum()
+
+
+def test_the_projection_is_the_codes_pca_on_at_most_limit_points_drawn_with_the_seed() -> None:
+    rng = np.random.default_rng(3)
+    y = _labels(300, rng)
+    # Two strong directions (the label and a ramp) over noise in 30 dimensions.
+    codes = rng.normal(size=(300, 30)) * 0.2
+    codes[:, 0] += y * 2.0
+    codes[:, 1] += np.linspace(-3, 3, 300)
+    scores, ratio = _pca(codes)
+    whole = code_projection(codes, y, seed=7)
+    assert whole["index"] == list(range(300)) and whole["codes"] == 300 and whole["labelled"]
+    assert whole["label"] == y.tolist()
+    assert whole["explained_variance_ratio"] == pytest.approx(ratio.tolist(), rel=1e-6)
+    for axis, key in enumerate(("x", "y")):  # a component's sign is arbitrary
+        got = np.asarray(whole[key])
+        sign = np.sign(got @ scores[:, axis])
+        np.testing.assert_allclose(got, sign * scores[:, axis], rtol=1e-6, atol=1e-9)
+
+    drawn = code_projection(codes, y, seed=7, limit=50)
+    again = code_projection(codes, y, seed=7, limit=50)
+    other = code_projection(codes, y, seed=8, limit=50)
+    index = drawn["index"]
+    assert len(index) == 50 == len(set(index)) and index == sorted(index)
+    assert drawn == again and other["index"] != index
+    assert drawn["x"] == pytest.approx([whole["x"][i] for i in index])  # fitted on all 300
+    assert drawn["label"] == [int(y[i]) for i in index]
+
+
+def test_unlabelled_codes_project_and_a_plane_needs_two_dimensions() -> None:
+    rng = np.random.default_rng(4)
+    out = code_projection(rng.normal(size=(20, 5)), np.full(20, -1))
+    assert not out["labelled"] and set(out["label"]) == {-1} and len(out["x"]) == 20
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        code_projection(rng.normal(size=(20, 1)), np.zeros(20))

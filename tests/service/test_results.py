@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -88,11 +89,28 @@ def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:
     assert run["measures"]["native_pixels"] == 1024 and run["measures"]["rd_lambda"] is None
     assert {a["name"] for a in run["artifacts"]} == {
         "samples.png", "model.pt", "gallery-inputs.png", "gallery-recon.png", "gallery.json",
-        "timings.json", "latents-test.bin", "compression.json"}
+        "timings.json", "latents-test.bin", "compression.json", "codes-pca.json"}
     stream = client.get(f"{API}/runs/{run['id']}/artifacts/latents-test.bin").content
     assert len(stream) / 64 == run["measures"]["bytes_per_image"]
     meta = client.get(f"{API}/runs/{run['id']}/artifacts/compression.json").json()
     assert meta["bits"] == 8 and meta["stream_bytes"] == len(stream)
+    # Its page draws the test codes' PCA (models.probes.code_projection, checked against
+    # numpy in tests/workers/test_gallery_artifacts.py): one point per stored point.
+    from tests.service.web.test_pages import scatter
+
+    pca = client.get(f"{API}/runs/{run['id']}/artifacts/codes-pca.json").json()
+    page = client.get(f"/runs/{run['id']}").text
+    points, axes = scatter(page)
+    assert [(int(p["data-index"]), int(p["data-label"])) for p in points] == list(
+        zip(pca["index"], pca["label"], strict=True)) and len(points) == 64
+    colours = {int(p["data-label"]): p["fill"] for p in points}  # one colour per class
+    assert len(set(colours.values())) == len(colours) == len(set(pca["label"])) > 1
+    legend = re.findall(r'<li><svg[^>]*><circle[^>]*fill="([^"]+)"/></svg> class (\d+)</li>',
+                        page)
+    assert {int(c): f for f, c in legend} == colours
+    ratio = pca["explained_variance_ratio"]
+    assert axes == [f"PC 1 ({100 * ratio[0]:.1f} % of the variance)",
+                    f"PC 2 ({100 * ratio[1]:.1f} % of the variance)"]
     timings = client.get(f"{API}/runs/{run['id']}/artifacts/timings.json").json()
     assert set(timings) == {"pipeline_started_unix", "training_started_unix", "prepare_s",
                             "search_s", "train_s", "classifier_s", "evaluate_s", "wall_s"}

@@ -18,7 +18,13 @@ from models.samples import read_strip, reconstruct_gallery, strip_png, tile_psnr
 from workers.context import RunEnv
 from workers.pipeline import LocalSteps, run_pipeline
 from workers.spec import RunSpec
-from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS, MemoryStore
+from workers.store import (
+    CODE_PROJECTION,
+    GALLERY_INPUTS,
+    GALLERY_META,
+    GALLERY_RECONSTRUCTIONS,
+    MemoryStore,
+)
 
 
 class Shift(nn.Module):
@@ -117,3 +123,18 @@ def test_every_run_saves_its_gallery_and_its_tiles_are_the_saved_models_output()
     mse = ((out.double() - x.double()) ** 2).flatten(1).mean(1)
     assert meta["psnr_db"] == [pytest.approx(10 * math.log10(1 / m), abs=1e-4)
                                for m in mse.tolist()]
+
+    # The codes' PCA: the saved model's test codes, projected by numpy's SVD here.
+    from models.quantize import encode_latents
+
+    projection = json.loads(store.artifacts[CODE_PROJECTION])
+    codes = encode_latents(model, data.test, device="cpu").double().numpy()
+    u, sv, _ = np.linalg.svd(codes - codes.mean(axis=0), full_matrices=False)
+    assert projection["index"] == list(range(16)) and projection["labelled"]
+    assert projection["label"] == data.test.labels.tolist()
+    assert projection["explained_variance_ratio"] == pytest.approx(
+        (sv[:2] ** 2 / (sv ** 2).sum()).tolist(), rel=1e-4)
+    for axis, key in enumerate(("x", "y")):  # a component's sign is arbitrary
+        got, want = np.asarray(projection[key]), u[:, axis] * sv[axis]
+        np.testing.assert_allclose(got, np.sign(got @ want) * want, rtol=1e-4,
+                                   atol=1e-4 * np.abs(want).max())

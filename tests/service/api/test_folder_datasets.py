@@ -105,6 +105,9 @@ def test_larger_images_train_on_crops_and_are_measured_whole(client: TestClient,
     assert jpeg["bytes_per_image"] > 300  # whole 96×64 JPEG files, not 32-px tiles
     gallery = client.get(f"{API}/runs/{run['id']}/artifacts/gallery.json").json()
     assert gallery["sizes"] == [[64, 96], [64, 96]] and gallery["whole"]
+    # One code per tile, not per image: no probes and no PCA of the codes.
+    assert m["probe_knn_accuracy"] is None
+    assert "codes-pca.json" not in {a["name"] for a in run["artifacts"]}
 
 
 def test_a_variant_that_cannot_take_the_crop_is_422(client: TestClient) -> None:

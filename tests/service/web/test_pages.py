@@ -28,7 +28,12 @@ from service.spec import ExperimentSpec
 from service.web.auth import safe_next
 from service.web.spec_form import spec_sections
 from tests.utils import API, REPO, spec
-from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
+from workers.store import (
+    CODE_PROJECTION,
+    GALLERY_INPUTS,
+    GALLERY_META,
+    GALLERY_RECONSTRUCTIONS,
+)
 
 SPEC = spec("baseline", "pixel_shuffle", "resnet", name="pages", epochs=2, pretrained=False)
 
@@ -134,6 +139,9 @@ def test_pages_render_for_every_kind_of_run_without_torch(web: TestClient,
     exp = web.post(f"{API}/experiments", json=SPEC).json()
     first = exp["runs"][0]["id"]
     store_gallery(web, first, [tile(1)], [tile(2)], [9.0])
+    store_projection(web, first, {"x": [0.0, 1.0], "y": [1.0, 0.0], "label": [3, 7],
+                                  "index": [0, 1], "explained_variance_ratio": [0.6, 0.3],
+                                  "codes": 2, "labelled": True})
     other = web.post(f"{API}/experiments", json={**SPEC, "datasets": ["mnist"]}).json()
     paths = ["/", f"/experiments/{exp['id']}", f"/experiments/{exp['id']}/gallery",
              f"/experiments/{exp['id']}/curves", "/compare", "/compare?order_by=-psnr",
@@ -156,6 +164,41 @@ with TestClient(create_app(settings)) as c:
 assert 'torch' not in sys.modules, 'a page imported torch'
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def store_projection(client: TestClient, run_id: int, projection: dict) -> None:
+    """A code projection as a run's evaluation stores it (models.probes.code_projection)."""
+    app = client.app
+    with transaction(context_of(app).sessions) as s:
+        stored = context_of(app).artifacts.put(f"run-{run_id}/a0", CODE_PROJECTION,
+                                               json.dumps(projection).encode())
+        repo.record_artifact(s, run_id=run_id, name=CODE_PROJECTION, kind="codes",
+                             uri=stored.uri, content_type="application/json",
+                             size=stored.size, checksum=stored.checksum)
+
+
+def scatter(html: str) -> tuple[list[dict[str, str | None]], list[str]]:
+    """The run page's code scatter: its points' attributes and its axis labels."""
+    match = re.search(r'<svg class="scatter".*?</svg>', html, re.S)
+    assert match is not None, "no scatter on the page"
+    axes = re.findall(r'<text class="axis"[^>]*>([^<]*)</text>', match.group(0))
+    return Tags(match.group(0)).find("circle"), axes
+
+
+def test_an_unlabelled_sets_codes_are_one_colour_and_the_page_says_so(web: TestClient) -> None:
+    run_id = web.post(f"{API}/experiments", json=SPEC).json()["runs"][0]["id"]
+    assert "<svg class=\"scatter\"" not in web.get(f"/runs/{run_id}").text  # none stored
+    store_projection(web, run_id, {
+        "x": [0.0, 1.0, 2.0], "y": [1.0, -1.0, 0.5], "label": [-1, -1, -1], "index": [0, 4, 9],
+        "explained_variance_ratio": [0.5, 0.25], "codes": 12, "labelled": False})
+    page = web.get(f"/runs/{run_id}").text
+    points, axes = scatter(page)
+    assert len(points) == 3 and len({p["fill"] for p in points}) == 1
+    assert [(float(p["cx"]), float(p["cy"])) for p in points] == [
+        (52.0, 12.0), (300.0, 356.0), (548.0, 98.0)]  # x and y spans fill the plot, y up
+    assert axes == ["PC 1 (50.0 % of the variance)", "PC 2 (25.0 % of the variance)"]
+    assert "This data set is unlabelled: every code has one colour." in page
+    assert "scatter-legend" not in page and "fitted on all 12 codes; 3 drawn at random" in page
 
 
 def test_a_run_page_numbers_attempts_as_the_api_and_the_ray_job_do(web: TestClient) -> None:
