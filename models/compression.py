@@ -21,6 +21,7 @@ stream and measured; and standard codecs at the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,17 @@ def decode_stream(model: Autoencoder, meta: dict[str, Any], stream: bytes, *,
     q = LatentQuantizer.from_dict(meta["quantizer"])
     em = LatentEntropyModel.from_dict(meta["entropy_model"])
     return decode_symbols(model, q, em.decode(stream), device=device)
+
+
+def quantised_codes(meta: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the decoder gets back from a stream coded as ``meta`` (``compression.json``)
+    describes, as a function of the float codes (N, D) → (N, D) float: ``round`` for a
+    model's own entropy bottleneck (Ballé et al. 2017), the fitted quantiser's
+    dequantised symbols otherwise."""
+    if meta["coder"] == OWN_CODER:
+        return torch.round
+    q = LatentQuantizer.from_dict(meta["quantizer"])
+    return lambda z: q.dequantize(q.quantize(z))
 
 
 def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: int = 8,

@@ -21,6 +21,7 @@ page draws coloured by class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,13 +105,16 @@ def code_projection(codes: np.ndarray, labels: np.ndarray, *, seed: int = 0,
 
 
 def latent_probes(model: Autoencoder, data: DataSplits, *, seed: int = 0,
-                  device: torch.device | str | None = None
+                  device: torch.device | str | None = None,
+                  quantised: Callable[[torch.Tensor], torch.Tensor] | None = None
                   ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
     """:func:`probe_codes` on ``model``'s float codes (``models.quantize.encode_latents``)
     of at most :data:`PROBE_TRAIN_IMAGES` training images (drawn with ``seed``) and of
-    every test image; and the test codes' :func:`code_projection` (drawn with ``seed``;
-    None when there is no plane: fewer than 2 test codes, or 1-D codes).
-    Returns (the measures, the projection)."""
+    every test image; with ``quantised`` (float codes (N, D) → the codes the decoder gets
+    back from the stream, (N, D): ``models.compression.quantised_codes``), the same three
+    measures of those codes too, named ``q_<measure>``; and the float test codes'
+    :func:`code_projection` (drawn with ``seed``; None when there is no plane: fewer than
+    2 test codes, or 1-D codes). Returns (the measures, the projection)."""
     from models.quantize import encode_latents
 
     train = data.train
@@ -122,6 +126,12 @@ def latent_probes(model: Autoencoder, data: DataSplits, *, seed: int = 0,
     test_labels = data.test.labels.numpy()
     measures = probe_codes(train_codes, train.labels.numpy(), test_codes, test_labels,
                            n_classes=data.num_classes, seed=seed)
+    if quantised is not None:
+        q_measures = probe_codes(quantised(torch.from_numpy(train_codes)).numpy(),
+                                 train.labels.numpy(),
+                                 quantised(torch.from_numpy(test_codes)).numpy(),
+                                 test_labels, n_classes=data.num_classes, seed=seed)
+        measures.update({f"q_{name}": value for name, value in q_measures.items()})
     if len(test_codes) < 2 or test_codes.shape[1] < 2:
         return measures, None
     return measures, code_projection(test_codes, test_labels, seed=seed)

@@ -183,6 +183,20 @@ class RunMeasures(BaseModel):
         "evaluated whole as tiles)", "quality",
         label="Cluster NMI (codes)", better="max",
         results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+    q_probe_knn_accuracy: Annotated[float | None, MeasureInfo(
+        "Quantised k-NN probe", "probe_knn_accuracy of the codes the decoder gets back "
+        "from the stream (rounded, or the fitted quantiser's levels)", "quality",
+        label="k-NN probe accuracy (quantised codes)", better="max",
+        results=True, aggregated=True, expectable=True, orderable=True)] = None
+    q_probe_linear_accuracy: Annotated[float | None, MeasureInfo(
+        "Quantised linear probe", "probe_linear_accuracy of the codes the decoder gets "
+        "back from the stream", "quality",
+        label="Linear probe accuracy (quantised codes)", better="max",
+        results=True, aggregated=True, expectable=True, orderable=True)] = None
+    q_cluster_nmi: Annotated[float | None, MeasureInfo(
+        "Quantised cluster NMI", "cluster_nmi of the codes the decoder gets back from the "
+        "stream", "quality", label="Cluster NMI (quantised codes)", better="max",
+        results=True, aggregated=True, expectable=True, orderable=True)] = None
 
     # --- rate: what an image really costs (models.compression) ---------------------------
     bytes_per_image: Annotated[float | None, MeasureInfo(

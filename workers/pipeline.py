@@ -316,7 +316,7 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     import torch
 
     from models.classifier import load_classifier
-    from models.compression import compress_run
+    from models.compression import compress_run, quantised_codes
     from models.metrics import evaluate, model_facts
     from models.probes import latent_probes
     from models.samples import reconstruct_gallery, sample_grid
@@ -328,12 +328,13 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
         classifier, _ = load_classifier(io.BytesIO(classifier_blob), device)
     measures = evaluate(model, data.test, device=device, classifier=classifier,
                         whole_crop=data.crop if data.whole else None, size=data.crop)
-    # The probes read one code per image: whole images of any size have one per tile.
-    probes, projection = ({}, None) if data.whole else latent_probes(
-        model, data, seed=spec.seed, device=device)
     compression = compress_run(model, data, dataset=spec.dataset,
                                bits=spec.compression.bits, classifier=classifier,
                                device=device, codecs=tuple(spec.compression.codecs))
+    # The probes read one code per image: whole images of any size have one per tile.
+    probes, projection = ({}, None) if data.whole else latent_probes(
+        model, data, seed=spec.seed, device=device,
+        quantised=quantised_codes(compression.meta))
     # The models layer reports plain dicts; the contract validates their union.
     reported = RunMeasures.model_validate({
         **measures.as_dict(), "original_accuracy": original_accuracy,

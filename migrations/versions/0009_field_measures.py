@@ -5,7 +5,8 @@ Nullable columns (runs evaluated before this have none of them):
 - ``measures``: ``psnr_per_image`` and ``q_psnr_per_image`` (mean of each image's PSNR,
   CompressAI's convention), ``ms_ssim`` and ``q_ms_ssim`` (None under 176 px a side).
 - ``measures``: ``probe_knn_accuracy``, ``probe_linear_accuracy`` and ``cluster_nmi``,
-  what the test codes know about the labels (models.probes).
+  what the test codes know about the labels (models.probes), and their ``q_`` twins on
+  the codes the decoder gets back from the stream.
 - ``codec_results``: ``psnr_per_image`` and ``ms_ssim``, measured as the model's.
 
 Self-contained: adds nullable columns and nothing else.
@@ -27,7 +28,8 @@ depends_on = None
 
 COLUMNS = {
     'measures': ('psnr_per_image', 'ms_ssim', 'q_psnr_per_image', 'q_ms_ssim',
-                 'probe_knn_accuracy', 'probe_linear_accuracy', 'cluster_nmi'),
+                 'probe_knn_accuracy', 'probe_linear_accuracy', 'cluster_nmi',
+                 'q_probe_knn_accuracy', 'q_probe_linear_accuracy', 'q_cluster_nmi'),
     'codec_results': ('psnr_per_image', 'ms_ssim'),
 }
 

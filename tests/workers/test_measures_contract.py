@@ -114,8 +114,20 @@ def test_the_trainer_reports_every_measure_and_refuses_an_unknown_one(
     # 8 test codes cannot make 10 clusters (the probes, fitted on 32 codes, are measured).
     assert unset == {"search_time_s", "wall_time_s", "classifier_accuracy",
                      "original_accuracy", "q_accuracy", "rd_lambda", "ms_ssim", "q_ms_ssim",
-                     "cluster_nmi"}
+                     "cluster_nmi", "q_cluster_nmi"}
     assert 0 <= m.probe_knn_accuracy <= 1 and 0 <= m.probe_linear_accuracy <= 1
+    # The q_ probes read the codes the decoder gets back from the stored stream: the same
+    # probes on the fitted quantiser's levels, computed here from compression.json alone.
+    from models.probes import probe_codes
+    from models.quantize import LatentQuantizer, encode_latents
+
+    q = LatentQuantizer.from_dict(evaluation.compression.meta["quantizer"])
+    levels = [q.dequantize(q.quantize(encode_latents(result.model, split))).numpy()
+              for split in (data.train, data.test)]
+    expected = probe_codes(levels[0], data.train.labels.numpy(), levels[1],
+                           data.test.labels.numpy(), n_classes=data.num_classes, seed=0)
+    assert (m.q_probe_knn_accuracy, m.q_probe_linear_accuracy) == (
+        expected["probe_knn_accuracy"], expected["probe_linear_accuracy"])
     assert m.psnr_per_image >= m.psnr and m.q_psnr_per_image >= m.q_psnr  # Jensen
     assert [(c.codec, c.kind) for c in evaluation.codecs] == \
         [("jpeg", "matched")] + [("jpeg", "curve")] * len(DEFAULT_CURVE_QUALITIES)
@@ -163,7 +175,8 @@ def test_the_results_heads_are_the_studys_columns_then_each_group(client: TestCl
         "run_id,experiment,kind,model,codec,dataset,latent_dim,rd_lambda,seed,mae,mse,psnr,"
         "ssim,psnr_per_image,ms_ssim,classifier_accuracy,original_accuracy,quant_bits,q_mse,"
         "q_psnr,q_ssim,q_psnr_per_image,q_ms_ssim,q_accuracy,probe_knn_accuracy,"
-        "probe_linear_accuracy,cluster_nmi,bytes_per_image,bpp,raw_bytes_per_image,side_info_bytes,codec_quality,"
+        "probe_linear_accuracy,cluster_nmi,q_probe_knn_accuracy,q_probe_linear_accuracy,"
+        "q_cluster_nmi,bytes_per_image,bpp,raw_bytes_per_image,side_info_bytes,codec_quality,"
         "codec_status,training_time_s,search_time_s,wall_time_s,lr,"
         "nominal_compression_ratio,params,status")
     agg = client.get(f"{API}/experiments/{exp['id']}/results",
@@ -171,7 +184,8 @@ def test_the_results_heads_are_the_studys_columns_then_each_group(client: TestCl
     measured = ["mae", "mse", "psnr", "ssim", "psnr_per_image", "ms_ssim",
                 "classifier_accuracy", "original_accuracy", "q_mse", "q_psnr", "q_ssim",
                 "q_psnr_per_image", "q_ms_ssim", "q_accuracy", "probe_knn_accuracy",
-                "probe_linear_accuracy", "cluster_nmi", "bytes_per_image", "bpp",
+                "probe_linear_accuracy", "cluster_nmi", "q_probe_knn_accuracy",
+                "q_probe_linear_accuracy", "q_cluster_nmi", "bytes_per_image", "bpp",
                 "training_time_s", "search_time_s", "wall_time_s", "lr", "params"]
     assert agg == ["experiment", "model", "dataset", "latent_dim", "rd_lambda", "runs",
                    "seeds", *(f"{m}_{s}" for m in measured for s in ("mean", "std", "n")),
