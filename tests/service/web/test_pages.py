@@ -9,6 +9,8 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -286,15 +288,25 @@ def test_login_only_returns_to_this_site(target: str | None, expected: str) -> N
     assert safe_next(target) == expected
 
 
-def test_protected_reads_need_the_login_cookie_for_pages_images_and_exports(
-        web_settings: Settings) -> None:
-    web_settings.api_token = SecretStr("t0ken")
-    web_settings.protect_reads = True
-    bearer = {"Authorization": "Bearer t0ken"}
-    with TestClient(create_app(web_settings)) as c:
-        exp = c.post(f"{API}/experiments", json=SPEC, headers=bearer).json()
+BEARER = {"Authorization": "Bearer t0ken"}
+
+
+@contextmanager
+def protected_service(settings: Settings) -> Iterator[tuple[TestClient, dict, int]]:
+    """A service whose reads want the token ``t0ken`` (``BEARER``), with one experiment of
+    ``SPEC`` whose run has a stored gallery: (client, the experiment, the run's id)."""
+    settings.api_token = SecretStr("t0ken")
+    settings.protect_reads = True
+    with TestClient(create_app(settings)) as c:
+        exp = c.post(f"{API}/experiments", json=SPEC, headers=BEARER).json()
         run = exp["runs"][0]["id"]
         store_gallery(c, run, [tile(1)], [tile(2)], [9.0])
+        yield c, exp, run
+
+
+def test_protected_reads_need_the_login_cookie_for_pages_images_and_exports(
+        web_settings: Settings) -> None:
+    with protected_service(web_settings) as (c, exp, run):
         guarded = [f"{API}/runs/{run}/artifacts/{GALLERY_RECONSTRUCTIONS}",
                    f"{API}/experiments/{exp['id']}/results?format=csv", f"{API}/runs"]
         page = c.get(f"/experiments/{exp['id']}?x=1", follow_redirects=False)
@@ -318,14 +330,14 @@ def test_protected_reads_need_the_login_cookie_for_pages_images_and_exports(
             assert c.get(path, follow_redirects=False).status_code == 200, path
         # The cookie grants reads only: writes still need the bearer token.
         assert c.post(f"{API}/experiments", json=SPEC).status_code == 401
-        assert c.post(f"{API}/experiments", json=SPEC, headers=bearer).status_code == 201
+        assert c.post(f"{API}/experiments", json=SPEC, headers=BEARER).status_code == 201
         # A tampered cookie is no cookie.
         real = c.cookies[SESSION_COOKIE]  # its last character changed, whatever it was
         c.cookies.set(SESSION_COOKIE, real[:-1] + ("1" if real.endswith("0") else "0"))
         assert c.get("/", follow_redirects=False).status_code == 303
         assert c.get(guarded[0]).status_code == 401
         # Scripts and curl may send the bearer header to pages as well.
-        assert c.get("/", headers=bearer, follow_redirects=False).status_code == 200
+        assert c.get("/", headers=BEARER, follow_redirects=False).status_code == 200
         c.post("/login", data={"token": "t0ken"})
         assert c.get("/").status_code == 200
         out = c.post("/logout", follow_redirects=False)
@@ -421,13 +433,7 @@ def test_login_is_throttled_logout_ends_the_session_and_protected_answers_are_no
     too, until the wait is over). Logout ends the session on the server: a copy of the
     cookie taken before stops working. Protected pages, exports and weights say
     Cache-Control no-store (private with an ETag); static assets stay cacheable."""
-    web_settings.api_token = SecretStr("t0ken")
-    web_settings.protect_reads = True
-    bearer = {"Authorization": "Bearer t0ken"}
-    with TestClient(create_app(web_settings)) as c:
-        exp = c.post(f"{API}/experiments", json=SPEC, headers=bearer).json()
-        run = exp["runs"][0]["id"]
-        store_gallery(c, run, [tile(1)], [tile(2)], [9.0])
+    with protected_service(web_settings) as (c, exp, run):
         assert c.post("/login", data={"token": "t0ken"}, follow_redirects=False
                       ).status_code == 303
         stolen = c.cookies[SESSION_COOKIE]
