@@ -98,3 +98,28 @@ def test_unlabelled_codes_project_and_a_plane_needs_two_dimensions() -> None:
     assert not out["labelled"] and set(out["label"]) == {-1} and len(out["x"]) == 20
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         code_projection(rng.normal(size=(20, 1)), np.zeros(20))
+
+
+def test_the_quantised_twins_probe_the_codes_the_decoder_gets_back() -> None:
+    """``quantised`` replaces the codes for the ``q_`` measures only: a quantiser that
+    erases every code leaves no cluster to find (NMI 0) while the float codes keep theirs,
+    and without one there are no ``q_`` measures."""
+    import torch
+
+    from models.data import load_dataset
+    from models.probes import latent_probes
+    from models.recipes import build_model
+
+    torch.manual_seed(0)
+    model = build_model("baseline", latent_dim=8, pretrained=False)
+    data = load_dataset("synthetic", "/unused", train_limit=64, test_limit=40, seed=0)
+    plain, _ = latent_probes(model, data, seed=0)
+    assert not any(name.startswith("q_") for name in plain)
+    both, _ = latent_probes(model, data, seed=0, quantised=torch.zeros_like)
+    assert {k: v for k, v in both.items() if not k.startswith("q_")} == plain
+    assert plain["cluster_nmi"] > 0.05 and both["q_cluster_nmi"] == pytest.approx(0.0)
+    zeros_train, zeros_test = np.zeros((len(data.train), 8)), np.zeros((len(data.test), 8))
+    expected = probe_codes(zeros_train, data.train.labels.numpy(), zeros_test,
+                           data.test.labels.numpy(), n_classes=data.num_classes, seed=0)
+    assert {f"q_{k}": v for k, v in expected.items()} == \
+        {k: v for k, v in both.items() if k.startswith("q_")}
