@@ -89,7 +89,10 @@ def session_valid(token: str, value: str | None, *, now: float | None = None) ->
     if not value or value.count(".") != 1:
         return False
     expires_text, mac = value.split(".")
-    if not expires_text.isdigit() or len(expires_text) > 12:
+    # One spelling per session: digits without leading zeros, as make_session writes them
+    # (a revoked cookie must not come back as "0" + itself).
+    if not expires_text.isdigit() or len(expires_text) > 12 \
+            or expires_text != str(int(expires_text)):
         return False
     expires = int(expires_text)
     if expires < (time.time() if now is None else now):

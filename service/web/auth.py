@@ -22,6 +22,7 @@ from service.access import (
     has_session,
     make_session,
     reads_protected,
+    session_valid,
     token_problem,
 )
 from service.context import SettingsDep, context_of
@@ -88,10 +89,13 @@ async def login(request: Request, settings: SettingsDep) -> Response:
 def logout(request: Request) -> Response:
     """End the session: its cookie stops working on the server at once (a copy of it too),
     and the browser forgets it (rotate the API token to revoke every session)."""
+    ctx = context_of(request.app)
     cookie = request.cookies.get(SESSION_COOKIE)
-    expires = cookie.split(".", 1)[0] if cookie else ""
-    if cookie and expires.isdigit() and len(expires) <= 12:
-        context_of(request.app).logins.end(cookie, float(expires))
+    token = ctx.settings.api_token
+    # Only a session this server signed is remembered as ended: made-up cookies would
+    # otherwise push real logouts out of the bounded list.
+    if cookie and token is not None and session_valid(token.get_secret_value(), cookie):
+        ctx.logins.end(cookie, float(cookie.split(".", 1)[0]))
     response = RedirectResponse(LOGIN_PATH, status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

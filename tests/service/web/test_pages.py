@@ -451,6 +451,16 @@ def test_login_is_throttled_logout_ends_the_session_and_protected_answers_are_no
         c.cookies.set(SESSION_COOKIE, stolen)
         assert c.get("/", follow_redirects=False).status_code == 303  # to the login page
         assert c.get(f"{API}/runs/{run}").status_code == 401
+        # The same session spelt another way ("0" before its expiry) stays ended.
+        c.cookies.set(SESSION_COOKIE, "0" + stolen)
+        assert c.get(f"{API}/runs/{run}").status_code == 401
+        # Made-up cookies are not remembered, so they cannot push real logouts out.
+        ended = context_of(c.app).logins
+        before = len(ended._ended)
+        for i in range(3):
+            c.cookies.set(SESSION_COOKIE, f"99999999999{i}.junk")
+            c.post("/logout", follow_redirects=False)
+        assert len(ended._ended) == before and ended.ended(stolen)
 
         codes = [c.post("/login", data={"token": f"guess{i}"}).status_code for i in range(7)]
         assert codes == [401] * 5 + [429] * 2
