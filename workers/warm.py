@@ -621,6 +621,15 @@ class RunnerSteps:
         return self._call("evaluate", spec, classifier,  # type: ignore[no-any-return]
                           original_accuracy)
 
+    def hand_back(self) -> None:
+        """Hand the run's runner back to the pool while the run waits on another run; the
+        next step leases one again (the same one if still idle) and resumes from the
+        run's checkpoints in its storage."""
+        if self.leased is not None:
+            self.printer(f"aelab: runner {self.leased[0]} handed back while this run "
+                         "waits for the reference classifier another run is training")
+        self._hand_back()
+
     def finish(self) -> None:
         from workers.checkpoints import CheckpointStorage
 
