@@ -171,7 +171,7 @@ class Soak:
     def finish(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            r = self.call("GET", "/experiments?limit=500")
+            r = self.call("GET", "/experiments?limit=200")
             if r is not None and r.status_code == 200:
                 items = r.json()
                 items = items["items"]
@@ -226,7 +226,8 @@ def check(soak: Soak) -> tuple[Counter[str], list[str]]:
                 "SELECT attempt, started_at, finished_at, lost_to FROM run_attempts "
                 "WHERE run_id = :r ORDER BY attempt"), {"r": run["id"]}).mappings().all()
             for a in attempts:
-                counts[f"attempts lost to {a['lost_to']}"] += a["lost_to"] is not None
+                if a["lost_to"] is not None:
+                    counts[f"attempts lost to {a['lost_to']}"] += 1
             for a, b in itertools.pairwise(attempts):
                 if a["finished_at"] is None or b["started_at"] < a["finished_at"]:
                     bad.append(f"run {run['id']}: attempts {a['attempt']} and "

@@ -370,13 +370,15 @@ class LinkCluster:
 
     @staticmethod
     def _pids_under(temp_dir: Path) -> list[int]:
-        """Processes whose command line names ``temp_dir`` (Ray's, started by its nodes)."""
+        """Processes whose command line or environment names ``temp_dir`` (Ray's, started
+        by its nodes; the API, whose AELAB_HOME is there), never this one."""
         pids = []
         for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
                 continue
             try:
-                if str(temp_dir).encode() in (proc / "cmdline").read_bytes():
+                if any(str(temp_dir).encode() in (proc / part).read_bytes()
+                       for part in ("cmdline", "environ")):
                     pids.append(int(proc.name))
             except OSError:
                 continue
