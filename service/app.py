@@ -51,6 +51,7 @@ def make_dispatcher(ctx: ServiceContext, executor: Executor) -> Dispatcher:
     settings = ctx.settings
     return Dispatcher(ctx.sessions, executor, artifacts=ctx.artifacts,
                       max_attempts=settings.max_run_attempts,
+                      max_cluster_retries=settings.max_cluster_retries,
                       max_in_flight=settings.max_in_flight,
                       interval_s=settings.dispatch_interval_s,
                       reconcile_every=max(1, round(settings.reconcile_interval_s

@@ -80,8 +80,17 @@ class Settings(BaseSettings):
     ray_head_dead_after_s: float = Field(default=30.0, gt=0, description="an embedded head "
                                          "silent this long, with its GCS port closed, is "
                                          "dead: cleaned up and replaced")
-    max_run_attempts: int = Field(default=3, ge=1, description="attempts of a run whose job "
-                                  "was lost (head or node gone) before it fails")
+    max_run_attempts: int = Field(default=3, ge=1, description="attempts a run may lose "
+                                  "itself (its driver died): it fails when this many were")
+    max_cluster_retries: int = Field(default=10, ge=0, description="re-queues of a run "
+                                     "whose Ray cluster was lost (its head gone), counted "
+                                     "apart from max_run_attempts: it fails at one more")
+    gpu_cluster: bool | None = Field(default=None, description="whether this deployment's "
+                                     "Ray cluster has GPU machines: true, a run asking for "
+                                     "a GPU waits for one (however many GPU nodes are "
+                                     "joined at that moment); false, it trains on CPUs; "
+                                     "unset, true when any node of the cluster's session "
+                                     "(alive or since lost) declared GPUs")
     classifier_heartbeat_s: float = Field(default=20.0, gt=0, description="how often a "
                                           "reference-classifier trainer says it is alive")
     classifier_claim_expiry_s: float = Field(default=120.0, gt=0, description="a trainer "

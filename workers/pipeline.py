@@ -93,6 +93,11 @@ class Steps(Protocol):
         """Test-set measures of the trained model and its codec rows; its sample figure
         and weights are saved as the run's artifacts."""
 
+    def hand_back(self) -> None:
+        """Give back, while the run waits on another run, what it holds between steps
+        (its warm runner); the next step takes one again and resumes from the run's
+        checkpoints."""
+
     def finish(self) -> None:
         """Release what the steps kept for the run (sessions, trial checkpoints)."""
 
@@ -282,6 +287,9 @@ class LocalSteps:
                                 json.dumps(evaluation.projection).encode(), "application/json")
         return evaluation.measures, evaluation.codecs
 
+    def hand_back(self) -> None:
+        """Nothing to give back: this process holds no slot of a cluster."""
+
     def finish(self) -> None:
         self.data = None
         self.result = None
@@ -399,8 +407,11 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
         store.set_phase("evaluate")
         blob, original = None, None
         if spec.classifier.enabled:
+            # A run waiting for another run's classifier hands its runner back meanwhile
+            # (the trainer may have lost its own and need one).
             blob, original = store.reference_classifier(
-                key, spec.dataset, lambda: steps.train_classifier(spec))
+                key, spec.dataset, lambda: steps.train_classifier(spec),
+                waiting=lambda: steps.hand_back())
         t = lap("classifier", t)
         measures, codecs = steps.evaluate(spec, blob, original)
         lap("evaluate", t)

@@ -75,10 +75,13 @@ class RunStore(Protocol):
     def has_reference_classifier(self, key: str) -> bool:
         """Whether the classifier ``key`` is already trained (its weights need no files)."""
 
-    def reference_classifier(self, key: str, dataset: str,
-                             train: ClassifierTrainer) -> tuple[bytes, float]:
+    def reference_classifier(self, key: str, dataset: str, train: ClassifierTrainer,
+                             waiting: Callable[[], None] | None = None
+                             ) -> tuple[bytes, float]:
         """The classifier stored under ``key`` (weights, test accuracy); trains it with
-        ``train`` when nobody has, and waits when somebody else is training it."""
+        ``train`` when nobody has, and waits when somebody else is training it, calling
+        ``waiting`` once before it starts to wait (the caller hands back what it holds
+        that the trainer may need: its runner)."""
 
     def is_cancelled(self) -> bool: ...
 
@@ -125,8 +128,9 @@ class MemoryStore:
     def has_reference_classifier(self, key: str) -> bool:
         return key in self.classifiers
 
-    def reference_classifier(self, key: str, dataset: str,
-                             train: ClassifierTrainer) -> tuple[bytes, float]:
+    def reference_classifier(self, key: str, dataset: str, train: ClassifierTrainer,
+                             waiting: Callable[[], None] | None = None
+                             ) -> tuple[bytes, float]:
         if key not in self.classifiers:
             self.classifiers[key] = train()
         return self.classifiers[key]
@@ -195,8 +199,9 @@ class DirStore:
     def has_reference_classifier(self, key: str) -> bool:
         return self._classifier_path(key).is_file()
 
-    def reference_classifier(self, key: str, dataset: str,
-                             train: ClassifierTrainer) -> tuple[bytes, float]:
+    def reference_classifier(self, key: str, dataset: str, train: ClassifierTrainer,
+                             waiting: Callable[[], None] | None = None
+                             ) -> tuple[bytes, float]:
         path = self._classifier_path(key)
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file():

@@ -492,9 +492,12 @@ class RunnerSteps:
 
     def __init__(self, env: RunEnv, *, gpus: float, cpus: float, opener: SessionOpener,
                  session: str, env_vars: dict[str, str], idle_s: float = 600.0,
-                 printer: Callable[[str], None] = lambda line: print(line, flush=True)
-                 ) -> None:
+                 printer: Callable[[str], None] = lambda line: print(line, flush=True),
+                 wait_for_nodes: bool = False) -> None:
         self.env = env
+        # Asked for a resource no node joined now has at all (GPUs on a GPU cluster whose
+        # GPU nodes are away): wait for such a node rather than fail the run.
+        self.wait_for_nodes = wait_for_nodes
         self.gpus = gpus
         self.cpus = cpus
         self.opener = opener
@@ -582,7 +585,10 @@ class RunnerSteps:
         for resource, asked, field in (("CPU", self.cpus, "cpus_per_run"),
                                        ("GPU", self.gpus, "gpus_per_run")):
             most = max((r.get(resource, 0.0) for r in nodes), default=0.0)
-            if asked > most:
+            if asked > most and most == 0 and self.wait_for_nodes:
+                self.printer(f"aelab: no node joined now has a {resource}; this run waits "
+                             f"for one with {asked:g}")
+            elif asked > most:
                 raise ResourcesUnavailable(
                     f"resources.{field} {asked:g} exceeds every node of this Ray cluster "
                     f"(at most {most:g} {resource}s on one node): lower it or add a node")
@@ -620,6 +626,15 @@ class RunnerSteps:
                  original_accuracy: float | None) -> tuple[RunMeasures, list[CodecRow]]:
         return self._call("evaluate", spec, classifier,  # type: ignore[no-any-return]
                           original_accuracy)
+
+    def hand_back(self) -> None:
+        """Hand the run's runner back to the pool while the run waits on another run; the
+        next step leases one again (the same one if still idle) and resumes from the
+        run's checkpoints in its storage."""
+        if self.leased is not None:
+            self.printer(f"aelab: runner {self.leased[0]} handed back while this run "
+                         "waits for the reference classifier another run is training")
+        self._hand_back()
 
     def finish(self) -> None:
         from workers.checkpoints import CheckpointStorage

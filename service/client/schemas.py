@@ -251,6 +251,9 @@ class AttemptOut(_FromRow):
     cluster: str | None  # the Ray session it was submitted to
     status: Status
     error: str | None
+    # A lost attempt's cause, each with its own budget: "cluster" (its Ray cluster gone)
+    # or "run" (its driver died); null otherwise (and for attempts lost before 0010).
+    lost_to: Literal["cluster", "run"] | None = None
     started_at: UtcDatetime
     finished_at: UtcDatetime | None
 

@@ -8,8 +8,11 @@ The DB is the source of truth for the API; the executor (Ray) for what is runnin
   know was never started and is submitted then, under the same id.
 - A run is re-queued (as a new attempt) only when its job is lost: the cluster that ran it
   is confirmed gone, or the job ended without the run reporting an outcome (its driver
-  died). A job unknown to a *different* cluster is never a reason. Attempts are capped
-  (``max_attempts``); every attempt's end stays on the run.
+  died). A job unknown to a *different* cluster is never a reason. Each cause has its own
+  budget: a run fails once ``max_attempts`` of its attempts were lost by the run itself
+  (its driver died), or once its cluster was lost more than ``max_cluster_retries`` times
+  (so a run that lived through head replacements still has all its own attempts); every
+  attempt's end and cause stay on the run.
 - Job drivers fence their writes with their attempt (``run_store``), so a driver that was
   replaced can change nothing.
 - While the artifact store is full (``ArtifactStore.full``: low on free space, or a write
@@ -107,7 +110,8 @@ class Dispatcher:
     max_in_flight: int = 4
     interval_s: float = 2.0
     reconcile_every: int = 15  # ticks
-    max_attempts: int = 3
+    max_attempts: int = 3  # attempts a run may lose itself (its driver died); fails at this
+    max_cluster_retries: int = 10  # re-queues after its cluster was lost; fails at one more
     executor_error: str | None = None
     submit_error: str | None = None  # the last submit that failed, until one succeeds
     store_full: str | None = None  # why no run starts: the artifact store is full
@@ -192,7 +196,7 @@ class Dispatcher:
             if cluster != here:
                 if cluster is None or self.executor.is_gone(cluster):
                     self.lost(run_id, attempt, f"its Ray cluster ({cluster or 'unknown'}) "
-                                                "is gone")
+                                                "is gone", lost_to=repo.LOST_TO_CLUSTER)
                 elif run_id not in self._foreign_warned:
                     self._foreign_warned.add(run_id)
                     log.warning("run %s: its job %s is on Ray cluster %s, not the one this "
@@ -222,19 +226,30 @@ class Dispatcher:
             self.lost(run_id, attempt, f"its driver died: {reason}")
         return states
 
-    def lost(self, run_id: int, attempt: int, reason: str) -> None:
-        """The run's current attempt is lost: re-queue it, or fail it at the cap."""
+    def lost(self, run_id: int, attempt: int, reason: str,
+             lost_to: str = repo.LOST_TO_RUN) -> None:
+        """The run's current attempt is lost (to its cluster, or by the run: its driver
+        died): re-queue it, or fail it once that cause's budget is spent."""
         with transaction(self.sessions) as s:
-            if attempt + 1 >= self.max_attempts:
-                log.error("run %s: attempt %s lost (%s); %s attempts made, giving up",
-                          run_id, attempt, reason, attempt + 1)
+            lost = repo.lost_attempts(s, run_id=run_id, attempt=attempt)
+            lost[lost_to] += 1
+            own, cluster = lost[repo.LOST_TO_RUN], lost[repo.LOST_TO_CLUSTER]
+            if own >= self.max_attempts or cluster > self.max_cluster_retries:
+                spent = (f"{own} of {self.max_attempts} attempts lost by the run itself"
+                         if lost_to == repo.LOST_TO_RUN else
+                         f"its cluster lost {cluster} times, more than the "
+                         f"{self.max_cluster_retries} re-queues allowed")
+                log.error("run %s: attempt %s lost (%s); %s, giving up", run_id, attempt,
+                          reason, spent)
                 repo.finish_run(s, run_id=run_id, status=Status.failed, attempt=attempt,
-                                error=f"gave up after {attempt + 1} attempts; the last "
-                                      f"one was lost: {reason}")
+                                error=f"gave up after {attempt + 1} attempts ({spent}); "
+                                      f"the last one was lost: {reason}", lost_to=lost_to)
             else:
-                log.warning("run %s: attempt %s lost (%s); re-queued as attempt %s",
-                            run_id, attempt, reason, attempt + 1)
-                repo.requeue(s, run_id=run_id, attempt=attempt, reason=reason)
+                log.warning("run %s: attempt %s lost (%s; %s by the run, %s with its "
+                            "cluster); re-queued as attempt %s", run_id, attempt, reason,
+                            own, cluster, attempt + 1)
+                repo.requeue(s, run_id=run_id, attempt=attempt, reason=reason,
+                             lost_to=lost_to)
 
     def cancel(self, runs: list[Run]) -> None:
         for run in runs:

@@ -49,6 +49,32 @@ class Tee:
         return getattr(self.primary, name)
 
 
+def gpus_for_run(asked: float, gpu_cluster: bool | None,
+                 nodes: list[dict[str, Any]]) -> tuple[float, str | None]:
+    """The GPUs a run asking for ``asked`` trains with, and a line for its log.
+
+    The CPU fallback is for a cluster without GPUs by design (a laptop, an embedded head
+    on a machine without CUDA), decided from the deployment — ``gpu_cluster``
+    (``AELAB_GPU_CLUSTER``) when set, else whether any node of this cluster's session,
+    alive or lost since (``nodes``: ``ray.nodes()``), declared GPUs — never from a
+    moment when no GPU node happens to be joined: on a GPU cluster the run waits for its
+    GPU."""
+    if asked <= 0:
+        return 0.0, None
+    declared = any(node.get("Resources", {}).get("GPU", 0) > 0 for node in nodes)
+    joined = any(node.get("Alive") and node.get("Resources", {}).get("GPU", 0) > 0
+                 for node in nodes)
+    if gpu_cluster is False or (gpu_cluster is None and not declared):
+        why = ("AELAB_GPU_CLUSTER is false" if gpu_cluster is False
+               else "no node of it declared GPUs, and AELAB_GPU_CLUSTER is unset")
+        return 0.0, f"aelab: the cluster has no GPUs ({why}); this run trains on CPUs"
+    if not joined:
+        why = "AELAB_GPU_CLUSTER is true" if gpu_cluster else "a node of it declared GPUs"
+        return asked, (f"aelab: a GPU cluster ({why}) with no GPU node joined now; this run "
+                       f"waits for {asked:g} GPU")
+    return asked, None
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.time()  # the service's modules are imported below, for the profile
     from service.client.states import Status
@@ -119,13 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                        retry_s=settings.db_retry_s,
                        heartbeat_s=settings.classifier_heartbeat_s,
                        claim_expiry_s=settings.classifier_claim_expiry_s)
-    gpus, cpus = spec.resources.gpus_per_run, spec.resources.cpus_per_run
-    if gpus > 0 and not ray.cluster_resources().get("GPU"):
-        # A CPU-only cluster: a GPU request would wait forever; train on the CPU instead.
-        print("aelab: the cluster has no GPUs; this run trains on CPUs", flush=True)
-        gpus = 0.0
+    cpus = spec.resources.cpus_per_run
+    gpus, note = gpus_for_run(spec.resources.gpus_per_run, settings.gpu_cluster, ray.nodes())
+    if note:
+        print(note, flush=True)
     steps = RunnerSteps(
-        settings.run_env(storage_key), gpus=gpus, cpus=cpus,
+        settings.run_env(storage_key), gpus=gpus, cpus=cpus, wait_for_nodes=True,
         opener=DbSessionOpener(args.run_id, args.attempt, storage_key),
         session=f"run-{args.run_id}-a{args.attempt}",
         env_vars=job_environment(settings, database_url_file=settings.database_url_file),

@@ -9,7 +9,9 @@
   ``retry_s``; every write is idempotent (epochs by number, trials and measures replaced),
   so nothing recorded before or during an outage is lost or doubled.
 - **Shared work with a heartbeat**: the reference classifier is claimed by one run, whose
-  trainer heartbeats; a claim silent for ``claim_expiry_s`` is taken over.
+  trainer heartbeats; a claim silent for ``claim_expiry_s`` is taken over. A run that
+  waits for it first hands back what it holds (its runner: the ``waiting`` callback), so
+  a trainer that lost its own runner gets another (issue 25's deadlock).
 """
 
 from __future__ import annotations
@@ -204,8 +206,14 @@ class DbRunStore:
             except DBAPIError as exc:  # a missed beat; the next one may land
                 log.warning("classifier heartbeat failed: %s", type(exc).__name__)
 
-    def reference_classifier(self, key: str, dataset: str,
-                             train: ClassifierTrainer) -> tuple[bytes, float]:
+    def reference_classifier(self, key: str, dataset: str, train: ClassifierTrainer,
+                             waiting: Callable[[], None] | None = None
+                             ) -> tuple[bytes, float]:
+        """The classifier ``key``: read when trained, trained here when unclaimed (or its
+        claim expired), else waited for — calling ``waiting`` first, once: a waiter hands
+        back its runner, so that a trainer that lost its own gets one even when waiters
+        would otherwise hold every slot of the cluster."""
+        waited = False
         while True:
             claim = self._retry(lambda: self._claim(key, dataset))
             if isinstance(claim, ReferenceClassifier):
@@ -215,6 +223,12 @@ class DbRunStore:
                 break
             if self.is_cancelled():
                 raise RunCancelled("cancelled while waiting for the reference classifier")
+            if not waited:
+                waited = True
+                log.info("run %s: waiting for the reference classifier %s, which another "
+                         "run is training", self.run_id, key)
+                if waiting is not None:
+                    waiting()
             time.sleep(CLASSIFIER_POLL_S)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(key, stop), daemon=True,

@@ -420,10 +420,10 @@ def set_run(session: Session, *, run_id: int, **values: Any) -> None:
 
 def finish_run(session: Session, *, run_id: int, status: Status, error: str | None = None,
                only_if: Sequence[Status] = (Status.running,),
-               attempt: int | None = None) -> bool:
+               attempt: int | None = None, lost_to: str | None = None) -> bool:
     """Move a run to a final status unless it already left ``only_if`` (or, given
     ``attempt``, moved on to another attempt); True if it did. Its current attempt's row
-    ends with it."""
+    ends with it (``lost_to``: what that attempt was lost to, when it was)."""
     now: datetime = utcnow()
     query = update(Run).where(Run.id == run_id, Run.status.in_(only_if))
     if attempt is not None:
@@ -435,7 +435,8 @@ def finish_run(session: Session, *, run_id: int, status: Status, error: str | No
         run = session.get(Run, run_id)
         assert run is not None
         session.refresh(run)
-        end_attempt(session, run_id=run_id, attempt=run.attempt, status=status, error=error)
+        end_attempt(session, run_id=run_id, attempt=run.attempt, status=status, error=error,
+                    lost_to=lost_to)
         refresh_experiment_status(session, experiment_id=run.experiment_id)
     return changed
 
@@ -469,16 +470,32 @@ def unsubmit(session: Session, *, run_id: int, attempt: int) -> bool:
 
 
 def end_attempt(session: Session, *, run_id: int, attempt: int, status: Status,
-                error: str | None) -> None:
+                error: str | None, lost_to: str | None = None) -> None:
     session.execute(update(RunAttempt).where(
         RunAttempt.run_id == run_id, RunAttempt.attempt == attempt,
         RunAttempt.finished_at.is_(None)).values(status=status, error=error,
-                                                 finished_at=utcnow()))
+                                                 lost_to=lost_to, finished_at=utcnow()))
 
 
-def requeue(session: Session, *, run_id: int, attempt: int, reason: str) -> bool:
-    """Attempt ``attempt`` was lost: the run is queued again as the next attempt, from
-    scratch (its epochs and LR trials are cleared; the attempt's error stays)."""
+LOST_TO_CLUSTER = "cluster"  # the attempt's Ray cluster is confirmed gone
+LOST_TO_RUN = "run"  # the attempt's driver died
+
+
+def lost_attempts(session: Session, *, run_id: int, attempt: int) -> dict[str, int]:
+    """How many of the run's attempts before ``attempt`` were lost to each cause
+    (``LOST_TO_CLUSTER``, ``LOST_TO_RUN``): every earlier attempt was lost (only a loss
+    re-queues a run); one lost before causes were recorded counts as the run's."""
+    cluster = session.scalar(select(func.count()).select_from(RunAttempt).where(
+        RunAttempt.run_id == run_id, RunAttempt.attempt < attempt,
+        RunAttempt.lost_to == LOST_TO_CLUSTER)) or 0
+    return {LOST_TO_CLUSTER: cluster, LOST_TO_RUN: attempt - cluster}
+
+
+def requeue(session: Session, *, run_id: int, attempt: int, reason: str,
+            lost_to: str = LOST_TO_RUN) -> bool:
+    """Attempt ``attempt`` was lost (to ``lost_to``): the run is queued again as the next
+    attempt, from scratch (its epochs and LR trials are cleared; the attempt's error and
+    cause stay)."""
     result = session.execute(
         update(Run).where(Run.id == run_id, Run.attempt == attempt,
                           Run.status == Status.running)
@@ -486,7 +503,8 @@ def requeue(session: Session, *, run_id: int, attempt: int, reason: str) -> bool
                 cluster=None, epoch=0, lr=None, updated_at=utcnow()))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         return False
-    end_attempt(session, run_id=run_id, attempt=attempt, status=Status.failed, error=reason)
+    end_attempt(session, run_id=run_id, attempt=attempt, status=Status.failed, error=reason,
+                lost_to=lost_to)
     session.execute(EpochMetric.__table__.delete().where(EpochMetric.run_id == run_id))
     session.execute(LrTrialRow.__table__.delete().where(LrTrialRow.run_id == run_id))
     return True

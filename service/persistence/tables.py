@@ -163,6 +163,9 @@ class RunAttempt(Base):
     cluster: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[Status] = mapped_column(_status, default=Status.running)
     error: Mapped[str | None] = mapped_column(Text)
+    # What a lost attempt was lost to: "cluster" (its Ray cluster gone) or "run" (its
+    # driver died); each has its own budget of re-queues. NULL: not lost.
+    lost_to: Mapped[str | None] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
 

@@ -31,7 +31,8 @@ NON_DEFAULT = {
     "max_in_flight": 3, "dispatch_interval_s": 0.25, "reconcile_interval_s": 12.5,
     "migrate_on_start": False, "start_dispatcher": False, "dashboard_port": 9999,
     "public_dashboard_url": "http://ray.example:8265", "ray_head_dead_after_s": 7.5,
-    "max_run_attempts": 5, "classifier_heartbeat_s": 2.5, "classifier_claim_expiry_s": 9.0,
+    "max_run_attempts": 5, "max_cluster_retries": 4, "gpu_cluster": True,
+    "classifier_heartbeat_s": 2.5, "classifier_claim_expiry_s": 9.0,
     "db_retry_s": 33.0, "runner_idle_s": 42.0, "training_niceness": 5,
     "artifact_min_free_mb": 12.5,
 }

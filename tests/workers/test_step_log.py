@@ -130,3 +130,21 @@ def test_waiting_is_said_only_until_the_runner_begins_the_step(monkeypatch):
         "aelab: evaluate running on runner r1 for 60 s; no output yet",
         "aelab: evaluate failed on runner r1 after 70 s",
     ]
+
+
+def test_a_run_waiting_on_another_hands_its_runner_back_and_says_so(monkeypatch):
+    released: list[tuple[str, str]] = []
+    monkeypatch.setattr(warm.ray, "get", lambda ref, timeout=None: ref)
+    steps = object.__new__(warm.RunnerSteps)  # no pool, no Ray: only the driver's side
+    steps.pool = SimpleNamespace(release=SimpleNamespace(
+        remote=lambda name, lease: released.append((name, lease))))
+    steps.leased = ("r1", object(), "lease-1")
+    lines: list[str] = []
+    steps.printer = lines.append
+
+    steps.hand_back()
+    steps.hand_back()  # nothing held any more: nothing handed back twice
+
+    assert released == [("r1", "lease-1")] and steps.leased is None
+    assert lines == ["aelab: runner r1 handed back while this run waits for the reference "
+                     "classifier another run is training"]

@@ -200,8 +200,9 @@ def test_attempts_are_capped_and_every_attempts_error_stays(client: TestClient) 
         dispatcher.tick()
     run = client.get(f"{API}/runs/{exp['runs'][0]['id']}").json()
     assert run["status"] == "failed" and run["attempt"] == 2
-    assert run["error"].startswith("gave up after 3 attempts; the last one was lost: its "
-                                   "driver died: job ") and "CUDA out of memory" in run["error"]
+    assert run["error"].startswith(
+        "gave up after 3 attempts (3 of 3 attempts lost by the run itself); the last one was "
+        "lost: its driver died: job ") and "CUDA out of memory" in run["error"]
     assert [(a["attempt"], a["status"]) for a in run["attempts"]] == [
         (0, "failed"), (1, "failed"), (2, "failed")]
     assert all("CUDA out of memory" in a["error"] for a in run["attempts"])
@@ -213,6 +214,65 @@ def test_attempts_are_capped_and_every_attempts_error_stays(client: TestClient) 
     assert len(executor.submitted) == 3
     dispatcher.tick(reconcile=True)
     assert len(executor.submitted) == 3  # never again
+
+
+def test_losses_of_the_cluster_do_not_spend_the_runs_own_attempts(
+        client: TestClient) -> None:
+    """Issue 25: a head replaced twice, then a driver killed twice, and the run still has
+    its last own attempt; the cluster's losses have a budget of their own."""
+    exp = client.post(f"{API}/experiments", json={**SPEC, "models": ["baseline"]}).json()
+    run_id = exp["runs"][0]["id"]
+    dispatcher, executor = make(client)
+    dispatcher.max_attempts, dispatcher.max_cluster_retries = 3, 2
+    dispatcher.tick()
+    for loss in ("cluster", "run", "cluster", "run"):
+        if loss == "cluster":
+            executor.restart()
+        else:
+            executor.jobs[executor.submitted[-1].job_id] = JobState.failed
+        dispatcher.tick()
+    run = client.get(f"{API}/runs/{run_id}").json()
+    assert (run["status"], run["attempt"]) == ("running", 4)
+    executor.restart()  # the third loss of its cluster: over the budget of 2 re-queues
+    dispatcher.tick()
+    run = client.get(f"{API}/runs/{run_id}").json()
+    assert (run["status"], run["attempt"]) == ("failed", 4)
+    assert [a["lost_to"] for a in run["attempts"]] == [
+        "cluster", "run", "cluster", "run", "cluster"]
+    assert run["error"].startswith(
+        "gave up after 5 attempts (its cluster lost 3 times, more than the 2 re-queues "
+        "allowed); the last one was lost: its Ray cluster (session-3) is gone")
+    assert len(executor.submitted) == 5
+
+
+def test_the_runs_own_losses_end_it_at_its_cap_whatever_the_cluster_did(
+        client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json={**SPEC, "models": ["baseline"]}).json()
+    run_id = exp["runs"][0]["id"]
+    dispatcher, executor = make(client)
+    dispatcher.max_attempts, dispatcher.max_cluster_retries = 2, 5
+    dispatcher.tick()
+    executor.jobs[executor.submitted[-1].job_id] = JobState.failed
+    dispatcher.tick()
+    executor.restart()
+    dispatcher.tick()
+    assert client.get(f"{API}/runs/{run_id}").json()["status"] == "running"
+    executor.jobs[executor.submitted[-1].job_id] = JobState.failed  # its 2nd own loss
+    dispatcher.tick()
+    run = client.get(f"{API}/runs/{run_id}").json()
+    assert (run["status"], run["attempt"]) == ("failed", 2)
+    assert "(2 of 2 attempts lost by the run itself)" in run["error"]
+    dispatcher.tick(reconcile=True)
+    assert len(executor.submitted) == 3
+
+
+def test_the_default_budgets_are_the_settings_the_readme_names() -> None:
+    from service.settings import Settings
+
+    defaults = Settings()
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    assert (f"`AELAB_MAX_RUN_ATTEMPTS` ({defaults.max_run_attempts})" in readme
+            and f"`AELAB_MAX_CLUSTER_RETRIES` ({defaults.max_cluster_retries})" in readme)
 
 
 def test_a_refused_submit_stays_visible_in_readiness_until_one_succeeds(

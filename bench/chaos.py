@@ -1,0 +1,296 @@
+"""A chaos soak on the multi-host cluster of ``bench/cluster.py``: small runs (several
+experiments, sweeps with seeds, one shared reference classifier, cancels and DELETEs)
+under random faults, then checks from the database and the artifact store.
+
+    python bench/chaos.py --short [--seed 1]        # ~15 runs, one fault of each kind
+    python bench/chaos.py --runs 100 --minutes 30   # the long soak (each kind >= 3 times)
+
+Faults (a seed makes the schedule repeatable): ``kill -9`` of the API (restarted), of the
+Ray head (restarted; its workers rejoin), of a worker node (and its return), a PostgreSQL
+stop of 10–60 s, a run's driver killed, a warm runner killed. At the end it checks:
+every accepted run ended; each succeeded run has every epoch exactly once and its
+artifacts, on disk with their checksums' sizes; attempts of a run never overlapped
+(fencing); no cancelled run wrote after its cancel; DELETEd experiments left no rows or
+files; no Ray job still running; no run asking for a GPU trained on CPUs. It prints the
+faults and the counts, and exits 1 on any violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.cluster import LinkCluster, log
+
+KINDS = ("api", "head", "worker", "postgres", "driver", "runner")
+SMALL_CLASSIFIER = {"arch": "small", "frozen_epochs": 1, "unfrozen_epochs": 0,
+                    "pretrained": False}
+API = "/api/v1"
+REQUIRED = {"model.pt", "samples.png", "job.log", "timings.json"}
+
+
+def experiment_spec(i: int, seeds: int) -> dict[str, Any]:
+    return {"name": f"chaos {i}", "models": ["baseline", "pixel_shuffle"],
+            "datasets": ["synthetic"], "seeds": list(range(1, seeds + 1)), "epochs": 3,
+            "batch_size": 32, "pretrained": False, "latent_dim": 16,
+            "data": {"train_limit": 512, "test_limit": 64}, "lr_search": {"method": "fixed"},
+            "classifier": SMALL_CLASSIFIER,
+            "resources": {"gpus_per_run": 0.5, "cpus_per_run": 1}}
+
+
+def schedule(rng: random.Random, duration_s: float, per_kind: int) -> list[tuple[float, str]]:
+    """(second, kind): ``per_kind`` faults of each kind at random times, at least 20 s
+    apart, in the first 80 % of the soak."""
+    kinds = [k for k in KINDS for _ in range(per_kind)]
+    rng.shuffle(kinds)
+    slot = duration_s * 0.8 / len(kinds)
+    return [(30 + i * slot + rng.uniform(0, max(0.0, slot - 20)), kind)
+            for i, kind in enumerate(kinds)]
+
+
+class Soak:
+    def __init__(self, cluster: LinkCluster, rng: random.Random) -> None:
+        self.c = cluster
+        self.rng = rng
+        self.faults: list[str] = []
+        self.accepted: dict[int, int] = {}  # experiment id → runs
+        self.cancelled: set[int] = set()
+        self.deleted: set[int] = set()
+
+    # --- the API, patiently (it is killed too) ----------------------------------------------
+
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response | None:
+        for _ in range(60):
+            try:
+                r = httpx.request(method, self.c.api_url + API + path, timeout=30, **kw)
+                if r.status_code < 500:
+                    return r
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        return None
+
+    def submit(self, i: int, seeds: int) -> None:
+        r = self.call("POST", "/experiments", json=experiment_spec(i, seeds))
+        if r is not None and r.status_code == 201:
+            self.accepted[r.json()["id"]] = len(r.json()["runs"])
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def _pids(self, needle: bytes) -> list[int]:
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if needle in (proc / "cmdline").read_bytes():
+                        pids.append(int(proc.name))
+                except OSError:
+                    continue
+        return pids
+
+    def inject(self, kind: str) -> str:
+        c = self.c
+        if kind == "api":
+            c.kill_api()
+            time.sleep(2)
+            c.start_api()
+            return "kill -9 API; restarted"
+        if kind == "head":
+            c.kill_head()
+            for i in range(len(c.workers)):  # their raylets lose the GCS: the node's
+                c.kill_worker(i)             # service manager starts `ray start` again
+            time.sleep(2)
+            c.start_head()
+            for i in range(len(c.workers)):
+                c.start_worker(i)
+            c.wait_for_workers()
+            return "kill -9 Ray head; head and workers restarted"
+        if kind == "worker":
+            i = self.rng.randrange(len(c.workers))
+            c.kill_worker(i)
+            time.sleep(20)
+            c.start_worker(i)
+            return f"kill -9 worker {c.workers[i].name}; back after 20 s"
+        if kind == "postgres":
+            down = self.rng.uniform(10, 60)
+            c.stop_postgres()
+            time.sleep(down)
+            c.start_postgres()
+            return f"PostgreSQL stopped for {down:.0f} s"
+        needle = b"service.orchestration.run_job" if kind == "driver" else b"ray::Runner"
+        pids = self._pids(needle)
+        if not pids:
+            return f"{kind}: none running to kill"
+        pid = self.rng.choice(pids)
+        os.kill(pid, signal.SIGKILL)
+        return f"kill -9 {kind} (pid {pid})"
+
+    # --- the soak ----------------------------------------------------------------------------
+
+    def run(self, experiments: int, seeds: int, duration_s: float, per_kind: int) -> None:
+        plan = schedule(self.rng, duration_s, per_kind)
+        started = time.monotonic()
+        spacing = duration_s * 0.6 / experiments
+        submitter = threading.Thread(target=self._submit_all, args=(experiments, seeds,
+                                                                    spacing), daemon=True)
+        submitter.start()
+        for at, kind in plan:
+            time.sleep(max(0.0, started + at - time.monotonic()))
+            try:
+                what = self.inject(kind)
+            except Exception as exc:  # a fault that could not be made is reported, not hidden
+                what = f"{kind}: FAILED to inject: {type(exc).__name__}: {exc}"
+            line = f"{time.monotonic() - started:6.0f} s  {what}"
+            self.faults.append(line)
+            log(line)
+        submitter.join()
+
+    def _submit_all(self, experiments: int, seeds: int, spacing: float) -> None:
+        for i in range(experiments):
+            self.submit(i, seeds)
+            if i == 1 and self.accepted:  # one experiment is cancelled mid-way
+                time.sleep(20)
+                exp_id = list(self.accepted)[-1]
+                if (r := self.call("POST", f"/experiments/{exp_id}/cancel")) is not None \
+                        and r.status_code < 300:
+                    self.cancelled.add(exp_id)
+            time.sleep(spacing)
+
+    def finish(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            r = self.call("GET", "/experiments?limit=200")
+            if r is not None and r.status_code == 200:
+                items = r.json()
+                items = items["items"]
+                if all(e["status"] in ("succeeded", "failed", "cancelled") for e in items
+                       if e["id"] in self.accepted):
+                    break
+            time.sleep(5)
+        for exp_id in list(self.cancelled)[:1]:  # a cancelled experiment is DELETEd
+            r = self.call("DELETE", f"/experiments/{exp_id}")
+            if r is not None and r.status_code == 204:
+                self.deleted.add(exp_id)
+
+
+def check(soak: Soak) -> tuple[Counter[str], list[str]]:
+    """The invariants, from the database and the artifact store."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(soak.c.database_url)
+    counts: Counter[str] = Counter()
+    bad: list[str] = []
+    with engine.connect() as db:
+        runs = db.execute(text("SELECT id, experiment_id, status, attempt, spec, finished_at "
+                               "FROM runs")).mappings().all()
+        for run in runs:
+            counts[f"runs {run['status']}"] += 1
+            counts["attempts"] += run["attempt"] + 1
+            if run["status"] in ("queued", "running"):
+                bad.append(f"run {run['id']} is still {run['status']}")
+            epochs = [e for (e,) in db.execute(text(
+                "SELECT epoch FROM epoch_metrics WHERE run_id = :r"), {"r": run["id"]})]
+            arts = db.execute(text("SELECT name, uri, size, created_at FROM artifacts "
+                                   "WHERE run_id = :r"), {"r": run["id"]}).mappings().all()
+            if run["status"] == "succeeded":
+                want = list(range(1, run["spec"]["epochs"] + 1))
+                if sorted(epochs) != want:
+                    bad.append(f"run {run['id']}: epochs {sorted(epochs)}, not {want}")
+                missing = REQUIRED - {a["name"] for a in arts}
+                if missing:
+                    bad.append(f"run {run['id']}: artifacts missing {sorted(missing)}")
+                for a in arts:
+                    path = Path(a["uri"].removeprefix("file://"))
+                    if path.is_absolute() and (not path.is_file()
+                                               or path.stat().st_size != a["size"]):
+                        bad.append(f"run {run['id']}: {a['name']} not in the store as "
+                                   "recorded")
+            if run["status"] == "cancelled" and run["finished_at"] is not None:
+                late = [a["name"] for a in arts if not a["name"].startswith("job")
+                        and a["created_at"] > run["finished_at"]]
+                if late:
+                    bad.append(f"run {run['id']}: wrote {late} after its cancel")
+            attempts = db.execute(text(
+                "SELECT attempt, started_at, finished_at, lost_to FROM run_attempts "
+                "WHERE run_id = :r ORDER BY attempt"), {"r": run["id"]}).mappings().all()
+            for a in attempts:
+                if a["lost_to"] is not None:
+                    counts[f"attempts lost to {a['lost_to']}"] += 1
+            for a, b in itertools.pairwise(attempts):
+                if a["finished_at"] is None or b["started_at"] < a["finished_at"]:
+                    bad.append(f"run {run['id']}: attempts {a['attempt']} and "
+                               f"{b['attempt']} overlap")
+            if run["status"] == "succeeded":
+                log_row = next((a for a in arts if a["name"] == "job.log"), None)
+                if log_row is not None:
+                    path = Path(log_row["uri"].removeprefix("file://"))
+                    if path.is_file() and "trains on CPUs" in path.read_text(errors="replace"):
+                        bad.append(f"run {run['id']} asked for a GPU and trained on CPUs")
+        for exp_id in soak.deleted:
+            left = db.execute(text("SELECT count(*) FROM runs WHERE experiment_id = :e"),
+                              {"e": exp_id}).scalar()
+            if left:
+                bad.append(f"DELETEd experiment {exp_id} left {left} runs")
+    engine.dispose()
+    store = soak.c.home / "artifacts"
+    known = {int(p.name.split("-")[1]) for p in store.glob("run-*")
+             if p.name.split("-")[1].isdigit()}
+    alive = {r["id"] for r in runs}
+    orphans = sorted(known - alive)
+    if orphans:
+        bad.append(f"files of runs that no longer exist: {orphans[:10]}")
+    try:
+        jobs = httpx.get(f"{soak.c.dashboard_url}/api/jobs/", timeout=30, headers={
+            "Authorization": f"Bearer {soak.c.token}"}).json()
+        live = [j["submission_id"] for j in jobs if j["status"] in ("PENDING", "RUNNING")]
+        if live:
+            bad.append(f"Ray jobs still in flight: {live}")
+    except (httpx.HTTPError, ValueError) as exc:
+        bad.append(f"could not list Ray jobs: {exc}")
+    counts["experiments deleted"] = len(soak.deleted)
+    counts["experiments cancelled"] = len(soak.cancelled)
+    return counts, bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--short", action="store_true", help="~15 runs, one fault per kind")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--no-netns", action="store_true")
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    runs, minutes, per_kind = (16, 5.0, 1) if args.short else (args.runs, args.minutes, 3)
+    seeds = 2
+    experiments = max(1, round(runs / (2 * seeds)))
+    started = time.monotonic()
+    with LinkCluster(workers=2, netns=False if args.no_netns else None, api_env={
+            "AELAB_MAX_IN_FLIGHT": "4", "AELAB_CLASSIFIER_HEARTBEAT_S": "2",
+            "AELAB_CLASSIFIER_CLAIM_EXPIRY_S": "15", "AELAB_DB_RETRY_S": "300"}) as cluster:
+        soak = Soak(cluster, rng)
+        soak.run(experiments, seeds, minutes * 60, per_kind)
+        soak.finish(timeout_s=900)
+        counts, bad = check(soak)
+    print(f"\nchaos soak, seed {args.seed}: {sum(soak.accepted.values())} runs accepted in "
+          f"{len(soak.accepted)} experiments, {time.monotonic() - started:.0f} s")
+    print("faults:\n  " + "\n  ".join(soak.faults))
+    print("counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print("violations: " + ("none" if not bad else "\n  " + "\n  ".join(bad)))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
