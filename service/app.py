@@ -23,6 +23,7 @@ from service.caches import EndedCache, TileCache
 from service.context import ServiceContext
 from service.http_errors import ErrorMapping
 from service.http_semantics import HttpSemantics
+from service.observe import RequestIds
 from service.orchestration.dispatcher import Dispatcher, Executor
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import make_engine, make_sessionmaker
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None,
                        token=lambda: settings.api_token,
                        needs_token=lambda method, path: method in WRITE_METHODS
                        and path.startswith("/api/"), refuse=errors.refuse)
+    # Outermost of all: every request, refused or not, has an id on its log lines.
+    app.add_middleware(RequestIds, access_log=settings.log_format == "json")
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", web.static_files(), name="static")

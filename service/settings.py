@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.context import RunEnv
+from workers.logs import LogFormat
 from workers.priority import TRAINING_NICENESS
 
 ENV_PREFIX = "AELAB_"
@@ -88,6 +89,10 @@ class Settings(BaseSettings):
                                              "silent this long has its claim taken over")
     db_retry_s: float = Field(default=600.0, ge=0, description="how long a job driver "
                               "retries a write while the database is unreachable")
+    log_format: LogFormat = Field(
+        default="text", description="log lines of the API, the dispatcher, job drivers and "
+        "runners: text, or json (one object a line: time, level, logger, message, "
+        "request_id, experiment_id, run_id where known)")
     public_dashboard_url: str | None = Field(default=None, description="dashboard link shown "
                                              "to users, when it differs from the Ray address")
 
@@ -127,10 +132,11 @@ class Settings(BaseSettings):
     def weights_path(self) -> str:
         return self.weights_dir or str(self.home_path / "weights")
 
-    def run_env(self, storage_key: str = "run", device: str | None = None) -> RunEnv:
+    def run_env(self, storage_key: str = "run", device: str | None = None,
+                run_id: int | None = None) -> RunEnv:
         """What a run needs from these settings (paths, downloads, trial storage)."""
         return RunEnv(data_root=self.data_path, weights_dir=self.weights_path,
-                      datasets_dir=self.datasets_path,
+                      run_id=run_id, log_format=self.log_format, datasets_dir=self.datasets_path,
                       allow_download=self.allow_download, tune_storage=self.tune_storage,
                       storage_key=storage_key, max_trial_failures=self.max_trial_failures,
                       device=device, niceness=self.training_niceness)
