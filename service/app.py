@@ -99,7 +99,9 @@ def create_app(settings: Settings | None = None,
                        needs_token=lambda method, path: method in WRITE_METHODS
                        and path.startswith("/api/"), refuse=errors.refuse)
     # Outermost of all: every request, refused or not, has an id on its log lines.
-    app.add_middleware(RequestIds, access_log=settings.log_format == "json")
+    ctx.metrics.watch(lambda: ctx)
+    app.add_middleware(RequestIds, observe=ctx.metrics.observe,
+                       access_log=settings.log_format == "json")
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", web.static_files(), name="static")
