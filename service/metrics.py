@@ -70,11 +70,14 @@ class _StateCollector(Collector):
         return []  # read at scrape time only (the registry does not call collect early)
 
     def collect(self) -> Iterator[Metric]:
+        from service.webhooks import outbox_counts
+
         ctx = self.ctx()
         with ctx.sessions() as s:
             runs = dict(s.execute(select(Run.status, func.count()).group_by(Run.status)).all())
             experiments = dict(s.execute(select(Experiment.status, func.count())
                                          .group_by(Experiment.status)).all())
+            outbox = outbox_counts(s)
         for name, doc, counts in (("aelab_runs", "runs by status", runs),
                                   ("aelab_experiments", "experiments by status",
                                    experiments)):
@@ -84,6 +87,11 @@ class _StateCollector(Collector):
             yield family
         yield GaugeMetricFamily("aelab_runs_in_flight", "runs on the executor now",
                                 value=runs.get(Status.running, 0))
+        family = GaugeMetricFamily("aelab_webhook_outbox", "webhook events by state",
+                                   labels=["state"])
+        for state, count in outbox.items():
+            family.add_metric([state], count)
+        yield family
         dispatcher = ctx.dispatcher
         yield CounterMetricFamily("aelab_dispatch_ticks", "dispatcher passes made",
                                   value=dispatcher.ticks if dispatcher is not None else 0)
