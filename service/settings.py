@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         "required with webhook_urls")
     webhook_retry_s: float = Field(default=3600.0, gt=0, description="how long an event "
                                    "is retried (exponential backoff) before it is given up")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="mirror every run to this MLflow tracking server "
+        "(http(s)://…, file:…, databricks…; extra aelab[mlflow]); a tracker that is "
+        "away never fails or delays a run")
     public_url: str | None = Field(
         default=None, description="the service's address as users reach it "
         "(https://aelab.example): makes the page links of webhook events and MLflow tags "

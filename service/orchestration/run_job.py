@@ -53,6 +53,7 @@ class Tee:
 def main(argv: list[str] | None = None) -> int:
     started = time.time()  # the service's modules are imported below, for the profile
     from service.client.states import Status
+    from service.orchestration.mlflow_mirror import db_mirrored
     from service.orchestration.run_store import DbRunStore, DbSessionOpener, sessions_for
     from service.persistence import repository as repo
     from service.persistence.artifacts import ArtifactStore, remove_tree
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                        retry_s=settings.db_retry_s,
                        heartbeat_s=settings.classifier_heartbeat_s,
                        claim_expiry_s=settings.classifier_claim_expiry_s)
+    store = db_mirrored(store, settings, sessions, store.artifacts, args.run_id)
     gpus, cpus = spec.resources.gpus_per_run, spec.resources.cpus_per_run
     if gpus > 0 and not ray.cluster_resources().get("GPU"):
         # A CPU-only cluster: a GPU request would wait forever; train on the CPU instead.
