@@ -23,12 +23,14 @@ from service.caches import EndedCache, TileCache
 from service.context import ServiceContext
 from service.http_errors import ErrorMapping
 from service.http_semantics import HttpSemantics
+from service.observe import RequestIds
 from service.orchestration.dispatcher import Dispatcher, Executor
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import make_engine, make_sessionmaker
 from service.persistence.migrate import upgrade
 from service.settings import Settings
 from service.web import router as web
+from service.webhooks import Deliverer
 
 ExecutorFactory = Callable[[Settings], Executor]
 
@@ -58,6 +60,20 @@ def make_dispatcher(ctx: ServiceContext, executor: Executor) -> Dispatcher:
                                                    / settings.dispatch_interval_s)))
 
 
+def make_deliverer(ctx: ServiceContext) -> Deliverer | None:
+    """The webhook deliverer of ``ctx``'s outbox, or None without ``webhook_urls``."""
+    settings = ctx.settings
+    if not settings.webhook_url_list or settings.webhook_secret is None:
+        return None
+    metrics = ctx.metrics
+    return Deliverer(ctx.sessions, settings.webhook_url_list,
+                     settings.webhook_secret.get_secret_value(),
+                     public_url=settings.public_url, retry_s=settings.webhook_retry_s,
+                     on_result=lambda event, ok: (
+                         metrics.webhook_deliveries if ok else metrics.webhook_failures
+                     ).labels(event).inc())
+
+
 def create_app(settings: Settings | None = None,
                executor_factory: ExecutorFactory | None = None) -> FastAPI:
     """Build the app. Without an ``executor_factory`` runs stay queued (API only)."""
@@ -72,9 +88,14 @@ def create_app(settings: Settings | None = None,
             ctx.dispatcher = make_dispatcher(ctx, executor_factory(settings))
             if settings.start_dispatcher:
                 ctx.dispatcher.start()
+        deliverer = make_deliverer(ctx)
+        if deliverer is not None:
+            deliverer.start()
         try:
             yield
         finally:
+            if deliverer is not None:
+                deliverer.stop(timeout_s=1.0)
             if (dispatcher := ctx.dispatcher) is not None:
                 dispatcher.stop(timeout_s=1.0)
                 try:
@@ -98,6 +119,10 @@ def create_app(settings: Settings | None = None,
                        token=lambda: settings.api_token,
                        needs_token=lambda method, path: method in WRITE_METHODS
                        and path.startswith("/api/"), refuse=errors.refuse)
+    # Outermost of all: every request, refused or not, has an id on its log lines.
+    ctx.metrics.watch(lambda: ctx)
+    app.add_middleware(RequestIds, observe=ctx.metrics.observe,
+                       access_log=settings.log_format == "json")
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", web.static_files(), name="static")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.caches import EndedCache, TileCache
 from service.errors import Unavailable
 from service.logins import LoginGuard
+from service.metrics import ServiceMetrics
 from service.orchestration.dispatcher import Dispatcher
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
@@ -39,6 +40,7 @@ class ServiceContext:
     tiles: TileCache  # the web UI's gallery tiles, cut once
     dispatcher: Dispatcher | None = None  # set by the lifespan when runs are executed
     logins: LoginGuard = field(default_factory=LoginGuard)  # throttled and ended sessions
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)  # GET /metrics
 
     def wake(self) -> None:
         """Tell the dispatcher that runs were queued (no-op without one)."""

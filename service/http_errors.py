@@ -36,6 +36,7 @@ from service.access import LOGIN_PATH, LoginRequired
 from service.client.schemas import ERROR_CODES, ErrorOut
 from service.errors import Conflict, NotFound, Unavailable
 from service.persistence.artifacts import ArtifactError
+from workers.logs import current_ids
 
 log = logging.getLogger("aelab.api")
 
@@ -174,7 +175,7 @@ class ErrorMapping:
             log.warning("database unavailable: %s", type(exc.orig).__name__)
             return Problem(503, "service unavailable: the database cannot be reached",
                            headers={"Retry-After": "5"})
-        request_id = uuid.uuid4().hex[:12]
+        request_id = current_ids().get("request_id") or uuid.uuid4().hex[:12]
         log.error("unhandled error %s on %s %s", request_id, request.method,
                   request.url.path, exc_info=exc)
         return Problem(500, "internal error", request_id=request_id)

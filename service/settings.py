@@ -15,10 +15,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.context import RunEnv
+from workers.logs import LogFormat
 from workers.priority import TRAINING_NICENESS
 
 ENV_PREFIX = "AELAB_"
@@ -97,8 +98,47 @@ class Settings(BaseSettings):
                                              "silent this long has its claim taken over")
     db_retry_s: float = Field(default=600.0, ge=0, description="how long a job driver "
                               "retries a write while the database is unreachable")
+    log_format: LogFormat = Field(
+        default="text", description="log lines of the API, the dispatcher, job drivers and "
+        "runners: text, or json (one object a line: time, level, logger, message, "
+        "request_id, experiment_id, run_id where known)")
+    webhook_urls: str | None = Field(
+        default=None, description="comma-separated http(s) URLs that receive run and "
+        "experiment events (service.webhooks); a secret where the URL holds a token")
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="key of the events' X-Aelab-Signature (HMAC-SHA256); "
+        "required with webhook_urls")
+    webhook_retry_s: float = Field(default=3600.0, gt=0, description="how long an event "
+                                   "is retried (exponential backoff) before it is given up")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="mirror every run to this MLflow tracking server "
+        "(http(s)://…, file:…, databricks…; extra aelab[mlflow]); a tracker that is "
+        "away never fails or delays a run")
+    public_url: str | None = Field(
+        default=None, description="the service's address as users reach it "
+        "(https://aelab.example): makes the page links of webhook events and MLflow tags "
+        "absolute")
     public_dashboard_url: str | None = Field(default=None, description="dashboard link shown "
                                              "to users, when it differs from the Ray address")
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, value: str | None) -> str | None:
+        for url in (u.strip() for u in (value or "").split(",") if u.strip()):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook_urls: {url!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> Settings:
+        if self.webhook_url_list and self.webhook_secret is None:
+            raise ValueError("webhook_urls needs webhook_secret (AELAB_WEBHOOK_SECRET): "
+                             "receivers check each event's signature with it")
+        return self
+
+    @property
+    def webhook_url_list(self) -> list[str]:
+        return [u.strip() for u in (self.webhook_urls or "").split(",") if u.strip()]
 
     @cached_property
     def home_path(self) -> Path:
@@ -136,10 +176,11 @@ class Settings(BaseSettings):
     def weights_path(self) -> str:
         return self.weights_dir or str(self.home_path / "weights")
 
-    def run_env(self, storage_key: str = "run", device: str | None = None) -> RunEnv:
+    def run_env(self, storage_key: str = "run", device: str | None = None,
+                run_id: int | None = None) -> RunEnv:
         """What a run needs from these settings (paths, downloads, trial storage)."""
         return RunEnv(data_root=self.data_path, weights_dir=self.weights_path,
-                      datasets_dir=self.datasets_path,
+                      run_id=run_id, log_format=self.log_format, datasets_dir=self.datasets_path,
                       allow_download=self.allow_download, tune_storage=self.tune_storage,
                       storage_key=storage_key, max_trial_failures=self.max_trial_failures,
                       device=device, niceness=self.training_niceness)
@@ -172,9 +213,11 @@ NOT_FOR_JOBS = {
     "database_url": "a secret: drivers read database_url_file or their node's environment",
     "api_token": "a secret the drivers do not need",
     "ray_address": "a job runs inside its cluster, and Ray gives its driver the address",
+    "webhook_urls": "may hold a receiver's token; only the API delivers events",
+    "webhook_secret": "a secret: only the API signs events",
 }
 # The secrets among them: the API's alone, in no process of the Ray cluster it starts.
-SECRETS = ("database_url", "api_token")
+SECRETS = ("database_url", "api_token", "webhook_urls", "webhook_secret")
 # libpq reads a database password from the environment too.
 DATABASE_PASSWORD_VARIABLES = ("PGPASSWORD",)
 

@@ -124,7 +124,7 @@ def db_url(request, tmp_path: Path):
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE experiments, runs, epoch_metrics, lr_trials, measures, "
-                          "artifacts, reference_classifiers, run_attempts "
+                          "artifacts, reference_classifiers, run_attempts, webhook_outbox "
                           "RESTART IDENTITY CASCADE"))
     engine.dispose()
 

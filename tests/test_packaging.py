@@ -27,7 +27,8 @@ def test_extras_hold_the_server_and_training_stacks_and_all_holds_every_one() ->
     extras = PROJECT["optional-dependencies"]
     assert {"fastapi", "uvicorn", "sqlalchemy", "alembic", "ray"} <= names(extras["server"])
     assert {"torch", "torchvision", "torchmetrics", "ray", "pillow"} <= names(extras["train"])
-    assert extras["all"] == ["aelab[server,train,postgres,pandas]"]
+    assert extras["all"] == ["aelab[server,train,postgres,pandas,mlflow]"]
+    assert "mlflow-skinny" in names(extras["mlflow"])
     assert "aelab[all]" in extras["dev"]
     every = set().union(*(names(extras[e]) for e in ("server", "train", "postgres", "pandas")))
     assert every >= HEAVY

@@ -38,6 +38,8 @@ class RunEnv:
     device: str | None = None  # None: CUDA when present, else the CPU
     niceness: int = 0  # training processes on the cluster run at this nice level
     datasets_dir: str | None = None  # folder datasets (models.datasets.folder); None: none
+    log_format: str = "text"  # workers.logs.LogFormat: how runners format log records
+    run_id: int | None = None  # the run these steps serve (on its log records), when known
 
     def use(self) -> None:
         """Make this process read folder datasets from :attr:`datasets_dir`."""

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import ray
 
 from workers.context import RunEnv
+from workers.logs import bound, formatter
 from workers.measures import CodecRow, RunMeasures
 from workers.priority import yield_cpu
 from workers.spec import RunSpec
@@ -136,14 +137,16 @@ class _Lines:
 
 
 @contextlib.contextmanager
-def _captured(sink: queue.Queue[object]) -> Iterator[None]:
+def _captured(sink: queue.Queue[object]) -> Iterator[logging.Handler]:
+    """Standard output, standard error and aelab's log records into ``sink``, line by
+    line; yields the log handler (its formatter is set once the run's env is known)."""
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Lines(sink, out), _Lines(sink, err)  # type: ignore[assignment]
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    handler.setFormatter(formatter("text"))
     logging.getLogger("aelab").addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
         logging.getLogger("aelab").removeHandler(handler)
         sys.stdout.flush()
@@ -195,10 +198,12 @@ class Runner:
         yield "started", self.name  # the runner is executing the step from now on
 
         def work() -> None:
-            with _captured(lines):
+            with _captured(lines) as handler:
                 try:
                     steps = self._session(key, opener, spec)
-                    outcome["result"] = getattr(steps, method)(*args)
+                    handler.setFormatter(formatter(steps.env.log_format))  # type: ignore[arg-type]
+                    with bound(run_id=steps.env.run_id):
+                        outcome["result"] = getattr(steps, method)(*args)
                 except BaseException as exc:  # handed to the caller, who raises it
                     log.debug("step %s failed", method, exc_info=True)
                     outcome["error"] = exc

@@ -170,10 +170,11 @@ def serve(
     from service.orchestration.ray_executor import RayExecutor
     from service.persistence.migrate import upgrade
     from service.settings import Settings
+    from workers.logs import configure as configure_logs
+    from workers.logs import uvicorn_log_config
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Ray probe otherwise
     settings = Settings()
+    configure_logs(settings.log_format, log_level)  # httpx: no line per Ray probe
     settings.home_path.mkdir(parents=True, exist_ok=True)
     lock = (settings.home_path / "serve.lock").open("a")
     try:  # held while this process lives: a second service here would share its Ray head
@@ -196,7 +197,10 @@ def serve(
     app_ = create_app(settings, executor_factory=partial(RayExecutor.from_settings,
                                                          announce=typer.echo))
     # Ctrl-C / SIGTERM end the process within seconds even with clients connected.
-    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    config = uvicorn_log_config(settings.log_format)
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2,
+                # JSON: aelab's access lines (with request ids) replace uvicorn's.
+                **({"log_config": config, "access_log": False} if config else {}))
 
 
 @db_app.command("upgrade")

@@ -116,6 +116,9 @@ class Dispatcher:
     submit_error: str | None = None  # the last submit that failed, until one succeeds
     store_full: str | None = None  # why no run starts: the artifact store is full
     artifacts: ArtifactStore | None = None  # where driver logs fetched from Ray are kept
+    ticks: int = 0  # passes made (GET /metrics: aelab_dispatch_ticks_total)
+    # Warm runners by (GPUs, CPUs), as the last reconciling pass found them (None: unknown).
+    runner_shapes: dict[tuple[float, float], int] | None = None
     _logs_pending: dict[int, str] = field(default_factory=dict)  # run id → job id
     _foreign_warned: set[int] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -126,6 +129,7 @@ class Dispatcher:
 
     def tick(self, reconcile: bool = False) -> None:
         """Follow running runs, then admit queued ones. Never raises for Ray trouble."""
+        self.ticks += 1
         try:
             self.executor.check()
         except Unavailable as exc:
@@ -138,6 +142,19 @@ class Dispatcher:
         states = self.follow(reconcile=reconcile)
         self.collect_logs(states)
         self.admit()
+        if reconcile:
+            self.count_runners()
+
+    def count_runners(self) -> None:
+        """Refresh :attr:`runner_shapes` from the executor (when it can count runners)."""
+        count = getattr(self.executor, "runners", None)
+        if count is None:
+            return
+        try:
+            self.runner_shapes = count()
+        except Unavailable as exc:
+            log.warning("could not count the runners: %s", first_line(str(exc)))
+            self.runner_shapes = None
 
     def admit(self) -> int:
         full = self.artifacts.full() if self.artifacts is not None else None

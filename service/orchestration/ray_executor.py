@@ -130,6 +130,39 @@ class RayExecutor:
             return self._embedded.dead(cluster)
         return self.cluster_id is not None and cluster != self.cluster_id
 
+    def runners(self) -> dict[tuple[float, float], int]:
+        """The warm runners alive on the cluster (``workers.warm``), counted by resource
+        shape: (GPUs, CPUs) → how many. Unavailable when Ray's state API does not answer."""
+        from ray.util.state.common import ListApiOptions, StateResource
+
+        from workers.warm import RUNNER_PREFIX
+
+        self.client()
+        if self._state_client is None or self._state_address != self.dashboard_url:
+            from ray.util.state import StateApiClient
+
+            try:
+                self._state_client = StateApiClient(address=self.dashboard_url)
+                self._state_address = self.dashboard_url
+            except Exception as exc:
+                raise Unavailable(f"Ray state API at {self.dashboard_url}: {exc}") from exc
+        options = ListApiOptions(limit=LIVE_JOBS_LIMIT, timeout=STATE_TIMEOUT_S, detail=True,
+                                 filters=[("state", "=", "ALIVE"), ("class_name", "=", "Runner")])
+        try:
+            actors = self._state_client.list(StateResource.ACTORS, options=options,
+                                             raise_on_missing_output=False)
+        except Exception as exc:
+            self._state_client = None
+            raise Unavailable(f"listing the runners: {exc}") from exc
+        shapes: dict[tuple[float, float], int] = {}
+        for actor in actors:
+            if not (getattr(actor, "name", None) or "").startswith(RUNNER_PREFIX):
+                continue
+            held = getattr(actor, "required_resources", None) or {}
+            shape = (float(held.get("GPU", 0.0)), float(held.get("CPU", 0.0)))
+            shapes[shape] = shapes.get(shape, 0) + 1
+        return shapes
+
     def submit(self, job: JobRequest) -> None:
         """Submit the run's driver (``service.orchestration.run_job``) as the Ray job
         ``job.job_id``; a job id Ray already has is a no-op."""

@@ -22,6 +22,7 @@ import sys
 import time
 from typing import IO, Any
 
+log = logging.getLogger("aelab.driver")
 LOG_KEPT = 20_000_000  # characters of its own output a driver keeps, for its job.log
 
 
@@ -78,10 +79,13 @@ def gpus_for_run(asked: float, gpu_cluster: bool | None,
 def main(argv: list[str] | None = None) -> int:
     started = time.time()  # the service's modules are imported below, for the profile
     from service.client.states import Status
+    from service.orchestration.mlflow_mirror import db_mirrored
     from service.orchestration.run_store import DbRunStore, DbSessionOpener, sessions_for
     from service.persistence import repository as repo
     from service.persistence.artifacts import ArtifactStore, remove_tree
     from service.settings import Settings, job_environment, run_storage_key
+    from workers.logs import bind_process
+    from workers.logs import configure as configure_logs
     from workers.priority import yield_cpu
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
@@ -95,22 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     kept: collections.deque[str] = collections.deque()
     sys.stdout = Tee(sys.stdout, kept, LOG_KEPT)  # type: ignore[assignment]
     sys.stderr = Tee(sys.stderr, kept, LOG_KEPT)  # type: ignore[assignment]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
     settings = Settings()
+    configure_logs(settings.log_format)
+    bind_process(run_id=args.run_id, attempt=args.attempt)
     yield_cpu(settings.training_niceness)  # Ray starts this driver in a session of its own
     sessions = sessions_for(settings.sqlalchemy_url)
     with sessions() as s:
         run = repo.get_run(s, run_id=args.run_id)
         if run.status != Status.running or run.attempt != args.attempt:
-            print(f"run {run.id} is {run.status.value} at attempt {run.attempt}; attempt "
-                  f"{args.attempt} has nothing to do")
+            log.info("run %s is %s at attempt %s; attempt %s has nothing to do", run.id,
+                     run.status.value, run.attempt, args.attempt)
             return 0
         # One folder per attempt: a stale driver cleaning up never touches the current one.
         run_folder = run_storage_key(run.id, run.uid)
         storage_key = f"{run_folder}/a{args.attempt}"
         raw_spec = dict(run.spec)
+        bind_process(experiment_id=run.experiment_id)
 
     import ray
 
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 url = url if url.startswith("http") else f"http://{url}"
                 return JobSubmissionClient(url).get_job_logs(args.job_id).encode()
             except Exception as exc:  # the dashboard is busy or gone: keep our copy
-                print(f"aelab: saving the driver's own log ({type(exc).__name__})")
+                log.warning("saving the driver's own log (%s)", type(exc).__name__)
         return "".join(kept).encode()
 
     store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), args.run_id,
@@ -145,29 +149,31 @@ def main(argv: list[str] | None = None) -> int:
                        retry_s=settings.db_retry_s,
                        heartbeat_s=settings.classifier_heartbeat_s,
                        claim_expiry_s=settings.classifier_claim_expiry_s)
+    store = db_mirrored(store, settings, sessions, store.artifacts, args.run_id)
     cpus = spec.resources.cpus_per_run
     gpus, note = gpus_for_run(spec.resources.gpus_per_run, settings.gpu_cluster, ray.nodes())
     if note:
-        print(note, flush=True)
+        log.info(note)
     steps = RunnerSteps(
         settings.run_env(storage_key), gpus=gpus, cpus=cpus, wait_for_nodes=True,
         opener=DbSessionOpener(args.run_id, args.attempt, storage_key),
         session=f"run-{args.run_id}-a{args.attempt}",
         env_vars=job_environment(settings, database_url_file=settings.database_url_file),
         idle_s=settings.runner_idle_s)
-    print(f"aelab run {args.run_id} ({spec.label()}), attempt {args.attempt}: {gpus} GPU, "
-          f"{cpus} CPU; lr_search {spec.lr_search.method}, {spec.epochs} epochs", flush=True)
+    log.info("aelab run %s (%s), attempt %s: %s GPU, %s CPU; lr_search %s, %s epochs",
+             args.run_id, spec.label(), args.attempt, gpus, cpus, spec.lr_search.method,
+             spec.epochs)
     ok = run_pipeline(spec, store, steps, clock=driver_clock)
     with sessions() as s:
         refreshed = repo.get_run(s, run_id=args.run_id)
-        print(f"aelab run {args.run_id}: {refreshed.status.value}"
-              + (f" — {refreshed.error}" if refreshed.error else ""), flush=True)
+        log.info("aelab run %s: %s%s", args.run_id, refreshed.status.value,
+                 f" — {refreshed.error}" if refreshed.error else "")
     if refreshed.status.finished and refreshed.attempt == args.attempt:
         # The run has ended for good: earlier, lost attempts' checkpoints go too.
         try:
             remove_tree(settings.tune_storage, run_folder)
         except OSError as exc:
-            print(f"aelab: could not remove {run_folder}: {exc}", flush=True)
+            log.warning("could not remove %s: %s", run_folder, exc)
     return 0 if ok or refreshed.status in (Status.failed, Status.cancelled) else 1
 
 

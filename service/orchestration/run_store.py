@@ -288,4 +288,4 @@ class DbSessionOpener:
                            attempt=self.attempt, retry_s=settings.db_retry_s,
                            heartbeat_s=settings.classifier_heartbeat_s,
                            claim_expiry_s=settings.classifier_claim_expiry_s)
-        return settings.run_env(self.storage_key), store
+        return settings.run_env(self.storage_key, run_id=self.run_id), store

@@ -33,6 +33,7 @@ from service.persistence.tables import (
     LrTrial as LrTrialRow,
 )
 from service.spec import ExperimentSpec
+from service.webhooks import record_experiment_event, record_run_event
 from workers.measures import MEASURES, CodecRow, RunMeasures
 from workers.store import LrTrial
 
@@ -354,10 +355,12 @@ def request_cancel(session: Session, *, experiment_id: int) -> tuple[Experiment,
     for run in experiment.runs:
         if run.status == Status.queued:
             run.status, run.finished_at, run.updated_at = Status.cancelled, now, now
+            record_run_event(session, run)
         elif run.status == Status.running:
             running.append(run)
     experiment.status = Status.cancelled
     experiment.finished_at = now
+    record_experiment_event(session, experiment)
     return experiment, running
 
 
@@ -395,7 +398,9 @@ def refresh_experiment_status(session: Session, *, experiment_id: int) -> None:
             experiment.status = Status.cancelled
         else:
             experiment.status = Status.succeeded
-        experiment.finished_at = experiment.finished_at or now
+        if experiment.finished_at is None:  # it ends now: its event, in this transaction
+            experiment.finished_at = now
+            record_experiment_event(session, experiment)
     elif (counts.get(Status.running) or finished) and experiment.status == Status.queued:
         experiment.status = Status.running
         experiment.started_at = experiment.started_at or now
@@ -437,6 +442,8 @@ def finish_run(session: Session, *, run_id: int, status: Status, error: str | No
         session.refresh(run)
         end_attempt(session, run_id=run_id, attempt=run.attempt, status=status, error=error,
                     lost_to=lost_to)
+        if status in FINISHED:  # its webhook event, in this transaction (service.webhooks)
+            record_run_event(session, run)
         refresh_experiment_status(session, experiment_id=run.experiment_id)
     return changed
 

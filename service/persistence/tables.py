@@ -310,3 +310,27 @@ class ReferenceClassifier(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     owner: Mapped[str | None] = mapped_column(String(64))  # run-<id>-a<attempt> training it
     heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)  # the trainer is alive
+
+
+class WebhookEvent(Base):
+    """The webhook outbox (``service.webhooks``): one row per event, written in the same
+    transaction as the status change it reports, delivered by the API's background loop
+    to every ``AELAB_WEBHOOK_URLS`` receiver, and marked delivered once each answered 2xx
+    (so an API restarted in between delivers it then, and never again after)."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        String(36), unique=True, default=lambda: str(uuid.uuid4()))  # X-Aelab-Delivery
+    event: Mapped[str] = mapped_column(String(32))  # run.failed, experiment.finished, …
+    experiment_id: Mapped[int | None] = mapped_column(Integer)  # no FK: outlives a delete
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent (and signed)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_to: Mapped[list[str]] = mapped_column(JSON, default=list)  # receivers done
+    next_attempt_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -34,7 +34,8 @@ NON_DEFAULT = {
     "max_run_attempts": 5, "max_cluster_retries": 4, "gpu_cluster": True,
     "classifier_heartbeat_s": 2.5, "classifier_claim_expiry_s": 9.0,
     "db_retry_s": 33.0, "runner_idle_s": 42.0, "training_niceness": 5,
-    "artifact_min_free_mb": 12.5,
+    "artifact_min_free_mb": 12.5, "log_format": "json", "webhook_retry_s": 60.0,
+    "mlflow_tracking_uri": "http://mlflow.example:5000", "public_url": "https://aelab.example",
 }
 
 

@@ -85,6 +85,8 @@ def test_a_step_its_runner_runs_is_reported_running_not_waiting(monkeypatch):
     # line), timed: it begins at once, prints at 40 s and answers at 300 s — silent for
     # minutes, as the reference classifier on real MNIST is.
     class Session:
+        env = SimpleNamespace(log_format="text", run_id=7)  # what a run's LocalSteps carry
+
         def train_classifier(self, spec: Any) -> tuple[bytes, float]:
             print("reference classifier: epoch 1/3")
             return b"weights", 0.9

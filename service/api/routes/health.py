@@ -1,11 +1,14 @@
-"""/healthz (the process answers) and /readyz (its dependencies answer)."""
+"""/healthz (the process answers), /readyz (its dependencies answer) and /metrics (the
+service in Prometheus's text format: ``service.metrics``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from service.api.deps import ReadAccess
 from service.client.schemas import Readiness
 from service.context import ContextDep
 
@@ -34,3 +37,14 @@ def readyz(ctx: ContextDep) -> JSONResponse:
     ready = all(v in ("ok", "disabled") for v in checks.values())
     return JSONResponse(Readiness(ready=ready, checks=checks).model_dump(),
                         status_code=200 if ready else 503)
+
+
+@router.get("/metrics", operation_id="metrics", dependencies=[ReadAccess],
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                             "description": "Prometheus text exposition format"}})
+def metrics(ctx: ContextDep) -> Response:
+    """Request counts and latency by route, runs and experiments by status (read from the
+    database now), runs in flight, dispatcher passes, warm runners by resource shape,
+    webhook deliveries and failures."""
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

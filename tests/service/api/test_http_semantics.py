@@ -63,8 +63,11 @@ def test_head_answers_every_get_route_with_its_headers_and_no_body(client: TestC
             client.head(path, follow_redirects=False)
         assert head.status_code == get.status_code != 405, (path, head.status_code)
         assert head.content == b"", path
+        # /metrics counts the requests themselves: its length moves between the two.
+        live = ("content-length", "etag") if path == "/metrics" else ()
         for header in ("content-type", "content-length", "etag", "location"):
-            assert head.headers.get(header) == get.headers.get(header), (path, header)
+            if header not in live:
+                assert head.headers.get(header) == get.headers.get(header), (path, header)
 
 
 def test_if_none_match_is_a_304_where_an_etag_is_sent(client: TestClient) -> None:

@@ -1,0 +1,83 @@
+"""The MLflow mirror: a run's params, step metrics per epoch, final measures, tags and
+samples.png read back with MLflow's client; a tracker that is away never fails a run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.context import context_of
+from service.orchestration.mlflow_mirror import db_mirrored
+from service.orchestration.run_store import DbRunStore
+from service.persistence import repository as repo
+from service.settings import Settings
+from tests.utils import API, tiny_spec
+from workers.context import RunEnv
+from workers.pipeline import LocalSteps, run_pipeline
+from workers.spec import RunSpec
+
+pytest.importorskip("mlflow")
+EPOCHS = 2
+
+
+def run_mirrored(tmp_path: Path, tracking_uri: str) -> tuple[dict, bool]:
+    """One tiny run through the one pipeline and the DB store, mirrored as a driver does."""
+    settings = Settings(home=tmp_path / "home", start_dispatcher=False,
+                        mlflow_tracking_uri=tracking_uri, public_url="https://aelab.example")
+    with TestClient(create_app(settings)) as client:
+        exp = client.post(f"{API}/experiments", json=tiny_spec(
+            "baseline", epochs=EPOCHS, data={"train_limit": 64, "test_limit": 32},
+            name="mirror test")).json()
+        run = exp["runs"][0]
+        ctx = context_of(client.app)
+        with ctx.sessions.begin() as s:
+            repo.set_run(s, run_id=run["id"], status=repo.Status.running)
+            spec = RunSpec.model_validate(repo.get_run(s, run_id=run["id"]).spec)
+        store = db_mirrored(DbRunStore(ctx.sessions, ctx.artifacts, run["id"]), settings,
+                            ctx.sessions, ctx.artifacts, run["id"])
+        env = RunEnv(data_root="/unused", weights_dir="/unused", allow_download=False)
+        ok = run_pipeline(spec, store, LocalSteps(env))
+        return client.get(f"{API}/runs/{run['id']}").json(), ok
+
+
+@pytest.mark.slow
+def test_a_run_is_mirrored_to_a_file_store(tmp_path: Path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: file stores opt in
+    uri = (tmp_path / "mlruns").as_uri()
+    run, ok = run_mirrored(tmp_path, uri)
+    assert ok and run["status"] == "succeeded"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(f"aelab-{run['experiment_id']} mirror test")
+    (mirrored,) = client.search_runs([experiment.experiment_id])
+    assert mirrored.info.status == "FINISHED"
+    params = mirrored.data.params
+    assert params["model"] == "baseline" and params["epochs"] == str(EPOCHS)
+    assert params["data.train_limit"] == "64" and params["lr_search.method"] == "fixed"
+    history = client.get_metric_history(mirrored.info.run_id, "val_loss")
+    assert [m.step for m in history] == list(range(1, EPOCHS + 1))
+    assert [m.value for m in history] == [e["val_loss"] for e in run["epochs"]]
+    metrics = mirrored.data.metrics
+    for name in ("mse", "psnr", "ssim", "q_psnr"):
+        assert metrics[name] == pytest.approx(run["measures"][name])
+    tags = mirrored.data.tags
+    assert tags["aelab.run_id"] == str(run["id"])
+    assert tags["aelab.url"] == f"https://aelab.example/runs/{run['id']}"
+    assert (tags["model"], tags["dataset"], tags["seed"]) == ("baseline", "synthetic", "0")
+    assert [a.path for a in client.list_artifacts(mirrored.info.run_id)] == ["samples.png"]
+
+
+@pytest.mark.slow
+def test_a_tracker_that_is_away_never_fails_the_run(tmp_path: Path, caplog) -> None:
+    from service.orchestration.ray_head import free_port
+
+    caplog.set_level(logging.INFO, logger="aelab")
+    run, ok = run_mirrored(tmp_path, f"http://127.0.0.1:{free_port()}")
+    assert ok and run["status"] == "succeeded"
+    assert [e["epoch"] for e in run["epochs"]] == list(range(1, EPOCHS + 1))
+    assert any("mirroring to MLflow skipped" in r.getMessage() for r in caplog.records)

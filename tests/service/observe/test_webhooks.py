@@ -1,0 +1,136 @@
+"""Webhooks: a local receiver gets each event once, correctly signed, also when the API
+is killed (SIGKILL) and restarted between the event and its delivery."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+
+from service.orchestration.run_store import DbRunStore
+from service.persistence import repository as repo
+from service.persistence.artifacts import ArtifactStore
+from service.persistence.tables import Status
+from service.webhooks import events_of
+from tests.procs import Served
+from tests.utils import tiny_spec, wait_for
+
+SECRET = "webhook-test-secret"
+
+
+class Receiver:
+    """An HTTP receiver on a free port that answers ``status`` and keeps every request."""
+
+    def __init__(self) -> None:
+        self.status = 503
+        self.requests: list[tuple[dict[str, str], bytes, int]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = receiver.status
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()},
+                                          body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def accepted(self, event: str) -> list[tuple[dict[str, str], bytes, int]]:
+        return [r for r in self.requests if r[0]["x-aelab-event"] == event and r[2] == 200]
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture()
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_a_forced_failure_is_delivered_once_signed_across_a_kill(
+        tmp_path: Path, receiver: Receiver) -> None:
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'aelab.db'}"
+    server = Served(home, env={
+        "AELAB_WEBHOOK_URLS": receiver.url, "AELAB_WEBHOOK_SECRET": SECRET,
+        "AELAB_LOG_FORMAT": "json", "AELAB_START_DISPATCHER": "false",
+        "AELAB_PUBLIC_URL": "https://aelab.example",
+        "RAY_ADDRESS": "http://127.0.0.1:9"})  # no Ray: this test runs no job
+    try:
+        exp = server.post("/experiments", json=tiny_spec("baseline")).json()
+        run_id = exp["runs"][0]["id"]
+        # The run fails as its job driver reports a failure: through the driver's store.
+        sessions = sessionmaker(create_engine(url))
+        with sessions.begin() as s:
+            repo.set_run(s, run_id=run_id, status=Status.running)
+        DbRunStore(sessions, ArtifactStore(str(home / "artifacts")), run_id).fail(
+            "RuntimeError: forced failure\nsecond line")
+        # The receiver refuses (503) until the API has been killed.
+        wait_for(lambda: {r[0]["x-aelab-event"] for r in receiver.requests}
+                 >= {"run.failed", "experiment.finished"}, 30, "refused attempts")
+        server.kill9()
+        with sessions() as s:
+            pending = events_of(s, state="pending")
+        assert sorted(e.event for e in pending) == ["experiment.finished", "run.failed"]
+        receiver.status = 200
+        server.start()
+        wait_for(lambda: receiver.accepted("run.failed")
+                 and receiver.accepted("experiment.finished"), 60, "deliveries")
+        metrics = httpx.get(server.base + "/metrics", timeout=10).text
+        wait_for(lambda: not events_of(sessions(), state="pending"), 10, "the outbox marks")
+        server.kill9()  # and once more: nothing delivered is sent again
+        server.start()
+        time.sleep(2.5)
+        log_lines = server.output().splitlines()
+    finally:
+        server.close()
+
+    failed, finished = receiver.accepted("run.failed"), receiver.accepted("experiment.finished")
+    assert len(failed) == 1 and len(finished) == 1
+    for headers, body, _ in (*failed, *finished):
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["x-aelab-signature"] == expected
+        assert headers["content-type"] == "application/json"
+    # Every attempt of an event carries its one delivery id; the two events differ.
+    ids = {event: {r[0]["x-aelab-delivery"] for r in receiver.requests
+                   if r[0]["x-aelab-event"] == event}
+           for event in ("run.failed", "experiment.finished")}
+    assert all(len(v) == 1 for v in ids.values()) and len(set.union(*ids.values())) == 2
+    run_event = json.loads(failed[0][1])
+    assert run_event["event"] == "run.failed"
+    assert run_event["delivery_id"] == failed[0][0]["x-aelab-delivery"]
+    assert run_event["run"] | {"seed": None} == {
+        "id": run_id, "experiment_id": exp["id"], "model": "baseline",
+        "dataset": "synthetic", "seed": None, "attempt": 0, "status": "failed",
+        "error": "RuntimeError: forced failure"}
+    assert run_event["url"] == f"https://aelab.example/runs/{run_id}"
+    exp_event = json.loads(finished[0][1])
+    assert exp_event["experiment"]["status"] == "failed"
+    assert exp_event["experiment"]["runs"] == {"failed": 1}
+    assert exp_event["url"] == f"https://aelab.example/experiments/{exp['id']}"
+    # /metrics counted them; the API's log lines are JSON objects.
+    assert 'aelab_webhook_deliveries_total{event="run.failed"} 1.0' in metrics
+    assert 'aelab_webhook_outbox{state="delivered"} 2.0' in metrics
+    records = [json.loads(line) for line in log_lines if line.startswith("{")]
+    assert any(r["logger"] == "aelab.webhooks" and "delivered" in r["message"]
+               and r.get("run_id") == run_id for r in records)
+    assert any(r["logger"] == "aelab.access" and r.get("request_id") for r in records)
