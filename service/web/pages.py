@@ -213,6 +213,7 @@ def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int)
                   aggregated=_aggregate_tables(aggregated), agg_columns=AGGREGATE_COLUMNS,
                   reference=built.reference, expect=built.expect,
                   has_expect="expect" in built.columns, sweep=built.sweep,
+                  notes=built.notes,
                   exports=[(f, f"/api/v1/experiments/{experiment_id}/results?format={f}")
                            for f in table.FORMATS])
 
