@@ -18,10 +18,12 @@ RD_DEFINITIONS = {
     "bpp": "8 × bytes per image / (H × W) of the native image (784 MNIST, 1,024 CIFAR-10)",
     "bytes_per_image": "model: entropy-coded test-set stream / images (header included, "
                        "per-run side information apart); codec: mean whole file",
-    "psnr": "10·log10(1/MSE) in model space (3×32×32 in [0, 1]) of the decoded images",
+    "psnr": "split-level: 10·log10(1/MSE) of the MSE over all the decoded test images, in "
+            "model space (3×32×32 in [0, 1]); the BD deltas are taken on it",
     "accuracy": "reference classifier's top-1 on the decoded images",
-    "psnr_per_image": "mean over test images of each decoded image's PSNR (CompressAI's "
-                      "convention; null for runs measured before it)",
+    "psnr_per_image": "per-image mean: the mean over test images of each decoded image's "
+                      "PSNR (CompressAI's convention, the export's psnr; null for runs "
+                      "measured before it)",
     "ms_ssim": "mean per-image MS-SSIM of the decoded images; null under 176 px a side",
     "grouping": "model points: runs grouped by (model, dataset, latent_dim, rd_lambda), "
                 "means over the group (e.g. seeds)",
