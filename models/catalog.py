@@ -33,6 +33,10 @@ MAX_LATENT_DIM = 8192
 # factorized_prior's λ when a spec gives none: the middle of CompressAI's MSE grid
 # (0.0018 … 0.0483 for its quality levels 1–6).
 DEFAULT_RD_LAMBDA = 0.0067
+# MS-SSIM's 5 scales (Wang, Simoncelli & Bovik 2003; torchmetrics' betas) halve the image 4
+# times and need the 11-px window to fit the coarsest: torchmetrics asks side // 2⁴ > 11 − 1,
+# a side of 176 px at least (models.metrics; the API refuses bounds on it below that).
+MS_SSIM_MIN_SIDE = 176
 
 LossName = Literal["mse", "feature", "rate_distortion"]
 EncoderWeights = Literal["none", "imagenet"]

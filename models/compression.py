@@ -59,6 +59,10 @@ class CompressionReport:
     meta: dict[str, Any]  # how to decode it: quantiser, entropy model, definitions
     decoded: torch.Tensor  # (N, 3, 32, 32): the images the q_* measures were taken on
     codec_rows: list[dict[str, Any]] = field(default_factory=list)
+    # The encoder's float codes of what was coded, (N, D) float32 on the CPU — the test
+    # images, or their tiles when the data is evaluated whole (T, D): encoded once here
+    # and shared with the probes (models.probes.latent_probes' test_codes).
+    codes: torch.Tensor | None = None
 
 
 def _q_measures(m: Measures) -> dict[str, Any]:
@@ -127,7 +131,9 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
                  ) -> CompressionReport:
     """Quantise, code, decode and measure ``model`` on ``data.test``; codec rows beside it.
     A model with its own learned entropy model (``has_entropy_model``) codes its latent
-    with it; any other has its latent quantised and coded by a model fitted here."""
+    with it; any other has its latent quantised and coded by a model fitted here. The
+    test images are encoded once; their float codes come back in the report (``codes``)
+    for the probes."""
     test = data.test
     n = len(test)
     coded, tiling = test, None
@@ -135,10 +141,13 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
         from models.tiles import to_tiles
 
         coded, tiling = to_tiles(test, data.crop)
+    codes = encode_latents(model, coded, device=device)  # (N, D): the one encoding
     if model.has_entropy_model:
-        from models.factorized_prior import compress
+        from models.factorized_prior import compress_symbols
 
-        stream = compress(model, coded)  # type: ignore[arg-type]  # has_entropy_model
+        # round(y): the symbols of its own bottleneck (models.factorized_prior.latent_symbols)
+        stream, _ = compress_symbols(model.entropy_bottleneck,  # type: ignore[arg-type]
+                                     torch.round(codes).to(torch.int64))
         meta: dict[str, Any] = {
             "coder": OWN_CODER, "bits": None,
             "entropy_model": "the model's learned factorised entropy bottleneck (Ballé et "
@@ -148,7 +157,7 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
         side = 0
     else:
         q, em = latent_coder(model, data.train, bits, device=device)
-        stream = em.encode(q.quantize(encode_latents(model, coded, device=device)))
+        stream = em.encode(q.quantize(codes))
         meta = {"coder": FITTED_CODER, "bits": bits, "quantizer": q.as_dict(),
                 "entropy_model": em.as_dict(), "fit_images": min(len(data.train), FIT_IMAGES),
                 "side_info_bytes": q.side_info_bytes + em.side_info_bytes}
@@ -179,7 +188,7 @@ def compress_run(model: Autoencoder, data: DataSplits, *, dataset: str, bits: in
     rows = codec_rows(test, measures["bytes_per_image"], classifier=classifier,
                       device=device, codecs=codecs, curve_qualities=curve_qualities,
                       whole=data.whole, size=data.crop)
-    return CompressionReport(measures, stream, meta, decoded, rows)
+    return CompressionReport(measures, stream, meta, decoded, rows, codes)
 
 
 def _codec_row(codec: str, kind: str, files: list[bytes], images: ImageSet,

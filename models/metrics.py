@@ -13,7 +13,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from models.catalog import compression_ratio, compression_ratio_bytes
+from models.catalog import MS_SSIM_MIN_SIDE, compression_ratio, compression_ratio_bytes
 from models.data import ImageSet, batch_indices, normalize, to_float
 
 
@@ -36,10 +36,6 @@ def psnr_from_mse(mse: float) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-# MS-SSIM's 5 scales (Wang, Simoncelli & Bovik 2003; torchmetrics' betas) halve the image 4
-# times and need the 11-px window to fit the coarsest: torchmetrics asks side // 2⁴ > 11 − 1,
-# a side of 176 px at least.
-MS_SSIM_MIN_SIDE = 176
 
 
 def psnr_per_image(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,8 @@ def code_projection(codes: np.ndarray, labels: np.ndarray, *, seed: int = 0,
 
 def latent_probes(model: Autoencoder, data: DataSplits, *, seed: int = 0,
                   device: torch.device | str | None = None,
-                  quantised: Callable[[torch.Tensor], torch.Tensor] | None = None
+                  quantised: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  test_codes: torch.Tensor | None = None
                   ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
     """:func:`probe_codes` on ``model``'s float codes (``models.quantize.encode_latents``)
     of at most :data:`PROBE_TRAIN_IMAGES` training images (drawn with ``seed``) and of
@@ -114,7 +115,10 @@ def latent_probes(model: Autoencoder, data: DataSplits, *, seed: int = 0,
     back from the stream, (N, D): ``models.compression.quantised_codes``), the same three
     measures of those codes too, named ``q_<measure>``; and the float test codes'
     :func:`code_projection` (drawn with ``seed``; None when there is no plane: fewer than
-    2 test codes, or 1-D codes). Returns (the measures, the projection)."""
+    2 test codes, or 1-D codes). ``test_codes`` (N, D), the float codes of ``data.test``
+    already encoded (``models.compression.CompressionReport.codes``), spare encoding them
+    again. Returns (the measures, the projection). ValueError when ``test_codes`` is not
+    one code per test image."""
     from models.quantize import encode_latents
 
     train = data.train
@@ -122,16 +126,21 @@ def latent_probes(model: Autoencoder, data: DataSplits, *, seed: int = 0,
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train = train.subset(pick[:PROBE_TRAIN_IMAGES].sort().values)
     train_codes = encode_latents(model, train, device=device).numpy()
-    test_codes = encode_latents(model, data.test, device=device).numpy()
+    if test_codes is None:
+        test_codes = encode_latents(model, data.test, device=device)
+    elif test_codes.ndim != 2 or len(test_codes) != len(data.test):
+        raise ValueError(f"test_codes {tuple(test_codes.shape)} are not one code per test "
+                         f"image ({len(data.test)})")
+    codes = test_codes.numpy()  # (N, D)
     test_labels = data.test.labels.numpy()
-    measures = probe_codes(train_codes, train.labels.numpy(), test_codes, test_labels,
+    measures = probe_codes(train_codes, train.labels.numpy(), codes, test_labels,
                            n_classes=data.num_classes, seed=seed)
     if quantised is not None:
         q_measures = probe_codes(quantised(torch.from_numpy(train_codes)).numpy(),
                                  train.labels.numpy(),
-                                 quantised(torch.from_numpy(test_codes)).numpy(),
+                                 quantised(torch.from_numpy(codes)).numpy(),
                                  test_labels, n_classes=data.num_classes, seed=seed)
         measures.update({f"q_{name}": value for name, value in q_measures.items()})
-    if len(test_codes) < 2 or test_codes.shape[1] < 2:
+    if len(codes) < 2 or codes.shape[1] < 2:
         return measures, None
-    return measures, code_projection(test_codes, test_labels, seed=seed)
+    return measures, code_projection(codes, test_labels, seed=seed)

@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from models.catalog import (
     IMAGE_SIZE,
+    MS_SSIM_MIN_SIDE,
     Recipe,
     architecture_info,
     get_variant,
@@ -35,7 +36,7 @@ from models.catalog import (
 from models.datasets import dataset_info, known_dataset_info
 from models.plugins import PluginUnavailable
 from service.text import refused_in
-from workers.measures import EXPECTABLE
+from workers.measures import EXPECTABLE, MEASURES, Need
 from workers.spec import (
     MAX_SEED,
     RATE_ARCHITECTURES,
@@ -166,6 +167,26 @@ def _one_form(info: ValidationInfo, single: str, plural: str, values: list[int] 
     return values
 
 
+def _unmeasurable_bounds(expect: dict[str, dict[str, str]], info: ValidationInfo
+                         ) -> list[tuple[tuple[str, ...], str, str]]:
+    """The bounds of ``expect`` on measures its runs cannot have (:func:`unmeasured`
+    under the spec's data.crop, classifier and data.test_limit), as (loc, message,
+    input): such a bound would make every run REGRESSED."""
+    data, clf = info.data.get("data"), info.data.get("classifier")
+    problems: list[tuple[tuple[str, ...], str, str]] = []
+    for key, bounds in expect.items():
+        dataset = key.partition("/")[2]
+        lacking = {m: u for u in unmeasured(
+            dataset, crop=data.crop if data is not None else None,
+            classifier=clf.enabled if clf is not None else True,
+            test_limit=data.test_limit if data is not None else None) for m in u.measures}
+        problems += [((key, measure), f"{measure} cannot be measured on {dataset}: "
+                      f"{lacking[measure].reason}; every run would be REGRESSED, so drop "
+                      "this bound", text)
+                     for measure, text in bounds.items() if measure in lacking]
+    return problems
+
+
 class ExperimentSpec(TrainingOptions):
     name: str = Field(default="", max_length=200,
                       description="free text without control or format characters (no "
@@ -283,6 +304,12 @@ class ExperimentSpec(TrainingOptions):
                 raise ValueError(f"{key!r} has no bounds")
             for measure, text in bounds.items():
                 Bound.parse(measure, text)
+        stored = bool(info.context and info.context.get("stored"))
+        problems = [] if stored else _unmeasurable_bounds(value or {}, info)
+        if problems:  # at each bound's own place: expect.<model/dataset>.<measure>
+            raise ValidationError.from_exception_data("expect", [InitErrorDetails(
+                type=PydanticCustomError("unmeasurable", msg), loc=loc, input=given)
+                for loc, msg, given in problems])
         return value
 
     @property
@@ -331,7 +358,7 @@ class ExperimentSpec(TrainingOptions):
             return list(self.lambdas) if recipe.trains_rate and self.lambdas else [None]
 
         def on(dataset: str) -> dict[str, Any]:
-            if self.classifier.enabled and unlabelled_note(dataset):
+            if self.classifier.enabled and unlabelled(dataset):
                 return {**options, "classifier": self.classifier.model_copy(
                     update={"enabled": False})}
             return options
@@ -342,12 +369,72 @@ class ExperimentSpec(TrainingOptions):
                 for latent in self.latent_sizes for lam in lambdas(r) for seed in seeds]
 
 
-def unlabelled_note(dataset: str) -> str | None:
-    """Why runs on ``dataset`` measure no classifier accuracy, when it has no labels (a
-    flat folder, ``photos``, ``kodak``); None for a labelled (or unknown) dataset."""
+@dataclass(frozen=True)
+class Unmeasured:
+    """Measures that no run on a dataset under a spec can have (null for every run), and
+    why: one line, said in the results' notes and in the 422 refusing a bound on them."""
+
+    need: Need  # what the runs lack (workers.measures.Need)
+    measures: tuple[str, ...]  # the measures it leaves null, in the table's order
+    reason: str
+
+    def note(self, dataset: str) -> str:
+        """The results' note: ``mnist: no ms_ssim, q_ms_ssim: <reason>``."""
+        return f"{dataset}: no {', '.join(self.measures)}: {self.reason}"
+
+
+def unmeasured(dataset: str, *, crop: int | None = IMAGE_SIZE, classifier: bool = True,
+               test_limit: int | None = None) -> list[Unmeasured]:
+    """The measures runs on ``dataset`` cannot have, grouped by what they lack (each
+    measure's ``needs`` in the measures table, the first unmet one): labels (an unlabelled
+    set), the reference classifier (``classifier`` false), one code per image (images
+    larger than ``crop`` are evaluated whole, as tiles), as many test images as classes
+    for k-means (``test_limit``), images of at least ``MS_SSIM_MIN_SIDE`` px a side for
+    MS-SSIM's 5 scales (the side measured: ``crop`` when images are served resized to it,
+    the smallest image's when evaluated whole). ``crop`` None (not known): nothing that
+    depends on it is claimed. An unknown dataset: nothing is claimed."""
     info = known_dataset_info(dataset)
-    if info is None or info.num_classes is not None:
-        return None
-    return (f"{dataset}: no classifier accuracy: its images have no labels "
-            f"({info.description}), so there is no reference classifier to measure "
-            "reconstructions with")
+    if info is None:
+        return []
+    lacking: dict[Need, str] = {}
+    if info.num_classes is None:
+        lacking["labels"] = (f"its images have no labels ({info.description}), so there "
+                             "is no reference classifier to measure reconstructions with, "
+                             "nor classes to probe the codes for")
+    elif not classifier:
+        lacking["classifier"] = "the spec trains no reference classifier (classifier." \
+                                "enabled is false)"
+    whole = crop is not None and info.whole_at(crop)
+    if whole:
+        lacking["codes"] = (f"its images are evaluated whole, as tiles of data.crop ({crop} "
+                            "px): there is no one code per image to probe")
+    tests = min(test_limit or info.test_size, info.test_size)
+    if info.num_classes is not None and tests < info.num_classes:
+        lacking["clusters"] = (f"k-means needs at least as many test images as classes "
+                               f"({info.num_classes}), and the runs test {tests} "
+                               "(data.test_limit)")
+    small = info.native_size or info.min_size
+    side = (min(small) if small else None) if whole else crop
+    if side is not None and side < MS_SSIM_MIN_SIDE:
+        where = "its smallest image" if whole else "data.crop, the side its images are " \
+                                                   "served and measured at"
+        lacking["ms_ssim_side"] = (
+            f"MS-SSIM's 5 scales need images of at least {MS_SSIM_MIN_SIDE} px a side "
+            f"(torchmetrics: side // 16 > 10, its 11-px window at the coarsest scale), and "
+            f"these are measured at {side} px ({where})")
+    out: list[Unmeasured] = []
+    said: set[str] = set()
+    for need, reason in lacking.items():
+        names = tuple(m.name for m in MEASURES if need in m.needs and m.name not in said)
+        said.update(names)
+        if names:
+            out.append(Unmeasured(need, names, reason))
+    return out
+
+
+def unlabelled(dataset: str) -> bool:
+    """Whether ``dataset`` has no labels (a flat folder, ``photos``, ``kodak``): its runs
+    train no reference classifier (:func:`unmeasured` says what they lack). False for a
+    labelled or unknown dataset."""
+    info = known_dataset_info(dataset)
+    return info is not None and info.num_classes is None

@@ -32,6 +32,13 @@ from pydantic import BaseModel, ConfigDict
 
 Group = Literal["quality", "rate", "time", "model"]
 Better = Literal["min", "max"]
+# What a measure needs of a run's data and spec to be measured at all (``needs``): labels
+# (the dataset has classes), the reference classifier (classifier.enabled), one code per
+# image (images not evaluated whole, as tiles), as many test images as classes (k-means),
+# images of at least MS_SSIM_MIN_SIDE px a side (MS-SSIM's 5 scales). Without one, the
+# measure is null for every run, and an ``expect`` bound on it is refused
+# (``service.spec.unmeasured``).
+Need = Literal["labels", "classifier", "codes", "clusters", "ms_ssim_side"]
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,12 @@ class MeasureInfo:
     results: bool = False  # a column of the results table (JSON, CSV)
     study: bool = False  # a column of the study's table (Markdown and the web page)
     page: bool = False  # a column of the web page's study table only (room for more)
+    markdown: bool = False  # a column of the Markdown study table where a row has it
     aggregated: bool = False  # aggregate=seed gives its mean, std and n
     tied_best: bool = False  # aggregate=seed marks the rows Welch's test ties with the best
     expectable: bool = False  # an ``expect`` bound may name it
     orderable: bool = False  # GET /runs may order by it
+    needs: tuple[Need, ...] = ()  # what it needs to be measured at all (see Need)
     name: str = ""  # the field's name
     kind: type = float  # int (a count) or float
     nullable: bool = False  # a run may lack it (None): not measured
@@ -97,9 +106,9 @@ class RunMeasures(BaseModel):
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True)]
     psnr: Annotated[float, MeasureInfo(
-        "PSNR (dB)", "10·log10(1 / mse) of the whole split (not a mean over images: "
-        "psnr_per_image is); Infinity for a perfect reconstruction", "quality",
-        format="num2", unit="dB", better="max",
+        "PSNR, split-level (dB)", "10·log10(1 / mse) of the whole split's MSE (not a mean "
+        "over images: psnr_per_image is; never above it, by Jensen's inequality); Infinity "
+        "for a perfect reconstruction", "quality", format="num2", unit="dB", better="max",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True)]
     ssim: Annotated[float, MeasureInfo(
@@ -108,26 +117,31 @@ class RunMeasures(BaseModel):
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True)]
     psnr_per_image: Annotated[float | None, MeasureInfo(
-        "PSNR / image (dB)", "mean over test images of each image's 10·log10(1 / its "
-        "mse): CompressAI's eval_model convention, never below psnr (Jensen); Infinity if "
-        "any image is exact (None: runs before it)", "quality", format="num2", unit="dB",
-        label="PSNR, mean per image (dB)", better="max",
-        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+        "PSNR, per-image mean (dB)", "the mean over test images of each image's "
+        "10·log10(1 / its mse), as CompressAI's eval_model takes it; never below psnr "
+        "(Jensen); Infinity if any image is exact (None: runs before it)", "quality",
+        format="num2", unit="dB",
+        label="PSNR, per-image mean: CompressAI's convention (dB)", better="max",
+        results=True, page=True, markdown=True, aggregated=True, expectable=True,
+        orderable=True)] = None
     ms_ssim: Annotated[float | None, MeasureInfo(
         "MS-SSIM", "mean per-image MS-SSIM (5 scales, Gaussian window 11, σ 1.5; "
         "torchmetrics); None for images under 176 px a side, too small for 5 scales "
         "(every 32-px model-space image)", "quality", better="max",
-        results=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
+        needs=("ms_ssim_side",))] = None
     classifier_accuracy: Annotated[float | None, MeasureInfo(
         "Classifier acc.", "top-1 accuracy of the dataset's reference classifier on the "
         "reconstructions (None: classifier disabled)", "quality",
         label="Classifier accuracy", better="max",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
-        orderable=True)] = None
+        orderable=True,
+        needs=("labels", "classifier"))] = None
     original_accuracy: Annotated[float | None, MeasureInfo(
         "Original images' accuracy", "the reference classifier's top-1 accuracy on the "
         "original test images (the study's 'Original images' row)", "quality",
-        results=True, aggregated=True)] = None
+        results=True, aggregated=True,
+        needs=("labels", "classifier"))] = None
     n_images: Annotated[int, MeasureInfo(
         "Test images", "test images measured", "quality", format="int")]
     # The q_* measures are taken on the images decoded from the entropy-coded test set
@@ -144,25 +158,29 @@ class RunMeasures(BaseModel):
         format="num6", better="min",
         results=True, aggregated=True, expectable=True, orderable=True)] = None
     q_psnr: Annotated[float | None, MeasureInfo(
-        "Quantised PSNR (dB)", "psnr of the images decoded from the stream", "quality",
-        format="num2", unit="dB", better="max",
+        "Quantised PSNR, split-level (dB)", "psnr of the images decoded from the stream",
+        "quality", format="num2", unit="dB", better="max",
         results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
     q_ssim: Annotated[float | None, MeasureInfo(
         "Quantised SSIM", "ssim of the images decoded from the stream", "quality",
         better="max",
         results=True, aggregated=True, expectable=True, orderable=True)] = None
     q_psnr_per_image: Annotated[float | None, MeasureInfo(
-        "Quantised PSNR / image (dB)", "psnr_per_image of the images decoded from the "
-        "stream", "quality", format="num2", unit="dB", better="max",
-        results=True, aggregated=True, expectable=True, orderable=True)] = None
+        "Quantised PSNR, per-image mean (dB)", "psnr_per_image of the images decoded from "
+        "the stream", "quality", format="num2", unit="dB",
+        label="Quantised PSNR, per-image mean: CompressAI's convention (dB)", better="max",
+        results=True, markdown=True, aggregated=True, expectable=True,
+        orderable=True)] = None
     q_ms_ssim: Annotated[float | None, MeasureInfo(
         "Quantised MS-SSIM", "ms_ssim of the images decoded from the stream", "quality",
         better="max",
-        results=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
+        needs=("ms_ssim_side",))] = None
     q_accuracy: Annotated[float | None, MeasureInfo(
         "Quantised acc.", "classifier_accuracy on the images decoded from the stream",
         "quality", label="Quantised classifier acc.", better="max",
-        results=True, study=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, study=True, aggregated=True, expectable=True, orderable=True,
+        needs=("labels", "classifier"))] = None
 
     # --- what the code knows: probes of the test codes (models.probes) -------------------
     probe_knn_accuracy: Annotated[float | None, MeasureInfo(
@@ -170,33 +188,39 @@ class RunMeasures(BaseModel):
         "float codes of ≤ 5,000 training images, on the test images' codes (None: "
         "unlabelled data, or data evaluated whole as tiles)", "quality",
         label="k-NN probe accuracy (codes)", better="max",
-        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, page=True, markdown=True, aggregated=True, expectable=True, orderable=True,
+        needs=("labels", "codes"))] = None
     probe_linear_accuracy: Annotated[float | None, MeasureInfo(
         "Linear probe acc.", "top-1 accuracy of a logistic-regression probe on "
         "standardised codes, fitted on the training codes as probe_knn_accuracy (None: "
         "unlabelled data, or data evaluated whole as tiles)", "quality",
         label="Linear probe accuracy (codes)", better="max",
-        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, page=True, markdown=True, aggregated=True, expectable=True, orderable=True,
+        needs=("labels", "codes"))] = None
     cluster_nmi: Annotated[float | None, MeasureInfo(
         "Cluster NMI", "normalised mutual information of k-means clusters of the test "
         "codes (k = the classes) with the labels (None: unlabelled data, or data "
         "evaluated whole as tiles)", "quality",
         label="Cluster NMI (codes)", better="max",
-        results=True, page=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, page=True, markdown=True, aggregated=True, expectable=True, orderable=True,
+        needs=("labels", "codes", "clusters"))] = None
     q_probe_knn_accuracy: Annotated[float | None, MeasureInfo(
         "Quantised k-NN probe", "probe_knn_accuracy of the codes the decoder gets back "
         "from the stream (rounded, or the fitted quantiser's levels)", "quality",
         label="k-NN probe accuracy (quantised codes)", better="max",
-        results=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
+        needs=("labels", "codes"))] = None
     q_probe_linear_accuracy: Annotated[float | None, MeasureInfo(
         "Quantised linear probe", "probe_linear_accuracy of the codes the decoder gets "
         "back from the stream", "quality",
         label="Linear probe accuracy (quantised codes)", better="max",
-        results=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
+        needs=("labels", "codes"))] = None
     q_cluster_nmi: Annotated[float | None, MeasureInfo(
         "Quantised cluster NMI", "cluster_nmi of the codes the decoder gets back from the "
         "stream", "quality", label="Cluster NMI (quantised codes)", better="max",
-        results=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
+        needs=("labels", "codes", "clusters"))] = None
 
     # --- rate: what an image really costs (models.compression) ---------------------------
     bytes_per_image: Annotated[float | None, MeasureInfo(
@@ -313,7 +337,7 @@ EXPECTABLE: tuple[str, ...] = tuple(m.name for m in MEASURES if m.expectable)
 # One line per run (the terminal's results table, the web's comparison of runs), in the
 # study's order (MSE first): (measure, its terminal head, kept on a narrow terminal).
 SUMMARY: tuple[tuple[str, str, bool], ...] = (
-    ("mse", "MSE", True), ("mae", "MAE", False), ("psnr", "PSNR dB", True),
+    ("mse", "MSE", True), ("mae", "MAE", False), ("psnr", "PSNR dB\n(split)", True),
     ("ssim", "SSIM", False), ("classifier_accuracy", "clf acc", True),
     ("training_time_s", "train time", False))
 

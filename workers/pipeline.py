@@ -342,7 +342,7 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     # The probes read one code per image: whole images of any size have one per tile.
     probes, projection = ({}, None) if data.whole else latent_probes(
         model, data, seed=spec.seed, device=device,
-        quantised=quantised_codes(compression.meta))
+        quantised=quantised_codes(compression.meta), test_codes=compression.codes)
     # The models layer reports plain dicts; the contract validates their union.
     reported = RunMeasures.model_validate({
         **measures.as_dict(), "original_accuracy": original_accuracy,

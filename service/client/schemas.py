@@ -152,6 +152,9 @@ class BjontegaardDelta(BaseModel):
     bpp_range: list[float] | None  # [low, high]: the bpp overlap it is averaged over
     bd_psnr_reason: str | None
     points: list[int]  # points on the upper envelopes used: [model, anchor]
+    # The points each curve lost before the fit, in words: at a tied rate (the same bpp as
+    # another point, the higher PSNR kept), below a cheaper point's PSNR, or not finite.
+    dropped: list[str] = []
 
 
 class RateSeries(BaseModel):

@@ -39,8 +39,6 @@ AGGREGATED = tuple(c for c in COLUMNS
 # Quality measures and which way is better: Welch's test marks the tied-best per group.
 TIED_BEST = {head: m.better for head, m in RESULT_MEASURES.items()
              if m.tied_best and m.better is not None}
-# The study's table (Markdown and the web page): these measures' columns, in this order.
-STUDY = tuple(m for m in MEASURES if m.study)
 # With ``reference: "study"``: the study's value of each measure it reported, ours minus
 # it, whether every one is reproduced within the spec's tolerance, and which were corrected.
 REFERENCE_COLUMNS = (*(f"study_{m}" for m in STUDY_MEASURES),

@@ -9,17 +9,19 @@ from typing import Any
 from models.catalog import DATASETS, VARIANTS
 from models.study import study_original_accuracy
 from service.results.cells import finite_or_token, md_text
-from service.results.columns import STUDY
 from service.results.rows import row_label
 from service.results.table import Table
-from workers.measures import MeasureInfo
+from workers.measures import MEASURES, MeasureInfo
 
 # The first quantised column names the quantiser's bits: "24.51 (8-bit)".
 BITS_SHOWN_WITH = "q_psnr"
 NOTE = ("Bytes / image: a model's entropy-coded test-set stream / images (its per-run side "
         "information apart); a codec's mean whole file, headers included. bpp = 8 · bytes "
         "/ native pixels. Quantised: decoded from that stream. Codec distortion is measured "
-        "on its output served like the model's input.\n")
+        "on its output served like the model's input. PSNR, split-level: 10·log10(1 / MSE) "
+        "of the whole split's MSE; PSNR, per-image mean: the mean of each image's PSNR "
+        "(CompressAI's convention, never below the split-level one). Per-image PSNR, MS-SSIM "
+        "and the probes of the codes are columns where a row has them.\n")
 
 
 def _num(value: float | None, digits: int = 6) -> str:
@@ -77,6 +79,17 @@ def _study_cell(value: float | None, diff: float | None, digits: int) -> str:
     return _num(value, digits) + (f" ({diff:+.{digits}f})" if diff is not None else "")
 
 
+def shown_measures(rows: list[dict[str, Any]], aggregated: bool) -> list[MeasureInfo]:
+    """The measure columns of one dataset's table, in the measures table's order: the
+    study's, and each ``markdown`` measure that a row of ``rows`` has (its mean, when
+    ``aggregated``)."""
+    def measured(m: MeasureInfo) -> bool:
+        key = f"{m.head}_mean" if aggregated else m.head
+        return any(r.get(key) is not None for r in rows)
+
+    return [m for m in MEASURES if m.study or (m.markdown and measured(m))]
+
+
 def to_markdown(table: Table, title: str = "") -> str:
     """One table per dataset laid out like the study's, with the "Original images" row.
 
@@ -93,19 +106,20 @@ def to_markdown(table: Table, title: str = "") -> str:
     if expect:
         parts.append(f"Expectations: {table.expect or 'pending'}\n")
     parts += [f"Note: {md_text(note)}\n" for note in table.notes]
-    head = ["Method"]
+    lead = ["Method"]
     if agg:
-        head += ["Latent", "n"]
+        lead += ["Latent", "n"]
     elif table.sweep:
-        head += ["Latent", "Seed"]
-    head += [m.title for m in STUDY]
-    head += [] if agg else ["LR", "Status"]
+        lead += ["Latent", "Seed"]
+    tail = [] if agg else ["LR", "Status"]
     if ref:
-        head += ["Study MAE (Δ)", "Study MSE (Δ)", "Study acc. (Δ)", "Reproduced"]
+        tail += ["Study MAE (Δ)", "Study MSE (Δ)", "Study acc. (Δ)", "Reproduced"]
     if expect:
-        head += ["Expect"]
+        tail += ["Expect"]
     for dataset in dict.fromkeys(r["dataset"] for r in table.rows):
         ds_rows = [r for r in table.rows if r["dataset"] == dataset]
+        shown = shown_measures(ds_rows, agg)
+        head = [*lead, *(m.title for m in shown), *tail]
         key = "original_accuracy_mean" if agg else "original_accuracy"
         original = next((r[key] for r in ds_rows if r[key] is not None), None)
         parts.append(f"## {DATASETS[dataset].title if dataset in DATASETS else dataset}\n")
@@ -126,7 +140,7 @@ def to_markdown(table: Table, title: str = "") -> str:
         first = ["Original images"]
         if agg or table.sweep:
             first += ["", ""]
-        first += [originals.get(m.name, "n/a") for m in STUDY]
+        first += [originals.get(m.name, "n/a") for m in shown]
         first += [] if agg else ["n/a", ""]
         if ref:
             study = study_original_accuracy(dataset)
@@ -139,14 +153,14 @@ def to_markdown(table: Table, title: str = "") -> str:
             cells = [md_text(row_label(r, latent_shown=agg or table.sweep))]
             if agg:
                 cells += [str(r["latent_dim"]), str(r["runs"])]
-                cells += [_pm(r, m) for m in STUDY]
+                cells += [_pm(r, m) for m in shown]
             else:
                 if table.sweep:
                     cells += [str(r["latent_dim"]), str(r["seed"])]
                 lr = "n/a" if r["lr"] is None else f"{r['lr']:.3g}"
                 status = r["status"] if r["kind"] == "model" else \
                     (r["codec_status"] or "").replace("_", " ")
-                cells += [_cell(r, m) for m in STUDY]
+                cells += [_cell(r, m) for m in shown]
                 cells += [lr, md_text(status)]
             if ref:
                 cells += [_study_cell(r["study_mae"], r["diff_mae"], 6),

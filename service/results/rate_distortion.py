@@ -18,10 +18,12 @@ RD_DEFINITIONS = {
     "bpp": "8 × bytes per image / (H × W) of the native image (784 MNIST, 1,024 CIFAR-10)",
     "bytes_per_image": "model: entropy-coded test-set stream / images (header included, "
                        "per-run side information apart); codec: mean whole file",
-    "psnr": "10·log10(1/MSE) in model space (3×32×32 in [0, 1]) of the decoded images",
+    "psnr": "split-level: 10·log10(1/MSE) of the MSE over all the decoded test images, in "
+            "model space (3×32×32 in [0, 1]); the BD deltas are taken on it",
     "accuracy": "reference classifier's top-1 on the decoded images",
-    "psnr_per_image": "mean over test images of each decoded image's PSNR (CompressAI's "
-                      "convention; null for runs measured before it)",
+    "psnr_per_image": "per-image mean: the mean over test images of each decoded image's "
+                      "PSNR (CompressAI's convention, the export's psnr; null for runs "
+                      "measured before it)",
     "ms_ssim": "mean per-image MS-SSIM of the decoded images; null under 176 px a side",
     "grouping": "model points: runs grouped by (model, dataset, latent_dim, rd_lambda), "
                 "means over the group (e.g. seeds)",
@@ -32,7 +34,9 @@ RD_DEFINITIONS = {
           "difference in % at equal PSNR (negative: the model needs fewer bits), over "
           "psnr_range_db; bd_psnr_db: mean PSNR difference at equal log-rate, over "
           "bpp_range. null with a reason when a curve has fewer than 2 points or the "
-          "ranges do not overlap",
+          "ranges do not overlap; dropped: the points each curve lost before the fit (a "
+          "tied rate, below a cheaper point's PSNR, no finite numbers), which every reason "
+          "repeats",
 }
 BD_METHOD = "pchip"  # the bjontegaard package's interpolation (akima, pchip, cubic)
 
@@ -90,19 +94,39 @@ def rate_distortion(pairs: Sequence[tuple[Run, Measure | None]],
     return series
 
 
-def _envelope(points: Sequence[tuple[float | None, float | None]]) -> list[tuple[float, float]]:
+def _envelope(points: Sequence[tuple[float | None, float | None]]
+              ) -> tuple[list[tuple[float, float]], list[str]]:
     """The upper envelope of (bpp, psnr) points: finite, positive bpp, sorted by bpp, each
     kept only when its PSNR is above every cheaper point's (so both coordinates increase
-    strictly, as the interpolation needs)."""
+    strictly, as the interpolation needs); and what was dropped before the fit, in words
+    (points at a tied rate, below a cheaper point's PSNR, or without finite numbers)."""
     kept: list[tuple[float, float]] = []
     usable = [(float(b), float(p)) for b, p in points if b is not None and p is not None
               and math.isfinite(b) and math.isfinite(p) and b > 0]
+    tied: list[float] = []
+    dominated = 0
     for bpp, psnr in sorted(usable, key=lambda p: (p[0], -p[1])):
         if kept and bpp == kept[-1][0]:
-            continue  # a tied rate: the first (highest PSNR) is kept
-        if not kept or psnr > kept[-1][1]:
+            tied.append(bpp)  # a tied rate: the first (highest PSNR) is kept
+        elif not kept or psnr > kept[-1][1]:
             kept.append((bpp, psnr))
-    return kept
+        else:
+            dominated += 1
+    dropped = []
+    if tied:
+        rates = ", ".join(f"{b:.4g}" for b in dict.fromkeys(tied))
+        dropped.append(f"{_points(len(tied))} at a tied rate ({rates} bit/px: the same bpp as "
+                       "another point, whose higher PSNR is kept)")
+    if dominated:
+        dropped.append(f"{_points(dominated)} not above a cheaper point's PSNR")
+    if len(points) > len(usable):
+        dropped.append(f"{_points(len(points) - len(usable))} without a finite, positive bpp "
+                       "and a finite PSNR")
+    return kept, dropped
+
+
+def _points(n: int) -> str:
+    return f"{n} point{'s' * (n != 1)}"
 
 
 def bjontegaard_delta(test: Sequence[tuple[float | None, float | None]],
@@ -115,18 +139,28 @@ def bjontegaard_delta(test: Sequence[tuple[float | None, float | None]],
     Each curve is reduced to its upper envelope (:func:`_envelope`); each delta is taken
     over the overlap of the two curves only (PSNR range for BD-rate, log-bpp range for
     BD-PSNR). Returns ``{"method", "bd_rate_pct", "psnr_range_db", "bd_rate_reason",
-    "bd_psnr_db", "bpp_range", "bd_psnr_reason", "points": [test n, anchor n]}``: a delta
-    is None with its reason (fewer than 2 usable points, or no overlap), its range None."""
+    "bd_psnr_db", "bpp_range", "bd_psnr_reason", "points": [test n, anchor n],
+    "dropped"}``: a delta is None with its reason (fewer than 2 usable points, or no
+    overlap), its range None; ``dropped`` says which points each curve lost before the fit
+    (a tied rate, a lower PSNR than a cheaper point's, no finite numbers), and every reason
+    says it too."""
     import bjontegaard as bd  # imports matplotlib: only when a delta is asked for
 
-    t, a = _envelope(test), _envelope(anchor)
+    (t, t_dropped), (a, a_dropped) = _envelope(test), _envelope(anchor)
+    dropped = [f"{who}: {what} dropped" for who, whats in (("the model", t_dropped),
+                                                            ("the anchor", a_dropped))
+               for what in whats]
     out: dict[str, Any] = {"method": method, "bd_rate_pct": None, "psnr_range_db": None,
                            "bd_rate_reason": None, "bd_psnr_db": None, "bpp_range": None,
-                           "bd_psnr_reason": None, "points": [len(t), len(a)]}
+                           "bd_psnr_reason": None, "points": [len(t), len(a)],
+                           "dropped": dropped}
+    before = f" (before the fit, {'; '.join(dropped)})" if dropped else ""
     short = [f"{who} has {len(c)} usable point{'s' * (len(c) != 1)}"
-             for who, c in (("the model", t), ("the anchor", a)) if len(c) < 2]
+             + (f" of {given}" if given != len(c) else "")
+             for who, c, given in (("the model", t, len(test)), ("the anchor", a, len(anchor)))
+             if len(c) < 2]
     if short:
-        reason = "fewer than 2 points on the upper envelope: " + ", ".join(short)
+        reason = "fewer than 2 points on the upper envelope: " + ", ".join(short) + before
         out["bd_rate_reason"] = out["bd_psnr_reason"] = reason
         return out
     rates_t, psnr_t = [p[0] for p in t], [p[1] for p in t]
@@ -142,7 +176,7 @@ def bjontegaard_delta(test: Sequence[tuple[float | None, float | None]],
         else:
             out["bd_rate_reason"] = (
                 f"PSNR ranges do not overlap: model {psnr_t[0]:.2f}–{psnr_t[-1]:.2f} dB, "
-                f"anchor {psnr_a[0]:.2f}–{psnr_a[-1]:.2f} dB")
+                f"anchor {psnr_a[0]:.2f}–{psnr_a[-1]:.2f} dB{before}")
         lo, hi = max(rates_t[0], rates_a[0]), min(rates_t[-1], rates_a[-1])
         if hi > lo:
             out["bd_psnr_db"] = float(bd.bd_psnr(rates_a, psnr_a, rates_t, psnr_t, method,
@@ -152,7 +186,7 @@ def bjontegaard_delta(test: Sequence[tuple[float | None, float | None]],
         else:
             out["bd_psnr_reason"] = (
                 f"bpp ranges do not overlap: model {rates_t[0]:.3f}–{rates_t[-1]:.3f}, "
-                f"anchor {rates_a[0]:.3f}–{rates_a[-1]:.3f} bit/px")
+                f"anchor {rates_a[0]:.3f}–{rates_a[-1]:.3f} bit/px{before}")
     return out
 
 
@@ -170,9 +204,11 @@ def with_bd(series: list[dict[str, Any]], anchor: str) -> list[dict[str, Any]]:
             pts = [(p["bpp"], p["psnr"]) for p in s["points"]]
             if curve is None:
                 reason = f"no {anchor} curve on {s['dataset']} (compression.codecs)"
+                kept, dropped = _envelope(pts)
                 bd = {"method": BD_METHOD, "bd_rate_pct": None, "psnr_range_db": None,
                       "bd_rate_reason": reason, "bd_psnr_db": None, "bpp_range": None,
-                      "bd_psnr_reason": reason, "points": [len(_envelope(pts)), 0]}
+                      "bd_psnr_reason": reason, "points": [len(kept), 0],
+                      "dropped": [f"the model: {what} dropped" for what in dropped]}
             else:
                 bd = bjontegaard_delta(pts, [(p["bpp"], p["psnr"]) for p in curve["points"]])
             bd = {"anchor": anchor, **bd}

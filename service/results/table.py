@@ -13,7 +13,7 @@ from service.results.aggregate import aggregate
 from service.results.columns import aggregate_columns, run_columns
 from service.results.expect import experiment_verdict
 from service.results.rows import rows
-from service.spec import ExperimentSpec, unlabelled_note
+from service.spec import ExperimentSpec, Unmeasured, unmeasured
 
 if TYPE_CHECKING:
     from service.persistence.tables import CodecResult, Measure, Run
@@ -29,7 +29,7 @@ class Table:
     reference: str | None = None  # the study's source, when the spec names it
     expect: str | None = None  # the experiment's verdict: PASSED, REGRESSED or None
     sweep: bool = False  # latent sizes or seeds vary: per-run rows say which
-    notes: list[str] = field(default_factory=list)  # what it lacks and why
+    notes: list[str] = field(default_factory=list)  # measures it cannot have, and why
 
 
 def parse_spec(raw: dict[str, Any] | None) -> ExperimentSpec | None:
@@ -38,6 +38,16 @@ def parse_spec(raw: dict[str, Any] | None) -> ExperimentSpec | None:
         return ExperimentSpec.model_validate(raw or {}, context={"stored": True})
     except ValidationError:
         return None
+
+
+def unmeasured_on(dataset: str, spec: ExperimentSpec | None) -> list[Unmeasured]:
+    """The measures the runs of ``spec`` on ``dataset`` cannot have, and why
+    (:func:`service.spec.unmeasured` under its data.crop, classifier and test limit; a
+    spec that no longer validates: only what the dataset alone says)."""
+    if spec is None:
+        return unmeasured(dataset, crop=None)
+    return unmeasured(dataset, crop=spec.data.crop, classifier=spec.classifier.enabled,
+                      test_limit=spec.data.test_limit)
 
 
 def build(pairs: Sequence[tuple[Run, Measure | None]], experiment: str = "",
@@ -51,8 +61,8 @@ def build(pairs: Sequence[tuple[Run, Measure | None]], experiment: str = "",
     expect = experiment_verdict(bounded, len(bounded)) if spec and spec.expect else None
     reference = source() if spec is not None and spec.reference == "study" else None
     sweep = spec is not None and (len(spec.latent_sizes) > 1 or len(spec.seed_values) > 1)
-    notes = [n for d in dict.fromkeys(run.dataset for run, _ in pairs)
-             if (n := unlabelled_note(d))]
+    notes = [u.note(d) for d in dict.fromkeys(run.dataset for run, _ in pairs)
+             for u in unmeasured_on(d, spec)]
     if aggregate_by == "seed":
         return Table(aggregate_columns(spec), aggregate(per_run, spec), "seed", reference,
                      expect, sweep, notes)

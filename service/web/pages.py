@@ -49,6 +49,12 @@ STUDY_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
 )
 
 
+# The rate–distortion chart's y axes: (a point's key, its label); a point's PSNR, SSIM and
+# accuracy are the decoded images' (q_psnr, …), labelled as the measures table labels them.
+RD_METRICS = (("psnr", BY_NAME["psnr"].title), ("psnr_per_image", BY_NAME["psnr_per_image"].title),
+              ("ssim", "SSIM"), ("ms_ssim", "MS-SSIM"), ("accuracy", "Classifier accuracy"))
+
+
 # A run in one line (the comparison's list): (column, header, fmt_value format).
 SUMMARY_COLUMNS = tuple((name, BY_NAME[name].title, BY_NAME[name].format)
                         for name, _, _ in SUMMARY)
@@ -213,6 +219,7 @@ def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int)
                   aggregated=_aggregate_tables(aggregated), agg_columns=AGGREGATE_COLUMNS,
                   reference=built.reference, expect=built.expect,
                   has_expect="expect" in built.columns, sweep=built.sweep,
+                  notes=built.notes,
                   exports=[(f, f"/api/v1/experiments/{experiment_id}/results?format={f}")
                            for f in table.FORMATS])
 
@@ -299,7 +306,7 @@ def experiment_rate_distortion(request: Request, sessions: SessionsDep, experime
                                for p in x["points"]]} for x in series]
     return render(request, "rate_distortion.html", experiment=experiment, dataset=chosen,
                   datasets=_datasets(experiment),
-                  series=series, anchors=anchors, bd_rows=bd_rows)
+                  series=series, anchors=anchors, bd_rows=bd_rows, metrics=RD_METRICS)
 
 
 # --- compare across experiments --------------------------------------------------------------

@@ -52,6 +52,7 @@ def test_a_dominated_point_is_left_off_the_envelope() -> None:
     bd = bjontegaard_delta([*half, (0.6, 25.0)], ANCHOR)
     assert bd["points"] == [5, 5]
     assert bd["bd_rate_pct"] == pytest.approx(-50.0, abs=0.1)
+    assert bd["dropped"] == ["the model: 1 point not above a cheaper point's PSNR dropped"]
 
 
 def test_curves_that_do_not_overlap_give_null_with_the_reason() -> None:
@@ -67,7 +68,33 @@ def test_curves_that_do_not_overlap_give_null_with_the_reason() -> None:
     one = bjontegaard_delta([(1.0, 30.0), (2.0, float("nan"))], ANCHOR)
     assert (one["bd_rate_pct"], one["bd_psnr_db"]) == (None, None)
     assert one["bd_rate_reason"] == one["bd_psnr_reason"] == (
-        "fewer than 2 points on the upper envelope: the model has 1 usable point")
+        "fewer than 2 points on the upper envelope: the model has 1 usable point of 2 "
+        "(before the fit, the model: 1 point without a finite, positive bpp and a finite "
+        "PSNR dropped)")
+
+
+TIED = ("the model: 1 point at a tied rate (0.5 bit/px: the same bpp as another point, "
+        "whose higher PSNR is kept) dropped")
+
+
+def test_points_at_a_tied_rate_are_dropped_and_the_answer_says_so() -> None:
+    """Two λ that measure the same bytes (an undertrained model whose rate has not moved
+    yet) are one rate on the curve: the higher PSNR is kept, and the answer says the other
+    was dropped — in the reason when there is no delta, in ``dropped`` always."""
+    tied = bjontegaard_delta([(0.5, 27.0), (0.5, 26.0)], ANCHOR)
+    assert (tied["bd_rate_pct"], tied["points"], tied["dropped"]) == (None, [1, 5], [TIED])
+    assert tied["bd_rate_reason"] == tied["bd_psnr_reason"] == (
+        "fewer than 2 points on the upper envelope: the model has 1 usable point of 2 "
+        f"(before the fit, {TIED})")
+    half = [(bpp / 2, psnr) for bpp, psnr in ANCHOR]
+    bd = bjontegaard_delta([*half, (0.5, 20.0)], ANCHOR)  # 0.5: half of the anchor's 1.0
+    assert bd["bd_rate_pct"] == pytest.approx(-50.0, abs=0.1)
+    assert (bd["points"], bd["dropped"], bd["bd_rate_reason"]) == ([5, 5], [TIED], None)
+    high = bjontegaard_delta([(1.0, 60.0), (1.0, 50.0), (2.0, 70.0)], ANCHOR)
+    assert high["bd_rate_reason"] == (
+        "PSNR ranges do not overlap: model 60.00–70.00 dB, anchor 24.00–36.00 dB (before "
+        "the fit, the model: 1 point at a tied rate (1 bit/px: the same bpp as another "
+        "point, whose higher PSNR is kept) dropped)")
 
 
 def _experiment_with_curves(client: TestClient) -> dict:
@@ -105,7 +132,8 @@ def test_the_answer_gives_each_model_curve_its_deltas_against_the_anchor(
     assert all(s["bd"] is None for s in client.get(url).json()["series"])
     series = {s["name"]: s for s in client.get(url, params={"anchor": "jpeg"}).json()["series"]}
     fp = series["factorized_prior"]["bd"]
-    assert (fp["anchor"], fp["method"], fp["points"]) == ("jpeg", "pchip", [2, 5])
+    assert (fp["anchor"], fp["method"], fp["points"], fp["dropped"]) == (
+        "jpeg", "pchip", [2, 5], [])
     assert fp["psnr_range_db"] == [27.0, 33.0]
     assert fp["bd_rate_pct"] == pytest.approx(-50.0, abs=0.1)
     base = series["baseline"]["bd"]

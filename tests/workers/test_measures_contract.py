@@ -209,7 +209,7 @@ def test_the_terminal_writes_non_finite_measures_as_the_answer_has_them() -> Non
         "classifier_accuracy": "NaN", "training_time_s": 61.0}])
     out = io.StringIO()
     Console(file=out, width=200).print(results_table(table))
-    assert out.getvalue().splitlines()[3].split() == [
+    assert out.getvalue().splitlines()[4].split() == [
         "3", "baseline", "synthetic", "succeeded", "0.000000", "0.000000", "Infinity",
         "1.0000", "NaN", "1:01", "0.001"]
 

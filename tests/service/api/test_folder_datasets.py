@@ -55,12 +55,15 @@ def test_a_flat_folder_runs_without_a_classifier_and_the_results_say_why(
     assert execute_runs(client, experiment(client, exp["id"])) == [True]
     table = client.get(f"{API}/experiments/{exp['id']}/results").json()
     assert table["rows"][0]["classifier_accuracy"] is None
-    assert table["notes"] == [
-        "notes: no classifier accuracy: its images have no labels (Images of the folder "
-        "notes/ (flat layout: unlabelled, so no classifier accuracy).), so there is no "
-        "reference classifier to measure reconstructions with"]
+    assert table["notes"][0] == (
+        "notes: no classifier_accuracy, original_accuracy, q_accuracy, probe_knn_accuracy, "
+        "probe_linear_accuracy, cluster_nmi, q_probe_knn_accuracy, q_probe_linear_accuracy, "
+        "q_cluster_nmi: its images have no labels (Images of the folder notes/ (flat "
+        "layout: unlabelled, so no classifier accuracy).), so there is no reference "
+        "classifier to measure reconstructions with, nor classes to probe the codes for")
+    assert table["notes"][1].startswith("notes: no ms_ssim, q_ms_ssim: MS-SSIM's 5 scales")
     md = client.get(f"{API}/experiments/{exp['id']}/results?format=markdown").text
-    assert "Note: notes: no classifier accuracy" in md
+    assert "Note: notes: no classifier_accuracy, original_accuracy, q_accuracy" in md
 
 
 def test_preflight_names_a_corrupt_file(client: TestClient, settings) -> None:
