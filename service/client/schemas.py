@@ -207,7 +207,12 @@ class RunPage(BaseModel):
 class DryRun(BaseModel):
     dry_run: bool = True
     spec: dict[str, Any]
-    runs: list[dict[str, str | int]]  # model, dataset, latent_dim, seed: one per grid point
+    # model, dataset, latent_dim, seed: one per grid point; a search's: model, dataset and
+    # its samples, one per (model, dataset)
+    runs: list[dict[str, str | int]]
+    # A search's algorithm, metric, mode, pruner, num_samples, max_concurrent, runs (the
+    # run count) and space (name, field, distribution, values); None without search.
+    search: dict[str, Any] | None = None
     estimate: dict[str, float | int]
     needs: list[dict[str, Any]]  # files the runs need, as the API host sees them
     missing: list[dict[str, Any]]  # those absent here (workers may still hold them)
