@@ -71,6 +71,11 @@ class _ExperimentBase(_FromRow):
 
 class ExperimentOut(_ExperimentBase):
     runs: list[RunSummary]
+    # A search's state (service.orchestration.sampling.search_view): metric, mode,
+    # algorithm, pruner, space (searched names), planned (runs once every sample is made),
+    # samples (run_id, model, dataset, sample, status, epoch, values, metric), best and
+    # best_by_pair (the best succeeded sample overall / per "model/dataset"); None for a grid.
+    search: dict[str, Any] | None = None
 
 
 class ExperimentItem(_ExperimentBase):

@@ -10,6 +10,7 @@ restarted service proposes exactly the samples still missing. ``Run.sample`` is 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -157,3 +158,39 @@ def prune_decision(session: Session, *, run_id: int, epoch: int) -> str | None:
                         [values[p.id] for p in peers if p.id in values],
                         [values[p.id] for p in peers
                          if p.status == Status.succeeded and p.id in values])
+
+
+def search_view(session: Session, *, experiment_id: int, spec: dict[str, Any]
+                ) -> dict[str, Any] | None:
+    """What a search has found so far, for the API, the CLI and the page: its metric,
+    mode and searched names, every sample (run id, model, dataset, index, status, epoch,
+    sampled values, metric) and the best finished one per (model, dataset) and overall.
+    None for a grid experiment."""
+    raw = spec.get("search")
+    if not raw:
+        return None
+    search = SearchSpec.model_validate(raw)
+    rows = session.execute(
+        select(Run.id, Run.model, Run.dataset, Run.sample, Run.status, Run.epoch, Run.spec,
+               getattr(Measure, search.metric))
+        .outerjoin(Measure, Measure.run_id == Run.id)
+        .where(Run.experiment_id == experiment_id, Run.sample.is_not(None))
+        .order_by(Run.id)).all()
+    samples = [{"run_id": r.id, "model": r.model, "dataset": r.dataset, "sample": r.sample,
+                "status": r.status.value, "epoch": r.epoch,
+                "values": sampled(search.space, r.spec),
+                "metric": r[7] if r[7] is not None and math.isfinite(r[7]) else None}
+               for r in rows]
+    sign = 1.0 if search.mode == "max" else -1.0
+
+    def best(of: list[dict[str, Any]]) -> dict[str, Any] | None:
+        scored = [x for x in of if x["metric"] is not None and x["status"] == "succeeded"]
+        return max(scored, key=lambda x: sign * x["metric"]) if scored else None
+
+    pairs = sorted({(x["model"], x["dataset"]) for x in samples})
+    return {"metric": search.metric, "mode": search.mode, "algorithm": search.algorithm,
+            "pruner": search.pruner, "space": list(search.space),
+            "planned": repo.planned_runs(spec), "samples": samples, "best": best(samples),
+            "best_by_pair": {f"{m}/{d}": best([x for x in samples
+                                               if (x["model"], x["dataset"]) == (m, d)])
+                             for m, d in pairs}}

@@ -143,6 +143,11 @@ def experiment_summary(session: Session, *, experiment_id: int) -> Any:
     return row
 
 
+def experiment_spec(session: Session, *, experiment_id: int) -> dict[str, Any]:
+    """The experiment's stored spec alone (``{}`` when there is no such experiment)."""
+    return session.scalar(select(Experiment.spec).where(Experiment.id == experiment_id)) or {}
+
+
 def run_summaries(session: Session, *, experiment_id: int) -> Sequence[Any]:
     """An experiment's runs' ``RUN_SUMMARY`` columns, in grid order."""
     return session.execute(select(*RUN_SUMMARY).where(Run.experiment_id == experiment_id)

@@ -371,3 +371,32 @@ def test_the_store_prunes_a_weak_sample_at_its_epoch_and_it_is_not_failed(
     experiment = client.get(f"{API}/experiments/{exp}").json()
     assert experiment["status"] == "succeeded"  # pruned is no failure
     assert sorted(r["status"] for r in experiment["runs"]) == ["pruned", "pruned", "succeeded"]
+
+
+def test_the_experiment_answers_the_best_so_far_and_the_cli_prints_it(
+        client: TestClient) -> None:
+    from service.cli.progress import PlainFollower
+    from service.client.schemas import ExperimentOut
+
+    exp = client.post(f"{API}/experiments", json=search_spec(
+        {**ISSUE_SEARCH, "algorithm": "random", "num_samples": 3, "max_concurrent": 3})
+    ).json()["id"]
+    d, _ = dispatcher(client)
+    d.tick()
+    rows = sample_rows(client, exp)
+    for run, score in zip(rows, (21.0, 27.5, 23.0, 26.0, None, 22.0), strict=True):
+        finish(client, run, score, Status.succeeded if score else Status.pruned)
+    body = client.get(f"{API}/experiments/{exp}").json()
+    search = body["search"]
+    assert (search["metric"], search["mode"], search["planned"]) == ("q_psnr", "max", 6)
+    assert [s["run_id"] for s in search["samples"]] == sorted(r.id for r in rows)
+    assert search["best"]["run_id"] == rows[1].id and search["best"]["metric"] == 27.5
+    assert search["best"]["values"] == values(rows[1])
+    assert search["best_by_pair"]["factorized_prior/synthetic"]["metric"] == 26.0
+    lines: list[str] = []
+    PlainFollower(lines.append).update(ExperimentOut.model_validate(body))
+    best = [line for line in lines if line.startswith("best so far")]
+    assert best == [f"best so far: run {rows[1].id} baseline/synthetic q_psnr 27.5 "
+                    f"(latent_dim={rows[1].latent_dim}, lr={values(rows[1])['lr']:.4g}, "
+                    f"bits={values(rows[1])['bits']}); 6/6 samples made"]
+    assert any(": pruned" in line for line in lines)

@@ -27,7 +27,7 @@ from service.client.schemas import (
 )
 from service.context import ContextDep, SessionsDep
 from service.http_errors import errors
-from service.orchestration.sampling import propose_for
+from service.orchestration.sampling import propose_for, search_view
 from service.persistence import repository as repo
 from service.persistence.artifacts import remove_tree
 from service.persistence.db import transaction
@@ -303,7 +303,11 @@ def get_experiment(ctx: ContextDep, experiment_id: int) -> Response:
         version = ended_version(experiment.status, experiment.finished_at)
         if (body := ended.get(key, version)) is None:
             runs = repo.run_summaries(session, experiment_id=experiment_id)
-            body = experiment_out(experiment, dashboard, runs).model_dump_json().encode()
+            out = experiment_out(experiment, dashboard, runs)
+            out.search = search_view(session, experiment_id=experiment_id,
+                                     spec=repo.experiment_spec(session,
+                                                               experiment_id=experiment_id))
+            body = out.model_dump_json().encode()
             ended.put(key, version, body)
     return Response(body, media_type="application/json")
 
