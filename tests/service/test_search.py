@@ -400,3 +400,25 @@ def test_the_experiment_answers_the_best_so_far_and_the_cli_prints_it(
                     f"(latent_dim={rows[1].latent_dim}, lr={values(rows[1])['lr']:.4g}, "
                     f"bits={values(rows[1])['bits']}); 6/6 samples made"]
     assert any(": pruned" in line for line in lines)
+
+
+def test_the_experiment_page_draws_one_line_per_sample_and_the_best(
+        client: TestClient) -> None:
+    exp = client.post(f"{API}/experiments", json=search_spec(
+        {**ISSUE_SEARCH, "algorithm": "random", "num_samples": 2, "max_concurrent": 2})
+    ).json()["id"]
+    d, _ = dispatcher(client)
+    d.tick()
+    rows = sample_rows(client, exp)
+    for run, score in zip(rows, (21.0, 27.5, None, 22.0), strict=True):
+        finish(client, run, score, Status.succeeded if score else Status.pruned)
+    page = client.get(f"/experiments/{exp}")
+    assert page.status_code == 200
+    html = page.text
+    assert html.count('<polyline class="pc-line') == 4
+    assert html.count('class="pc-line pc-best"') == 1
+    assert f'pc-line pc-best" data-run-id="{rows[1].id}"' in html
+    assert [a for a in ("latent_dim", "lr", "rd_lambda", "bits", "q_psnr")
+            if f'data-axis="{a}"' in html] == ["latent_dim", "lr", "rd_lambda", "bits", "q_psnr"]
+    assert html.count('class="order-point"') == 3  # the metric of each finished sample
+    assert f"run {rows[1].id}</a> baseline/synthetic, q_psnr 27.5" in html
