@@ -20,6 +20,7 @@ from pydantic import (
     ValidationInfo,
     WrapValidator,
     field_validator,
+    model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -35,6 +36,7 @@ from models.catalog import (
 )
 from models.datasets import dataset_info, known_dataset_info
 from models.plugins import PluginUnavailable
+from service.search import SearchSpec, apply
 from service.text import refused_in
 from workers.measures import EXPECTABLE, MEASURES, Need
 from workers.spec import (
@@ -218,6 +220,10 @@ class ExperimentSpec(TrainingOptions):
         description="λ values of the rate + λ·255²·MSE loss: each is one run per dataset "
         "of every model trained on it (loss rate_distortion; the grid is models × datasets "
         "× lambdas for those)")
+    search: SearchSpec | None = Field(
+        default=None, description="sample run settings instead of a grid: num_samples runs "
+        "per (model, dataset), proposed by random, tpe or grid, weak ones pruned (README: "
+        "Searching a run's settings)")
 
     @field_validator("lambdas")
     @classmethod
@@ -312,6 +318,75 @@ class ExperimentSpec(TrainingOptions):
                 for loc, msg, given in problems])
         return value
 
+    @model_validator(mode="after")
+    def _search_alone(self, info: ValidationInfo) -> ExperimentSpec:
+        """A searched field is not also fixed or swept; sweeps do not multiply a search;
+        every value the space can draw makes a valid run (each problem named at
+        ``search.space.<name>``, or at the sweep's field). A stored spec (context
+        ``{"stored": True}``) was checked when it was submitted: its dump spells out every
+        default (``lr_search.method``, ``compression.bits``), which a sample overrides."""
+        search = self.search
+        if search is None or (info.context and info.context.get("stored")):
+            return self
+        problems: list[InitErrorDetails] = []
+
+        def problem(loc: tuple[Any, ...], msg: str, given: Any) -> None:
+            problems.append(InitErrorDetails(type=PydanticCustomError("search", msg),
+                                             loc=loc, input=given))
+
+        for sweep in ("seeds", "latent_dims", "lambdas"):
+            if getattr(self, sweep) is not None:
+                problem((sweep,), f"{sweep} sweeps do not combine with search: search the "
+                        "field (search.space) or give one value", getattr(self, sweep))
+        given_too = {"latent_dim": self.latent_dim, "lr": self.lr_search.lr,
+                     "epochs": self.epochs if "epochs" in self.model_fields_set else None,
+                     "batch_size": self.batch_size if "batch_size" in self.model_fields_set
+                     else None,
+                     "schedule": self.schedule if "schedule" in self.model_fields_set
+                     else None,
+                     "bits": self.compression.bits
+                     if "bits" in self.compression.model_fields_set else None}
+        fixed_at = {"lr": "lr_search.lr", "bits": "compression.bits"}
+        for name in search.space:
+            if given_too.get(name) is not None:
+                problem(("search", "space", name), f"{name} is searched and also given as "
+                        f"{fixed_at.get(name, name)}: search it or fix it, not both",
+                        given_too[name])
+        if "lr" in search.space and "method" in self.lr_search.model_fields_set \
+                and self.lr_search.method != "fixed":
+            problem(("search", "space", "lr"), f"a searched lr trains at the sampled LR "
+                    f"(lr_search.method fixed), not lr_search.method "
+                    f"{self.lr_search.method}", self.lr_search.method)
+        rate = [resolve(m).trains_rate for m in self.models]
+        if "rd_lambda" in search.space and not any(rate):
+            problem(("search", "space", "rd_lambda"), f"rd_lambda applies to recipes "
+                    f"trained on rate + λ·distortion ({RATE_ARCHITECTURES}), which models "
+                    "does not list", "rd_lambda")
+        if not problems:  # each value the space can draw, on each run it applies to
+            for base in self.run_specs():
+                dumped = base.model_dump(mode="json")
+                space = search.space_for(base.recipe.trains_rate)
+                for name, dist in space.items():
+                    for value in dist.endpoints():
+                        try:
+                            RunSpec.model_validate(apply(dumped, {name: value}))
+                        except ValidationError as exc:
+                            problem(("search", "space", name), f"{name} {value!r} makes no "
+                                    f"valid run of {base.model} on {base.dataset}: "
+                                    f"{exc.errors()[0]['msg']}", value)
+                            break
+        if problems:
+            seen: set[tuple[Any, ...]] = set()  # one problem per field
+            problems = [p for p in problems if not (p["loc"] in seen or seen.add(p["loc"]))]
+            raise ValidationError.from_exception_data("ExperimentSpec", problems)
+        return self
+
+    @property
+    def run_count(self) -> int:
+        """Runs the experiment makes: the grid's, or a search's samples."""
+        bases = len(self.run_specs())
+        return bases * self.search.num_samples if self.search is not None else bases
+
     @property
     def model_names(self) -> list[str]:
         """The names of the models, in the spec's order (inline recipes by theirs)."""
@@ -332,6 +407,9 @@ class ExperimentSpec(TrainingOptions):
     def grid_text(self) -> str:
         """The grid's product in words, e.g. ``2 models × 1 datasets × 2 latent sizes × 3
         seeds``."""
+        if self.search is not None:
+            return (f"{len(self.models)} models × {len(self.datasets)} datasets × "
+                    f"{self.search.num_samples} samples")
         text = (f"{len(self.models)} models × {len(self.datasets)} datasets × "
                 f"{len(self.latent_sizes)} latent sizes × {len(self.seed_values)} seeds")
         if self.lambdas:
@@ -348,7 +426,9 @@ class ExperimentSpec(TrainingOptions):
         """One run spec per grid point, in a stable order: dataset, model, latent size,
         λ (recipes trained on rate + λ·distortion only, when ``lambdas`` is given), seed
         (dataset-major). Every run carries its complete recipe and the experiment's first
-        seed as its ``shared_seed``."""
+        seed as its ``shared_seed``. With ``search``, one per (model, dataset): the spec
+        each sample sets its values in (``service.search.apply``); a searched ``lr``
+        trains at the sampled LR (``lr_search.method`` fixed)."""
         shared = TrainingOptions.model_fields.keys()
         options = {k: getattr(self, k) for k in shared}
         seeds = self.seed_values
@@ -363,6 +443,8 @@ class ExperimentSpec(TrainingOptions):
                     update={"enabled": False})}
             return options
 
+        if self.search is not None and "lr" in self.search.space:
+            options["lr_search"] = self.lr_search.model_copy(update={"method": "fixed"})
         return [RunSpec(model=r.name, recipe=r, dataset=d, latent_dim=latent, seed=seed,
                         shared_seed=seeds[0], rd_lambda=lam, **on(d))
                 for d in self.datasets for r in recipes

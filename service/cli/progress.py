@@ -25,7 +25,7 @@ from service.client.states import Status
 from workers.measures import BY_NAME, SUMMARY, MeasureInfo
 
 STATUS_STYLE = {Status.queued: "dim", Status.running: "cyan", Status.succeeded: "green",
-                Status.failed: "red", Status.cancelled: "yellow"}
+                Status.failed: "red", Status.cancelled: "yellow", Status.pruned: "magenta"}
 
 
 def format_duration(seconds: float | str | None) -> str:
@@ -87,6 +87,22 @@ class RunClock:
         return spent / run.epoch * left
 
 
+def best_line(experiment: ExperimentOut) -> str | None:
+    """A search's best finished sample so far, as a line: ``best so far: run 7
+    factorized_prior/synthetic q_psnr 24.31 (latent_dim=212, lr=0.0031)``; None for a grid
+    experiment or before a sample finished."""
+    search = experiment.search
+    best = search.get("best") if search else None
+    if not search or not best:
+        return None
+    values = ", ".join(f"{k}={format_number(v, '.4g') if isinstance(v, float) else v}"
+                       for k, v in best["values"].items() if v is not None)
+    made = len(search["samples"])
+    return (f"best so far: run {best['run_id']} {best['model']}/{best['dataset']} "
+            f"{search['metric']} {format_number(best['metric'], '.4g')} ({values}); "
+            f"{made}/{search['planned']} samples made")
+
+
 def run_label(run: RunSummary) -> str:
     return f"run {run.id} {run.model}/{run.dataset}"
 
@@ -143,6 +159,7 @@ class PlainFollower:
         self.write = write
         self.clocks = _Clocks(monotonic, wall)
         self._seen: dict[int, tuple[Any, ...]] = {}
+        self._best: str | None = None
 
     def __enter__(self) -> PlainFollower:
         return self
@@ -158,6 +175,10 @@ class PlainFollower:
                 continue
             self._seen[run.id] = key
             self.write(self.line(run))
+        best = best_line(experiment)
+        if best is not None and best != self._best:
+            self._best = best
+            self.write(best)
 
     def line(self, run: RunSummary) -> str:
         """One run as a line: ``run 3 baseline/synthetic: train, epoch 1/2, elapsed 0:04,
@@ -203,6 +224,7 @@ class LiveFollower:
                 "" if run.status.finished else f"ETA {self.clocks.eta(run)}", style="dim")),
             console=console, refresh_per_second=refresh_per_second, transient=False)
         self._tasks: dict[int, Any] = {}
+        self._best: str | None = None
 
     def __enter__(self) -> LiveFollower:
         self.progress.start()
@@ -220,6 +242,10 @@ class LiveFollower:
                                                              completed=run.epoch, run=run)
             self.progress.update(self._tasks[run.id], total=total, completed=run.epoch,
                                  run=run)
+        best = best_line(experiment)
+        if best is not None and best != self._best:
+            self._best = best
+            self.progress.console.print(best, markup=False, highlight=False)
         self.progress.refresh()
 
 

@@ -71,6 +71,11 @@ class _ExperimentBase(_FromRow):
 
 class ExperimentOut(_ExperimentBase):
     runs: list[RunSummary]
+    # A search's state (service.orchestration.sampling.search_view): metric, mode,
+    # algorithm, pruner, space (searched names), planned (runs once every sample is made),
+    # samples (run_id, model, dataset, sample, status, epoch, values, metric), best and
+    # best_by_pair (the best succeeded sample overall / per "model/dataset"); None for a grid.
+    search: dict[str, Any] | None = None
 
 
 class ExperimentItem(_ExperimentBase):
@@ -210,7 +215,12 @@ class RunPage(BaseModel):
 class DryRun(BaseModel):
     dry_run: bool = True
     spec: dict[str, Any]
-    runs: list[dict[str, str | int]]  # model, dataset, latent_dim, seed: one per grid point
+    # model, dataset, latent_dim, seed: one per grid point; a search's: model, dataset and
+    # its samples, one per (model, dataset)
+    runs: list[dict[str, str | int]]
+    # A search's algorithm, metric, mode, pruner, num_samples, max_concurrent, runs (the
+    # run count) and space (name, field, distribution, values); None without search.
+    search: dict[str, Any] | None = None
     estimate: dict[str, float | int]
     needs: list[dict[str, Any]]  # files the runs need, as the API host sees them
     missing: list[dict[str, Any]]  # those absent here (workers may still hold them)

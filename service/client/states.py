@@ -11,10 +11,13 @@ class Status(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    # A search's sample its pruner stopped at an epoch boundary (runs only): it ended as
+    # planned, not in error; its run's ``epoch`` is the epoch it stopped at.
+    pruned = "pruned"
 
     @property
     def finished(self) -> bool:
-        return self in (Status.succeeded, Status.failed, Status.cancelled)
+        return self in FINISHED
 
 
-FINISHED = (Status.succeeded, Status.failed, Status.cancelled)
+FINISHED = (Status.succeeded, Status.failed, Status.cancelled, Status.pruned)

@@ -31,6 +31,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import Unavailable
+from service.orchestration.sampling import propose_samples
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
@@ -166,6 +167,7 @@ class Dispatcher:
         self.store_full = full
         if full:
             return 0
+        self.propose()
         cluster = self.executor.cluster_id
         with transaction(self.sessions) as s:
             free = self.max_in_flight - len(repo.running_runs(s))
@@ -193,6 +195,18 @@ class Dispatcher:
                         log.warning("%s: its driver started (or the run ended) after all; "
                                     "followed as submitted", job.job_id)
         return len(jobs)
+
+    def propose(self) -> int:
+        """Make the search samples whose slots are free (``sampling.propose_samples``), in
+        a transaction of their own: a proposal that fails (two proposers raced for a
+        sample) costs this pass's proposals only."""
+        try:
+            with transaction(self.sessions) as s:
+                return propose_samples(s)
+        except Exception as exc:
+            log.warning("proposing search samples failed: %s: %s", type(exc).__name__,
+                        first_line(str(exc)))
+            return 0
 
     def follow(self, reconcile: bool = False) -> dict[str, JobState | None]:
         """Settle runs whose job ended without the run saying so, or was lost with its

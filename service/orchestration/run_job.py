@@ -144,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("saving the driver's own log (%s)", type(exc).__name__)
         return "".join(kept).encode()
 
-    store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), args.run_id,
+    db_store = DbRunStore(sessions, ArtifactStore(settings.artifact_root), args.run_id,
                        attempt=args.attempt, log_reader=read_log,
                        retry_s=settings.db_retry_s,
                        heartbeat_s=settings.classifier_heartbeat_s,
                        claim_expiry_s=settings.classifier_claim_expiry_s)
-    store = db_mirrored(store, settings, sessions, store.artifacts, args.run_id)
+    store = db_mirrored(db_store, settings, sessions, db_store.artifacts, args.run_id)
     cpus = spec.resources.cpus_per_run
     gpus, note = gpus_for_run(spec.resources.gpus_per_run, settings.gpu_cluster, ray.nodes())
     if note:
@@ -168,13 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         refreshed = repo.get_run(s, run_id=args.run_id)
         log.info("aelab run %s: %s%s", args.run_id, refreshed.status.value,
                  f" — {refreshed.error}" if refreshed.error else "")
+    if refreshed.status == Status.pruned and refreshed.attempt == args.attempt:
+        db_store.save_log()  # pruned in an epoch's write: the driver's log is kept as for an end
     if refreshed.status.finished and refreshed.attempt == args.attempt:
         # The run has ended for good: earlier, lost attempts' checkpoints go too.
         try:
             remove_tree(settings.tune_storage, run_folder)
         except OSError as exc:
             log.warning("could not remove %s: %s", run_folder, exc)
-    return 0 if ok or refreshed.status in (Status.failed, Status.cancelled) else 1
+    return 0 if ok or refreshed.status in (Status.failed, Status.cancelled,
+                                           Status.pruned) else 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.plan import EpochMetrics
+from service.orchestration.sampling import prune_decision
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
@@ -114,7 +115,18 @@ class DbRunStore:
         self._write(lambda s: repo.set_run(s, run_id=self.run_id, phase=phase))
 
     def record_epoch(self, metrics: EpochMetrics) -> None:
-        self._write(lambda s: repo.record_epoch(s, run_id=self.run_id, metrics=metrics))
+        """Record the epoch; a search's sample its pruner stops ends ``pruned`` in the
+        same transaction (``sampling.prune_decision``), and the pipeline's next
+        cancellation check stops it."""
+        def write(s: Session) -> None:
+            repo.record_epoch(s, run_id=self.run_id, metrics=metrics)
+            reason = prune_decision(s, run_id=self.run_id, epoch=metrics.epoch)
+            if reason is not None:
+                log.info("run %s: %s", self.run_id, reason)
+                repo.finish_run(s, run_id=self.run_id, status=Status.pruned, error=reason,
+                                attempt=self.attempt)
+
+        self._write(write)
 
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
         self._write(lambda s: repo.record_lr_trials(s, run_id=self.run_id, trials=trials,

@@ -41,15 +41,17 @@ from workers.store import LrTrial
 def create_experiment(session: Session, *, spec: ExperimentSpec,
                       idempotency_key: str | None = None) -> Experiment:
     """One experiment row and one queued run per grid point, each holding its own run
-    spec, in the caller's transaction."""
+    spec, in the caller's transaction. A search's runs are made as its samples are
+    proposed (``service.orchestration.sampling``), none here."""
     experiment = Experiment(name=spec.name, spec=spec.model_dump(mode="json"),
                             status=Status.queued, idempotency_key=idempotency_key)
+    grid = spec.run_specs() if spec.search is None else []
     experiment.runs = [Run(model=r.model, dataset=r.dataset, status=Status.queued,
                            epochs_total=r.epochs, latent_dim=r.effective_latent_dim,
                            seed=r.seed,
                            rd_lambda=r.effective_rd_lambda,
                            spec=r.model_dump(mode="json"))
-                       for r in spec.run_specs()]
+                       for r in grid]
     session.add(experiment)
     session.flush()
     return experiment
@@ -139,6 +141,11 @@ def experiment_summary(session: Session, *, experiment_id: int) -> Any:
     if row is None:
         raise NotFound("experiment", experiment_id)
     return row
+
+
+def experiment_spec(session: Session, *, experiment_id: int) -> dict[str, Any]:
+    """The experiment's stored spec alone (``{}`` when there is no such experiment)."""
+    return session.scalar(select(Experiment.spec).where(Experiment.id == experiment_id)) or {}
 
 
 def run_summaries(session: Session, *, experiment_id: int) -> Sequence[Any]:
@@ -379,8 +386,19 @@ def delete_experiment(session: Session, *, experiment_id: int) -> list[tuple[int
 # --- what the dispatcher and the run store need ------------------------------------------
 
 
+def planned_runs(spec: dict[str, Any]) -> int | None:
+    """The runs a search experiment will have made once every sample is proposed
+    (num_samples × models × datasets), read from its stored spec; None for a grid."""
+    search = spec.get("search")
+    if not search:
+        return None
+    return int(search.get("num_samples", 10)) * len(spec["models"]) * len(spec["datasets"])
+
+
 def refresh_experiment_status(session: Session, *, experiment_id: int) -> None:
-    """Derive the experiment's status from its runs (single UPDATE when it changes)."""
+    """Derive the experiment's status from its runs (single UPDATE when it changes). A
+    search has not ended while samples remain to be proposed; pruned runs ended as
+    planned (not failures)."""
     experiment = session.get(Experiment, experiment_id)
     if experiment is None or experiment.status == Status.cancelled:
         return
@@ -390,7 +408,8 @@ def refresh_experiment_status(session: Session, *, experiment_id: int) -> None:
     now = utcnow()
     total = sum(counts.values())
     finished = sum(counts.get(s, 0) for s in FINISHED)
-    if finished == total:
+    planned = planned_runs(experiment.spec)
+    if finished == total and (planned is None or total >= planned):
         if counts.get(Status.failed):
             experiment.status = Status.failed
             experiment.error = f"{counts[Status.failed]} of {total} runs failed"

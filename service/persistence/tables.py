@@ -14,6 +14,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -107,7 +108,9 @@ class Experiment(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = NEVER_REUSE
+    # A search's sample is made once: one row per (experiment, model, dataset, index).
+    __table_args__ = (Index("ix_runs_search_sample", "experiment_id", "model", "dataset",
+                            "sample", unique=True), NEVER_REUSE)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     experiment_id: Mapped[int] = mapped_column(
@@ -125,6 +128,9 @@ class Run(Base):
     rd_lambda: Mapped[float | None] = mapped_column(Float)  # factorized_prior's effective λ
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the run contract (workers.spec)
     lr: Mapped[float | None] = mapped_column(Float)
+    # Its index among its (model, dataset)'s samples of the experiment's search (None:
+    # a grid run); its sampled values are in its spec (service.search).
+    sample: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     ray_job_id: Mapped[str | None] = mapped_column(String(128))
     # The Ray session (one start of a head) its current job was submitted to.

@@ -24,11 +24,13 @@ from service import results as table
 from service.client.states import Status
 from service.context import ContextDep, ServiceContext, SessionsDep, SettingsDep
 from service.orchestration.ray_executor import ray_job_url
+from service.orchestration.sampling import search_view
 from service.persistence import repository as repo
 from service.persistence.tables import Experiment, Run
 from service.web.auth import page_access
 from service.web.format import dataset_title, variant_title
 from service.web.gallery import GalleryReader
+from service.web.parallel import parallel_coordinates
 from service.web.render import render
 from service.web.scatter import read_scatter
 from service.web.spec_form import spec_sections
@@ -211,6 +213,7 @@ def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int)
         built = table.build(repo.results(s, experiment_id=experiment_id), "", spec,
                             codecs=repo.codec_results(s, experiment_id=experiment_id,
                                                       kind="matched"))
+        view = search_view(s, experiment_id=experiment_id, spec=experiment.spec)
     rows = built.rows
     seeds = len(spec.seed_values) if spec is not None else 1
     aggregated = table.aggregate(rows, spec) if seeds > 1 else []
@@ -220,6 +223,7 @@ def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int)
                   reference=built.reference, expect=built.expect,
                   has_expect="expect" in built.columns, sweep=built.sweep,
                   notes=built.notes,
+                  search=view, parallel=parallel_coordinates(view),
                   exports=[(f, f"/api/v1/experiments/{experiment_id}/results?format={f}")
                            for f in table.FORMATS])
 

@@ -27,6 +27,7 @@ from service.client.schemas import (
 )
 from service.context import ContextDep, SessionsDep
 from service.http_errors import errors
+from service.orchestration.sampling import propose_for, search_view
 from service.persistence import repository as repo
 from service.persistence.artifacts import remove_tree
 from service.persistence.db import transaction
@@ -50,7 +51,7 @@ def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
                            "input": getattr(spec.data, loc[-1])})
     if errors:
         raise RequestValidationError(errors)
-    runs = len(spec.run_specs())
+    runs = spec.run_count
     if runs > settings.max_runs_per_experiment:
         errors.append({"type": "too_many_runs", "loc": ("body", "models"),
                        "msg": f"{runs} runs ({spec.grid_text()}) exceed the limit of "
@@ -59,6 +60,11 @@ def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
         errors.append({"type": "less_than_equal", "loc": ("body", "epochs"),
                        "msg": f"epochs must be at most {settings.max_epochs}",
                        "input": spec.epochs})
+    searched = spec.search.space.get("epochs") if spec.search is not None else None
+    if searched is not None and max(searched.endpoints()) > settings.max_epochs:
+        errors.append({"type": "less_than_equal", "loc": ("body", "search", "space", "epochs"),
+                       "msg": f"searched epochs must be at most {settings.max_epochs}",
+                       "input": max(searched.endpoints())})
     if errors:
         raise RequestValidationError(errors)
 
@@ -72,6 +78,10 @@ def train_images(run: RunSpec) -> int:
 def estimate(spec: ExperimentSpec) -> dict[str, float | int]:
     """Epochs and images the experiment will process: a rough size, not a time."""
     runs = spec.run_specs()
+    # A search's runs: each base spec num_samples times (at the base's epochs and batch,
+    # whatever the samples draw: a size, not a promise).
+    times = spec.search.num_samples if spec.search is not None else 1
+    runs = [run for run in runs for _ in range(times)]
     search_epochs = 0.0
     total_images = 0
     for run in runs:
@@ -200,10 +210,21 @@ def create_experiment(
                 raise refused
         response.status_code = status.HTTP_200_OK
         required = needs(spec, settings)
-        return DryRun(spec=spec.model_dump(mode="json"),
-                      runs=[{"model": r.model, "dataset": r.dataset,
-                             "latent_dim": r.effective_latent_dim, "seed": r.seed}
-                            for r in spec.run_specs()],
+        if spec.search is not None:  # a search: its pairs, their samples, its space
+            search = spec.search
+            runs = [{"model": r.model, "dataset": r.dataset, "samples": search.num_samples}
+                    for r in spec.run_specs()]
+            searched = {"algorithm": search.algorithm, "metric": search.metric,
+                        "mode": search.mode, "pruner": search.pruner,
+                        "num_samples": search.num_samples,
+                        "max_concurrent": search.concurrency, "runs": spec.run_count,
+                        "space": search.describe()}
+        else:
+            runs = [{"model": r.model, "dataset": r.dataset,
+                     "latent_dim": r.effective_latent_dim, "seed": r.seed}
+                    for r in spec.run_specs()]
+            searched = None
+        return DryRun(spec=spec.model_dump(mode="json"), runs=runs, search=searched,
                       estimate=estimate(spec), needs=required,
                       missing=[n for n in required if not n["present"]])
 
@@ -221,6 +242,8 @@ def create_experiment(
     try:
         with transaction(sessions) as s:
             experiment = repo.create_experiment(s, spec=spec, idempotency_key=idempotency_key)
+            if spec.search is not None:  # its first samples, in the same transaction
+                propose_for(s, experiment, spec)
             body = experiment_out(experiment, ctx.dashboard_url())
     except IntegrityError:  # the same key raced us: answer as the winner's replay
         with sessions() as s:
@@ -280,7 +303,11 @@ def get_experiment(ctx: ContextDep, experiment_id: int) -> Response:
         version = ended_version(experiment.status, experiment.finished_at)
         if (body := ended.get(key, version)) is None:
             runs = repo.run_summaries(session, experiment_id=experiment_id)
-            body = experiment_out(experiment, dashboard, runs).model_dump_json().encode()
+            out = experiment_out(experiment, dashboard, runs)
+            out.search = search_view(session, experiment_id=experiment_id,
+                                     spec=repo.experiment_spec(session,
+                                                               experiment_id=experiment_id))
+            body = out.model_dump_json().encode()
             ended.put(key, version, body)
     return Response(body, media_type="application/json")
 

@@ -19,6 +19,6 @@ window.aelab = {
     el.className = `badge s-${status}`;
   },
   finished(status) {
-    return status === "succeeded" || status === "failed" || status === "cancelled";
+    return ["succeeded", "failed", "cancelled", "pruned"].includes(status);
   },
 };

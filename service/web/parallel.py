@@ -1,0 +1,74 @@
+"""The experiment page's picture of a search: parallel coordinates over the searched values
+and the metric (one polyline per sample, coloured by the metric, the best drawn on top and
+thicker), and the metric over sample order — laid out here as inline SVG, as the run
+page's scatter (``service.web.scatter``), so the page needs no chart library."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+WIDTH, HEIGHT = 640, 280
+MARGIN = (24, 24, 28, 24)  # top, right, bottom, left
+LOW, HIGH = (68, 119, 170), (238, 102, 119)  # worst → best metric colour
+
+
+def _colour(t: float) -> str:
+    r, g, b = (round(a + (b - a) * t) for a, b in zip(LOW, HIGH, strict=True))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _scale(values: list[Any]) -> Any:
+    """Position in [0, 1] of a value on its axis (numbers linearly, or by log when the
+    axis spans more than a decade of positive values; others by their order)."""
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) == len(values) and numbers:
+        log = min(numbers) > 0 and max(numbers) / min(numbers) > 10
+        f = math.log10 if log else (lambda x: x)
+        lo, hi = f(min(numbers)), f(max(numbers))
+        return lambda v: 0.5 if hi == lo else (f(v) - lo) / (hi - lo)
+    order = sorted({repr(v) for v in values})
+    return lambda v: 0.5 if len(order) < 2 else order.index(repr(v)) / (len(order) - 1)
+
+
+def parallel_coordinates(view: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Axes (name, x) and one line per sample (run id, SVG points, colour, best) from the
+    experiment's ``search`` view (``sampling.search_view``); None for a grid experiment."""
+    if not view or not view["samples"]:
+        return None
+    names = [*view["space"], view["metric"]]
+    samples = view["samples"]
+    top, right, bottom, left = MARGIN
+    step = (WIDTH - left - right) / max(1, len(names) - 1)
+    axes = [{"name": n, "x": left + i * step} for i, n in enumerate(names)]
+    metrics = [s["metric"] for s in samples if s["metric"] is not None]
+    sign = 1 if view["mode"] == "max" else -1
+    lo, hi = (min(metrics), max(metrics)) if metrics else (0.0, 0.0)
+    best = (view.get("best") or {}).get("run_id")
+    scales = {n: _scale([s["values"].get(n) for s in samples
+                         if s["values"].get(n) is not None]) for n in view["space"]}
+    scales[view["metric"]] = _scale(metrics) if metrics else (lambda v: 0.0)
+    lines = []
+    for s in samples:
+        points = []
+        for axis in axes:
+            n = axis["name"]
+            v = s["metric"] if n == view["metric"] else s["values"].get(n)
+            if v is None:
+                continue
+            y = top + (1 - scales[n](v)) * (HEIGHT - top - bottom)
+            points.append(f"{axis['x']:.1f},{y:.1f}")
+        m = s["metric"]
+        t = 0.5 if m is None or hi == lo else (m - lo) / (hi - lo)
+        t = t if sign > 0 else 1 - t
+        lines.append({"run_id": s["run_id"], "points": " ".join(points),
+                      "colour": "#999999" if m is None else _colour(t), "best": s["run_id"] == best,
+                      "status": s["status"], "metric": m,
+                      "values": {n: s["values"].get(n) for n in view["space"]}})
+    lines.sort(key=lambda line: line["best"])  # the best on top
+    order = [{"x": left + i * (WIDTH - left - right) / max(1, len(samples) - 1),
+              "y": top + (1 - scales[view["metric"]](s["metric"])) * (HEIGHT - top - bottom),
+              "run_id": s["run_id"]} for i, s in enumerate(samples) if s["metric"] is not None]
+    return {"width": WIDTH, "height": HEIGHT, "axes": axes, "lines": lines, "best": best,
+            "metric": view["metric"], "mode": view["mode"], "order": order,
+            "bottom": HEIGHT - bottom, "top": top}
