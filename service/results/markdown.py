@@ -9,8 +9,8 @@ from typing import Any
 from models.catalog import DATASETS, VARIANTS
 from models.study import study_original_accuracy
 from service.results.cells import finite_or_token, md_text
-from service.results.columns import STUDY
-from service.results.rows import row_label
+from service.results.columns import RESULT_MEASURES, STUDY
+from service.results.rows import SIZE_MEASURES, row_label
 from service.results.table import Table
 from workers.measures import MeasureInfo
 
@@ -20,6 +20,11 @@ NOTE = ("Bytes / image: a model's entropy-coded test-set stream / images (its pe
         "information apart); a codec's mean whole file, headers included. bpp = 8 · bytes "
         "/ native pixels. Quantised: decoded from that stream. Codec distortion is measured "
         "on its output served like the model's input.\n")
+
+SIZES_NOTE = ("At other sizes: the trained model with its input and output at that side "
+              "(images served resized to it, or whole images as tiles of it); float "
+              "measures, no stream; classifier accuracy only where the classifier sees "
+              "what it was trained on (whole images, or the run's crop).\n")
 
 
 def _num(value: float | None, digits: int = 6) -> str:
@@ -105,7 +110,9 @@ def to_markdown(table: Table, title: str = "") -> str:
     if expect:
         head += ["Expect"]
     for dataset in dict.fromkeys(r["dataset"] for r in table.rows):
-        ds_rows = [r for r in table.rows if r["dataset"] == dataset]
+        ds_rows = [r for r in table.rows if r["dataset"] == dataset
+                   and r.get("kind") != "size"]
+        sized = [r for r in table.rows if r["dataset"] == dataset and r.get("kind") == "size"]
         key = "original_accuracy_mean" if agg else "original_accuracy"
         original = next((r[key] for r in ds_rows if r[key] is not None), None)
         parts.append(f"## {DATASETS[dataset].title if dataset in DATASETS else dataset}\n")
@@ -166,4 +173,25 @@ def to_markdown(table: Table, title: str = "") -> str:
                   f"{md_text(n)}." for m, n in notes]
         parts.append("")
         parts.append(NOTE)
+        if sized:
+            parts += _sizes_table(sized)
     return "\n".join(parts)
+
+
+def _sizes_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The rows at ``evaluation.sizes``: each run's float measures at each size, or why
+    it has none there."""
+    measures = [RESULT_MEASURES[head] for head in SIZE_MEASURES]
+    head = ["Method", "Size (px)", *(m.title for m in measures), "Status"]
+    out = ["### At other sizes (evaluation.sizes)\n",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        status = r["eval_size_status"] or ""
+        if r.get("eval_size_note"):
+            status += f": {r['eval_size_note']}"
+        cells = [md_text(row_label(r)), str(r["eval_size"]),
+                 *(_cell(r, m) for m in measures), md_text(status)]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    out.append(SIZES_NOTE)
+    return out
