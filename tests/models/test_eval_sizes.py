@@ -103,3 +103,32 @@ def test_the_classifier_is_asked_only_about_what_it_was_trained_on(synthetic_spl
     assert resized[32].classifier_accuracy is not None
     whole = evaluate_sizes(model, mixed(), [16], crop=32, whole=True, classifier=_Pooled())
     assert whole[16].classifier_accuracy is not None
+
+
+class _Net(torch.nn.Module):
+    """A plugin's module: 8×8 average codes of a 64-px image, upsampled back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x, 8).flatten(1) * self.scale  # (B, 192)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(z.view(-1, 3, 8, 8), scale_factor=8)
+
+
+def test_a_plugin_built_for_its_crop_takes_that_crop_only() -> None:
+    from models.builders import PluginAutoencoder
+
+    model = PluginAutoencoder(_Net(), 192, "pooled", crop=64)
+    model.set_output_size(64)  # what every phase of its training asks first
+    with pytest.raises(ValueError, match="trains at 64 px only"):
+        model.set_output_size(32)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    from models.images import ImageSet
+
+    at = evaluate_sizes(model, ImageSet(images, torch.tensor([-1, -1])), [64], crop=64,
+                        whole=False)
+    assert at[64].n_images == 2 and at[64].mse > 0
