@@ -38,12 +38,15 @@ class RunEnv:
     device: str | None = None  # None: CUDA when present, else the CPU
     niceness: int = 0  # training processes on the cluster run at this nice level
     datasets_dir: str | None = None  # folder datasets (models.datasets.folder); None: none
+    dataset_urls: tuple[tuple[str, str], ...] = ()  # (name, fsspec URL) folder datasets
 
     def use(self) -> None:
-        """Make this process read folder datasets from :attr:`datasets_dir`."""
-        from models.datasets.folder import use_root
+        """Make this process read folder datasets from :attr:`datasets_dir` and
+        :attr:`dataset_urls`."""
+        from models.datasets.folder import use_root, use_urls
 
         use_root(self.datasets_dir)
+        use_urls(dict(self.dataset_urls))
 
 
 def plan(spec: RunSpec, lr: float | None = None) -> list[Phase]:
