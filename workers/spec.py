@@ -182,7 +182,7 @@ class CompressionOptions(_Strict):
                             "is quantised for the measured bytes per image (scale and "
                             "offset fitted per run on training latents)")
     codecs: list[CodecName] = Field(
-        default_factory=lambda: list(DEFAULT_CODECS),
+        default=list(DEFAULT_CODECS),  # a default (not a factory): the schema and form show it
         description="standard codecs matched to each run's bytes per image and measured "
         "over a quality range (avif: only where Pillow supports it; slow)")
 
@@ -202,7 +202,7 @@ class EvaluationOptions(_Strict):
     """What evaluation measures beyond the run's own crop."""
 
     sizes: list[int] = Field(
-        default_factory=list, max_length=MAX_EVAL_SIZES,
+        default=[], max_length=MAX_EVAL_SIZES,
         description="also evaluate the trained model at these input sides in px (1.."
         f"{MAX_EVAL_SIZE}, each once), as extra rows of the run's measures: where its "
         "architecture allows (its crop; a resizable architecture, as progressive "

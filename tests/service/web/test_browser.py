@@ -633,6 +633,31 @@ def test_the_gallery_shows_whole_images_scaled_to_fit_with_their_heatmap(
                 "lr_search": {"method": "fixed"}}).json()
             assert "runs" in exp, exp
             assert execute_runs(SimpleNamespace(app=server.app), exp) == [True]
+            with tab(browser) as t:  # the editor offers the folder, its crop and sizes
+                page = t.open(f"{server.base}/new")
+                page.wait_for_function(
+                    "document.getElementById('validity').textContent === 'Valid ✓'")
+                wide = page.locator('#f-datasets input[value="wide"]')
+                label = page.locator("#f-datasets label",
+                                     has=page.locator('input[value="wide"]'))
+                assert label.inner_text().strip() == \
+                    "wide (folder, 6 + 4 images)"
+                assert page.locator('#f-datasets input[value="photos"]').count() == 1
+                page.uncheck('#f-datasets input[value="synthetic"]')
+                wide.check()
+                for field, value in (("data-train_limit", ""), ("data-test_limit", ""),
+                                     ("batch_size", "8"), ("data-crop", "64"),
+                                     ("evaluation-sizes", "32, 64")):
+                    page.fill(f"#f-{field}", value)
+                page.wait_for_function("!document.getElementById('submit').disabled")
+                t.shoot("editor-folder")
+                page.click("#submit")
+                page.wait_for_url(re.compile(r".*/experiments/\d+$"))
+                made = http.get(f"{API}/experiments/{page.url.rsplit('/', 1)[1]}").json()
+                run = http.get(f"{API}/runs/{made['runs'][0]['id']}").json()
+                assert (run["dataset"], run["spec"]["data"]["crop"],
+                        run["spec"]["evaluation"]["sizes"]) == ("wide", 64, [32, 64])
+                http.post(f"{API}/experiments/{made['id']}/cancel")
             with tab(browser) as t:
                 page = t.open(f"{server.base}/experiments/{exp['id']}/gallery")
                 assert page.locator(".gallery.whole").count() == 1

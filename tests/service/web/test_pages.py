@@ -371,13 +371,38 @@ def test_the_editor_has_one_input_per_spec_field(web: TestClient) -> None:
     errors = {a["id"] for t, a in tags.tags if (a.get("id") or "").startswith("err:")}
     assert errors == {f"err:{p}" for p in form} | {"err:", "err:lr_search", "err:data",
                                                    "err:resources", "err:classifier",
-                                                   "err:tolerance", "err:compression"}
+                                                   "err:tolerance", "err:compression",
+                                                   "err:evaluation"}
     by_path = {f.path: f for s in spec_sections() for f in s.fields}
     assert by_path["lr_search.min_lr"].hint == "above 0, below 10"
     assert by_path["data.train_limit"].hint == "at least 16; empty: none (the default)"
     assert [o.label for o in by_path["models"].options][:2] == ["Baseline", "Pixel Shuffle"]
     assert by_path["lambdas"].kind == "numbers" and by_path["lambdas"].nullable
     assert by_path["compression.bits"].numeric and by_path["compression.bits"].default == 8
+    # list defaults are in the form (a default factory would leave the codecs unticked,
+    # and an empty list box would send null)
+    assert by_path["compression.codecs"].default == ["jpeg", "webp"]
+    assert (by_path["evaluation.sizes"].default, by_path["evaluation.sizes"].nullable) == (
+        [], False)
+
+
+def test_the_editors_dataset_choices_are_read_at_each_request(web: TestClient,
+                                                               web_settings: Settings
+                                                               ) -> None:
+    """A folder placed while the server runs is a choice on the next /new, with its
+    images counted; the built-in photos are one too."""
+    from tests.utils import image_folder
+
+    def choices() -> dict[str, str]:
+        html = web.get("/new").text
+        group = html[html.index('id="f-datasets"'):]
+        group = group[:group.index("</div>")]
+        return dict(re.findall(r'<input type="checkbox" value="([^"]+)"> ([^<]+)</label>',
+                               group))
+
+    assert choices()["photos"] == "Photographs (scikit-image)" and "later" not in choices()
+    image_folder(Path(web_settings.datasets_path), "later", train=3, test=1)
+    assert choices()["later"] == "later (folder, 6 + 2 images)"
 
 
 def test_static_assets_ship_in_the_package_with_uplots_licence(web: TestClient) -> None:
