@@ -614,8 +614,9 @@ def test_protected_reads_refuse_pages_images_and_exports_without_the_token(
 
 def test_the_gallery_shows_whole_images_scaled_to_fit_with_their_heatmap(
         tmp_path: Path, browser: Browser) -> None:
-    """Images larger than the crop are shown whole (scaled to fit 256 px), not as 32-px
-    tiles, and the error heatmap is computed at that size."""
+    """Images larger than the crop are shown whole at their own aspect ratio (scaled to
+    fit 256 px; these 200×120 ones are not enlarged), not as 32-px tiles nor letterboxed
+    in black squares, and each error heatmap has its image's size."""
     from service.settings import Settings
     from tests.utils import image_folder
 
@@ -661,15 +662,19 @@ def test_the_gallery_shows_whole_images_scaled_to_fit_with_their_heatmap(
             with tab(browser) as t:
                 page = t.open(f"{server.base}/experiments/{exp['id']}/gallery")
                 assert page.locator(".gallery.whole").count() == 1
-                widths = page.eval_on_selector_all(
-                    "img.input, img.recon", "els => els.map(e => e.naturalWidth)")
-                assert widths and set(widths) == {256}
+                sizes = page.eval_on_selector_all(
+                    "img.input, img.recon",
+                    "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+                assert len(sizes) == 8 and {tuple(s) for s in sizes} == {(200, 120)}
+                shown = page.eval_on_selector_all(  # laid out at the same aspect ratio
+                    "img.input", "els => els.map(e => e.clientWidth / e.clientHeight)")
+                assert all(abs(r - 200 / 120) < 0.02 for r in shown), shown
                 t.shoot("gallery-whole")
                 page.click(".switch [data-view=error]")
                 page.locator("[data-role=legend]").wait_for(state="visible")
                 heat = page.locator("img.heat").first
                 assert heat.is_visible()
-                assert png_pixels(heat.get_attribute("src")).shape == (256, 256, 3)
+                assert png_pixels(heat.get_attribute("src")).shape == (120, 200, 3)
                 t.shoot("gallery-whole-error")
     finally:
         server.stop()
