@@ -18,7 +18,7 @@ from torch import nn
 
 from models import plugins
 from models.architectures import Autoencoder
-from models.catalog import ARCHITECTURES
+from models.catalog import ARCHITECTURES, IMAGE_SIZE
 from models.data import IMAGENET_MEAN, IMAGENET_STD
 from models.registry import Registry
 
@@ -77,7 +77,8 @@ def architecture_builder(name: str) -> Builder:
         def builder(latent_dim: int, **options: Any) -> Autoencoder:
             # crop reaches a plugin that names a crop_stride (models.catalog)
             crop = {"crop": options["crop"]} if "crop" in options else {}
-            return PluginAutoencoder(build(latent_dim, **crop), latent_dim, name)
+            return PluginAutoencoder(build(latent_dim, **crop), latent_dim, name,
+                                     **crop)
 
         _PLUGINS[entry] = builder
     return _PLUGINS[entry]
@@ -132,8 +133,10 @@ class PluginAutoencoder(Autoencoder):
     they use a built-in; it has none of the optional capabilities (output size, encoder
     body, layer groups, entropy model)."""
 
-    def __init__(self, net: nn.Module, latent_dim: int, name: str) -> None:
+    def __init__(self, net: nn.Module, latent_dim: int, name: str,
+                 crop: int = IMAGE_SIZE) -> None:
         super().__init__()
+        self.crop = crop  # the side it was built for: its only output size
         if not (callable(getattr(net, "encode", None)) and callable(getattr(net, "decode",
                                                                              None))):
             raise TypeError(f"plugin {name}: build(latent_dim) returned "

@@ -78,6 +78,22 @@ class ArchitectureInfo:
             return f"{self.name} takes crops that are multiples of {stride} px, not {crop}"
         return None
 
+    def size_problem(self, crop: int, size: int) -> str | None:
+        """Why a model of it trained at ``crop`` px cannot be evaluated at ``size`` px
+        (its input and output side; ``evaluation.sizes``), or None. Every architecture
+        takes its crop; one that can change its output size (``resizable``) also takes
+        half of it, as progressive resizing's first stage does (16 px at the study's 32):
+        the same sizes ``Autoencoder.set_output_size`` accepts (a test checks both)."""
+        if size == crop:
+            return None
+        if self.resizable:
+            if size == crop // 2:
+                return None
+            return (f"{self.name} trained at {crop} px changes its output to {crop // 2} "
+                    f"or {crop} px only")
+        return (f"{self.name} cannot change its output size: a model trained at {crop} "
+                f"px takes {crop} px only")
+
 
 ARCHITECTURES: Registry[ArchitectureInfo] = Registry("architecture")
 for _arch in (
@@ -336,6 +352,16 @@ def plugin_variant_entries() -> list[PluginVariant]:
             variant = Variant(recipe, arch.title, arch.description, e.source)
         out.append(PluginVariant(d, arch, variant, problem))
     return out
+
+
+def size_problem(recipe: Recipe, crop: int, size: int) -> str | None:
+    """Why a run of ``recipe`` trained at ``crop`` px cannot be evaluated at ``size`` px
+    (:meth:`ArchitectureInfo.size_problem`), or None. Torch-free and probe-free: a plugin
+    architecture (not built in) changes no output size, so it takes its crop only."""
+    arch = ARCHITECTURES.get(recipe.architecture)
+    if arch is None:
+        arch = ArchitectureInfo(recipe.architecture, "", "", "")
+    return arch.size_problem(crop, size)
 
 
 def architecture_info(name: str) -> ArchitectureInfo:

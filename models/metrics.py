@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -15,6 +16,9 @@ from torchmetrics.functional.image import (
 
 from models.catalog import MS_SSIM_MIN_SIDE, compression_ratio, compression_ratio_bytes
 from models.data import ImageSet, batch_indices, normalize, to_float
+
+if TYPE_CHECKING:
+    from models.architectures import Autoencoder
 
 
 @dataclass
@@ -80,6 +84,31 @@ def evaluate(model: nn.Module, images: ImageSet, *, device: torch.device | str =
     return _measure(lambda idx, target: model(normalize(target)), images,
                     device=torch.device(device), batch_size=batch_size, classifier=classifier,
                     size=size)
+
+
+@torch.no_grad()
+def evaluate_sizes(model: Autoencoder, images: ImageSet, sizes: Sequence[int], *,
+                   crop: int, whole: bool, device: torch.device | str = "cpu",
+                   batch_size: int = 256, classifier: nn.Module | None = None
+                   ) -> dict[int, Measures]:
+    """``model``, trained at ``crop`` px, measured at each of ``sizes`` (px): its output
+    set to the size (``Autoencoder.set_output_size``, which raises ValueError for a size
+    it cannot take: check ``models.catalog.size_problem`` first) and :func:`evaluate`d
+    there: every image served resized to the size, or with ``whole`` each whole image as
+    tiles of the size, measured over its real pixels. The reference ``classifier`` is
+    applied only where it sees what it was trained on (whole images, or the crop);
+    elsewhere ``classifier_accuracy`` is None. The model's output is ``crop`` again
+    afterwards, whatever happened."""
+    out = {}
+    try:
+        for size in sizes:
+            model.set_output_size(size)
+            out[size] = evaluate(model, images, device=device, batch_size=batch_size,
+                                 classifier=classifier if whole or size == crop else None,
+                                 whole_crop=size if whole else None, size=size)
+    finally:
+        model.set_output_size(crop)
+    return out
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from models.datasets.folder import use_root
+from models.datasets.folder import use_root, use_urls
 from service.access import reads_protected
 from service.api import router as api
 from service.api.boundary import WRITE_METHODS, Boundary
@@ -37,8 +37,10 @@ ExecutorFactory = Callable[[Settings], Executor]
 
 def build_context(settings: Settings) -> ServiceContext:
     """The context of a service with these settings (no dispatcher yet). Folder datasets
-    are read from the settings' datasets root from here on (specs name them)."""
+    are read from the settings' datasets root and registered URLs from here on (specs
+    name them)."""
     use_root(settings.datasets_path)
+    use_urls(settings.dataset_urls)
     engine = make_engine(settings.sqlalchemy_url)
     return ServiceContext(settings=settings, engine=engine,
                           sessions=make_sessionmaker(engine),

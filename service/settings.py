@@ -9,6 +9,7 @@ URL reaches drivers through their node's own environment or a file only its owne
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from functools import cached_property
@@ -53,6 +54,11 @@ class Settings(BaseSettings):
         default=None, description="folder datasets: each folder <name>/ with train/ and test/ "
         "under it is a dataset named <name>; on a cluster, a path every node sees the same "
         "(a shared mount); default: home/datasets")
+    dataset_urls: dict[str, str] = Field(
+        default_factory=dict, description="datasets read from an fsspec URL, by name (JSON: "
+        '{"shapes": "s3://lab-data/shapes"}): each URL a folder with train/ and test/ as '
+        "under datasets_root; it reaches every run's job, so on a cluster no node needs a "
+        "shared mount (the filesystem's package, e.g. s3fs, installed where runs train)")
     weights_dir: str | None = Field(default=None, description="pretrained weights folder; "
                                     "default: home/weights")
     allow_download: bool = Field(default=True, description="download missing datasets and "
@@ -140,6 +146,24 @@ class Settings(BaseSettings):
     def webhook_url_list(self) -> list[str]:
         return [u.strip() for u in (self.webhook_urls or "").split(",") if u.strip()]
 
+    @field_validator("dataset_urls")
+    @classmethod
+    def _dataset_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        import fsspec
+
+        from models.datasets import BUILT_IN
+        from models.registry import NAME
+
+        for name, url in value.items():
+            if not NAME.match(name) or name in BUILT_IN:
+                raise ValueError(f"{name!r} cannot name a dataset: lowercase letters, "
+                                 f"digits and _, not a built-in's ({', '.join(BUILT_IN)})")
+            protocol = fsspec.core.split_protocol(url)[0] if url else "?"
+            if protocol is not None and protocol not in fsspec.available_protocols():
+                raise ValueError(f"the URL of {name!r} is no fsspec URL (protocols: "
+                                 f"{', '.join(sorted(fsspec.available_protocols()))})")
+        return value
+
     @cached_property
     def home_path(self) -> Path:
         return self.home.expanduser().resolve()
@@ -181,6 +205,7 @@ class Settings(BaseSettings):
         """What a run needs from these settings (paths, downloads, trial storage)."""
         return RunEnv(data_root=self.data_path, weights_dir=self.weights_path,
                       run_id=run_id, log_format=self.log_format, datasets_dir=self.datasets_path,
+                      dataset_urls=tuple(sorted(self.dataset_urls.items())),
                       allow_download=self.allow_download, tune_storage=self.tune_storage,
                       storage_key=storage_key, max_trial_failures=self.max_trial_failures,
                       device=device, niceness=self.training_niceness)
@@ -249,6 +274,8 @@ def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
 def _env_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict):
+        return json.dumps(value)  # as pydantic-settings reads a mapping back
     return str(value)
 
 

@@ -96,8 +96,10 @@ def execute_runs(client: TestClient, experiment: dict[str, Any],
         with context_of(app).sessions.begin() as s:
             repo.set_run(s, run_id=run["id"], status=repo.Status.running)
         store = DbRunStore(context_of(app).sessions, context_of(app).artifacts, run["id"])
+        settings = context_of(app).settings
         env = RunEnv(data_root=data_root, weights_dir="/unused", allow_download=False,
-                     datasets_dir=context_of(app).settings.datasets_path)
+                     datasets_dir=settings.datasets_path,
+                     dataset_urls=tuple(sorted(settings.dataset_urls.items())))
         outcomes.append(run_pipeline(spec, store, LocalSteps(env)))
     return outcomes
 

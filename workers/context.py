@@ -40,12 +40,15 @@ class RunEnv:
     datasets_dir: str | None = None  # folder datasets (models.datasets.folder); None: none
     log_format: str = "text"  # workers.logs.LogFormat: how runners format log records
     run_id: int | None = None  # the run these steps serve (on its log records), when known
+    dataset_urls: tuple[tuple[str, str], ...] = ()  # (name, fsspec URL) folder datasets
 
     def use(self) -> None:
-        """Make this process read folder datasets from :attr:`datasets_dir`."""
-        from models.datasets.folder import use_root
+        """Make this process read folder datasets from :attr:`datasets_dir` and
+        :attr:`dataset_urls`."""
+        from models.datasets.folder import use_root, use_urls
 
         use_root(self.datasets_dir)
+        use_urls(dict(self.dataset_urls))
 
 
 def plan(spec: RunSpec, lr: float | None = None) -> list[Phase]:

@@ -315,6 +315,28 @@ class CodecRow(BaseModel):
     ms_ssim: float | None = None  # None: images under 176 px a side, or measured before it
 
 
+class SizeMeasures(BaseModel):
+    """A run's trained model evaluated at another input side (``evaluation.sizes``,
+    ``models.metrics.evaluate_sizes``): the float measures of :class:`RunMeasures` (mse …
+    ms_ssim mean what theirs do) with the model's input and output at ``size`` px. Images
+    served resized to the size (data not evaluated whole), or every whole image as tiles
+    of it. ``classifier_accuracy`` only where the reference classifier sees what it was
+    trained on (whole images, or the run's crop); None otherwise."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True,
+                              ser_json_inf_nan="strings")
+
+    size: int  # the model's input and output side, px
+    mse: float
+    mae: float
+    psnr: float
+    ssim: float
+    n_images: int
+    classifier_accuracy: float | None = None
+    psnr_per_image: float | None = None
+    ms_ssim: float | None = None  # None: images under 176 px a side
+
+
 def _info(name: str, annotation: Any, metadata: list[Any]) -> MeasureInfo:
     infos = [m for m in metadata if isinstance(m, MeasureInfo)]
     if len(infos) != 1:

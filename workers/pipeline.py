@@ -16,7 +16,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from workers.checkpoints import CheckpointStorage
@@ -30,7 +30,7 @@ from workers.context import (
     train_config,
 )
 from workers.lr_search import SearchJob, get_method, phase1_epochs
-from workers.measures import CodecRow, RunMeasures
+from workers.measures import CodecRow, RunMeasures, SizeMeasures
 from workers.preflight import preflight
 from workers.spec import RunSpec
 from workers.store import (
@@ -89,9 +89,11 @@ class Steps(Protocol):
         """The reference classifier's serialised weights and its test accuracy."""
 
     def evaluate(self, spec: RunSpec, classifier: bytes | None,
-                 original_accuracy: float | None) -> tuple[RunMeasures, list[CodecRow]]:
-        """Test-set measures of the trained model and its codec rows; its sample figure
-        and weights are saved as the run's artifacts."""
+                 original_accuracy: float | None
+                 ) -> tuple[RunMeasures, list[CodecRow], list[SizeMeasures]]:
+        """Test-set measures of the trained model, its codec rows and its measures at
+        the other sizes it takes (``evaluation.sizes``); its sample figure and weights
+        are saved as the run's artifacts."""
 
     def hand_back(self) -> None:
         """Give back, while the run waits on another run, what it holds between steps
@@ -260,7 +262,8 @@ class LocalSteps:
         return TrainResult(model, history, sum(m.seconds for m in history))
 
     def evaluate(self, spec: RunSpec, classifier: bytes | None,
-                 original_accuracy: float | None) -> tuple[RunMeasures, list[CodecRow]]:
+                 original_accuracy: float | None
+                 ) -> tuple[RunMeasures, list[CodecRow], list[SizeMeasures]]:
         store = self.store
         assert store is not None
         evaluation = evaluate_run(spec, self._trained(spec), self._data(spec), classifier,
@@ -285,7 +288,7 @@ class LocalSteps:
         if evaluation.projection is not None:
             store.save_artifact(CODE_PROJECTION, "codes",
                                 json.dumps(evaluation.projection).encode(), "application/json")
-        return evaluation.measures, evaluation.codecs
+        return evaluation.measures, evaluation.codecs, evaluation.sizes
 
     def hand_back(self) -> None:
         """Nothing to give back: this process holds no slot of a cluster."""
@@ -307,6 +310,7 @@ class Evaluation:
     gallery: GalleryArtifacts
     compression: CompressionReport | None = None
     projection: dict[str, Any] | None = None  # the test codes' 2-D PCA (CODE_PROJECTION)
+    sizes: list[SizeMeasures] = field(default_factory=list)  # evaluation.sizes it takes
 
 
 def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
@@ -319,13 +323,14 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     stream and measured (``q_*``), bytes per image and bpp, and codec rows at the same
     bytes; and what the codes know (``models.probes``: k-NN and linear probes, k-means
     NMI) and their 2-D PCA (``models.probes.code_projection``), none of which when the data
-    is evaluated whole. ValidationError when a measure is not in the contract
-    (``workers.measures``)."""
+    is evaluated whole; and the float measures at each of ``evaluation.sizes`` the model
+    takes (``RunSpec.size_plan``; ``models.metrics.evaluate_sizes``). ValidationError when
+    a measure is not in the contract (``workers.measures``)."""
     import torch
 
     from models.classifier import load_classifier
     from models.compression import compress_run, quantised_codes
-    from models.metrics import evaluate, model_facts
+    from models.metrics import evaluate, evaluate_sizes, model_facts
     from models.probes import latent_probes
     from models.samples import reconstruct_gallery, sample_grid
 
@@ -358,8 +363,12 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
                                   dataset=spec.dataset, device=device, whole_crop=whole,
                                   size=data.crop)
     grid = sample_grid(model, data.test, device=device, whole_crop=whole, size=data.crop)
+    takes = [size for size, problem in spec.size_plan() if problem is None]
+    at_sizes = evaluate_sizes(model, data.test, takes, crop=data.crop, whole=data.whole,
+                              device=device, classifier=classifier)
+    sizes = [SizeMeasures(size=size, **m.as_dict()) for size, m in at_sizes.items()]
     return Evaluation(reported, codecs, grid,
-                      weights.getvalue(), gallery, compression, projection)
+                      weights.getvalue(), gallery, compression, projection, sizes)
 
 
 def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
@@ -413,14 +422,14 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
                 key, spec.dataset, lambda: steps.train_classifier(spec),
                 waiting=lambda: steps.hand_back())
         t = lap("classifier", t)
-        measures, codecs = steps.evaluate(spec, blob, original)
+        measures, codecs, sizes = steps.evaluate(spec, blob, original)
         lap("evaluate", t)
         clock["wall_s"] = time.perf_counter() - started
         store.save_artifact("timings.json", "timings", json.dumps(clock).encode(),
                             "application/json")
         store.record_measures(measures.model_copy(update={
             "search_time_s": search_time, "wall_time_s": time.perf_counter() - started}),
-            codecs)
+            codecs, sizes)
         store.succeed()
         return True
     except RunCancelled:

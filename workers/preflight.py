@@ -92,7 +92,7 @@ def dataset_requirement(entry: DatasetEntry, data_root: str) -> Requirement:
     if check.status == "corrupt":
         problem = "; ".join(check.problems) + ": delete or replace it"
     return Requirement("dataset", info.name, f"dataset {info.name} ({info.title})",
-                       entry.files(), str(entry.folder(root)), check.status == "available",
+                       entry.files(), entry.location(root), check.status == "available",
                        problem)
 
 

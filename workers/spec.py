@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from models.catalog import ARCHITECTURES, DEFAULT_RD_LAMBDA, PRESETS, Recipe
+from models.catalog import ARCHITECTURES, DEFAULT_RD_LAMBDA, PRESETS, Recipe, size_problem
 from models.datasets import DatasetInfo, dataset_info, dataset_names, known_dataset_info
 from models.plugins import PluginUnavailable
 from models.registry import NAME_PATTERN
@@ -182,7 +182,7 @@ class CompressionOptions(_Strict):
                             "is quantised for the measured bytes per image (scale and "
                             "offset fitted per run on training latents)")
     codecs: list[CodecName] = Field(
-        default_factory=lambda: list(DEFAULT_CODECS),
+        default=list(DEFAULT_CODECS),  # a default (not a factory): the schema and form show it
         description="standard codecs matched to each run's bytes per image and measured "
         "over a quality range (avif: only where Pillow supports it; slow)")
 
@@ -191,6 +191,35 @@ class CompressionOptions(_Strict):
     def _unique_codecs(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("codecs lists a name twice")
+        return value
+
+
+MAX_EVAL_SIZE = 512  # data.crop's bound: no model here is evaluated at a larger side
+MAX_EVAL_SIZES = 16
+
+
+class EvaluationOptions(_Strict):
+    """What evaluation measures beyond the run's own crop."""
+
+    sizes: list[int] = Field(
+        default=[], max_length=MAX_EVAL_SIZES,
+        description="also evaluate the trained model at these input sides in px (1.."
+        f"{MAX_EVAL_SIZE}, each once), as extra rows of the run's measures: where its "
+        "architecture allows (its crop; a resizable architecture, as progressive "
+        "resizing's, also half of it); a size it cannot take is reported unsupported, "
+        "with why. Images served resized to the size (MNIST, CIFAR-10), or whole images "
+        "as tiles of it")
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if not 1 <= v <= MAX_EVAL_SIZE]
+        if bad:
+            raise ValueError(f"sizes are sides in px from 1 to {MAX_EVAL_SIZE}, not "
+                             f"{', '.join(map(str, bad))}")
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"sizes lists {', '.join(map(str, repeated))} more than once")
         return value
 
 
@@ -212,6 +241,7 @@ class TrainingOptions(_Strict):
         "gallery at evaluation: the first N of the test split, the same for every run of a "
         "dataset")
     compression: CompressionOptions = Field(default_factory=CompressionOptions)
+    evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
 
 
 class RunSpec(TrainingOptions):
@@ -274,6 +304,12 @@ class RunSpec(TrainingOptions):
         if problems:
             raise ValueError("; ".join(f"{'.'.join(loc)}: {msg}" for loc, msg in problems))
         return self
+
+    def size_plan(self) -> list[tuple[int, str | None]]:
+        """Each of ``evaluation.sizes`` with why this run's model cannot be evaluated at
+        it (``models.catalog.size_problem``), or None where it can."""
+        return [(size, size_problem(self.recipe, self.data.crop, size))
+                for size in self.evaluation.sizes]
 
     @property
     def fixed_lr(self) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from models.plan import EpochMetrics, format_epoch
-from workers.measures import CodecRow, RunMeasures
+from workers.measures import CodecRow, RunMeasures, SizeMeasures
 from workers.space import write_atomic
 
 # A run's gallery artifacts, saved at evaluation (``models.samples.reconstruct_gallery``):
@@ -66,9 +66,10 @@ class RunStore(Protocol):
 
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None: ...
 
-    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
-                        ) -> None:
-        """The run's test-set measures and its codec rows (replacing earlier ones)."""
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = (),
+                        sizes: Sequence[SizeMeasures] = ()) -> None:
+        """The run's test-set measures, its codec rows and its measures at other sizes
+        (replacing earlier ones)."""
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None: ...
 
@@ -100,6 +101,7 @@ class MemoryStore:
         self.lr: float | None = None
         self.measures: RunMeasures | None = None
         self.codecs: list[CodecRow] = []
+        self.sizes: list[SizeMeasures] = []
         self.artifacts: dict[str, bytes] = {}
         self.classifiers: dict[str, tuple[bytes, float]] = {}
         self.outcome: str | None = None
@@ -118,9 +120,9 @@ class MemoryStore:
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
         self.trials, self.lr = list(trials), chosen_lr
 
-    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
-                        ) -> None:
-        self.measures, self.codecs = measures, list(codecs)
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = (),
+                        sizes: Sequence[SizeMeasures] = ()) -> None:
+        self.measures, self.codecs, self.sizes = measures, list(codecs), list(sizes)
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
         self.artifacts[name] = data
@@ -155,7 +157,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class DirStore:
     """A :class:`RunStore` writing one run to ``folder``: ``history.json``,
     ``lr_trials.json``, ``measures.json`` (the measures and, under ``codecs``, the codec
-    rows), ``status.json`` and every artifact by name.
+    rows, under ``sizes`` the measures at other sizes), ``status.json`` and every artifact by name.
     Reference classifiers are cached in ``classifier_cache`` (shared across runs), so a
     second local run on the same data reuses the first one's."""
 
@@ -184,10 +186,11 @@ class DirStore:
                                       "trials": [asdict(t) for t in trials]})
         self.echo(f"  learning rate: {chosen_lr:.3g} ({trials[0].method if trials else '-'})")
 
-    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
-                        ) -> None:
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = (),
+                        sizes: Sequence[SizeMeasures] = ()) -> None:
         self._json("measures.json", {**measures.model_dump(),
-                                     "codecs": [c.model_dump() for c in codecs]})
+                                     "codecs": [c.model_dump() for c in codecs],
+                                     "sizes": [m.model_dump() for m in sizes]})
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
         _write_atomic(self.folder / name, data)

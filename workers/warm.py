@@ -43,7 +43,7 @@ import ray
 
 from workers.context import RunEnv
 from workers.logs import bound, formatter
-from workers.measures import CodecRow, RunMeasures
+from workers.measures import CodecRow, RunMeasures, SizeMeasures
 from workers.priority import yield_cpu
 from workers.spec import RunSpec
 from workers.store import LrTrial, RunStore
@@ -628,7 +628,8 @@ class RunnerSteps:
         return self._call("train_classifier", spec)  # type: ignore[no-any-return]
 
     def evaluate(self, spec: RunSpec, classifier: bytes | None,
-                 original_accuracy: float | None) -> tuple[RunMeasures, list[CodecRow]]:
+                 original_accuracy: float | None
+                 ) -> tuple[RunMeasures, list[CodecRow], list[SizeMeasures]]:
         return self._call("evaluate", spec, classifier,  # type: ignore[no-any-return]
                           original_accuracy)
 

@@ -160,6 +160,11 @@ class DatasetEntry:
         """Where the files live under the data root (default ``root / name``)."""
         return root / self.info.name
 
+    def location(self, root: Path) -> str:
+        """Where the files live, in words for messages (default :meth:`folder`; a URL
+        for a dataset read through fsspec)."""
+        return str(self.folder(root))
+
     def files(self) -> tuple[str, ...]:
         """The files needed in :meth:`folder` (none for a generated dataset)."""
         return ()

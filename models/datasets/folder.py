@@ -15,21 +15,38 @@ loads anything; one above Pillow's decompression-bomb limit (``PIL.Image.MAX_IMA
 the warning as well as the error) is refused and never decoded. Surveys are cached per
 file list (path, size, modification time).
 
-Users name datasets; no request names a path. Which root a process reads is set once by
-:func:`use_root` (the service's composition root, a run's steps from its ``RunEnv``).
-Torch-free; Pillow and numpy are imported inside functions.
+A folder may also live at a URL: any fsspec URL (``s3://lab/shapes``, ``gs://…``,
+``memory://…``) registered under a name (``Settings.dataset_urls``, the environment's
+``AELAB_DATASET_URLS``) is the dataset of that name, read through fsspec by the API and
+every worker alike (the registration travels in each run's job environment, so no node
+needs a shared mount). A registered name takes precedence over a folder of the same name
+under the root; shown in messages, its URL loses any credentials it holds.
+
+Users name datasets; no request names a path or a URL. Which root and URLs a process reads
+are set once by :func:`use_root` and :func:`use_urls` (the service's composition root, a
+run's steps from its ``RunEnv``). Torch-free; Pillow, numpy and fsspec are imported
+inside functions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import posixpath
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
-from models.datasets.base import DatasetCheck, DatasetEntry, DatasetInfo, RawSplit
+from models.datasets.base import (
+    DatasetCheck,
+    DatasetEntry,
+    DatasetInfo,
+    DatasetUnavailable,
+    RawSplit,
+)
 from models.registry import NAME
 
 if TYPE_CHECKING:
@@ -41,6 +58,7 @@ SPLITS = ("train", "test")
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 _root: Path | None = None
+_urls: dict[str, str] = {}
 
 
 def use_root(path: str | Path | None) -> None:
@@ -54,6 +72,85 @@ def root() -> Path | None:
     return _root
 
 
+def use_urls(urls: Mapping[str, str] | None) -> None:
+    """Read the dataset ``name`` from the fsspec URL ``urls[name]`` in this process (each
+    a folder with ``train/`` and ``test/`` as under the root)."""
+    global _urls
+    _urls = dict(urls or {})
+
+
+def registered_urls() -> dict[str, str]:
+    """The datasets registered by URL in this process (see :func:`use_urls`)."""
+    return dict(_urls)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` as messages show it: a ``user:password@`` in it dropped."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+@dataclass(frozen=True)
+class Place:
+    """A file or folder of a folder dataset: ``path`` on the fsspec filesystem ``fs``
+    (the local one under the datasets root, any for a registered URL), written in
+    messages as ``shown`` (the local path, or the URL without credentials)."""
+
+    fs: Any  # fsspec.AbstractFileSystem
+    path: str
+    shown: str
+
+    def __truediv__(self, name: str) -> Place:
+        return Place(self.fs, posixpath.join(self.path, name), f"{self.shown}/{name}")
+
+    def __str__(self) -> str:
+        return self.shown
+
+    def __lt__(self, other: Place) -> bool:
+        return self.path < other.path
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path.rstrip("/"))
+
+    @property
+    def suffix(self) -> str:
+        return posixpath.splitext(self.name)[1]
+
+    def is_dir(self) -> bool:
+        return bool(self.fs.isdir(self.path))
+
+    def entries(self) -> list[tuple[Place, bool]]:
+        """What the folder holds, sorted by name: (each entry, whether it is a folder)."""
+        found = [(posixpath.basename(e["name"].rstrip("/")), e["type"] == "directory")
+                 for e in self.fs.ls(self.path, detail=True)]
+        return [(self / n, is_dir) for n, is_dir in sorted(found)]
+
+    def key(self) -> str:
+        """Changes when the file does (fsspec's ``ukey``: size, modification time …)."""
+        return str(self.fs.ukey(self.path))
+
+    def read(self) -> bytes:
+        return bytes(self.fs.cat_file(self.path))
+
+
+def local_place(path: Path) -> Place:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return Place(LocalFileSystem(), str(path), str(path))
+
+
+def url_place(url: str) -> Place:
+    """The folder at the fsspec ``url``; ImportError when its filesystem's package is
+    not installed, ValueError for a protocol fsspec does not know."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return Place(fs, path.rstrip("/") or "/", without_credentials(url).rstrip("/"))
+
+
 @contextlib.contextmanager
 def bomb_guard() -> Iterator[None]:
     """Pillow's decompression-bomb warning raised as an error: an image over
@@ -65,13 +162,16 @@ def bomb_guard() -> Iterator[None]:
         yield
 
 
-def open_image(path: Path) -> Image.Image:
-    """``path`` opened (header only) under :func:`bomb_guard`; ``ValueError`` saying what
-    is wrong with it (unreadable, not an image, a decompression bomb)."""
+def open_image(path: Path | Place) -> Image.Image:
+    """``path`` opened (a local file: header only; a :class:`Place`: its bytes read)
+    under :func:`bomb_guard`; ``ValueError`` saying what is wrong with it (unreadable, not
+    an image, a decompression bomb)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with bomb_guard():
+            if isinstance(path, Place):
+                return Image.open(io.BytesIO(path.read()))
             return Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"{path} is refused as a decompression bomb ({exc})") from None
@@ -79,7 +179,7 @@ def open_image(path: Path) -> Image.Image:
         raise ValueError(f"{path} is not a readable image ({exc})") from None
 
 
-def decode(path: Path, channels: int) -> tuple[np.ndarray, tuple[int, int]]:
+def decode(path: Path | Place, channels: int) -> tuple[np.ndarray, tuple[int, int]]:
     """``path`` decoded as uint8 (C, H, W) with ``channels`` (1 grey, 3 RGB) and its
     (H, W); ``ValueError`` naming the file when it cannot be."""
     import numpy as np
@@ -114,21 +214,27 @@ class Survey:
     """What a folder holds: each split's files with their class index (None: flat), the
     classes, every readable image's (H, W) and mode, and each problem by file."""
 
-    files: dict[str, list[tuple[Path, int | None]]]
+    files: dict[str, list[tuple[Place, int | None]]]
     classes: tuple[str, ...]
     sizes: list[tuple[int, int]] = field(default_factory=list)
     modes: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
+    missing: bool = False  # train/ or test/ is not there, or the folder cannot be listed
 
 
-def list_files(folder: Path) -> tuple[dict[str, list[tuple[Path, int | None]]],
-                                      tuple[str, ...], list[str]]:
+def _images(folder: Place) -> list[Place]:
+    return [p for p, is_dir in folder.entries()
+            if not is_dir and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def list_files(folder: Place) -> tuple[dict[str, list[tuple[Place, int | None]]],
+                                       tuple[str, ...], list[str]]:
     """Each split's image files (sorted) with their class index, the classes (the class
     folders of ``train/``; empty when flat) and layout problems."""
     train = folder / "train"
-    classes = tuple(sorted(d.name for d in train.iterdir() if d.is_dir()
-                           and not d.name.startswith("."))) if train.is_dir() else ()
-    files: dict[str, list[tuple[Path, int | None]]] = {}
+    classes = tuple(d.name for d, is_dir in train.entries() if is_dir
+                    and not d.name.startswith(".")) if train.is_dir() else ()
+    files: dict[str, list[tuple[Place, int | None]]] = {}
     problems = []
     for split in SPLITS:
         base = folder / split
@@ -138,16 +244,15 @@ def list_files(folder: Path) -> tuple[dict[str, list[tuple[Path, int | None]]],
             continue
         if classes:
             found = []
-            for d in sorted(x for x in base.iterdir() if x.is_dir()
-                            and not x.name.startswith(".")):
+            for d, is_dir in base.entries():
+                if not is_dir or d.name.startswith("."):
+                    continue
                 if d.name not in classes:
                     problems.append(f"{d} is a class that train/ does not have")
                     continue
-                found += [(p, classes.index(d.name)) for p in sorted(d.iterdir())
-                          if p.suffix.lower() in IMAGE_SUFFIXES]
+                found += [(p, classes.index(d.name)) for p in _images(d)]
         else:
-            found = [(p, None) for p in sorted(base.iterdir())
-                     if p.suffix.lower() in IMAGE_SUFFIXES]
+            found = [(p, None) for p in _images(base)]
         if not found:
             problems.append(f"{base} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files[split] = found
@@ -158,13 +263,18 @@ _surveys: dict[tuple[object, ...], Survey] = {}
 MAX_SURVEYS = 64  # folders' surveys kept (the oldest dropped first)
 
 
-def survey(folder: Path) -> Survey:
-    """Decode every image of ``folder`` once per file list (cached by path, size and
-    modification time): sizes, modes and each corrupt, unreadable or bomb file."""
-    files, classes, problems = list_files(folder)
-    paths = [p for split in SPLITS for p, _ in files[split]]
-    key = (str(folder), classes, tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                                       for p in paths))
+def survey(folder: Place) -> Survey:
+    """Decode every image of ``folder`` once per file list (cached by path and each
+    file's fsspec ``ukey``: size, modification time …): sizes, modes and each corrupt,
+    unreadable or bomb file. A folder that cannot be listed (a URL unreachable, its
+    filesystem's package missing) is one problem, saying why."""
+    try:
+        files, classes, problems = list_files(folder)
+        paths = [p for split in SPLITS for p, _ in files[split]]
+        key = (folder.shown, classes, tuple((p.path, p.key()) for p in paths))
+    except (OSError, ValueError) as exc:
+        return Survey({split: [] for split in SPLITS}, (),
+                      problems=[f"{folder} cannot be listed ({exc})"], missing=True)
     if key in _surveys:
         return _surveys[key]
     sizes, modes = [], set()
@@ -182,7 +292,8 @@ def survey(folder: Path) -> Survey:
             continue
         sizes.append((im.height, im.width))
         modes.add(im.mode)
-    found = Survey(files, classes, sizes, modes, problems)
+    missing = any(not (folder / split).is_dir() for split in SPLITS)
+    found = Survey(files, classes, sizes, modes, problems, missing)
     while len(_surveys) >= MAX_SURVEYS:
         _surveys.pop(next(iter(_surveys)))
     _surveys[key] = found
@@ -192,16 +303,17 @@ def survey(folder: Path) -> Survey:
 class FolderDataset(DatasetEntry):
     """The dataset of one folder (see the module's docstring)."""
 
-    def __init__(self, name: str, path: Path) -> None:
-        self.path = path
-        s = survey(path)
+    def __init__(self, name: str, place: Place, url: bool = False) -> None:
+        self.place = place
+        s = survey(place)
         layout = (f"ImageFolder layout, classes {', '.join(s.classes)}" if s.classes
                   else "flat layout: unlabelled, so no classifier accuracy")
+        where = f"at the registered URL {place}" if url else f"of the folder {name}/"
         sizes = s.sizes or [(0, 0)]
         lo = (min(h for h, _ in sizes), min(w for _, w in sizes))
         hi = (max(h for h, _ in sizes), max(w for _, w in sizes))
         self.info = DatasetInfo(
-            name, name, f"Images of the folder {name}/ ({layout}).",
+            name, name, f"Images {where} ({layout}).",
             num_classes=len(s.classes) or None,
             channels=1 if s.modes and s.modes <= GREY_MODES else 3,
             native_size=lo if lo == hi and s.sizes else None,
@@ -210,24 +322,28 @@ class FolderDataset(DatasetEntry):
             split="the folder's own train/ and test/")
 
     def folder(self, root: Path) -> Path:
-        return self.path
+        return Path(self.place.shown)
+
+    def location(self, root: Path) -> str:
+        return self.place.shown
 
     def files(self) -> tuple[str, ...]:
         return ("train/", "test/")
 
     def expected(self, root: Path) -> str:
-        return (f"{self.path}/train/ and test/ (ImageFolder: <split>/<class>/*.png; flat: "
+        return (f"{self.place}/train/ and test/ (ImageFolder: <split>/<class>/*.png; flat: "
                 f"<split>/*.png; {', '.join(IMAGE_SUFFIXES)})")
 
     def check(self, root: Path) -> DatasetCheck:
-        problems = survey(self.path).problems
-        return DatasetCheck("corrupt", tuple(problems)) if problems \
-            else DatasetCheck("available")
+        s = survey(self.place)
+        if s.problems:
+            return DatasetCheck("missing" if s.missing else "corrupt", tuple(s.problems))
+        return DatasetCheck("available")
 
     def load(self, root: Path, download: bool) -> tuple[RawSplit, RawSplit]:
         import numpy as np
 
-        s = survey(self.path)
+        s = survey(self.place)
         splits = []
         for split in SPLITS:
             arrays = [decode(p, self.info.channels)[0] for p, _ in s.files[split]]
@@ -238,7 +354,7 @@ class FolderDataset(DatasetEntry):
         return splits[0], splits[1]
 
 
-def folder_names(base: Path | None = None) -> list[str]:
+def local_names(base: Path | None = None) -> list[str]:
     """The folders under the datasets root that are datasets: a registry-style name
     (lowercase, digits, ``_``) holding ``train/`` and ``test/``."""
     base = root() if base is None else base
@@ -248,9 +364,42 @@ def folder_names(base: Path | None = None) -> list[str]:
                   and (d / "train").is_dir() and (d / "test").is_dir())
 
 
+def folder_names(base: Path | None = None) -> list[str]:
+    """The folder datasets here: those under the datasets root (:func:`local_names`) and
+    those registered by URL (:func:`use_urls`; listed without being reached)."""
+    return sorted({*local_names(base), *_urls})
+
+
 def folder_entry(name: str) -> FolderDataset | None:
-    """The folder dataset ``name`` under the datasets root, or None."""
+    """The folder dataset ``name``: registered by URL, else under the datasets root; or
+    None."""
+    if name in _urls:
+        url = _urls[name]
+        try:
+            place = url_place(url)
+        except (ImportError, ValueError) as exc:  # the filesystem's package is missing
+            place = Place(None, "", without_credentials(url))
+            return UnreachableFolder(name, place, f"{place} cannot be read here ({exc})")
+        return FolderDataset(name, place, url=True)
     base = root()
-    if base is None or not NAME.match(name) or name not in folder_names(base):
+    if base is None or not NAME.match(name) or name not in local_names(base):
         return None
-    return FolderDataset(name, base / name)
+    return FolderDataset(name, local_place(base / name))
+
+
+class UnreachableFolder(FolderDataset):
+    """A dataset registered by a URL this process cannot read at all: named, with why."""
+
+    def __init__(self, name: str, place: Place, problem: str) -> None:
+        self.place = place
+        self.problem = problem
+        self.info = DatasetInfo(name, name, f"Images at the registered URL {place} "
+                                f"(unreadable here: {problem}).", num_classes=None,
+                                channels=3, native_size=None, train_size=0, test_size=0,
+                                split="the folder's own train/ and test/")
+
+    def check(self, root: Path) -> DatasetCheck:
+        return DatasetCheck("missing", (self.problem,))
+
+    def load(self, root: Path, download: bool) -> tuple[RawSplit, RawSplit]:
+        raise DatasetUnavailable(f"dataset {self.info.name!r}: {self.problem}")

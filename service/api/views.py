@@ -19,7 +19,7 @@ from service.client.schemas import (
 )
 from service.orchestration.ray_executor import ray_job_url
 from service.persistence.tables import Measure, Run
-from workers.measures import RunMeasures
+from workers.measures import RunMeasures, SizeMeasures
 
 
 def _run_links(run: Any, dashboard: str | None) -> dict[str, str]:
@@ -101,6 +101,7 @@ def run_detail(run: Run, dashboard: str | None = None) -> RunDetail:
         lr_trials=[LrTrialOut.model_validate(t) for t in run.lr_trials],
         epochs=[EpochOut.model_validate(e) for e in run.epochs],
         measures=run_measures(run.measures),
+        size_measures=[SizeMeasures.model_validate(m) for m in run.size_measures],
         artifacts=[ArtifactOut(name=a.name, kind=a.kind, content_type=a.content_type,
                                size=a.size, checksum=a.checksum, created_at=a.created_at,
                                url=f"{API}/runs/{run.id}/artifacts/{a.name}")

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from service.client.states import Status
 from workers.measures import ResultsTable as ResultsTable  # the results' JSON body
-from workers.measures import RunMeasures
+from workers.measures import RunMeasures, SizeMeasures
 
 API_PREFIX = "/api/v1"  # every API path starts with it (health checks aside)
 
@@ -278,6 +278,8 @@ class RunDetail(RunSummary):
     lr_trials: list[LrTrialOut]
     epochs: list[EpochOut]
     measures: RunMeasures | None  # once evaluated
+    # At evaluation.sizes it was measured at (results: also which it cannot take, and why)
+    size_measures: list[SizeMeasures] = []
     artifacts: list[ArtifactOut]
 
 

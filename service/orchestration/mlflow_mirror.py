@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.plan import EpochMetrics
 from service.persistence.artifacts import ArtifactStore
 from service.settings import Settings
-from workers.measures import CodecRow, RunMeasures
+from workers.measures import CodecRow, RunMeasures, SizeMeasures
 from workers.store import LrTrial, RunStore
 
 log = logging.getLogger("aelab.mlflow")
@@ -196,9 +196,9 @@ class MirroredStore:
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
         self._store.record_lr_trials(trials, chosen_lr)
 
-    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
-                        ) -> None:
-        self._store.record_measures(measures, codecs)
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = (),
+                        sizes: Sequence[SizeMeasures] = ()) -> None:
+        self._store.record_measures(measures, codecs, sizes)
         self._sync()
         self.mirror.measures(measures)
         try:

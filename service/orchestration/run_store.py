@@ -35,7 +35,7 @@ from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
 from service.persistence.tables import ReferenceClassifier, Run, Status, utcnow
 from workers.context import RunEnv
-from workers.measures import CodecRow, RunMeasures
+from workers.measures import CodecRow, RunMeasures, SizeMeasures
 from workers.space import StorageFull
 from workers.store import ClassifierTrainer, LrTrial, RunCancelled, StaleAttempt
 
@@ -132,10 +132,10 @@ class DbRunStore:
         self._write(lambda s: repo.record_lr_trials(s, run_id=self.run_id, trials=trials,
                                                     chosen_lr=chosen_lr))
 
-    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = ()
-                        ) -> None:
+    def record_measures(self, measures: RunMeasures, codecs: Sequence[CodecRow] = (),
+                        sizes: Sequence[SizeMeasures] = ()) -> None:
         self._write(lambda s: repo.record_measures(s, run_id=self.run_id, measures=measures,
-                                                   codecs=codecs))
+                                                   codecs=codecs, sizes=sizes))
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
         self._write(lambda s: None)  # refuse before writing a file for a stale attempt

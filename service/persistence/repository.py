@@ -26,6 +26,7 @@ from service.persistence.tables import (
     Measure,
     Run,
     RunAttempt,
+    SizeMeasure,
     Status,
     utcnow,
 )
@@ -34,7 +35,7 @@ from service.persistence.tables import (
 )
 from service.spec import ExperimentSpec
 from service.webhooks import record_experiment_event, record_run_event
-from workers.measures import MEASURES, CodecRow, RunMeasures
+from workers.measures import MEASURES, CodecRow, RunMeasures, SizeMeasures
 from workers.store import LrTrial
 
 
@@ -311,7 +312,8 @@ def get_run(session: Session, *, run_id: int, detail: bool = False) -> Run:
     query = select(Run).where(Run.id == run_id)
     if detail:
         query = query.options(selectinload(Run.epochs), selectinload(Run.lr_trials),
-                              selectinload(Run.measures), selectinload(Run.artifacts),
+                              selectinload(Run.measures), selectinload(Run.size_measures),
+                              selectinload(Run.artifacts),
                               selectinload(Run.attempts), selectinload(Run.experiment))
     run = session.scalars(query).one_or_none()
     if run is None:
@@ -335,6 +337,14 @@ def codec_results(session: Session, *, experiment_id: int, kind: str | None = No
     if kind is not None:
         query = query.where(CodecResult.kind == kind)
     return [(r, c) for r, c in session.execute(query).all()]
+
+
+def size_results(session: Session, *, experiment_id: int
+                 ) -> list[tuple[Run, SizeMeasure]]:
+    """The measures at other sizes of an experiment's runs, by run then size."""
+    query = select(Run, SizeMeasure).join(SizeMeasure, SizeMeasure.run_id == Run.id) \
+        .where(Run.experiment_id == experiment_id).order_by(Run.id, SizeMeasure.size)
+    return [(r, m) for r, m in session.execute(query).all()]
 
 
 def find_artifact(session: Session, *, run_id: int, name: str) -> Artifact:
@@ -567,9 +577,10 @@ def record_lr_trials(session: Session, *, run_id: int, trials: Sequence[LrTrial]
 
 
 def record_measures(session: Session, *, run_id: int, measures: RunMeasures,
-                    codecs: Sequence[CodecRow] = ()) -> None:
-    """Store a run's measures (one column each) and its codec rows, replacing what an
-    earlier attempt stored."""
+                    codecs: Sequence[CodecRow] = (), sizes: Sequence[SizeMeasures] = ()
+                    ) -> None:
+    """Store a run's measures (one column each), its codec rows and its measures at other
+    sizes, replacing what an earlier attempt stored."""
     existing = session.get(Measure, run_id)
     if existing is not None:
         session.delete(existing)
@@ -578,6 +589,9 @@ def record_measures(session: Session, *, run_id: int, measures: RunMeasures,
     session.execute(CodecResult.__table__.delete().where(CodecResult.run_id == run_id))
     for row in codecs:
         session.add(CodecResult(run_id=run_id, **row.model_dump()))
+    session.execute(SizeMeasure.__table__.delete().where(SizeMeasure.run_id == run_id))
+    for at in sizes:
+        session.add(SizeMeasure(run_id=run_id, **at.model_dump()))
 
 
 def record_artifact(session: Session, *, run_id: int, name: str, kind: str, uri: str,

@@ -154,6 +154,8 @@ class Run(Base):
         order_by="RunAttempt.attempt", cascade="all, delete-orphan", passive_deletes=True)
     codec_results: Mapped[list[CodecResult]] = relationship(
         order_by="CodecResult.id", cascade="all, delete-orphan", passive_deletes=True)
+    size_measures: Mapped[list[SizeMeasure]] = relationship(
+        order_by="SizeMeasure.size", cascade="all, delete-orphan", passive_deletes=True)
 
 
 class RunAttempt(Base):
@@ -283,6 +285,27 @@ class CodecResult(Base):
     ssim: Mapped[float] = mapped_column(Measured)
     classifier_accuracy: Mapped[float | None] = mapped_column(Measured)
     n_images: Mapped[int] = mapped_column(Integer)
+    psnr_per_image: Mapped[float | None] = mapped_column(Measured)
+    ms_ssim: Mapped[float | None] = mapped_column(Measured)
+
+
+class SizeMeasure(Base):
+    """A run's trained model evaluated at another input side (``evaluation.sizes``): one
+    column per field of ``workers.measures.SizeMeasures``; a test keeps the two equal.
+    Only sizes it was measured at: which it cannot take follows from its spec."""
+
+    __tablename__ = "run_size_measures"
+    __table_args__ = (UniqueConstraint("run_id", "size"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    size: Mapped[int] = mapped_column(Integer)  # the model's input and output side, px
+    mse: Mapped[float] = mapped_column(Measured)
+    mae: Mapped[float] = mapped_column(Measured)
+    psnr: Mapped[float] = mapped_column(Measured)
+    ssim: Mapped[float] = mapped_column(Measured)
+    n_images: Mapped[int] = mapped_column(Integer)
+    classifier_accuracy: Mapped[float | None] = mapped_column(Measured)
     psnr_per_image: Mapped[float | None] = mapped_column(Measured)
     ms_ssim: Mapped[float | None] = mapped_column(Measured)
 

@@ -44,6 +44,10 @@ TIED_BEST = {head: m.better for head, m in RESULT_MEASURES.items()
 REFERENCE_COLUMNS = (*(f"study_{m}" for m in STUDY_MEASURES),
                      *(f"diff_{m}" for m in STUDY_MEASURES), "reproduced", "study_note")
 EXPECT_COLUMNS = ("expect", "expect_detail")  # PASSED/REGRESSED and the numbers behind it
+# With ``evaluation.sizes``: the side in px a row was measured at (a model row: its run's
+# crop; a size row, kind "size": one of the sizes), and for a size row whether it was
+# measured (measured, unsupported, pending, not measured) and why not.
+SIZE_COLUMNS = ("eval_size", "eval_size_status", "eval_size_note")
 
 
 def _extra(spec: ExperimentSpec | None) -> list[str]:
@@ -55,9 +59,9 @@ def _extra(spec: ExperimentSpec | None) -> list[str]:
     return columns
 
 
-def run_columns(spec: ExperimentSpec | None) -> list[str]:
-    """The per-run table's columns for ``spec``."""
-    return [*COLUMNS, *_extra(spec)]
+def run_columns(spec: ExperimentSpec | None, sizes: bool = False) -> list[str]:
+    """The per-run table's columns for ``spec`` (``sizes``: with :data:`SIZE_COLUMNS`)."""
+    return [*COLUMNS, *(SIZE_COLUMNS if sizes else ()), *_extra(spec)]
 
 
 def aggregate_columns(spec: ExperimentSpec | None) -> list[str]:

@@ -9,7 +9,8 @@ from typing import Any
 from models.catalog import DATASETS, VARIANTS
 from models.study import study_original_accuracy
 from service.results.cells import finite_or_token, md_text
-from service.results.rows import row_label
+from service.results.columns import RESULT_MEASURES
+from service.results.rows import SIZE_MEASURES, row_label
 from service.results.table import Table
 from workers.measures import MEASURES, MeasureInfo
 
@@ -22,6 +23,11 @@ NOTE = ("Bytes / image: a model's entropy-coded test-set stream / images (its pe
         "of the whole split's MSE; PSNR, per-image mean: the mean of each image's PSNR "
         "(CompressAI's convention, never below the split-level one). Per-image PSNR, MS-SSIM "
         "and the probes of the codes are columns where a row has them.\n")
+
+SIZES_NOTE = ("At other sizes: the trained model with its input and output at that side "
+              "(images served resized to it, or whole images as tiles of it); float "
+              "measures, no stream; classifier accuracy only where the classifier sees "
+              "what it was trained on (whole images, or the run's crop).\n")
 
 
 def _num(value: float | None, digits: int = 6) -> str:
@@ -117,7 +123,9 @@ def to_markdown(table: Table, title: str = "") -> str:
     if expect:
         tail += ["Expect"]
     for dataset in dict.fromkeys(r["dataset"] for r in table.rows):
-        ds_rows = [r for r in table.rows if r["dataset"] == dataset]
+        ds_rows = [r for r in table.rows if r["dataset"] == dataset
+                   and r.get("kind") != "size"]
+        sized = [r for r in table.rows if r["dataset"] == dataset and r.get("kind") == "size"]
         shown = shown_measures(ds_rows, agg)
         head = [*lead, *(m.title for m in shown), *tail]
         key = "original_accuracy_mean" if agg else "original_accuracy"
@@ -180,4 +188,25 @@ def to_markdown(table: Table, title: str = "") -> str:
                   f"{md_text(n)}." for m, n in notes]
         parts.append("")
         parts.append(NOTE)
+        if sized:
+            parts += _sizes_table(sized)
     return "\n".join(parts)
+
+
+def _sizes_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The rows at ``evaluation.sizes``: each run's float measures at each size, or why
+    it has none there."""
+    measures = [RESULT_MEASURES[head] for head in SIZE_MEASURES]
+    head = ["Method", "Size (px)", *(m.title for m in measures), "Status"]
+    out = ["### At other sizes (evaluation.sizes)\n",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        status = r["eval_size_status"] or ""
+        if r.get("eval_size_note"):
+            status += f": {r['eval_size_note']}"
+        cells = [md_text(row_label(r)), str(r["eval_size"]),
+                 *(_cell(r, m) for m in measures), md_text(status)]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    out.append(SIZES_NOTE)
+    return out

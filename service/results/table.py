@@ -16,7 +16,7 @@ from service.results.rows import rows
 from service.spec import ExperimentSpec, Unmeasured, unmeasured
 
 if TYPE_CHECKING:
-    from service.persistence.tables import CodecResult, Measure, Run
+    from service.persistence.tables import CodecResult, Measure, Run, SizeMeasure
 
 
 @dataclass
@@ -52,10 +52,12 @@ def unmeasured_on(dataset: str, spec: ExperimentSpec | None) -> list[Unmeasured]
 
 def build(pairs: Sequence[tuple[Run, Measure | None]], experiment: str = "",
           spec: ExperimentSpec | None = None, aggregate_by: str | None = None,
-          codecs: Sequence[tuple[Run, CodecResult]] = ()) -> Table:
+          codecs: Sequence[tuple[Run, CodecResult]] = (),
+          sizes: Sequence[tuple[Run, SizeMeasure]] | None = None) -> Table:
     """The results table of an experiment's runs: per run (each followed by its matched
-    codec rows), or per group of seeds (model rows only)."""
-    per_run = rows(pairs, experiment, spec, codecs)
+    codec rows and, given ``sizes``, its rows at ``evaluation.sizes``), or per group of
+    seeds (model rows only)."""
+    per_run = rows(pairs, experiment, spec, codecs, sizes)
     bounded = [r.get("expect") for r in per_run if r["kind"] == "model"
                and spec is not None and spec.bounds(r["model"], r["dataset"])]
     expect = experiment_verdict(bounded, len(bounded)) if spec and spec.expect else None
@@ -66,4 +68,5 @@ def build(pairs: Sequence[tuple[Run, Measure | None]], experiment: str = "",
     if aggregate_by == "seed":
         return Table(aggregate_columns(spec), aggregate(per_run, spec), "seed", reference,
                      expect, sweep, notes)
-    return Table(run_columns(spec), per_run, None, reference, expect, sweep, notes)
+    sized = bool(per_run) and "eval_size" in per_run[0]
+    return Table(run_columns(spec, sized), per_run, None, reference, expect, sweep, notes)

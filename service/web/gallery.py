@@ -35,9 +35,16 @@ UNREADABLE = "its reconstruction files cannot be read"
 
 @dataclass(frozen=True)
 class Tile:
-    src: str  # a data:image/png URI of the tile (square: Gallery.tile px)
+    src: str  # a data:image/png URI of the tile (square: Gallery.tile px, or fitted)
     index: int  # its test image: the index-th image of the test split
     psnr: float | None = None  # dB, from gallery.json (None: exact, or the inputs row)
+    # A whole image's own (H, W) scaled to fit Gallery.tile (its aspect kept); None: square
+    fitted: tuple[int, int] | None = None
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) in px of a fitted tile; None for a square one."""
+        return None if self.fitted is None else (self.fitted[1], self.fitted[0])
 
 
 @dataclass
@@ -91,10 +98,13 @@ def png_rgb(pixels: np.ndarray, level: int = 6) -> bytes:
 MAX_TILES = 1024  # a strip longer than this is not one a run stored
 
 
-def cut_tiles(png: bytes, tile: int | None = None) -> tuple[str, ...]:
+def cut_tiles(png: bytes, tile: int | None = None,
+              fitted: Sequence[tuple[int, int]] | None = None) -> tuple[str, ...]:
     """A strip (tile ``i`` at ``x = tile·i``; ``tile`` None: square tiles as high as the
     strip — 32 px at the study's crop, whole images scaled to fit when evaluated whole)
-    → one PNG data URI per tile, lossless.
+    → one PNG data URI per tile, lossless. With ``fitted`` (gallery.json's, for whole
+    images: each one's (H, W) scaled to fit, at its tile's top left) each tile is cut to
+    that, so an image keeps its own aspect ratio and no black margin.
 
     The header's size is checked before a pixel is decoded: a strip is at most
     ``MAX_TILE`` high and ``MAX_TILES`` tiles long, so a file declaring a huge image (a
@@ -113,9 +123,26 @@ def cut_tiles(png: bytes, tile: int | None = None) -> tuple[str, ...]:
     tile = side
     if strip.shape[0] != tile or strip.shape[1] % tile:
         raise ValueError(f"not a gallery strip: {strip.shape[1]}×{strip.shape[0]}")
+    count = strip.shape[1] // tile
+    sizes = list(fitted) if fitted is not None else [(tile, tile)] * count
+    if len(sizes) != count or any(not (0 < h <= tile and 0 < w <= tile) for h, w in sizes):
+        raise ValueError(f"fitted sizes {sizes} do not fit {count} tiles of {tile} px")
     return tuple("data:image/png;base64," + base64.b64encode(
-        png_rgb(strip[:, i * tile:(i + 1) * tile])).decode()
-        for i in range(strip.shape[1] // tile))
+        png_rgb(strip[:h, i * tile:i * tile + w])).decode()
+        for i, (h, w) in enumerate(sizes))
+
+
+def fitted_sizes(meta: dict[str, Any]) -> tuple[tuple[int, int], ...] | None:
+    """gallery.json's ``fitted`` sizes ((H, W) per tile) of whole images; None for square
+    tiles. ValueError when they are not pairs of positive ints."""
+    if not meta.get("whole"):
+        return None
+    fitted = meta.get("fitted")
+    if not isinstance(fitted, list) or not all(
+            isinstance(f, list) and len(f) == 2 and all(type(v) is int for v in f)
+            for f in fitted):
+        raise ValueError(f"gallery.json's fitted sizes are not (H, W) pairs: {fitted!r}")
+    return tuple((f[0], f[1]) for f in fitted)
 
 
 class GalleryReader:
@@ -125,12 +152,14 @@ class GalleryReader:
         self.artifacts = artifacts
         self.cache = cache or TileCache()
 
-    def tiles(self, artifact: Artifact) -> tuple[str, ...]:
-        """The data-URI tiles of a stored strip (cut once, then from the cache)."""
-        key = (artifact.uri, artifact.checksum)
+    def tiles(self, artifact: Artifact, fitted: Sequence[tuple[int, int]] | None = None
+              ) -> tuple[str, ...]:
+        """The data-URI tiles of a stored strip, each cut to its ``fitted`` size when
+        given (cut once, then from the cache)."""
+        key = (artifact.uri, artifact.checksum, tuple(fitted) if fitted else None)
         cached = self.cache.get(key)
         if cached is None:
-            cached = cut_tiles(self.artifacts.read(artifact.uri))
+            cached = cut_tiles(self.artifacts.read(artifact.uri), fitted=fitted)
             self.cache.put(key, cached)
         return cached
 
@@ -151,8 +180,9 @@ class GalleryReader:
                 found[a.run_id][a.name] = a
         rows: list[GalleryRow] = []
         inputs: dict[int, tuple[str, ...]] = {}
+        sizes: dict[int, tuple[tuple[int, int], ...] | None] = {}  # fitted, by run
         # Every run stores its dataset's inputs: equal files (by checksum) are cut once.
-        inputs_by_checksum: dict[str, tuple[str, ...]] = {}
+        inputs_by_checksum: dict[tuple[str, object], tuple[str, ...]] = {}
         for run in runs:
             row = GalleryRow(run, names.get(run.experiment_id, ""))
             rows.append(row)
@@ -162,25 +192,33 @@ class GalleryReader:
                             else f"no reconstructions yet ({run.status.value})")
                 continue
             try:
-                recon = self.tiles(stored[GALLERY_RECONSTRUCTIONS])
+                meta = self.meta(stored[GALLERY_META])
+                fitted = fitted_sizes(meta)
+                recon = self.tiles(stored[GALLERY_RECONSTRUCTIONS], fitted)
                 own = stored[GALLERY_INPUTS]
-                if own.checksum not in inputs_by_checksum:
-                    inputs_by_checksum[own.checksum] = self.tiles(own)
-                inputs[run.id] = inputs_by_checksum[own.checksum]
-                psnr = self.meta(stored[GALLERY_META]).get("psnr_db", [])
+                key = (own.checksum, fitted)
+                if key not in inputs_by_checksum:
+                    inputs_by_checksum[key] = self.tiles(own, fitted)
+                inputs[run.id], sizes[run.id] = inputs_by_checksum[key], fitted
+                psnr = meta.get("psnr_db", [])
             except (ArtifactError, FileNotFoundError, ValueError, OSError):
                 row.note = UNREADABLE
                 continue
-            row.tiles = [Tile(src, i, psnr[i] if i < len(psnr) else None)
+            row.tiles = [Tile(src, i, psnr[i] if i < len(psnr) else None,
+                              fitted[i] if fitted else None)
                          for i, src in enumerate(recon)]
-        reference = max(inputs.values(), key=len, default=())
+        first = max(inputs, key=lambda run_id: len(inputs[run_id]), default=None)
+        reference = inputs[first] if first is not None else ()
+        reference_sizes = sizes[first] if first is not None else None
         side = TILE
         if reference:
             with Image.open(io.BytesIO(base64.b64decode(reference[0].split(",", 1)[1]))) as im:
-                side = im.height
+                side = MAX_TILE if reference_sizes else im.height
         for row in rows:
             seen = inputs.get(row.run.id)
             if seen is not None and seen != reference[:len(seen)]:
                 row.note = "its test images differ from the first row's"
             row.tiles += [None] * (len(reference) - len(row.tiles))
-        return Gallery(dataset, [Tile(src, i) for i, src in enumerate(reference)], rows, side)
+        return Gallery(dataset, [Tile(src, i, None, reference_sizes[i] if reference_sizes
+                                      else None) for i, src in enumerate(reference)],
+                       rows, side)

@@ -33,7 +33,7 @@ from service.web.gallery import GalleryReader
 from service.web.parallel import parallel_coordinates
 from service.web.render import render
 from service.web.scatter import read_scatter
-from service.web.spec_form import spec_sections
+from service.web.spec_form import current_sections
 from workers.measures import BY_NAME, MEASURES, SUMMARY
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(page_access)])
@@ -425,7 +425,7 @@ def _examples() -> dict[str, Any]:
 @router.get("/new", response_class=HTMLResponse)
 def new_experiment(request: Request, settings: SettingsDep) -> Response:
     """The spec editor: validates with dry_run as you type, submits with the token."""
-    return render(request, "new.html", sections=spec_sections(),
+    return render(request, "new.html", sections=current_sections(),
                   writes_protected=settings.api_token is not None, examples=_examples())
 
 

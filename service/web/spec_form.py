@@ -8,11 +8,14 @@ The server stays the only validator; the form just collects values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 
 from models.catalog import DATASETS, VARIANTS
+from models.datasets import dataset_info, dataset_names
+from models.datasets.folder import folder_names, registered_urls
+from models.plugins import PluginUnavailable
 from service.spec import ExperimentSpec
 
 # json: a list or mapping typed as JSON text (empty: none), e.g. seeds as [0, 1, 2];
@@ -27,7 +30,8 @@ GENERAL_ORDER = ("name", "models", "datasets", "epochs", "batch_size", "schedule
 SECTION_TITLES = {"lr_search": "Learning-rate search", "data": "Data",
                   "resources": "Resources per run", "classifier": "Reference classifier",
                   "tolerance": "Tolerance against the study (reference: study)",
-                  "compression": "Measured compression"}
+                  "compression": "Measured compression",
+                  "evaluation": "Evaluation at other sizes"}
 # Words of schema titles ("Num Samples", "Gpus Per Run") written as people write them.
 WORDS = {"Lr": "LR", "Num": "Number of", "Dim": "size", "Gpus": "GPUs", "Cpus": "CPUs"}
 
@@ -159,6 +163,28 @@ def _field(path: str, schema: dict[str, Any], required: bool) -> FormField:
                      numeric=kind == "choice" and all(
                          isinstance(o.value, int | float) for o in options),
                      composable=composable and kind == "choices")
+
+
+def dataset_label(name: str) -> str:
+    """A dataset's checkbox label: a built-in's or a plugin's title; a folder dataset's
+    name with where it is and its images ("shapes (folder, 8 + 2 images)")."""
+    try:
+        info = dataset_info(name)
+    except (KeyError, PluginUnavailable):
+        return name
+    if name not in folder_names() or name in DATASETS:
+        return info.title
+    where = "shared URL" if name in registered_urls() else "folder"
+    return f"{name} ({where}, {info.train_size} + {info.test_size} images)"
+
+
+def current_sections() -> tuple[Section, ...]:
+    """:func:`spec_sections` with the dataset choices read now: the built-ins, the
+    plugins' and the folders placed (or URLs registered) since the server started."""
+    options = tuple(Option(n, dataset_label(n)) for n in dataset_names())
+    return tuple(replace(section, fields=[
+        replace(f, options=options) if f.path == "datasets" else f
+        for f in section.fields]) for section in spec_sections())
 
 
 @lru_cache(maxsize=1)

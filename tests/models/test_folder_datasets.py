@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from models.datasets import dataset_entry, dataset_info, dataset_names
-from models.datasets.folder import use_root
+from models.datasets.folder import use_root, use_urls
 from tests.utils import image_folder
 
 
@@ -86,3 +86,73 @@ def test_kodak_checks_each_placed_file_and_its_size(tmp_path: Path) -> None:
     assert check.status == "corrupt"
     assert "kodim01.png is 80×100 (H×W), not 512×768 or 768×512" in check.problems[0]
     assert len(check.problems) == 24  # and the 23 missing
+
+
+@pytest.fixture()
+def remote(tmp_path: Path):
+    """A folder dataset uploaded to an fsspec memory:// URL, registered as ``remote``;
+    the same folder also under the local root as ``shapes``."""
+    import uuid
+
+    import fsspec
+
+    use_root(tmp_path)
+    folder = image_folder(tmp_path, "shapes", size=(40, 48), train=2, test=1)
+    fs = fsspec.filesystem("memory")
+    base = f"/aelab-{uuid.uuid4().hex[:8]}"
+    fs.put(str(folder), f"{base}/shapes", recursive=True)
+    url = f"memory://{base.lstrip('/')}/shapes"
+    use_urls({"remote": url})
+    yield url, fs, f"{base}/shapes"
+    use_urls(None)
+    use_root(None)
+    fs.rm(base, recursive=True)
+
+
+def test_a_folder_at_an_fsspec_url_is_a_dataset_read_through_fsspec(remote) -> None:
+    url, fs, path = remote
+    assert {"remote", "shapes"} <= set(dataset_names())
+    info = dataset_info("remote")
+    assert (info.train_size, info.test_size, info.classes) == (4, 2, ("circles", "squares"))
+    assert info.native_size == (40, 48) and f"at the registered URL {url}" in info.description
+    train, test = dataset_entry("remote").read(Path("/unused"), download=False)
+    local_train, local_test = dataset_entry("shapes").read(Path("/unused"), download=False)
+    assert (train.images == local_train.images).all()  # the same bytes, decoded the same
+    assert train.labels.tolist() == local_train.labels.tolist() == [0, 0, 1, 1]
+    assert (test.images == local_test.images).all()
+    # a file changed at the URL is seen (the survey's cache is keyed by fsspec's ukey)
+    bad = f"{path}/test/squares/test1_0_000.png"
+    fs.pipe(bad, b"\x89PNG\r\n\x1a\n not really")
+    check = dataset_entry("remote").check(Path("/unused"))
+    assert check.status == "corrupt"
+    assert check.problems[0].startswith(f"{url}/test/squares/test1_0_000.png is not a "
+                                        "readable image")
+
+
+def test_a_registered_url_that_is_not_there_is_missing_saying_why(remote) -> None:
+    use_urls({"gone": "memory://nothing-here/at-all"})
+    check = dataset_entry("gone").check(Path("/unused"))
+    assert check.status == "missing"
+    assert check.problems == ("memory://nothing-here/at-all/train is missing",
+                              "memory://nothing-here/at-all/test is missing")
+
+
+def test_a_url_whose_filesystem_is_not_installed_is_named_unavailable() -> None:
+    import fsspec
+
+    for protocol in ("s3", "gs", "abfs", "hf", "oci"):
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError:
+            break
+    else:
+        pytest.skip("every remote filesystem tried is installed here")
+    use_urls({"faraway": f"{protocol}://key:secret@bucket/shapes"})
+    try:
+        check = dataset_entry("faraway").check(Path("/unused"))
+        info = dataset_info("faraway")
+    finally:
+        use_urls(None)
+    assert check.status == "missing"
+    assert check.problems[0].startswith(f"{protocol}://bucket/shapes cannot be read here")
+    assert "secret" not in check.problems[0] + info.description  # credentials never shown

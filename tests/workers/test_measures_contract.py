@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Integer
 from service.context import context_of
 from service.persistence import repository as repo
 from service.persistence.db import transaction
-from service.persistence.tables import CodecResult, Measure, Measured
+from service.persistence.tables import CodecResult, Measure, Measured, SizeMeasure
 from service.results.columns import COLUMNS, RESULT_MEASURES
 from service.web.format import fmt_value
 from tests.utils import API, REPO
@@ -26,6 +26,7 @@ from workers.measures import (
     CodecRow,
     MeasureInfo,
     RunMeasures,
+    SizeMeasures,
 )
 
 REQUIRED = {"mae": 0.05, "mse": 0.004, "psnr": 23.98, "ssim": 0.7, "n_images": 16,
@@ -54,6 +55,16 @@ def test_the_codec_row_and_its_database_columns_are_equal() -> None:
     assert set(columns) == set(CodecRow.model_fields)
     for name, field in CodecRow.model_fields.items():
         assert columns[name].nullable == (type(None) in get_args(field.annotation)), name
+
+
+def test_the_size_measures_and_their_database_columns_are_equal() -> None:
+    columns = {c.name: c for c in SizeMeasure.__table__.columns
+               if c.name not in ("id", "run_id")}
+    assert set(columns) == set(SizeMeasures.model_fields)
+    for name, field in SizeMeasures.model_fields.items():
+        assert columns[name].nullable == (type(None) in get_args(field.annotation)), name
+    # each (but the size) is a measure of the table, as a results column reads it
+    assert set(SizeMeasures.model_fields) - {"size"} <= set(BY_NAME)
 
 
 def test_the_table_is_consistent_with_where_it_is_used() -> None:

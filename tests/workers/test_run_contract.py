@@ -26,6 +26,7 @@ NON_DEFAULT = {
     "home": Path("/srv/aelab-home"), "database_url_file": Path("/run/secrets/db"),
     "protect_reads": True, "artifact_url": "s3://bucket/aelab", "data_root": "/data",
     "weights_dir": "/weights", "datasets_root": "/mnt/shared/datasets",
+    "dataset_urls": {"shapes": "s3://lab-data/shapes", "kodim": "gs://b/kodak, 2024"},
     "allow_download": False, "tune_storage_url": "s3://bucket/tune",
     "max_trial_failures": 5, "max_body_bytes": 4096, "max_runs_per_experiment": 7, "max_epochs": 9,
     "max_in_flight": 3, "dispatch_interval_s": 0.25, "reconcile_interval_s": 12.5,

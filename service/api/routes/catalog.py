@@ -92,9 +92,10 @@ def _dataset(d: DatasetInfo, check: DatasetCheck | None) -> DatasetOut:
 @router.get("/catalog", response_model=Catalog, operation_id="get_catalog")
 def catalog(settings: SettingsDep) -> Catalog:
     """Variants (the presets, then plugins'), architectures, losses, datasets (built-in,
-    plugins', then the folders under the datasets root, each image decoded once) and
-    pretrained weights. ``available``/``present`` describe the API host; on a cluster the
-    workers may hold files it lacks (a run's preflight is the guarantee)."""
+    plugins', then the folders under the datasets root and at registered URLs, each
+    image decoded once) and pretrained weights. ``available``/``present`` describe the
+    API host; on a cluster the workers may hold files it lacks (a run's preflight is the
+    guarantee)."""
     root = Path(settings.data_path)
     weights = {}
     for name in WEIGHTS_URLS:

@@ -366,7 +366,8 @@ def get_results(ctx: ContextDep, experiment_id: int,
         built = table.build(repo.results(session, experiment_id=experiment_id),
                             experiment.name, table.parse_spec(experiment.spec), aggregate,
                             codecs=repo.codec_results(session, experiment_id=experiment_id,
-                                                      kind="matched"))
+                                                      kind="matched"),
+                            sizes=repo.size_results(session, experiment_id=experiment_id))
     title = experiment.name or f"Experiment {experiment_id}"
     text = fmt.render(built, title, experiment_id).encode()
     ended.put(key, version, text)

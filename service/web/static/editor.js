@@ -45,7 +45,7 @@
     const text = el.value.trim();
     if (kind === "text") return el.value;
     if (kind === "numbers") { // "0.001, 0.01" → [0.001, 0.01]; a word stays for the 422
-      if (text === "") return null;
+      if (text === "") return "nullable" in el.dataset ? null : []; // none, or an empty list
       return text.split(/[\s,;]+/).filter(Boolean).map((t) => (Number.isFinite(Number(t)) ? Number(t) : t));
     }
     if (text === "") return null; // nullable: none; otherwise the server names the field

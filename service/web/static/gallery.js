@@ -5,11 +5,11 @@
    Heatmaps are computed here from the tiles themselves (the stored uint8 pixels): per
    pixel, the mean over R, G, B of |reconstruction − input| / 255, coloured on one scale
    for the whole gallery (0 → black, the gallery's largest error → pale yellow), so rows
-   compare fairly. */
+   compare fairly. Each heatmap has its tile's own size: square tiles at the crop, or a
+   whole image at its own aspect ratio, scaled to fit. */
 (function () {
   const gallery = document.querySelector(".gallery");
   if (!gallery) return;
-  const SIZE = Number(gallery.dataset.tile || 32); // px: the crop, or whole images fitted
   // An inferno-like ramp; the legend bar in app.css uses the same stops.
   const STOPS = [[0, 0, 4], [66, 10, 104], [147, 38, 103], [221, 81, 58], [252, 165, 10], [252, 255, 164]];
 
@@ -20,13 +20,16 @@
     return STOPS[i].map((c, k) => Math.round(c + (STOPS[i + 1][k] - c) * f));
   }
 
+  // The tile's own pixels (RGBA), at its natural size: { w, h, data }.
   async function pixels(img) {
     await img.decode();
+    const w = img.naturalWidth, h = img.naturalHeight;
     const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = SIZE;
+    canvas.width = w;
+    canvas.height = h;
     const ctx = canvas.getContext("2d", { willReadFrequently: true });
     ctx.drawImage(img, 0, 0);
-    return ctx.getImageData(0, 0, SIZE, SIZE).data;
+    return { w, h, data: ctx.getImageData(0, 0, w, h).data };
   }
 
   const inputs = new Map();
@@ -43,21 +46,24 @@
     const errors = [];
     let max = 0;
     for (const cell of cells) {
-      const a = inputPixels.get(cell.dataset.index);
-      const b = await pixels(cell.querySelector("img.recon"));
-      const e = new Float64Array(SIZE * SIZE);
+      const input = inputPixels.get(cell.dataset.index);
+      const recon = await pixels(cell.querySelector("img.recon"));
+      if (input.w !== recon.w || input.h !== recon.h) continue; // not the same image
+      const a = input.data, b = recon.data;
+      const e = new Float64Array(recon.w * recon.h);
       for (let p = 0; p < e.length; p++) {
         const o = 4 * p;
         e[p] = (Math.abs(a[o] - b[o]) + Math.abs(a[o + 1] - b[o + 1]) + Math.abs(a[o + 2] - b[o + 2])) / 3 / 255;
         if (e[p] > max) max = e[p];
       }
-      errors.push([cell, e]);
+      errors.push([cell, e, recon.w, recon.h]);
     }
     const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = SIZE;
     const ctx = canvas.getContext("2d");
-    for (const [cell, e] of errors) {
-      const image = ctx.createImageData(SIZE, SIZE);
+    for (const [cell, e, w, h] of errors) {
+      canvas.width = w;
+      canvas.height = h;
+      const image = ctx.createImageData(w, h);
       for (let p = 0; p < e.length; p++) {
         const [r, g, b] = colour(max > 0 ? e[p] / max : 0);
         image.data.set([r, g, b, 255], 4 * p);

@@ -121,3 +121,43 @@ def test_a_variant_that_cannot_take_the_crop_is_422(client: TestClient) -> None:
     assert error["loc"] == ["body", "models"]
     assert "resnet takes crops that are multiples of 32 px, not 48" in error["msg"]
     assert "baseline" not in error["msg"]
+
+
+def test_a_folder_at_a_registered_url_is_listed_and_trained_on(settings, tmp_path: Path
+                                                               ) -> None:
+    """AELAB_DATASET_URLS names a shared folder by an fsspec URL (memory:// here): the
+    catalog lists it, a spec names it, a run reads it through fsspec; the URL itself is
+    no dataset name."""
+    import uuid
+
+    import fsspec
+
+    from models.datasets.folder import use_urls
+    from service.app import create_app
+    from tests.utils import execute_runs, experiment
+
+    folder = image_folder(tmp_path / "upload", "notes", size=(32, 32), classes=(),
+                          train=20, test=3)
+    base = f"aelab-{uuid.uuid4().hex[:8]}"
+    fs = fsspec.filesystem("memory")
+    fs.put(str(folder), f"/{base}/notes", recursive=True)
+    url = f"memory://{base}/notes"
+    app = create_app(settings.model_copy(update={"dataset_urls": {"shared": url}}))
+    try:
+        with TestClient(app) as client:
+            body = {d["name"]: d for d in client.get(f"{API}/catalog").json()["datasets"]}
+            shared = body["shared"]
+            assert (shared["available"], shared["train_size"], shared["test_size"]) == (
+                True, 20, 3)
+            assert f"at the registered URL {url}" in shared["description"]
+            r = client.post(f"{API}/experiments?dry_run=true", json=tiny_spec(datasets=[url]))
+            assert r.status_code == 422 and "is a path" in r.json()["detail"][0]["msg"]
+            spec = tiny_spec(datasets=["shared"], epochs=1, batch_size=8,
+                             data={"train_limit": 16}, compression={"codecs": []})
+            exp = client.post(f"{API}/experiments", json=spec).json()
+            assert execute_runs(client, experiment(client, exp["id"])) == [True]
+            run = client.get(f"{API}/runs/{exp['runs'][0]['id']}").json()
+            assert run["measures"]["n_images"] == 3
+    finally:
+        use_urls(None)
+        fs.rm(f"/{base}", recursive=True)

@@ -614,8 +614,9 @@ def test_protected_reads_refuse_pages_images_and_exports_without_the_token(
 
 def test_the_gallery_shows_whole_images_scaled_to_fit_with_their_heatmap(
         tmp_path: Path, browser: Browser) -> None:
-    """Images larger than the crop are shown whole (scaled to fit 256 px), not as 32-px
-    tiles, and the error heatmap is computed at that size."""
+    """Images larger than the crop are shown whole at their own aspect ratio (scaled to
+    fit 256 px; these 200×120 ones are not enlarged), not as 32-px tiles nor letterboxed
+    in black squares, and each error heatmap has its image's size."""
     from service.settings import Settings
     from tests.utils import image_folder
 
@@ -633,18 +634,47 @@ def test_the_gallery_shows_whole_images_scaled_to_fit_with_their_heatmap(
                 "lr_search": {"method": "fixed"}}).json()
             assert "runs" in exp, exp
             assert execute_runs(SimpleNamespace(app=server.app), exp) == [True]
+            with tab(browser) as t:  # the editor offers the folder, its crop and sizes
+                page = t.open(f"{server.base}/new")
+                page.wait_for_function(
+                    "document.getElementById('validity').textContent === 'Valid ✓'")
+                wide = page.locator('#f-datasets input[value="wide"]')
+                label = page.locator("#f-datasets label",
+                                     has=page.locator('input[value="wide"]'))
+                assert label.inner_text().strip() == \
+                    "wide (folder, 6 + 4 images)"
+                assert page.locator('#f-datasets input[value="photos"]').count() == 1
+                page.uncheck('#f-datasets input[value="synthetic"]')
+                wide.check()
+                for field, value in (("data-train_limit", ""), ("data-test_limit", ""),
+                                     ("batch_size", "8"), ("data-crop", "64"),
+                                     ("evaluation-sizes", "32, 64")):
+                    page.fill(f"#f-{field}", value)
+                page.wait_for_function("!document.getElementById('submit').disabled")
+                t.shoot("editor-folder")
+                page.click("#submit")
+                page.wait_for_url(re.compile(r".*/experiments/\d+$"))
+                made = http.get(f"{API}/experiments/{page.url.rsplit('/', 1)[1]}").json()
+                run = http.get(f"{API}/runs/{made['runs'][0]['id']}").json()
+                assert (run["dataset"], run["spec"]["data"]["crop"],
+                        run["spec"]["evaluation"]["sizes"]) == ("wide", 64, [32, 64])
+                http.post(f"{API}/experiments/{made['id']}/cancel")
             with tab(browser) as t:
                 page = t.open(f"{server.base}/experiments/{exp['id']}/gallery")
                 assert page.locator(".gallery.whole").count() == 1
-                widths = page.eval_on_selector_all(
-                    "img.input, img.recon", "els => els.map(e => e.naturalWidth)")
-                assert widths and set(widths) == {256}
+                sizes = page.eval_on_selector_all(
+                    "img.input, img.recon",
+                    "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+                assert len(sizes) == 8 and {tuple(s) for s in sizes} == {(200, 120)}
+                shown = page.eval_on_selector_all(  # laid out at the same aspect ratio
+                    "img.input", "els => els.map(e => e.clientWidth / e.clientHeight)")
+                assert all(abs(r - 200 / 120) < 0.02 for r in shown), shown
                 t.shoot("gallery-whole")
                 page.click(".switch [data-view=error]")
                 page.locator("[data-role=legend]").wait_for(state="visible")
                 heat = page.locator("img.heat").first
                 assert heat.is_visible()
-                assert png_pixels(heat.get_attribute("src")).shape == (256, 256, 3)
+                assert png_pixels(heat.get_attribute("src")).shape == (120, 200, 3)
                 t.shoot("gallery-whole-error")
     finally:
         server.stop()

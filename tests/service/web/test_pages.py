@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,10 +86,12 @@ def strip(tiles: list[np.ndarray]) -> bytes:
 
 
 def store_gallery(client: TestClient, run_id: int, inputs: list[np.ndarray],
-                  recon: list[np.ndarray], psnr: list[float]) -> None:
-    """Gallery artifacts as a run's evaluation stores them (see models.samples)."""
+                  recon: list[np.ndarray], psnr: list[float],
+                  **whole: Any) -> None:
+    """Gallery artifacts as a run's evaluation stores them (see models.samples);
+    ``whole``: gallery.json's facts of whole images (whole, fitted, sizes)."""
     app = client.app
-    meta = json.dumps({"count": len(recon), "psnr_db": psnr}).encode()
+    meta = json.dumps({"count": len(recon), "psnr_db": psnr, **whole}).encode()
     with transaction(context_of(app).sessions) as s:
         for name, data, ctype in ((GALLERY_INPUTS, strip(inputs), "image/png"),
                                   (GALLERY_RECONSTRUCTIONS, strip(recon), "image/png"),
@@ -371,13 +374,38 @@ def test_the_editor_has_one_input_per_spec_field(web: TestClient) -> None:
     errors = {a["id"] for t, a in tags.tags if (a.get("id") or "").startswith("err:")}
     assert errors == {f"err:{p}" for p in form} | {"err:", "err:lr_search", "err:data",
                                                    "err:resources", "err:classifier",
-                                                   "err:tolerance", "err:compression"}
+                                                   "err:tolerance", "err:compression",
+                                                   "err:evaluation"}
     by_path = {f.path: f for s in spec_sections() for f in s.fields}
     assert by_path["lr_search.min_lr"].hint == "above 0, below 10"
     assert by_path["data.train_limit"].hint == "at least 16; empty: none (the default)"
     assert [o.label for o in by_path["models"].options][:2] == ["Baseline", "Pixel Shuffle"]
     assert by_path["lambdas"].kind == "numbers" and by_path["lambdas"].nullable
     assert by_path["compression.bits"].numeric and by_path["compression.bits"].default == 8
+    # list defaults are in the form (a default factory would leave the codecs unticked,
+    # and an empty list box would send null)
+    assert by_path["compression.codecs"].default == ["jpeg", "webp"]
+    assert (by_path["evaluation.sizes"].default, by_path["evaluation.sizes"].nullable) == (
+        [], False)
+
+
+def test_the_editors_dataset_choices_are_read_at_each_request(web: TestClient,
+                                                               web_settings: Settings
+                                                               ) -> None:
+    """A folder placed while the server runs is a choice on the next /new, with its
+    images counted; the built-in photos are one too."""
+    from tests.utils import image_folder
+
+    def choices() -> dict[str, str]:
+        html = web.get("/new").text
+        group = html[html.index('id="f-datasets"'):]
+        group = group[:group.index("</div>")]
+        return dict(re.findall(r'<input type="checkbox" value="([^"]+)"> ([^<]+)</label>',
+                               group))
+
+    assert choices()["photos"] == "Photographs (scikit-image)" and "later" not in choices()
+    image_folder(Path(web_settings.datasets_path), "later", train=3, test=1)
+    assert choices()["later"] == "later (folder, 6 + 2 images)"
 
 
 def test_static_assets_ship_in_the_package_with_uplots_licence(web: TestClient) -> None:
@@ -410,6 +438,35 @@ def test_every_template_and_asset_ships_in_the_wheel() -> None:
     assert len(files) > 20
     unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
     assert unshipped == []
+
+
+def test_whole_images_are_shown_at_their_own_aspect_ratio(web: TestClient) -> None:
+    """Whole images are stored fitted into 256-px squares at the top left (black
+    beyond): the page cuts each to its fitted size, so no black margin is shown."""
+    exp = web.post(f"{API}/experiments", json={**SPEC, "models": ["baseline"]}).json()
+    (run_id,) = (r["id"] for r in exp["runs"])
+    rng = np.random.default_rng(3)
+    fitted = [[120, 200], [256, 96]]  # landscape, portrait (H, W)
+
+    def boxed(k: int) -> np.ndarray:
+        square = np.zeros((256, 256, 3), dtype=np.uint8)
+        h, w = fitted[k]
+        square[:h, :w] = rng.integers(1, 256, (h, w, 3), dtype=np.uint8)
+        return square
+
+    inputs, recon = [boxed(0), boxed(1)], [boxed(0), boxed(1)]
+    store_gallery(web, run_id, inputs, recon, [20.0, 21.0], whole=True, fitted=fitted,
+                  sizes=[[120, 200], [640, 240]])
+    tags = Tags(web.get(f"/experiments/{exp['id']}/gallery").text)
+    (gallery,) = tags.find("div", class_="gallery")
+    assert "whole" in gallery["class"].split() and gallery["data-tile"] == "256"
+    for kind, stored in (("input", inputs), ("recon", recon)):
+        shown = tags.find("img", class_=kind)
+        assert [(int(i["width"]), int(i["height"])) for i in shown] == [(200, 120), (96, 256)]
+        for img, square, (h, w) in zip(shown, stored, fitted, strict=True):
+            assert pixels(img["src"]).tolist() == square[:h, :w].tolist()
+    heat = tags.find("img", class_="heat")
+    assert [(int(i["width"]), int(i["height"])) for i in heat] == [(200, 120), (96, 256)]
 
 
 def test_tiles_are_lossless_pngs() -> None:
