@@ -4,7 +4,8 @@ becomes an MLflow run, written by the run's job driver as it goes.
 The MLflow run sits in an MLflow experiment named ``aelab-<id> <name>`` after the aelab
 experiment; it gets the run spec flattened as params (``data.train_limit``, …), each
 epoch's losses as step metrics (``train_loss``, ``val_loss``, ``val_mse``, ``val_mae``,
-``lr`` at step = epoch), the final measures (``q_*`` included) as metrics, tags for model,
+``lr``, and ``gpu_utilization_percent``, ``gpu_memory_peak_mib`` when the epoch trained on
+a GPU, at step = epoch), the final measures (``q_*`` included) as metrics, tags for model,
 dataset, seed, the aelab ids and the run's page, and ``samples.png`` as an artifact.
 
 A tracker that is down or slow never fails or delays the run: every call goes through
@@ -39,7 +40,8 @@ from workers.store import LrTrial, RunStore
 log = logging.getLogger("aelab.mlflow")
 QUEUE_SIZE = 1000
 HTTP_TIMEOUT_S = "5"
-EPOCH_METRICS = ("train_loss", "val_loss", "val_mse", "val_mae", "lr", "images_per_s")
+EPOCH_METRICS = ("train_loss", "val_loss", "val_mse", "val_mae", "lr", "images_per_s",
+                 "gpu_utilization_percent", "gpu_memory_peak_mib")  # the GPU's when measured
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -121,7 +123,8 @@ class MlflowMirror:
                 assert self.run_id is not None
                 now = int(time.time() * 1000)
                 metrics = [Metric(name, float(getattr(e, name)), now, e.epoch)
-                           for e in new for name in EPOCH_METRICS]
+                           for e in new for name in EPOCH_METRICS
+                           if getattr(e, name) is not None]
                 self.client.log_batch(self.run_id, metrics=metrics)
 
             self._put(task)
