@@ -41,7 +41,8 @@ def build_context(settings: Settings) -> ServiceContext:
     use_root(settings.datasets_path)
     engine = make_engine(settings.sqlalchemy_url)
     return ServiceContext(settings=settings, engine=engine,
-                          sessions=make_sessionmaker(engine),
+                          sessions=make_sessionmaker(
+                              engine, webhook_events=bool(settings.webhook_events)),
                           artifacts=ArtifactStore(
                               settings.artifact_root,
                               min_free_bytes=settings.artifact_min_free_bytes),

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logs(settings.log_format)
     bind_process(run_id=args.run_id, attempt=args.attempt)
     yield_cpu(settings.training_niceness)  # Ray starts this driver in a session of its own
-    sessions = sessions_for(settings.sqlalchemy_url)
+    sessions = sessions_for(settings.sqlalchemy_url,
+                            webhook_events=bool(settings.webhook_events))
     with sessions() as s:
         run = repo.get_run(s, run_id=args.run_id)
         if run.status != Status.running or run.attempt != args.attempt:
