@@ -79,7 +79,11 @@ def gpus_for_run(asked: float, gpu_cluster: bool | None,
 def main(argv: list[str] | None = None) -> int:
     started = time.time()  # the service's modules are imported below, for the profile
     from service.client.states import Status
-    from service.orchestration.mlflow_mirror import db_mirrored
+    from service.orchestration.mlflow_mirror import (
+        db_mirrored,
+        end_mirror,
+        end_mirror_on_sigterm,
+    )
     from service.orchestration.run_store import DbRunStore, DbSessionOpener, sessions_for
     from service.persistence import repository as repo
     from service.persistence.artifacts import ArtifactStore, remove_tree
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                        heartbeat_s=settings.classifier_heartbeat_s,
                        claim_expiry_s=settings.classifier_claim_expiry_s)
     store = db_mirrored(store, settings, sessions, store.artifacts, args.run_id)
+    end_mirror_on_sigterm(store)  # a cancelled run's job is stopped with SIGTERM
     cpus = spec.resources.cpus_per_run
     gpus, note = gpus_for_run(spec.resources.gpus_per_run, settings.gpu_cluster, ray.nodes())
     if note:
@@ -169,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         refreshed = repo.get_run(s, run_id=args.run_id)
         log.info("aelab run %s: %s%s", args.run_id, refreshed.status.value,
                  f" — {refreshed.error}" if refreshed.error else "")
+    # Cancelled (seen at an epoch) or replaced: the MLflow run does not stay RUNNING.
+    end_mirror(store, refreshed.status.value if refreshed.attempt == args.attempt
+               else "replaced")
     if refreshed.status.finished and refreshed.attempt == args.attempt:
         # The run has ended for good: earlier, lost attempts' checkpoints go too.
         try:

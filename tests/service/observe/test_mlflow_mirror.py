@@ -117,3 +117,76 @@ def test_an_epochs_gpu_use_is_mirrored_as_step_metrics_when_measured(tmp_path: P
     memory = client.get_metric_history(mirror.run_id, "gpu_memory_peak_mib")
     assert sorted((m.step, m.value) for m in util) == [(1, 91.5), (2, 88.0)]
     assert sorted((m.step, m.value) for m in memory) == [(1, 2048.0), (2, 2050.5), (3, 2049.0)]
+
+
+DRIVER = """
+import signal, sys, time
+from service.orchestration.mlflow_mirror import MirroredStore, MlflowMirror, end_mirror_on_sigterm
+from workers.store import MemoryStore
+
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init does
+mirror = MlflowMirror(sys.argv[1], experiment="cancel", run_name="r1", params={}, tags={})
+store = MirroredStore(MemoryStore(), mirror, read_epochs=list, read_artifact=lambda n: None)
+end_mirror_on_sigterm(store)
+while mirror.run_id is None:
+    time.sleep(0.05)
+print(mirror.run_id, flush=True)
+time.sleep(60)  # training, until Ray stops the job
+"""
+
+
+@pytest.mark.slow
+def test_a_driver_stopped_by_sigterm_ends_its_mlflow_run_as_killed(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """Ray stops a cancelled run's driver with SIGTERM (SIGKILL 3 s later): the driver's
+    MLflow run ends KILLED first, then the driver exits as Ray's own handler makes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, uri], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        run_id = driver.stdout.readline().strip()
+        assert MlflowClient(tracking_uri=uri).get_run(run_id).info.status == "RUNNING"
+        stopped = time.monotonic()
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=10) == signal.SIGTERM  # sys.exit(15): Ray's handler ran
+        assert time.monotonic() - stopped < 3.0  # before Ray's SIGKILL
+    finally:
+        driver.kill()
+    assert MlflowClient(tracking_uri=uri).get_run(run_id).info.status == "KILLED"
+
+
+def test_a_run_cancelled_at_an_epoch_ends_its_mlflow_run_as_killed(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """The driver that sees the cancel itself (its next epoch's write is refused) ends the
+    MLflow run KILLED; one that succeeded or failed keeps FINISHED or FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    from service.orchestration.mlflow_mirror import MirroredStore, MlflowMirror, end_mirror
+    from workers.store import MemoryStore
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+
+    def ended(outcome: str, run_status: str) -> str:
+        mirror = MlflowMirror(uri, experiment="ends", run_name=outcome, params={}, tags={})
+        store = MirroredStore(MemoryStore(), mirror, read_epochs=list,
+                              read_artifact=lambda name: None)
+        if outcome == "succeed":
+            store.succeed()
+        elif outcome == "fail":
+            store.fail("boom")
+        end_mirror(store, run_status)  # what the driver does after the pipeline
+        return MlflowClient(tracking_uri=uri).get_run(mirror.run_id).info.status
+
+    assert ended("cancelled", "cancelled") == "KILLED"
+    assert ended("replaced", "queued") == "KILLED"  # re-queued as another attempt
+    assert ended("succeed", "succeeded") == "FINISHED"
+    assert ended("fail", "failed") == "FAILED"

@@ -19,9 +19,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.app import create_app
+from service.context import context_of
 from service.orchestration.run_store import DbRunStore, sessions_for
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
+from service.persistence.db import transaction
 from service.persistence.tables import Status
 from service.settings import Settings, job_environment
 from service.webhooks import events_of
@@ -184,3 +186,49 @@ def test_events_are_recorded_only_where_webhooks_are_configured(tmp_path: Path) 
     with pytest.raises(ValueError, match="webhook_events is false while webhook_urls"):
         Settings(_env_file=None, home=home, webhook_urls="http://127.0.0.1:9/hook",
                  webhook_secret=SECRET, webhook_events=False)
+
+
+@pytest.mark.parametrize("last_run_ends", ["cancelled", "succeeded"])
+def test_a_cancelled_experiment_finishes_once_its_last_running_run_has_ended(
+        tmp_path: Path, last_run_ends: str) -> None:
+    """Cancelling an experiment whose run is running: the experiment is cancelled at once,
+    but ``experiment.finished`` (and ``finished_at``) come when that run has stopped —
+    after its ``run.cancelled``, counting no run as running. A run that got to succeed
+    before it was stopped still ends the experiment."""
+    settings = Settings(_env_file=None, home=tmp_path / "home", start_dispatcher=False,
+                        webhook_urls="http://127.0.0.1:9/hook", webhook_secret=SECRET)
+    with TestClient(create_app(settings)) as client:
+        exp = client.post(f"{API}/experiments", json=tiny_spec("baseline", "pixel_shuffle")
+                          ).json()
+        running, queued = (r["id"] for r in exp["runs"])
+        ctx = context_of(client.app)
+        with transaction(ctx.sessions) as s:  # as the dispatcher admits it
+            repo.start_attempt(s, run_id=running, attempt=0, job_id="job-0", cluster=None)
+        # The cancel endpoint's first transaction; its runs are stopped after it.
+        with transaction(ctx.sessions) as s:
+            _, stopping = repo.request_cancel(s, experiment_id=exp["id"])
+        assert [r.id for r in stopping] == [running]
+        with ctx.sessions() as s:
+            assert [(e.event, e.run_id) for e in events_of(s)] == [("run.cancelled", queued)]
+        now = client.get(f"{API}/experiments/{exp['id']}").json()
+        assert (now["status"], now["finished_at"]) == ("cancelled", None)
+        if last_run_ends == "cancelled":
+            ctx.stop_runs(stopping)  # what the dispatcher does once Ray stopped its job
+        else:
+            with transaction(ctx.sessions) as s:  # its driver got there first
+                repo.finish_run(s, run_id=running, status=Status.succeeded, attempt=0)
+        with ctx.sessions() as s:
+            events = events_of(s)
+        assert [(e.event, e.run_id) for e in events] == [
+            ("run.cancelled", queued), (f"run.{last_run_ends}", running),
+            ("experiment.finished", None)]
+        body = json.loads(events[-1].body)["experiment"]
+        assert body["status"] == "cancelled"
+        assert body["runs"] == ({"cancelled": 2} if last_run_ends == "cancelled"
+                                else {"cancelled": 1, "succeeded": 1})
+        assert client.get(f"{API}/experiments/{exp['id']}").json()["finished_at"] is not None
+        # Ending is once: a late word from the stopped run changes nothing.
+        with transaction(ctx.sessions) as s:
+            repo.refresh_experiment_status(s, experiment_id=exp["id"])
+        with ctx.sessions() as s:
+            assert len(events_of(s)) == 3
