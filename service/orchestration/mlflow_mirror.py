@@ -241,8 +241,9 @@ class MirroredStore:
 
 
 # MLflow's status for an aelab run that ended so; any other end (cancelled, or this
-# attempt replaced by another) is KILLED.
-MLFLOW_STATUS = {"succeeded": "FINISHED", "failed": "FAILED"}
+# attempt replaced by another) is KILLED. A run a search prunes (issue 26's ``pruned``)
+# ended as planned: FINISHED, as Tune's MLflowLoggerCallback ends early-stopped trials.
+MLFLOW_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "pruned": "FINISHED"}
 STOP_GRACE_S = 2.0  # within Ray's SIGTERM-to-SIGKILL wait (RAY_JOB_STOP_WAIT_TIME_S, 3 s)
 
 
