@@ -33,6 +33,9 @@ class EpochMetrics:
     val_mae: float
     seconds: float
     images_per_s: float
+    # The epoch's use of its CUDA device (``models.gpu``); None without one.
+    gpu_utilization_percent: float | None = None  # NVML's, mean over the epoch
+    gpu_memory_peak_mib: float | None = None  # the most the process reserved (MiB)
 
 
 def format_epoch(m: EpochMetrics, total: int | None = None) -> str:
@@ -40,7 +43,15 @@ def format_epoch(m: EpochMetrics, total: int | None = None) -> str:
     of = f"/{total}" if total else ""
     return (f"epoch {m.epoch:>3}{of} {m.phase} {m.size}px  train {m.train_loss:.5f}  "
             f"val {m.val_loss:.5f}  val mse {m.val_mse:.5f}  {m.seconds:.1f}s  "
-            f"{m.images_per_s:.0f} img/s")
+            f"{m.images_per_s:.0f} img/s{format_gpu(m)}")
+
+
+def format_gpu(m: EpochMetrics) -> str:
+    """``  GPU 87% 1234 MiB`` (what is known of it), or "" for an epoch without a GPU."""
+    parts = ([f"{m.gpu_utilization_percent:.0f}%"] if m.gpu_utilization_percent is not None
+             else []) + ([f"{m.gpu_memory_peak_mib:.0f} MiB"]
+                         if m.gpu_memory_peak_mib is not None else [])
+    return f"  GPU {' '.join(parts)}" if parts else ""
 
 
 @dataclass(frozen=True)

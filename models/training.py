@@ -30,6 +30,7 @@ from models.data import (
     steps_per_epoch,
     to_float,
 )
+from models.gpu import GpuMonitor, GpuUse, monitor_for
 from models.plan import (
     PHASE1_EPOCHS,
     PHASE1_LR,
@@ -298,9 +299,22 @@ class TrainingSession:
         """Train the plan's epochs after ``self.epoch``, up to epoch ``stop_after``
         (1-based, inclusive; None: to the end of the plan)."""
         last = self.total_epochs if stop_after is None else min(stop_after, self.total_epochs)
+        if self.epoch >= last:
+            return
+        gpu = monitor_for(self.device)  # None off CUDA: the epochs' GPU fields stay None
+        try:
+            self._run(on_epoch, last, gpu)
+        finally:
+            if gpu is not None:
+                gpu.close()
+
+    def _run(self, on_epoch: EpochCallback | None, last: int, gpu: GpuMonitor | None
+             ) -> None:
         current = self.phase_at(self.epoch)[0] if self.epoch else -1
         for epoch in range(self.epoch + 1, last + 1):
             index, phase = self.phase_at(epoch)
+            if gpu is not None:
+                gpu.start()
             if index != current:
                 self.start_phase(phase)
                 current = index
@@ -312,11 +326,14 @@ class TrainingSession:
             _finite(val_loss, "validation loss", epoch)
             assert self.optimizer is not None
             seen = steps_per_epoch(len(self.data.train), self.config.batch_size)
+            use = gpu.take() if gpu is not None else GpuUse(None, None)  # train + validate
             metrics = EpochMetrics(
                 epoch=epoch, phase=phase.name, size=phase.size,
                 lr=self.last_lr, train_loss=train_loss,
                 val_loss=val_loss, val_mse=val_mse, val_mae=val_mae, seconds=seconds,
                 images_per_s=seen * self.config.batch_size / seconds,
+                gpu_utilization_percent=use.utilization_percent,
+                gpu_memory_peak_mib=use.memory_peak_mib,
             )
             self.history.append(metrics)
             self.epoch = epoch

@@ -43,7 +43,8 @@ def build_context(settings: Settings) -> ServiceContext:
     use_urls(settings.dataset_urls)
     engine = make_engine(settings.sqlalchemy_url)
     return ServiceContext(settings=settings, engine=engine,
-                          sessions=make_sessionmaker(engine),
+                          sessions=make_sessionmaker(
+                              engine, webhook_events=bool(settings.webhook_events)),
                           artifacts=ArtifactStore(
                               settings.artifact_root,
                               min_free_bytes=settings.artifact_min_free_bytes),

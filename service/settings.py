@@ -116,6 +116,10 @@ class Settings(BaseSettings):
         "required with webhook_urls")
     webhook_retry_s: float = Field(default=3600.0, gt=0, description="how long an event "
                                    "is retried (exponential backoff) before it is given up")
+    webhook_events: bool | None = Field(
+        default=None, description="record run and experiment events for the webhooks "
+        "(service.webhooks); default: whether webhook_urls is set. The API passes it to its "
+        "job drivers, which record runs' ends but never get the URLs")
     mlflow_tracking_uri: str | None = Field(
         default=None, description="mirror every run to this MLflow tracking server "
         "(http(s)://…, file:…, databricks…; extra aelab[mlflow]); a tracker that is "
@@ -140,6 +144,11 @@ class Settings(BaseSettings):
         if self.webhook_url_list and self.webhook_secret is None:
             raise ValueError("webhook_urls needs webhook_secret (AELAB_WEBHOOK_SECRET): "
                              "receivers check each event's signature with it")
+        if self.webhook_events is None:
+            self.webhook_events = bool(self.webhook_url_list)
+        elif not self.webhook_events and self.webhook_url_list:
+            raise ValueError("webhook_events is false while webhook_urls is set: no event "
+                             "would ever be sent to them; unset AELAB_WEBHOOK_EVENTS")
         return self
 
     @property

@@ -19,8 +19,13 @@ AELAB_WEBHOOK_SECRET>`` (GitHub's scheme; compare it in constant time).
 **An outbox.** The event row (``tables.WebhookEvent``) is written by the repository in
 the same transaction as the status change (``record_run_event``,
 ``record_experiment_event``): a change is never without its event, nor an event without
-its change. :class:`Deliverer`, a thread of the API, sends pending events; a receiver that
-does not answer 2xx within ``TIMEOUT_S`` is retried with exponential backoff (1 s, 2 s, 4 s
+its change. Only where webhooks are configured (:func:`recording`): the API records them
+when ``AELAB_WEBHOOK_URLS`` is set and tells its job drivers to (``webhook_events``,
+which travels in their environment while the URLs do not); without URLs nothing is
+recorded, so URLs set later never receive old events.
+
+:class:`Deliverer`, a thread of the API, sends pending events; a receiver that does not
+answer 2xx within ``TIMEOUT_S`` is retried with exponential backoff (1 s, 2 s, 4 s
 … capped at ``MAX_BACKOFF_S``) until ``AELAB_WEBHOOK_RETRY_S`` after the event, then the
 event is given up (``failed``, logged). It never blocks the dispatcher (its own thread,
 its own short transactions). An event is marked delivered for a receiver as soon as that
@@ -43,6 +48,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.persistence.db import WEBHOOK_EVENTS
 from service.persistence.tables import Experiment, Measure, Run, WebhookEvent, utcnow
 from workers.text import first_line
 
@@ -66,8 +72,18 @@ def sign(body: bytes, secret: str) -> str:
 # --- events: written by the repository, in the transaction of the change ----------------
 
 
+def recording(session: Session) -> bool:
+    """Whether ``session`` records events: only where webhooks are configured (the
+    ``webhook_events`` setting, on by default with ``webhook_urls``; see
+    ``persistence.db.make_sessionmaker``), so URLs set later never receive old events."""
+    return bool(session.info.get(WEBHOOK_EVENTS))
+
+
 def record_run_event(session: Session, run: Run) -> None:
-    """Queue ``run.<status>`` for a run that has just ended (succeeded, failed, cancelled)."""
+    """Queue ``run.<status>`` for a run that has just ended (succeeded, failed, cancelled),
+    when ``session`` records events."""
+    if not recording(session):
+        return
     measures = session.get(Measure, run.id)
     headline = {name: getattr(measures, name) for name in HEADLINE} if measures else {}
     payload = {"event": f"run.{run.status.value}",
@@ -81,7 +97,10 @@ def record_run_event(session: Session, run: Run) -> None:
 
 
 def record_experiment_event(session: Session, experiment: Experiment) -> None:
-    """Queue ``experiment.finished`` for an experiment that has just ended."""
+    """Queue ``experiment.finished`` for an experiment that has just ended, when
+    ``session`` records events."""
+    if not recording(session):
+        return
     counts = dict(session.execute(
         select(Run.status, func.count()).where(Run.experiment_id == experiment.id)
         .group_by(Run.status)).all())

@@ -237,6 +237,10 @@ class EpochOut(_FromRow):
     val_mae: float
     seconds: float
     images_per_s: float
+    # The epoch's GPU: NVML's utilisation (%, the device's mean over the epoch) and the
+    # most memory the run's process reserved on it (MiB); null without a GPU.
+    gpu_utilization_percent: float | None = None
+    gpu_memory_peak_mib: float | None = None
 
 
 class LrTrialOut(_FromRow):

@@ -4,13 +4,19 @@ becomes an MLflow run, written by the run's job driver as it goes.
 The MLflow run sits in an MLflow experiment named ``aelab-<id> <name>`` after the aelab
 experiment; it gets the run spec flattened as params (``data.train_limit``, …), each
 epoch's losses as step metrics (``train_loss``, ``val_loss``, ``val_mse``, ``val_mae``,
-``lr`` at step = epoch), the final measures (``q_*`` included) as metrics, tags for model,
+``lr``, and ``gpu_utilization_percent``, ``gpu_memory_peak_mib`` when the epoch trained on
+a GPU, at step = epoch), the final measures (``q_*`` included) as metrics, tags for model,
 dataset, seed, the aelab ids and the run's page, and ``samples.png`` as an artifact.
 
 A tracker that is down or slow never fails or delays the run: every call goes through
 one thread with a bounded queue (a full queue drops, never waits), each HTTP call has a
 short timeout and no retries, and the first failure stops the mirror for that run with
 one line in the run's log (``mirroring to MLflow skipped: …``).
+
+The MLflow run ends FINISHED or FAILED with the aelab run, and KILLED when the run is
+cancelled: Ray stops a cancelled run's driver with SIGTERM, on which the driver ends it
+first (:func:`end_mirror_on_sigterm`), or the driver itself sees the cancel at an epoch
+(:func:`end_mirror`).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from workers.store import LrTrial, RunStore
 log = logging.getLogger("aelab.mlflow")
 QUEUE_SIZE = 1000
 HTTP_TIMEOUT_S = "5"
-EPOCH_METRICS = ("train_loss", "val_loss", "val_mse", "val_mae", "lr", "images_per_s")
+EPOCH_METRICS = ("train_loss", "val_loss", "val_mse", "val_mae", "lr", "images_per_s",
+                 "gpu_utilization_percent", "gpu_memory_peak_mib")  # the GPU's when measured
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -64,6 +71,8 @@ class MlflowMirror:
         self.tracking_uri = tracking_uri
         self.skipped: str | None = None
         self.run_id: str | None = None
+        self.ended: str | None = None  # the status the run was ended with
+        self._end_lock = threading.Lock()
         self._epochs: set[int] = set()
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(QUEUE_SIZE)
         self._thread = threading.Thread(target=self._work, name="aelab-mlflow", daemon=True)
@@ -121,7 +130,8 @@ class MlflowMirror:
                 assert self.run_id is not None
                 now = int(time.time() * 1000)
                 metrics = [Metric(name, float(getattr(e, name)), now, e.epoch)
-                           for e in new for name in EPOCH_METRICS]
+                           for e in new for name in EPOCH_METRICS
+                           if getattr(e, name) is not None]
                 self.client.log_batch(self.run_id, metrics=metrics)
 
             self._put(task)
@@ -151,7 +161,13 @@ class MlflowMirror:
 
     def end(self, status: str, timeout_s: float = 10.0) -> None:
         """End the MLflow run (FINISHED, FAILED or KILLED) and wait up to ``timeout_s``
-        for the queue to drain (after the run's own outcome was recorded)."""
+        for the queue to drain (after the run's own outcome was recorded). Only the first
+        call ends it: later ones (the driver's last word after ``succeed``) do nothing."""
+        with self._end_lock:
+            if self.ended is not None:
+                return
+            self.ended = status
+
         def task() -> None:
             assert self.run_id is not None
             self.client.set_terminated(self.run_id, status=status)
@@ -222,6 +238,51 @@ class MirroredStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+# MLflow's status for an aelab run that ended so; any other end (cancelled, or this
+# attempt replaced by another) is KILLED. A run a search prunes (issue 26's ``pruned``)
+# ended as planned: FINISHED, as Tune's MLflowLoggerCallback ends early-stopped trials.
+MLFLOW_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "pruned": "FINISHED"}
+STOP_GRACE_S = 2.0  # within Ray's SIGTERM-to-SIGKILL wait (RAY_JOB_STOP_WAIT_TIME_S, 3 s)
+
+
+def end_mirror(store: RunStore, run_status: str, timeout_s: float = 10.0) -> None:
+    """End ``store``'s MLflow run (when it mirrors one) as its aelab run ended
+    (``run_status``: the run's status as the driver last read it): FINISHED, FAILED, else
+    KILLED — a run cancelled (the driver saw it at an epoch), or an attempt replaced. Does
+    nothing where ``succeed`` or ``fail`` already ended it."""
+    if isinstance(store, MirroredStore):
+        store.mirror.end(MLFLOW_STATUS.get(run_status, "KILLED"), timeout_s)
+
+
+def end_mirror_on_sigterm(store: RunStore, grace_s: float = STOP_GRACE_S) -> None:
+    """When this driver gets SIGTERM (Ray stopping the job of a cancelled run: SIGKILL
+    follows ``RAY_JOB_STOP_WAIT_TIME_S`` later, 3 s by default), end ``store``'s MLflow
+    run as KILLED within ``grace_s`` first, then let the handler installed before (Ray's
+    driver exits) or the default action run. Call it from the main thread after
+    ``ray.init`` (which installs its own handler); nothing to do without a mirror."""
+    if not isinstance(store, MirroredStore):
+        return
+    import os
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    mirror = store.mirror
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        # From a thread, bounded: the main thread may hold a lock the mirror needs.
+        ender = threading.Thread(target=mirror.end, args=("KILLED", grace_s),
+                                 name="aelab-mlflow-end", daemon=True)
+        ender.start()
+        ender.join(grace_s + 0.5)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            os.kill(os.getpid(), signum)  # the default action, as without a mirror
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def mirrored(store: RunStore, tracking_uri: str, *, run: Any, spec: Mapping[str, Any],

@@ -79,7 +79,11 @@ def gpus_for_run(asked: float, gpu_cluster: bool | None,
 def main(argv: list[str] | None = None) -> int:
     started = time.time()  # the service's modules are imported below, for the profile
     from service.client.states import Status
-    from service.orchestration.mlflow_mirror import db_mirrored
+    from service.orchestration.mlflow_mirror import (
+        db_mirrored,
+        end_mirror,
+        end_mirror_on_sigterm,
+    )
     from service.orchestration.run_store import DbRunStore, DbSessionOpener, sessions_for
     from service.persistence import repository as repo
     from service.persistence.artifacts import ArtifactStore, remove_tree
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logs(settings.log_format)
     bind_process(run_id=args.run_id, attempt=args.attempt)
     yield_cpu(settings.training_niceness)  # Ray starts this driver in a session of its own
-    sessions = sessions_for(settings.sqlalchemy_url)
+    sessions = sessions_for(settings.sqlalchemy_url,
+                            webhook_events=bool(settings.webhook_events))
     with sessions() as s:
         run = repo.get_run(s, run_id=args.run_id)
         if run.status != Status.running or run.attempt != args.attempt:
@@ -150,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                        heartbeat_s=settings.classifier_heartbeat_s,
                        claim_expiry_s=settings.classifier_claim_expiry_s)
     store = db_mirrored(db_store, settings, sessions, db_store.artifacts, args.run_id)
+    end_mirror_on_sigterm(store)  # a cancelled run's job is stopped with SIGTERM
     cpus = spec.resources.cpus_per_run
     gpus, note = gpus_for_run(spec.resources.gpus_per_run, settings.gpu_cluster, ray.nodes())
     if note:
@@ -170,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                  f" — {refreshed.error}" if refreshed.error else "")
     if refreshed.status == Status.pruned and refreshed.attempt == args.attempt:
         db_store.save_log()  # pruned in an epoch's write: the driver's log is kept as for an end
+    # Cancelled or pruned (seen at an epoch) or replaced: the MLflow run does not stay RUNNING.
+    end_mirror(store, refreshed.status.value if refreshed.attempt == args.attempt
+               else "replaced")
     if refreshed.status.finished and refreshed.attempt == args.attempt:
         # The run has ended for good: earlier, lost attempts' checkpoints go too.
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -268,16 +268,22 @@ class DbRunStore:
                               **values))
 
 
-_sessionmakers: dict[str, sessionmaker[Session]] = {}
+_engines: dict[str, Engine] = {}
+_sessionmakers: dict[tuple[str, bool], sessionmaker[Session]] = {}
 
 
-def sessions_for(url: str) -> sessionmaker[Session]:
-    """One engine per database per process (warm runners serve run after run)."""
-    if url not in _sessionmakers:
-        from service.persistence.db import make_engine, make_sessionmaker
+def sessions_for(url: str, *, webhook_events: bool = False) -> sessionmaker[Session]:
+    """One engine per database per process (warm runners serve run after run); with
+    ``webhook_events`` (the setting), the ends written through these sessions record
+    their webhook events."""
+    from service.persistence.db import make_engine, make_sessionmaker
 
-        _sessionmakers[url] = make_sessionmaker(make_engine(url))
-    return _sessionmakers[url]
+    if url not in _engines:
+        _engines[url] = make_engine(url)
+    if (url, webhook_events) not in _sessionmakers:
+        _sessionmakers[url, webhook_events] = make_sessionmaker(
+            _engines[url], webhook_events=webhook_events)
+    return _sessionmakers[url, webhook_events]
 
 
 @dataclass(frozen=True)
@@ -295,7 +301,8 @@ class DbSessionOpener:
         from service.settings import Settings
 
         settings = Settings()
-        store = DbRunStore(sessions_for(settings.sqlalchemy_url),
+        store = DbRunStore(sessions_for(settings.sqlalchemy_url,
+                                        webhook_events=bool(settings.webhook_events)),
                            ArtifactStore(settings.artifact_root), self.run_id,
                            attempt=self.attempt, retry_s=settings.db_retry_s,
                            heartbeat_s=settings.classifier_heartbeat_s,

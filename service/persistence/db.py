@@ -40,8 +40,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+# ``Session.info`` key: whether this process's status changes record webhook events
+# (``service.webhooks``; the ``webhook_events`` setting).
+WEBHOOK_EVENTS = "aelab.webhook_events"
+
+
+def make_sessionmaker(engine: Engine, *, webhook_events: bool = False
+                      ) -> sessionmaker[Session]:
+    """Sessions on ``engine``; with ``webhook_events``, a run's or an experiment's end
+    written through them also writes its webhook event (``service.webhooks``)."""
+    return sessionmaker(engine, expire_on_commit=False,
+                        info={WEBHOOK_EVENTS: webhook_events})
 
 
 @contextmanager

@@ -363,7 +363,11 @@ def has_artifact(session: Session, *, run_id: int, name: str) -> bool:
 
 def request_cancel(session: Session, *, experiment_id: int) -> tuple[Experiment, list[Run]]:
     """Cancel queued runs now; returns the experiment and its running runs, which the
-    dispatcher must stop on Ray. Finished experiments cannot be cancelled (409)."""
+    dispatcher must stop on Ray. Finished experiments cannot be cancelled (409).
+
+    The experiment is ``cancelled`` at once; it has *finished* (``finished_at``, its
+    ``experiment.finished`` event) once no run of it is left running: now when none runs,
+    else when the last one ends (:func:`refresh_experiment_status`)."""
     experiment = get_experiment(session, experiment_id=experiment_id)
     if experiment.status in FINISHED:
         raise Conflict(f"experiment {experiment_id} is already {experiment.status.value}")
@@ -376,8 +380,9 @@ def request_cancel(session: Session, *, experiment_id: int) -> tuple[Experiment,
         elif run.status == Status.running:
             running.append(run)
     experiment.status = Status.cancelled
-    experiment.finished_at = now
-    record_experiment_event(session, experiment)
+    if not running:
+        experiment.finished_at = now
+        record_experiment_event(session, experiment)
     return experiment, running
 
 
@@ -408,9 +413,10 @@ def planned_runs(spec: dict[str, Any]) -> int | None:
 def refresh_experiment_status(session: Session, *, experiment_id: int) -> None:
     """Derive the experiment's status from its runs (single UPDATE when it changes). A
     search has not ended while samples remain to be proposed; pruned runs ended as
-    planned (not failures)."""
+    planned (not failures). A cancelled experiment stays cancelled; it finishes once its
+    last run has ended."""
     experiment = session.get(Experiment, experiment_id)
-    if experiment is None or experiment.status == Status.cancelled:
+    if experiment is None:
         return
     counts = dict(session.execute(
         select(Run.status, func.count()).where(Run.experiment_id == experiment_id)
@@ -418,6 +424,11 @@ def refresh_experiment_status(session: Session, *, experiment_id: int) -> None:
     now = utcnow()
     total = sum(counts.values())
     finished = sum(counts.get(s, 0) for s in FINISHED)
+    if experiment.status == Status.cancelled:
+        if finished == total and experiment.finished_at is None:
+            experiment.finished_at = now  # its last running run has stopped
+            record_experiment_event(session, experiment)
+        return
     planned = planned_runs(experiment.spec)
     if finished == total and (planned is None or total >= planned):
         if counts.get(Status.failed):

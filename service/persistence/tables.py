@@ -194,6 +194,9 @@ class EpochMetric(Base):
     val_mae: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
     images_per_s: Mapped[float] = mapped_column(Float)
+    # The epoch's use of its GPU (models.gpu); NULL without one.
+    gpu_utilization_percent: Mapped[float | None] = mapped_column(Float)
+    gpu_memory_peak_mib: Mapped[float | None] = mapped_column(Float)
 
 
 class LrTrial(Base):

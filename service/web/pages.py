@@ -268,7 +268,9 @@ def curves_data(runs: Sequence[Run]) -> list[dict[str, Any]]:
         "lr": r.lr,
         "epochs": [{"epoch": e.epoch, "phase": e.phase, "size": e.size, "lr": e.lr,
                     "train_loss": e.train_loss, "val_loss": e.val_loss, "val_mse": e.val_mse,
-                    "val_mae": e.val_mae} for e in r.epochs],
+                    "val_mae": e.val_mae,
+                    "gpu_utilization_percent": e.gpu_utilization_percent,
+                    "gpu_memory_peak_mib": e.gpu_memory_peak_mib} for e in r.epochs],
         "trials": [{"method": t.method, "lr": t.lr, "loss": t.loss,
                     "iterations": t.iterations, "stopped_early": t.stopped_early,
                     "chosen": t.chosen} for t in r.lr_trials],
@@ -398,7 +400,13 @@ def run_page(request: Request, ctx: ContextDep, run_id: int) -> Response:
     return render(request, "run.html", run=run, gallery=gallery, curves=data,
                   ray_job=ray_job_url(dashboard, run.ray_job_id),
                   spec_json=json.dumps(run.spec, indent=2, sort_keys=True),
-                  measures=measure_rows(run), scatter=scatter)
+                  measures=measure_rows(run), scatter=scatter, gpu=used_a_gpu(run))
+
+
+def used_a_gpu(run: Run) -> bool:
+    """Whether any epoch of the run recorded GPU use (its page then plots it)."""
+    return any(e.gpu_utilization_percent is not None or e.gpu_memory_peak_mib is not None
+               for e in run.epochs)
 
 
 def measure_rows(run: Run) -> list[tuple[str, str, Any]]:

@@ -36,6 +36,7 @@ NON_DEFAULT = {
     "classifier_heartbeat_s": 2.5, "classifier_claim_expiry_s": 9.0,
     "db_retry_s": 33.0, "runner_idle_s": 42.0, "training_niceness": 5,
     "artifact_min_free_mb": 12.5, "log_format": "json", "webhook_retry_s": 60.0,
+    "webhook_events": True,
     "mlflow_tracking_uri": "http://mlflow.example:5000", "public_url": "https://aelab.example",
 }
 

@@ -116,6 +116,42 @@
     }
   }
 
+  /* --- one run's page: its losses and, beside them, its GPU per epoch --------------------- */
+  function epochChart(el, epochs, series, axes, scales) {
+    const opts = {
+      width: width(el.closest("section")), height: 220,
+      scales: { x: { time: false }, ...scales },
+      axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100] }, ...axes],
+      series: [{ label: "epoch" }, ...series.map((s) => ({
+        label: s.label, stroke: s.colour, scale: s.scale, width: 2, spanGaps: false,
+        points: { show: true, size: 5 }, value: (u, v) => fmt(v),
+      }))],
+    };
+    const data = [epochs.map((e) => e.epoch), ...series.map((s) => epochs.map((e) => e[s.key]))];
+    charts.push({ chart: new uPlot(opts, data, el), el: el.closest("section") });
+  }
+
+  const lossBox = document.querySelector(".loss-chart");
+  if (lossBox && runs.length && runs[0].epochs.length) {
+    const epochs = runs[0].epochs;
+    const positive = epochs.every((e) => e.train_loss > 0 && e.val_loss > 0);
+    epochChart(lossBox, epochs, [
+      { key: "train_loss", label: "training loss", colour: colour(0), scale: "y" },
+      { key: "val_loss", label: "validation loss", colour: colour(1), scale: "y" },
+    ], [{ label: "loss", size: 64, values: (u, t) => t.map(tick) }],
+    { y: { distr: positive ? 3 : 1 } });
+  }
+  const gpuBox = document.querySelector(".gpu-chart");
+  if (gpuBox && runs.length && runs[0].epochs.length) {
+    epochChart(gpuBox, runs[0].epochs, [
+      { key: "gpu_utilization_percent", label: "utilisation %", colour: colour(2), scale: "%" },
+      { key: "gpu_memory_peak_mib", label: "peak memory MiB", colour: colour(4), scale: "MiB" },
+    ], [{ label: "utilisation (%)", scale: "%", size: 56 },
+      { label: "peak memory (MiB)", scale: "MiB", side: 1, size: 70, grid: { show: false },
+        values: (u, t) => t.map(tick) }],
+    { "%": { range: [0, 100] }, MiB: { range: (u, lo, hi) => [0, Math.max(1, hi) * 1.1] } });
+  }
+
   /* --- LR searches, one chart per run --------------------------------------------------- */
   const grid = document.querySelector(".lr-grid");
   if (grid) {

@@ -6,23 +6,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest import mock
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.orm import sessionmaker
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
-from service.orchestration.run_store import DbRunStore
+from service.app import create_app
+from service.context import context_of
+from service.orchestration.run_store import DbRunStore, sessions_for
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
+from service.persistence.db import transaction
 from service.persistence.tables import Status
+from service.settings import Settings, job_environment
 from service.webhooks import events_of
 from tests.procs import Served
-from tests.utils import tiny_spec, wait_for
+from tests.utils import API, tiny_spec, wait_for
 
 SECRET = "webhook-test-secret"
 
@@ -66,10 +72,20 @@ def receiver():
     r.close()
 
 
+def driver_sessions(api: Settings) -> sessionmaker[Session]:
+    """The sessions a job driver of an API with settings ``api`` opens (``run_job.main``):
+    its settings rebuilt from the job's environment, as Ray gives it to the driver."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.upper().startswith("AELAB_") and k.upper() != "DATABASE_URL"}
+    with mock.patch.dict(os.environ, {**env, **job_environment(api)}, clear=True):
+        driver = Settings(_env_file=None)
+    assert driver.webhook_urls is None  # the URLs never travel; whether to record does
+    return sessions_for(driver.sqlalchemy_url, webhook_events=bool(driver.webhook_events))
+
+
 def test_a_forced_failure_is_delivered_once_signed_across_a_kill(
         tmp_path: Path, receiver: Receiver) -> None:
     home = tmp_path / "home"
-    url = f"sqlite:///{home / 'aelab.db'}"
     server = Served(home, env={
         "AELAB_WEBHOOK_URLS": receiver.url, "AELAB_WEBHOOK_SECRET": SECRET,
         "AELAB_LOG_FORMAT": "json", "AELAB_START_DISPATCHER": "false",
@@ -78,8 +94,10 @@ def test_a_forced_failure_is_delivered_once_signed_across_a_kill(
     try:
         exp = server.post("/experiments", json=tiny_spec("baseline")).json()
         run_id = exp["runs"][0]["id"]
-        # The run fails as its job driver reports a failure: through the driver's store.
-        sessions = sessionmaker(create_engine(url))
+        # The run fails as its job driver reports a failure: through the driver's store,
+        # on the sessions a driver of this API opens.
+        sessions = driver_sessions(Settings(_env_file=None, home=home,
+                                            webhook_urls=receiver.url, webhook_secret=SECRET))
         with sessions.begin() as s:
             repo.set_run(s, run_id=run_id, status=Status.running)
         DbRunStore(sessions, ArtifactStore(str(home / "artifacts")), run_id).fail(
@@ -134,3 +152,83 @@ def test_a_forced_failure_is_delivered_once_signed_across_a_kill(
     assert any(r["logger"] == "aelab.webhooks" and "delivered" in r["message"]
                and r.get("run_id") == run_id for r in records)
     assert any(r["logger"] == "aelab.access" and r.get("request_id") for r in records)
+
+
+def test_events_are_recorded_only_where_webhooks_are_configured(tmp_path: Path) -> None:
+    """Without AELAB_WEBHOOK_URLS neither the API nor its job drivers record an event, so
+    URLs set later receive none of the runs that ended meanwhile; with them, both do."""
+    home = tmp_path / "home"
+    off = Settings(_env_file=None, home=home, start_dispatcher=False)
+    on = Settings(_env_file=None, home=home, start_dispatcher=False,
+                  webhook_urls="http://127.0.0.1:9/hook", webhook_secret=SECRET)
+    assert (off.webhook_events, on.webhook_events) == (False, True)
+    assert job_environment(off)["AELAB_WEBHOOK_EVENTS"] == "false"
+    assert job_environment(on)["AELAB_WEBHOOK_EVENTS"] == "true"
+
+    def end_runs(api: Settings) -> list[str]:
+        """One experiment cancelled through the API, one whose run a driver fails: the
+        events recorded."""
+        with TestClient(create_app(api)) as client:
+            cancelled = client.post(f"{API}/experiments", json=tiny_spec("baseline")).json()
+            client.post(f"{API}/experiments/{cancelled['id']}/cancel")
+            failing = client.post(f"{API}/experiments", json=tiny_spec("baseline")).json()
+        sessions = driver_sessions(api)
+        run_id = failing["runs"][0]["id"]
+        with sessions.begin() as s:
+            repo.set_run(s, run_id=run_id, status=Status.running)
+        DbRunStore(sessions, ArtifactStore(str(home / "artifacts")), run_id).fail("boom")
+        with sessions() as s:
+            return [e.event for e in events_of(s)]
+
+    assert end_runs(off) == []
+    assert end_runs(on) == ["run.cancelled", "experiment.finished",
+                            "run.failed", "experiment.finished"]
+    with pytest.raises(ValueError, match="webhook_events is false while webhook_urls"):
+        Settings(_env_file=None, home=home, webhook_urls="http://127.0.0.1:9/hook",
+                 webhook_secret=SECRET, webhook_events=False)
+
+
+@pytest.mark.parametrize("last_run_ends", ["cancelled", "succeeded"])
+def test_a_cancelled_experiment_finishes_once_its_last_running_run_has_ended(
+        tmp_path: Path, last_run_ends: str) -> None:
+    """Cancelling an experiment whose run is running: the experiment is cancelled at once,
+    but ``experiment.finished`` (and ``finished_at``) come when that run has stopped —
+    after its ``run.cancelled``, counting no run as running. A run that got to succeed
+    before it was stopped still ends the experiment."""
+    settings = Settings(_env_file=None, home=tmp_path / "home", start_dispatcher=False,
+                        webhook_urls="http://127.0.0.1:9/hook", webhook_secret=SECRET)
+    with TestClient(create_app(settings)) as client:
+        exp = client.post(f"{API}/experiments", json=tiny_spec("baseline", "pixel_shuffle")
+                          ).json()
+        running, queued = (r["id"] for r in exp["runs"])
+        ctx = context_of(client.app)
+        with transaction(ctx.sessions) as s:  # as the dispatcher admits it
+            repo.start_attempt(s, run_id=running, attempt=0, job_id="job-0", cluster=None)
+        # The cancel endpoint's first transaction; its runs are stopped after it.
+        with transaction(ctx.sessions) as s:
+            _, stopping = repo.request_cancel(s, experiment_id=exp["id"])
+        assert [r.id for r in stopping] == [running]
+        with ctx.sessions() as s:
+            assert [(e.event, e.run_id) for e in events_of(s)] == [("run.cancelled", queued)]
+        now = client.get(f"{API}/experiments/{exp['id']}").json()
+        assert (now["status"], now["finished_at"]) == ("cancelled", None)
+        if last_run_ends == "cancelled":
+            ctx.stop_runs(stopping)  # what the dispatcher does once Ray stopped its job
+        else:
+            with transaction(ctx.sessions) as s:  # its driver got there first
+                repo.finish_run(s, run_id=running, status=Status.succeeded, attempt=0)
+        with ctx.sessions() as s:
+            events = events_of(s)
+        assert [(e.event, e.run_id) for e in events] == [
+            ("run.cancelled", queued), (f"run.{last_run_ends}", running),
+            ("experiment.finished", None)]
+        body = json.loads(events[-1].body)["experiment"]
+        assert body["status"] == "cancelled"
+        assert body["runs"] == ({"cancelled": 2} if last_run_ends == "cancelled"
+                                else {"cancelled": 1, "succeeded": 1})
+        assert client.get(f"{API}/experiments/{exp['id']}").json()["finished_at"] is not None
+        # Ending is once: a late word from the stopped run changes nothing.
+        with transaction(ctx.sessions) as s:
+            repo.refresh_experiment_status(s, experiment_id=exp["id"])
+        with ctx.sessions() as s:
+            assert len(events_of(s)) == 3

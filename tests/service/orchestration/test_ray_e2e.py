@@ -86,10 +86,24 @@ def test_experiment_runs_on_ray_and_results_are_served(ray_settings: Settings) -
         assert client.get("/readyz").json()["checks"]["ray"] == "ok"
 
 
-def test_cancel_stops_the_ray_job_within_seconds(ray_settings: Settings) -> None:
+def test_cancel_stops_the_ray_job_within_seconds(ray_settings: Settings, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """…and the run's MLflow run ends KILLED (the driver ends it on Ray's SIGTERM)."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: file stores opt in
+    tracking = (tmp_path / "mlruns").as_uri()
+    settings = ray_settings.model_copy(update={"mlflow_tracking_uri": tracking})
+
+    def executor(s: Settings) -> RayExecutor:
+        made = RayExecutor.from_settings(s)
+        made.job_env["MLFLOW_ALLOW_FILE_STORE"] = "true"  # and in the driver
+        return made
+
     spec = {**TINY, "models": ["baseline"], "datasets": ["synthetic"], "epochs": 40,
             "lr_search": {"method": "fixed"}, "classifier": {"enabled": False}}
-    app = create_app(ray_settings, executor_factory=RayExecutor.from_settings)
+    app = create_app(settings, executor_factory=executor)
     with TestClient(app) as client:
         exp = client.post(f"{API}/experiments", json=spec).json()
         wait_for(lambda: experiment(client, exp["id"])["runs"][0]["epoch"] >= 1, 300,
@@ -106,6 +120,11 @@ def test_cancel_stops_the_ray_job_within_seconds(ray_settings: Settings) -> None
         wait_for(lambda: executor.states([job_id]) == {job_id: "STOPPED"}, 30,
                  "Ray to stop the job")
         assert experiment(client, exp["id"])["runs"][0]["epoch"] < 40
+    mlflow = MlflowClient(tracking_uri=tracking)
+    (mirrored,) = mlflow.search_runs([e.experiment_id for e in mlflow.search_experiments()
+                                      if e.name.startswith(f"aelab-{exp['id']}")])
+    assert mirrored.info.status == "KILLED"
+    assert mirrored.data.tags["aelab.run_id"] == str(exp["runs"][0]["id"])
 
 
 def _serve(settings: Settings, port: int) -> subprocess.Popen:

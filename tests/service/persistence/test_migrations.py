@@ -14,7 +14,7 @@ from tests.utils import API, spec
 def test_upgrade_builds_the_schema_and_autogenerate_finds_no_drift(db_url: str) -> None:
     upgrade(db_url)
     upgrade(db_url)  # idempotent
-    assert current(db_url) == "0013_eval_sizes"
+    assert current(db_url) == "0014_epoch_gpu"
     engine = create_engine(db_url)
     try:
         tables = set(inspect(engine).get_table_names())

@@ -446,9 +446,10 @@ def test_a_tune_search_plots_its_trials_and_marks_the_chosen_one(
               LrTrial("tune", 2e-1, 0.90, 1, True, False)]
     with transaction(context_of(ui.app).sessions) as s:
         repo.set_run(s, run_id=run_id, status=repo.Status.running, phase="train")
-        for k, phase in ((1, "phase1"), (2, "phase2")):
+        for k, phase in ((1, "phase1"), (2, "phase2")):  # as a runner on a GPU records them
             repo.record_epoch(s, run_id=run_id, metrics=EpochMetrics(
-                k, phase, 32, 1e-3, 0.2 / k, 0.2 / k, 0.2 / k, 0.3 / k, 1.0, 100.0))
+                k, phase, 32, 1e-3, 0.2 / k, 0.2 / k, 0.2 / k, 0.3 / k, 1.0, 100.0,
+                gpu_utilization_percent=40.0 * k, gpu_memory_peak_mib=1000.0 + k))
         repo.record_lr_trials(s, run_id=run_id, trials=trials, chosen_lr=1e-3)
     try:
         with tab(browser) as t:
@@ -458,6 +459,9 @@ def test_a_tune_search_plots_its_trials_and_marks_the_chosen_one(
             assert _legend(page, chart) == ["trial", "stopped early", "chosen"]
             assert page.locator(f"{chart} h3").inner_text() == \
                 f"Baseline #{run_id} · tune · chosen 0.001"
+            page.wait_for_selector(".gpu-chart canvas")  # beside the losses' chart
+            assert _legend(page, ".loss-chart") == ["training loss", "validation loss"]
+            assert _legend(page, ".gpu-chart") == ["utilisation %", "peak memory MiB"]
             assert "No reconstructions are stored yet: a run saves them when it is evaluated." \
                 in page.locator("main").inner_text()
             page.wait_for_function("document.querySelector('pre.log').textContent !== 'loading…'")

@@ -228,6 +228,44 @@ def test_a_run_page_numbers_attempts_as_the_api_and_the_ray_job_do(web: TestClie
     assert facts is not None and facts.group(1) == "1"
 
 
+def test_a_run_page_plots_its_gpu_use_beside_the_losses_when_it_has_some(
+        web: TestClient) -> None:
+    """Epochs recorded as a GPU runner records them: the API returns the GPU fields, the
+    page has the GPU chart's data and columns; a run without any says "No GPU"."""
+    from models.plan import EpochMetrics
+
+    exp = web.post(f"{API}/experiments", json=SPEC).json()
+    gpu_run, cpu_run = exp["runs"][0]["id"], exp["runs"][1]["id"]
+    base = ("train", 32, 1e-3, 0.1, 0.1, 0.1, 0.2, 2.0, 500.0)
+    with transaction(context_of(web.app).sessions) as s:
+        for run_id in (gpu_run, cpu_run):
+            repo.set_run(s, run_id=run_id, status=repo.Status.running)
+        repo.record_epoch(s, run_id=gpu_run, metrics=EpochMetrics(
+            1, *base, gpu_utilization_percent=91.5, gpu_memory_peak_mib=2048.0))
+        repo.record_epoch(s, run_id=gpu_run, metrics=EpochMetrics(
+            2, *base, gpu_utilization_percent=None, gpu_memory_peak_mib=1234.4))
+        repo.record_epoch(s, run_id=cpu_run, metrics=EpochMetrics(1, *base))
+    api = web.get(f"{API}/runs/{gpu_run}").json()
+    assert [(e["gpu_utilization_percent"], e["gpu_memory_peak_mib"]) for e in api["epochs"]
+            ] == [(91.5, 2048.0), (None, 1234.4)]
+    page = web.get(f"/runs/{gpu_run}").text
+    assert len(Tags(page).find("div", class_="gpu-chart")) == 1
+    assert len(Tags(page).find("div", class_="loss-chart")) == 1
+    assert "No GPU" not in page
+    curves = json.loads(re.search(r'<script type="application/json" id="curves-data">'
+                                  r"(.*?)</script>", page, re.S).group(1))
+    assert [(e["gpu_utilization_percent"], e["gpu_memory_peak_mib"])
+            for e in curves[0]["epochs"]] == [(91.5, 2048.0), (None, 1234.4)]
+    rows = re.findall(r"<tr><td>(\d+)</td>.*?</tr>", page, re.S)
+    assert rows == ["1", "2"]
+    cells = re.findall(r'<td class="n">([^<]*)</td></tr>', page)
+    assert "GPU peak MiB" in page and cells[:2] == ["2048", "1234"]
+    other = web.get(f"/runs/{cpu_run}").text
+    assert "No GPU: this run's epochs trained without one" in other
+    assert not Tags(other).find("div", class_="gpu-chart") and "GPU peak MiB" not in other
+    assert len(Tags(other).find("div", class_="loss-chart")) == 1
+
+
 def test_a_missing_page_is_a_page_and_a_missing_resource_stays_json(web: TestClient) -> None:
     page = web.get("/experiments/404")
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
