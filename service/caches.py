@@ -101,17 +101,18 @@ class EndedCache:
 
 
 class TileCache:
-    """Tiles of gallery strips already cut, by (artifact uri, checksum): a gallery read
-    twice costs no PNG work. Bounded by the bytes of the data URIs it holds."""
+    """Tiles of gallery strips already cut, by (artifact uri, checksum, the sizes they
+    were cut to): a gallery read twice costs no PNG work. Bounded by the bytes of the data
+    URIs it holds."""
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._values = BoundedCache(max_bytes)
 
-    def get(self, key: tuple[str, str]) -> tuple[str, ...] | None:
+    def get(self, key: Hashable) -> tuple[str, ...] | None:
         """The tiles cut from this strip before, if still held."""
         tiles: tuple[str, ...] | None = self._values.get(key)
         return tiles
 
-    def put(self, key: tuple[str, str], tiles: tuple[str, ...]) -> None:
+    def put(self, key: Hashable, tiles: tuple[str, ...]) -> None:
         """Hold the tiles cut from one strip."""
         self._values.put(key, tiles, sum(len(t) for t in tiles))

@@ -366,7 +366,8 @@ def evaluate_run(spec: RunSpec, result: TrainResult, data: DataSplits,
     takes = [size for size, problem in spec.size_plan() if problem is None]
     at_sizes = evaluate_sizes(model, data.test, takes, crop=data.crop, whole=data.whole,
                               device=device, classifier=classifier)
-    sizes = [SizeMeasures(size=size, **m.as_dict()) for size, m in at_sizes.items()]
+    sizes = [SizeMeasures.model_validate({"size": size, **m.as_dict()})
+             for size, m in at_sizes.items()]
     return Evaluation(reported, codecs, grid,
                       weights.getvalue(), gallery, compression, projection, sizes)
 

@@ -242,8 +242,8 @@ def list_files(folder: Place) -> tuple[dict[str, list[tuple[Place, int | None]]]
             problems.append(f"{base} is missing")
             files[split] = []
             continue
+        found: list[tuple[Place, int | None]] = []
         if classes:
-            found = []
             for d, is_dir in base.entries():
                 if not is_dir or d.name.startswith("."):
                     continue
