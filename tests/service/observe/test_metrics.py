@@ -3,6 +3,7 @@ time, requests counted by route template, protected like any read."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
@@ -12,7 +13,7 @@ from service.context import context_of
 from service.persistence import repository as repo
 from service.persistence.tables import Run, Status
 from service.settings import Settings
-from tests.utils import API, tiny_spec
+from tests.utils import API, tiny_spec, wait_for
 
 
 def scrape(client: TestClient, **headers: str) -> dict[str, dict[tuple, float]]:
@@ -73,3 +74,47 @@ def test_metrics_need_the_token_when_reads_are_protected(tmp_path) -> None:
         assert client.get("/metrics", headers={"Authorization": "Bearer nope"}
                           ).status_code == 403
         assert "aelab_runs" in scrape(client, Authorization="Bearer s3cret")
+
+
+class Runner:
+    """An actor the state API lists as a warm runner (class ``Runner``, name
+    ``aelab-runner-…``) without importing torch, so this test stays seconds long."""
+
+    def ping(self) -> str:
+        return "ok"
+
+
+@pytest.mark.ray
+def test_runner_gauges_follow_the_warm_runners_alive_by_shape(ray_driver, tmp_path) -> None:
+    """``aelab_runners{gpus,cpus}`` from the dispatcher's reconciling passes (Ray's state
+    API): runners of shapes no real run uses here appear, and go when killed."""
+    import ray
+
+    from service.orchestration.ray_executor import RayExecutor
+    from workers import warm
+
+    assert Runner.__name__ == warm.Runner.__name__  # what the executor counts
+    settings = Settings(home=tmp_path, ray_address=ray_driver.dashboard_url,
+                        dispatch_interval_s=0.25, reconcile_interval_s=0.25)
+    shapes = {(("cpus", "0.25"), ("gpus", "0.125")): 2, (("cpus", "0.5"), ("gpus", "0")): 1}
+    actors = [ray.remote(Runner).options(
+        name=f"{warm.RUNNER_PREFIX}metrics-test-{i}", namespace=warm.NAMESPACE,
+        num_cpus=cpus, num_gpus=gpus).remote()
+        for i, (gpus, cpus) in enumerate([(0.125, 0.25), (0.125, 0.25), (0.0, 0.5)])]
+    try:
+        ray.get([a.ping.remote() for a in actors], timeout=60)
+        with TestClient(create_app(settings, executor_factory=RayExecutor.from_settings)
+                        ) as client:
+            def runners() -> dict[tuple, float]:
+                found = scrape(client).get("aelab_runners", {})
+                return {k: v for k, v in found.items() if k in shapes}
+
+            wait_for(lambda: runners() == shapes, 30, "the runner gauges",
+                     interval_s=0.25, explain=lambda: str(scrape(client).get("aelab_runners")))
+            ray.kill(actors[0])
+            wait_for(lambda: runners() == {**shapes, (("cpus", "0.25"), ("gpus", "0.125")): 1},
+                     30, "a killed runner to leave the gauge", interval_s=0.25,
+                     explain=lambda: str(scrape(client).get("aelab_runners")))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
