@@ -24,6 +24,7 @@ import argparse
 import itertools
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -74,6 +75,7 @@ class Soak:
         self.accepted: dict[int, int] = {}  # experiment id → runs
         self.cancelled: set[int] = set()
         self.deleted: set[int] = set()
+        self.bad: list[str] = []  # violations found before the end (a DELETE removes them)
 
     # --- the API, patiently (it is killed too) ----------------------------------------------
 
@@ -188,9 +190,82 @@ class Soak:
                     break
             time.sleep(5)
         for exp_id in list(self.cancelled)[:1]:  # a cancelled experiment is DELETEd
+            self.bad += cancelled_runs_stopped(self.c.database_url, exp_id)
             r = self.call("DELETE", f"/experiments/{exp_id}")
             if r is not None and r.status_code == 204:
                 self.deleted.add(exp_id)
+
+
+def cancelled_runs_stopped(database_url: str, exp_id: int) -> list[str]:
+    """Violations among the runs of the cancelled experiment ``exp_id`` (read before it is
+    DELETEd): a run that ended otherwise than cancelled after the cancel (it trained on),
+    or a cancelled run that recorded an artifact (other than a job log) after its end."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    bad = []
+    with engine.connect() as db:
+        cancelled_at = db.execute(text("SELECT finished_at FROM experiments WHERE id = :e"),
+                                  {"e": exp_id}).scalar()
+        for run in db.execute(text("SELECT id, status, finished_at FROM runs WHERE "
+                                   "experiment_id = :e"), {"e": exp_id}).mappings():
+            if run["status"] != "cancelled" and cancelled_at is not None and (
+                    run["finished_at"] is None or run["finished_at"] > cancelled_at):
+                bad.append(f"run {run['id']} of cancelled experiment {exp_id} ended "
+                           f"{run['status']} after the cancel")
+            if run["status"] == "cancelled" and run["finished_at"] is not None:
+                late = [name for (name,) in db.execute(text(
+                    "SELECT name FROM artifacts WHERE run_id = :r AND created_at > :t "
+                    "AND name NOT LIKE 'job%'"), {"r": run["id"], "t": run["finished_at"]})]
+                if late:
+                    bad.append(f"run {run['id']}: wrote {late} after its cancel")
+    engine.dispose()
+    return bad
+
+
+# The driver's line naming the GPUs its attempt trains with (service.orchestration.run_job:
+# ``aelab run 38 (baseline-synthetic), attempt 0: 0.5 GPU, 1.0 CPU; …``) and the notes
+# ``gpus_for_run`` and ``RunnerSteps.prepare`` print when a GPU run waits for a GPU node,
+# or (the CPU fallback) trains on CPUs.
+DRIVER_LINE = re.compile(r"aelab run (\d+) \(.*?\), attempt (\d+): ([\d.]+) GPU")
+WAITS_FOR_GPU = ("with no GPU node joined now; this run waits for",
+                 "no node joined now has a GPU; this run waits")
+TRAINS_ON_CPUS = "this run trains on CPUs"
+
+
+def check_logs(run: Any, arts: Any, counts: Counter[str], bad: list[str]) -> None:
+    """From the driver logs kept for ``run`` (``job.log``: its last attempt's;
+    ``job-a<k>.log``: lost attempt k's): every attempt trained with the GPUs it asked for
+    (never the CPU fallback), and a succeeded run's ``job.log`` and artifacts are its final
+    attempt's alone (each attempt writes to a folder of its own: a replaced driver's file
+    recorded for the run would be another attempt's)."""
+    asked = float(run["spec"].get("resources", {}).get("gpus_per_run", 0))
+    for a in arts:
+        if a["name"] != "job.log" and not a["name"].startswith("job-a"):
+            continue
+        path = Path(a["uri"].removeprefix("file://"))
+        if not path.is_file():
+            continue
+        log_text = path.read_text(errors="replace")
+        counts["driver logs read"] += 1
+        lines = DRIVER_LINE.findall(log_text)
+        if TRAINS_ON_CPUS in log_text or any(float(g) != asked for *_, g in lines):
+            bad.append(f"run {run['id']} asked for {asked:g} GPU and trained with "
+                       f"{sorted({float(g) for *_, g in lines})} ({a['name']})")
+        if any(note in log_text for note in WAITS_FOR_GPU):
+            counts["attempts that waited for a GPU node"] += 1
+        if a["name"] == "job.log" and run["status"] == "succeeded" and \
+                {int(at) for _, at, _ in lines} != {run["attempt"]}:
+            bad.append(f"run {run['id']}: job.log is of attempt(s) "
+                       f"{sorted({int(at) for _, at, _ in lines})}, not its final attempt "
+                       f"{run['attempt']}")
+    if run["status"] == "succeeded":
+        folder = f"/run-{run['id']}/a{run['attempt']}/"
+        foreign = sorted(a["name"] for a in arts
+                         if not a["name"].startswith("job-a") and folder not in a["uri"])
+        if foreign:
+            bad.append(f"run {run['id']}: {foreign} recorded from another attempt than its "
+                       f"final one ({run['attempt']})")
 
 
 def jobs_in_flight(soak: Soak) -> list[dict[str, Any]]:
@@ -219,7 +294,7 @@ def check(soak: Soak) -> tuple[Counter[str], list[str]]:
 
     engine = create_engine(soak.c.database_url)
     counts: Counter[str] = Counter()
-    bad: list[str] = []
+    bad: list[str] = list(soak.bad)
     with engine.connect() as db:
         runs = db.execute(text("SELECT id, experiment_id, status, attempt, spec, finished_at "
                                "FROM runs")).mappings().all()
@@ -250,6 +325,7 @@ def check(soak: Soak) -> tuple[Counter[str], list[str]]:
                         and a["created_at"] > run["finished_at"]]
                 if late:
                     bad.append(f"run {run['id']}: wrote {late} after its cancel")
+            check_logs(run, arts, counts, bad)
             attempts = db.execute(text(
                 "SELECT attempt, started_at, finished_at, lost_to FROM run_attempts "
                 "WHERE run_id = :r ORDER BY attempt"), {"r": run["id"]}).mappings().all()
@@ -260,12 +336,6 @@ def check(soak: Soak) -> tuple[Counter[str], list[str]]:
                 if a["finished_at"] is None or b["started_at"] < a["finished_at"]:
                     bad.append(f"run {run['id']}: attempts {a['attempt']} and "
                                f"{b['attempt']} overlap")
-            if run["status"] == "succeeded":
-                log_row = next((a for a in arts if a["name"] == "job.log"), None)
-                if log_row is not None:
-                    path = Path(log_row["uri"].removeprefix("file://"))
-                    if path.is_file() and "trains on CPUs" in path.read_text(errors="replace"):
-                        bad.append(f"run {run['id']} asked for a GPU and trained on CPUs")
         for exp_id in soak.deleted:
             left = db.execute(text("SELECT count(*) FROM runs WHERE experiment_id = :e"),
                               {"e": exp_id}).scalar()
