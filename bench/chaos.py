@@ -1,19 +1,23 @@
 """A chaos soak on the multi-host cluster of ``bench/cluster.py``: small runs (several
 experiments, sweeps with seeds, one shared reference classifier, cancels and DELETEs)
-under random faults, then checks from the database and the artifact store.
+under faults, then checks from the database and the artifact store.
 
     python bench/chaos.py --short [--seed 1]        # 12 runs, one fault of each kind
     python bench/chaos.py --runs 100 --minutes 30   # the long soak (each kind >= 3 times)
 
-Faults (a seed makes the schedule repeatable): ``kill -9`` of the API (restarted), of the
-Ray head (restarted; its workers rejoin), of a worker node (and its return), a PostgreSQL
-stop of 10–60 s, a run's driver killed, a warm runner killed. At the end it checks:
+Faults: ``kill -9`` of the API (restarted), of the Ray head (restarted; its workers
+rejoin), of a worker node (and its return), a PostgreSQL stop (10–60 s; short: 10–15 s),
+a live run's driver killed, a warm runner killed. The long soak draws its schedule at
+random (a seed makes it repeatable); the short one (``Soak.run_short``) injects one of
+each in an order that lets the classifier-claim deadlock show. At the end it checks:
 every accepted run ended; each succeeded run has every epoch exactly once and its
-artifacts, on disk with their checksums' sizes; attempts of a run never overlapped
-(fencing); no cancelled run wrote after its cancel; DELETEd experiments left no rows or
+artifacts, on disk with their checksums' sizes, all written by its final attempt (as its
+``job.log`` is); attempts of a run never overlapped (fencing); no run of the cancelled
+experiment trained on or wrote after its cancel; DELETEd experiments left no rows or
 files; no Ray job still in flight once its driver had time to exit (``JOB_END_WAIT_S``
-after every run ended); no run asking for a GPU trained on CPUs. It prints the faults and
-the counts, and exits 1 on any violation. ``--keep`` leaves the cluster up afterwards
+after every run ended); every attempt of a run asking for a GPU trained with it (its
+driver's line), never on CPUs. It prints the faults and the counts, and exits 1 on any
+violation. ``--keep`` leaves the cluster up afterwards
 (its database, logs and dashboard) for a look; ``python bench/cluster.py down`` then
 removes it.
 """
@@ -48,7 +52,7 @@ REQUIRED = {"model.pt", "samples.png", "job.log", "timings.json"}
 JOB_END_WAIT_S = 120.0
 SHORT_EXPERIMENTS = 3  # the short soak: 12 runs (one experiment cancelled)
 SHORT_FINISH_S = 240.0  # its runs end within this after the last fault, or are stuck
-# (seen: 63 s on the loaded 2-core machine; a deadlock never ends)
+# (seen: 36–63 s on the loaded 2-core machine; a deadlock never ends)
 
 
 def experiment_spec(i: int, seeds: int, short: bool = False) -> dict[str, Any]:
@@ -537,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {SHORT_FINISH_S:.0f} s short, 900 s long)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--per-kind", type=int, default=3,
+                        help="faults of each kind in the long soak's random schedule")
     parser.add_argument("--no-netns", action="store_true")
     parser.add_argument("--keep", action="store_true",
                         help="leave the cluster up after the checks, to inspect its database "
@@ -561,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             soak.run_short(SHORT_EXPERIMENTS, seeds)
         else:
             experiments = max(1, round(args.runs / (2 * seeds)))
-            soak.run(experiments, seeds, args.minutes * 60, 3)
+            soak.run(experiments, seeds, args.minutes * 60, args.per_kind)
         faults_s = time.monotonic() - started
         ended = soak.finish(timeout_s=args.finish_s or (SHORT_FINISH_S if args.short
                                                          else 900))

@@ -86,3 +86,4 @@ def test_short_chaos_soak_loses_nothing_doubles_nothing_leaves_nothing_stuck() -
     assert counts.get("runs succeeded") == 8 and "runs failed" not in counts, report
     assert counts.get("experiments cancelled") == counts.get("experiments deleted") == 1
     assert counts.get("attempts lost to cluster", 0) >= 1, report  # the head kill re-queued
+    assert counts.get("attempts lost to run", 0) >= 1, report  # so did the killed driver
