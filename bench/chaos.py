@@ -258,13 +258,13 @@ class Soak:
         cancelled once its runs are in flight; a driver and a runner are killed — all
         before any run reaches the reference classifier. Then, while a run trains the
         classifier and drivers wait for runners (AELAB_MAX_IN_FLIGHT above the runners
-        the cluster holds), the worker node of its runner is killed and comes back: the
-        node returns before the cluster has marked the old one dead, so waiting drivers
-        take its slots while the trainer has not yet noticed its loss. Were the runs
-        waiting for the classifier to keep their runners, the trainer would never get
-        one (nothing later frees one: a PostgreSQL stop shorter than the claim's expiry,
-        an API restart) and the soak's runs would never end. Then PostgreSQL and the
-        API."""
+        the cluster holds), the worker node of its runner is killed and comes back. Where
+        waiting drivers take the node's slots before the trainer has noticed its loss
+        (as on a loaded machine) and the runs waiting for the classifier kept their
+        runners (the deadlock), the trainer would never get one (nothing later frees
+        one: a PostgreSQL stop shorter than the claim's expiry, an API restart) and the
+        soak's runs would never end; where the trainer notices first (an idle machine) it
+        takes a slot back whatever the waiters do. Then PostgreSQL and the API."""
         started = time.monotonic()
 
         def fault(kind: str, what: str | None = None) -> None:

@@ -2,11 +2,14 @@
 multi-host cluster of network namespaces (``bench/cluster.py``): 12 runs in 3 experiments
 sharing one reference classifier, one fault of each kind — the Ray head killed, a driver
 and a runner killed, the worker node of the run training the classifier killed while
-drivers wait for runners (with the claim deadlock of issue 25 put back, the runs never
-end and this fails), PostgreSQL stopped 10–15 s, the API killed — and a cancel and a
-DELETE. It passes when every check of the soak holds (``violations: none``). About 5
-minutes; it skips where it cannot build the cluster (not root, no ``ip netns``, no
-PostgreSQL server binaries, another such cluster up)."""
+drivers wait for runners, PostgreSQL stopped 10–15 s, the API killed — and a cancel and
+a DELETE. With the claim deadlock of issue 25 put back it failed on the loaded build
+machine (the runs never end) but passed on the idle one, where the classifier's trainer
+notices its loss first and wins the returning slot: the deterministic guard of that
+deadlock is tests/service/orchestration/test_classifier_claim.py. It passes when every
+check of the soak holds (``violations: none``). 2–6 minutes, as the machine's load allows;
+it skips where it cannot build the cluster (not root, no ``ip netns``, no PostgreSQL
+server binaries, another such cluster up)."""
 
 from __future__ import annotations
 
