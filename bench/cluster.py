@@ -135,6 +135,7 @@ class LinkCluster:
         self.api_port = API_PORT if self.netns else free_port()
         self.api: subprocess.Popen[bytes] | None = None
         self.pg_data = self.root / "pg"
+        self.keep = False  # leave it up on the way out (`down` removes it later)
 
     # --- addresses ------------------------------------------------------------------------
 
@@ -425,6 +426,11 @@ class LinkCluster:
             raise
 
     def __exit__(self, *exc: object) -> None:
+        if self.keep:
+            log(f"kept up for inspection: {self.root} (logs/, postgres at "
+                f"{self.database_url.split('@')[1]}, dashboard {self.dashboard_url}, "
+                f"token {self.token}); `python bench/cluster.py down` removes it")
+            return
         self.down()
 
 
@@ -503,11 +509,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-netns", action="store_true",
                         help="same-host nodes on 127.0.0.1 (what happens without namespaces)")
+    parser.add_argument("--keep", action="store_true",
+                        help="smoke: leave the cluster up afterwards (`down` removes it)")
     args = parser.parse_args(argv)
     if args.command == "down":
         down_leftovers()
         return 0
     with LinkCluster(workers=args.workers, netns=False if args.no_netns else None) as cluster:
+        cluster.keep = args.keep
         print(json.dumps({"api": cluster.api_url, "dashboard": cluster.dashboard_url,
                           "database": cluster.database_url.split("@")[1],
                           "shared": str(cluster.shared), "ray_token": cluster.token,

@@ -14,7 +14,10 @@ The DB is the source of truth for the API; the executor (Ray) for what is runnin
   (so a run that lived through head replacements still has all its own attempts); every
   attempt's end and cause stay on the run.
 - Job drivers fence their writes with their attempt (``run_store``), so a driver that was
-  replaced can change nothing.
+  replaced can change nothing; and no job outlives its run: on reconcile, jobs in flight
+  whose run was cancelled (a stop that could not reach Ray) or moved on to a later attempt
+  are stopped, and runs still running in a cancelled experiment (the API died between the
+  cancel and the stop) are cancelled.
 - While the artifact store is full (``ArtifactStore.full``: low on free space, or a write
   failed for space) no run is started or re-started (``store_full`` says why); keeping a
   driver's log that does not fit never keeps a run from being settled.
@@ -75,6 +78,9 @@ class Executor(Protocol):
     def states(self, job_ids: list[str]) -> dict[str, JobState | None]:
         """:meth:`state` of each job, in one call whose cost follows the jobs in flight
         (what the dispatcher polls every tick)."""
+
+    def live_jobs(self) -> dict[str, JobState]:
+        """Every job not yet ended on the cluster jobs go to now (any submitter's)."""
 
     def stop(self, job_id: str) -> None: ...
 
@@ -141,6 +147,8 @@ class Dispatcher:
             return
         self.executor_error = None
         states = self.follow(reconcile=reconcile)
+        if reconcile:
+            self.sweep()
         self.collect_logs(states)
         self.admit()
         if reconcile:
@@ -256,6 +264,38 @@ class Dispatcher:
             self.keep_log_or_warn(run_id, job_id, attempt=attempt)  # this attempt's, apart
             self.lost(run_id, attempt, f"its driver died: {reason}")
         return states
+
+    def sweep(self) -> None:
+        """Stop what outlives its run (when reconciling): runs still running in a cancelled
+        experiment are cancelled (the cancel was recorded, the stop never came: the API
+        died between them); jobs in flight on this cluster whose run was cancelled (a stop
+        Ray did not get) or has moved on to a later attempt are stopped. Jobs no attempt in
+        this database names — another service's on a shared cluster, a deleted run's —
+        are left alone (a deleted run's driver stops at its next write, refused)."""
+        with self.sessions() as s:
+            leftover = list(repo.running_runs_of_cancelled(s))
+        if leftover:
+            log.warning("runs %s of cancelled experiments were still running (their cancel "
+                        "was recorded, their jobs never stopped); cancelling them",
+                        [run.id for run in leftover])
+            self.cancel(leftover)
+        try:
+            live = self.executor.live_jobs()
+        except Unavailable as exc:
+            log.warning("could not list the jobs in flight: %s", first_line(str(exc)))
+            return
+        with self.sessions() as s:
+            outliving = repo.jobs_outliving_their_runs(s, job_ids=list(live))
+        for job_id, run_id, current in outliving:
+            log.warning("job %s outlives its run %s (cancelled, or on a later attempt); "
+                        "stopping it", job_id, run_id)
+            try:
+                self.executor.stop(job_id)
+            except Unavailable as exc:
+                log.warning("could not stop %s: %s", job_id, first_line(str(exc)))
+                continue
+            if current:  # the cancelled run's log, once its job has stopped
+                self._logs_pending.setdefault(run_id, job_id)
 
     def lost(self, run_id: int, attempt: int, reason: str,
              lost_to: str = repo.LOST_TO_RUN) -> None:

@@ -203,11 +203,13 @@ class RayExecutor:
         last call (it ended, or was never submitted) costs one more status call."""
         if not job_ids:
             return {}
-        live = self._live_jobs()
+        live = self.live_jobs()
         return {job_id: live[job_id] if job_id in live else self.state(job_id)
                 for job_id in job_ids}
 
-    def _live_jobs(self) -> dict[str, JobState]:
+    def live_jobs(self) -> dict[str, JobState]:
+        """Every job not yet ended on the cluster (submission id → state), with one call to
+        Ray's state API filtered on the dashboard."""
         from ray.util.state.common import ListApiOptions, StateResource
 
         self.client()  # resolves the dashboard's address (the embedded head may move)

@@ -458,6 +458,32 @@ def running_runs(session: Session) -> Sequence[Run]:
                            .order_by(Run.id)).all()
 
 
+def running_runs_of_cancelled(session: Session) -> Sequence[Run]:
+    """Runs still running in a cancelled experiment: a cancel was recorded, but whoever
+    recorded it died before the runs' jobs were stopped."""
+    return session.scalars(
+        select(Run).join(Experiment, Experiment.id == Run.experiment_id)
+        .where(Run.status == Status.running, Experiment.status == Status.cancelled)
+        .order_by(Run.id)).all()
+
+
+def jobs_outliving_their_runs(session: Session, *, job_ids: Sequence[str]
+                              ) -> list[tuple[str, int, bool]]:
+    """Of ``job_ids`` (jobs still in flight), those of this database's run attempts that
+    must not run any more: their run was cancelled, or has moved on to a later attempt.
+    Each as (job id, run id, whether it is the run's current attempt). Jobs no attempt
+    here names (another service's; a deleted run's) are not returned."""
+    if not job_ids:
+        return []
+    rows = session.execute(
+        select(RunAttempt.job_id, RunAttempt.attempt, Run.id, Run.status, Run.attempt)
+        .join(Run, Run.id == RunAttempt.run_id)
+        .where(RunAttempt.job_id.in_(list(job_ids)))).all()
+    return [(job_id, run_id, attempt == current)
+            for job_id, attempt, run_id, status, current in rows
+            if status == Status.cancelled or attempt < current]
+
+
 def set_run(session: Session, *, run_id: int, **values: Any) -> None:
     values.setdefault("updated_at", utcnow())
     session.execute(update(Run).where(Run.id == run_id).values(**values))

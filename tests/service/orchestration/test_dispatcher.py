@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.context import context_of
 from service.errors import Unavailable
-from service.orchestration.dispatcher import Dispatcher, JobRequest, JobState
+from service.orchestration.dispatcher import ENDED, Dispatcher, JobRequest, JobState
 from tests.utils import API, spec
 
 SPEC = spec("baseline", "pixel_shuffle")
@@ -38,6 +38,9 @@ class FakeExecutor:
     def states(self, job_ids: list[str]) -> dict[str, JobState | None]:
         self.calls.append("states")
         return {job_id: self.jobs.get(job_id) for job_id in job_ids}
+
+    def live_jobs(self) -> dict[str, JobState]:
+        return {job_id: state for job_id, state in self.jobs.items() if state not in ENDED}
 
     def stop(self, job_id: str) -> None:
         self.stopped.append(job_id)
@@ -321,6 +324,81 @@ def test_cancel_stops_running_jobs(client: TestClient) -> None:
     assert sorted(executor.stopped) == sorted(t.job_id for t in executor.submitted)
     dispatcher.tick()
     assert len(executor.submitted) == 2  # cancelled runs are never admitted
+
+
+def test_a_cancel_whose_stop_could_not_reach_ray_stops_the_jobs_on_reconcile(
+        client: TestClient) -> None:
+    """The cancel is recorded while Ray cannot be reached: the jobs run on, until the next
+    reconciling pass stops them (and keeps their logs once stopped)."""
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    jobs = sorted(t.job_id for t in executor.submitted)
+
+    def unreachable(job_id: str) -> None:
+        raise Unavailable("cannot reach the Ray dashboard")
+
+    executor.stop = unreachable  # type: ignore[method-assign]
+    r = client.post(f"{API}/experiments/{exp['id']}/cancel").json()
+    assert {x["status"] for x in r["runs"]} == {"cancelled"}
+    assert [executor.jobs[j] for j in jobs] == [JobState.running] * 2  # still running
+    del executor.stop  # Ray answers again
+    dispatcher.tick()  # not reconciling: nothing yet
+    assert executor.stopped == []
+    dispatcher.tick(reconcile=True)
+    assert sorted(executor.stopped) == jobs
+    dispatcher.tick()  # stopped now: their logs are kept
+    for run in exp["runs"]:
+        detail = client.get(f"{API}/runs/{run['id']}").json()
+        assert detail["status"] == "cancelled"
+        assert [a["name"] for a in detail["artifacts"]] == ["job.log"]
+
+
+def test_runs_of_an_experiment_cancelled_by_an_api_that_died_before_stopping_them(
+        client: TestClient) -> None:
+    """The cancel committed, the API was killed before it stopped the runs' jobs: on the
+    next reconciling pass the runs are cancelled and their jobs stopped, not left to
+    train on in a cancelled experiment."""
+    from service.persistence import repository as repo
+    from service.persistence.db import transaction
+
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    with transaction(context_of(client.app).sessions) as s:
+        _, running = repo.request_cancel(s, experiment_id=exp["id"])
+    assert len(running) == 2  # ... and the API dies here, before stop_runs
+    dispatcher.tick()
+    assert [r["status"] for r in runs(client, exp["id"])] == ["running", "running"]
+    dispatcher.tick(reconcile=True)
+    assert [r["status"] for r in runs(client, exp["id"])] == ["cancelled", "cancelled"]
+    assert sorted(executor.stopped) == sorted(t.job_id for t in executor.submitted)
+
+
+def test_reconcile_stops_a_job_its_run_moved_on_from_and_nothing_else(
+        client: TestClient) -> None:
+    """A job still in flight for an attempt its run has left (re-queued meanwhile) is
+    stopped; the run's current job, a finished run's job still exiting, and a job this
+    database never named (another service's) are left alone."""
+    from service.client.states import Status
+    from service.persistence import repository as repo
+    from service.persistence.db import transaction
+
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    moved, done = (t for t in executor.submitted)
+    with transaction(context_of(client.app).sessions) as s:
+        repo.requeue(s, run_id=moved.run_id, attempt=0, reason="its node was lost")
+        repo.finish_run(s, run_id=done.run_id, status=Status.succeeded, attempt=0)
+    dispatcher.tick()  # attempt 1 of `moved` is submitted; attempt 0's job is still alive
+    current = executor.submitted[-1]
+    assert (current.run_id, current.attempt) == (moved.run_id, 1)
+    executor.jobs["someone-elses-job"] = JobState.running
+    dispatcher.tick(reconcile=True)
+    assert executor.stopped == [moved.job_id]
+    assert executor.jobs[current.job_id] == executor.jobs[done.job_id] == JobState.running
+    assert runs(client, exp["id"])[0]["status"] == "running"
 
 
 def _files(root: Path) -> list[Path]:

@@ -114,7 +114,7 @@ def test_cancel_stops_the_ray_job_within_seconds(ray_settings: Settings, tmp_pat
         # Ray never saw.
         assert executor.states([job_id, "aelab-never-submitted"]) == {
             job_id: "RUNNING", "aelab-never-submitted": None}
-        assert executor._live_jobs().get(job_id) == "RUNNING"  # from the filtered list
+        assert executor.live_jobs().get(job_id) == "RUNNING"  # from the filtered list
         r = client.post(f"{API}/experiments/{exp['id']}/cancel").json()
         assert r["status"] == "cancelled" and r["runs"][0]["status"] == "cancelled"
         wait_for(lambda: executor.states([job_id]) == {job_id: "STOPPED"}, 30,
