@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -28,8 +28,9 @@ from workers.text import first_line
 log = logging.getLogger("aelab.search")
 
 UNFINISHED = (Status.queued, Status.running)
-_STATE = {Status.queued: "running", Status.running: "running", Status.succeeded: "complete",
-          Status.pruned: "pruned", Status.failed: "fail", Status.cancelled: "fail"}
+_STATE: dict[Status, Literal["running", "complete", "pruned", "fail"]] = {
+    Status.queued: "running", Status.running: "running", Status.succeeded: "complete",
+    Status.pruned: "pruned", Status.failed: "fail", Status.cancelled: "fail"}
 
 
 def _val_mse(session: Session, run_ids: list[int]) -> dict[int, dict[int, float]]:
