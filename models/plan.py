@@ -8,6 +8,7 @@ under another plan).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -17,6 +18,18 @@ Schedule = Literal["seed", "one_cycle"]
 
 PHASE1_LR = 3e-3  # fastai's default max_lr, used by every phase 1 of the study
 PHASE1_EPOCHS = 5  # the study's fit_one_cycle(5) before lr_find
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: ``what`` (``"training loss"`` or ``"validation
+    loss"``) was ``value`` in ``epoch`` (1-based), before that epoch was reported. Raised
+    by ``models.training``; defined here, torch-free, so a run's driver can tell it apart
+    without importing torch."""
+
+    def __init__(self, message: str, *, what: str = "loss", value: float = math.nan,
+                 epoch: int = 0) -> None:
+        super().__init__(message)
+        self.what, self.value, self.epoch = what, value, epoch
 
 
 @dataclass

@@ -37,6 +37,7 @@ from models.plan import (
     EpochMetrics,
     Phase,
     Schedule,
+    TrainingDiverged,
     plan_phases,
 )
 from models.recipes import (
@@ -51,10 +52,6 @@ from models.recipes import (
 from models.weights import WeightsSource
 
 CHECKPOINT_VERSION = 3  # 2: the plan travels with the checkpoint; 3: and the recipe
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -132,7 +129,8 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 def _finite(value: float, what: str, epoch: int) -> float:
     if not math.isfinite(value):
         raise TrainingDiverged(f"{what} is {value} at epoch {epoch}: training diverged "
-                               "(try a lower learning rate)")
+                               "(try a lower learning rate)", what=what, value=value,
+                               epoch=epoch)
     return value
 
 

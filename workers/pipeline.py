@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from models.plan import TrainingDiverged
 from workers.checkpoints import CheckpointStorage
 from workers.context import (
     RunEnv,
@@ -41,6 +42,7 @@ from workers.store import (
     GALLERY_META,
     GALLERY_RECONSTRUCTIONS,
     RunCancelled,
+    RunPruned,
     RunStore,
     StaleAttempt,
 )
@@ -116,6 +118,19 @@ class RangeTestPoints:
     @classmethod
     def of(cls, r: RangeTestResult) -> RangeTestPoints:
         return cls(list(r.lrs), list(r.losses), r.suggestion, r.diverged)
+
+
+def diverged_in(exc: BaseException) -> TrainingDiverged | None:
+    """The :class:`~models.plan.TrainingDiverged` that ``exc`` is or wraps (Ray's task
+    errors carry it as ``cause``), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, TrainingDiverged):
+            return exc
+        seen.add(id(exc))
+        cause = getattr(exc, "cause", None)
+        exc = cause if isinstance(cause, BaseException) else exc.__cause__  # type: ignore[assignment]
+    return None
 
 
 def check_cancelled(store: RunStore) -> None:
@@ -433,6 +448,9 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
             codecs, sizes)
         store.succeed()
         return True
+    except RunPruned as exc:
+        log.info("run %s %s", spec.label(), exc)
+        return False
     except RunCancelled:
         log.info("run %s cancelled", spec.label())
         return False
@@ -440,8 +458,14 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
         log.warning("run %s: %s; this driver stops", spec.label(), exc)
         return False
     except Exception as exc:  # a run fails alone, with its error recorded
-        log.exception("run %s failed", spec.label())
         try:
+            diverged = diverged_in(exc)
+            pruned = None if diverged is None else store.prune_hopeless(
+                diverged.epoch, f"{diverged.what} is {diverged.value} (diverged)")
+            if pruned:  # a search's hopeless sample, not a failure
+                log.info("run %s %s", spec.label(), pruned)
+                return False
+            log.exception("run %s failed", spec.label())
             store.fail(one_line_error(exc))
         except (RunCancelled, StaleAttempt) as refused:
             log.warning("run %s: its failure was not recorded: %s", spec.label(), refused)

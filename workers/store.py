@@ -39,6 +39,11 @@ class RunCancelled(RuntimeError):
     """The user cancelled the run while it was executing."""
 
 
+class RunPruned(RunCancelled):
+    """A search's pruner ended the run (its message: the epoch and the rule), recorded as
+    ``pruned`` by the store; everything that stops for a cancellation stops for it."""
+
+
 class StaleAttempt(RuntimeError):
     """This driver's attempt is no longer the run's current one: its writes are refused."""
 
@@ -85,6 +90,11 @@ class RunStore(Protocol):
         that the trainer may need: its runner)."""
 
     def is_cancelled(self) -> bool: ...
+
+    def prune_hopeless(self, epoch: int, why: str) -> str | None:
+        """End the run ``pruned`` when it is a sample of a search with a pruner and cannot
+        go on (``why``: e.g. its loss diverged in ``epoch``); the reason recorded, or None
+        when it is no such sample (the caller records the failure)."""
 
     def succeed(self) -> None: ...
 
@@ -139,6 +149,9 @@ class MemoryStore:
 
     def is_cancelled(self) -> bool:
         return self.cancelled
+
+    def prune_hopeless(self, epoch: int, why: str) -> str | None:
+        return None  # no search here
 
     def succeed(self) -> None:
         self.outcome = "succeeded"
@@ -217,6 +230,9 @@ class DirStore:
 
     def is_cancelled(self) -> bool:
         return False
+
+    def prune_hopeless(self, epoch: int, why: str) -> str | None:
+        return None  # no search here
 
     def succeed(self) -> None:
         self._json("status.json", {"status": "succeeded"})

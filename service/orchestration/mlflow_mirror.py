@@ -40,7 +40,7 @@ from models.plan import EpochMetrics
 from service.persistence.artifacts import ArtifactStore
 from service.settings import Settings
 from workers.measures import CodecRow, RunMeasures, SizeMeasures
-from workers.store import LrTrial, RunStore
+from workers.store import LrTrial, RunPruned, RunStore
 
 log = logging.getLogger("aelab.mlflow")
 QUEUE_SIZE = 1000
@@ -206,7 +206,11 @@ class MirroredStore:
         self._sync()
 
     def record_epoch(self, metrics: EpochMetrics) -> None:
-        self._store.record_epoch(metrics)
+        try:
+            self._store.record_epoch(metrics)
+        except RunPruned:  # recorded, then the run was pruned: mirrored all the same
+            self.mirror.epochs([metrics])
+            raise
         self.mirror.epochs([metrics])
 
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:

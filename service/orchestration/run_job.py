@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         refreshed = repo.get_run(s, run_id=args.run_id)
         log.info("aelab run %s: %s%s", args.run_id, refreshed.status.value,
                  f" — {refreshed.error}" if refreshed.error else "")
-    if refreshed.status == Status.pruned and refreshed.attempt == args.attempt:
-        db_store.save_log()  # pruned in an epoch's write: the driver's log is kept as for an end
+    db_store.keep_pruned_log()
     # Cancelled or pruned (seen at an epoch) or replaced: the MLflow run does not stay RUNNING.
     end_mirror(store, refreshed.status.value if refreshed.attempt == args.attempt
                else "replaced")

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.plan import EpochMetrics
-from service.orchestration.sampling import prune_decision
+from service.orchestration.sampling import hopeless_reason, prune_decision
 from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
@@ -37,7 +37,7 @@ from service.persistence.tables import ReferenceClassifier, Run, Status, utcnow
 from workers.context import RunEnv
 from workers.measures import CodecRow, RunMeasures, SizeMeasures
 from workers.space import StorageFull
-from workers.store import ClassifierTrainer, LrTrial, RunCancelled, StaleAttempt
+from workers.store import ClassifierTrainer, LrTrial, RunCancelled, RunPruned, StaleAttempt
 
 log = logging.getLogger("aelab.run_store")
 T = TypeVar("T")
@@ -86,10 +86,11 @@ class DbRunStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _write(self, fn: Callable[[Session], T]) -> T:
+    def _write(self, fn: Callable[[Session], T], ended: Sequence[Status] = ()) -> T:
         def attempt() -> T:
             with transaction(self.sessions) as s:
-                refused = repo.fence(s, run_id=self.run_id, attempt=self.attempt)
+                refused = repo.fence(s, run_id=self.run_id, attempt=self.attempt,
+                                     ended=ended)
                 if refused == Status.cancelled:
                     raise RunCancelled("cancelled")
                 if refused is not None:
@@ -101,32 +102,64 @@ class DbRunStore:
 
     # --- RunStore ---------------------------------------------------------------------
 
-    def save_log(self) -> None:
+    def save_log(self, ended: Sequence[Status] = ()) -> None:
         """Keep the driver's log as ``job.log``; a store too full for it leaves the log on
-        Ray (what the logs endpoint then serves) rather than keep the run from ending."""
+        Ray (what the logs endpoint then serves) rather than keep the run from ending.
+        ``ended``: also once this attempt ended so (see :meth:`keep_pruned_log`)."""
         if self.log_reader is not None:
             try:
-                self.save_artifact("job.log", "log", self.log_reader(),
-                                   "text/plain; charset=utf-8")
+                self._put("job.log", "log", self.log_reader(), "text/plain; charset=utf-8",
+                          ended)
             except StorageFull as exc:
                 log.warning("run %s: its log stays on Ray: %s", self.run_id, exc)
+
+    def keep_pruned_log(self) -> bool:
+        """After the pipeline: a run this attempt's pruner ended (in an epoch's write, so
+        nothing was written after) keeps the driver's whole log as ``job.log``, as a run
+        that succeeded or failed does; True when the run was pruned in this attempt."""
+        with self.sessions() as s:
+            row = s.execute(select(Run.status, Run.attempt)
+                            .where(Run.id == self.run_id)).one_or_none()
+        if row is None or row[0] != Status.pruned or row[1] != self.attempt:
+            return False
+        self.save_log(ended=(Status.pruned,))
+        return True
 
     def set_phase(self, phase: str) -> None:
         self._write(lambda s: repo.set_run(s, run_id=self.run_id, phase=phase))
 
     def record_epoch(self, metrics: EpochMetrics) -> None:
         """Record the epoch; a search's sample its pruner stops ends ``pruned`` in the
-        same transaction (``sampling.prune_decision``), and the pipeline's next
-        cancellation check stops it."""
-        def write(s: Session) -> None:
+        same transaction (``sampling.prune_decision``), then :class:`RunPruned` (the
+        reason: epoch and rule) stops the pipeline.
+
+        Raises:
+            RunPruned: the epoch was recorded and the run pruned after it."""
+        def write(s: Session) -> str | None:
             repo.record_epoch(s, run_id=self.run_id, metrics=metrics)
             reason = prune_decision(s, run_id=self.run_id, epoch=metrics.epoch)
             if reason is not None:
-                log.info("run %s: %s", self.run_id, reason)
                 repo.finish_run(s, run_id=self.run_id, status=Status.pruned, error=reason,
                                 attempt=self.attempt)
+            return reason
 
-        self._write(write)
+        reason = self._write(write)
+        if reason is not None:
+            raise RunPruned(reason)
+
+    def prune_hopeless(self, epoch: int, why: str) -> str | None:
+        """End the run ``pruned`` when it is a sample of a search with a pruner — a sample
+        that cannot go on (``why``: e.g. its loss diverged in ``epoch``) is hopeless under
+        any rule (``sampling.hopeless_reason``) — and return the reason recorded; None
+        when it is not (the caller records the failure)."""
+        def write(s: Session) -> str | None:
+            reason = hopeless_reason(s, run_id=self.run_id, epoch=epoch, why=why)
+            if reason is not None:
+                repo.finish_run(s, run_id=self.run_id, status=Status.pruned, error=reason,
+                                attempt=self.attempt)
+            return reason
+
+        return self._write(write)
 
     def record_lr_trials(self, trials: list[LrTrial], chosen_lr: float) -> None:
         self._write(lambda s: repo.record_lr_trials(s, run_id=self.run_id, trials=trials,
@@ -138,12 +171,16 @@ class DbRunStore:
                                                    codecs=codecs, sizes=sizes))
 
     def save_artifact(self, name: str, kind: str, data: bytes, content_type: str) -> None:
-        self._write(lambda s: None)  # refuse before writing a file for a stale attempt
+        self._put(name, kind, data, content_type)
+
+    def _put(self, name: str, kind: str, data: bytes, content_type: str,
+             ended: Sequence[Status] = ()) -> None:
+        self._write(lambda s: None, ended)  # refuse before writing a file for a stale attempt
         stored = self.artifacts.put(f"run-{self.run_id}/a{self.attempt}", name, data)
         try:
             self._write(lambda s: repo.record_artifact(
                 s, run_id=self.run_id, name=name, kind=kind, uri=stored.uri,
-                content_type=content_type, size=stored.size, checksum=stored.checksum))
+                content_type=content_type, size=stored.size, checksum=stored.checksum), ended)
         except BaseException:  # refused (the run was deleted or moved on): no orphan file
             self.artifacts.remove(stored.uri)
             raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -28,8 +28,9 @@ from workers.text import first_line
 log = logging.getLogger("aelab.search")
 
 UNFINISHED = (Status.queued, Status.running)
-_STATE = {Status.queued: "running", Status.running: "running", Status.succeeded: "complete",
-          Status.pruned: "pruned", Status.failed: "fail", Status.cancelled: "fail"}
+_STATE: dict[Status, Literal["running", "complete", "pruned", "fail"]] = {
+    Status.queued: "running", Status.running: "running", Status.succeeded: "complete",
+    Status.pruned: "pruned", Status.failed: "fail", Status.cancelled: "fail"}
 
 
 def _val_mse(session: Session, run_ids: list[int]) -> dict[int, dict[int, float]]:
@@ -137,9 +138,9 @@ def propose_samples(session: Session) -> int:
     return added
 
 
-def prune_decision(session: Session, *, run_id: int, epoch: int) -> str | None:
-    """Why the search's pruner stops run ``run_id`` after ``epoch`` (just recorded), or
-    None to go on (not a sample, no pruner, not at a rung, or good enough)."""
+def _pruned_sample(session: Session, run_id: int) -> tuple[Run, SearchSpec] | None:
+    """Run ``run_id`` and its experiment's search, when it is a sample of a search that
+    has a pruner."""
     run = session.get(Run, run_id)
     if run is None or run.sample is None:
         return None
@@ -149,6 +150,25 @@ def prune_decision(session: Session, *, run_id: int, epoch: int) -> str | None:
         if raw and raw.get("search") else None
     if search is None or search.pruner == "none":
         return None
+    return run, search
+
+
+def hopeless_reason(session: Session, *, run_id: int, epoch: int, why: str) -> str | None:
+    """The reason to prune run ``run_id`` that cannot go on (``why``: e.g. its training
+    loss diverged in ``epoch``) — a sample no rule would keep, as a non-finite validation
+    MSE is (``search.prune_reason``) — or None when it is not a sample of a search with a
+    pruner (the run then fails with its error)."""
+    found = _pruned_sample(session, run_id)
+    return None if found is None else f"pruned at epoch {epoch} ({found[1].pruner}): {why}"
+
+
+def prune_decision(session: Session, *, run_id: int, epoch: int) -> str | None:
+    """Why the search's pruner stops run ``run_id`` after ``epoch`` (just recorded), or
+    None to go on (not a sample, no pruner, not at a rung, or good enough)."""
+    found = _pruned_sample(session, run_id)
+    if found is None:
+        return None
+    run, search = found
     peers = session.execute(
         select(Run.id, Run.status).where(
             Run.experiment_id == run.experiment_id, Run.model == run.model,

@@ -583,14 +583,17 @@ def requeue(session: Session, *, run_id: int, attempt: int, reason: str,
     return True
 
 
-def fence(session: Session, *, run_id: int, attempt: int) -> Status | None:
+def fence(session: Session, *, run_id: int, attempt: int,
+          ended: Sequence[Status] = ()) -> Status | None:
     """Hold the run for a write by its driver of ``attempt``: None when that attempt is
-    the run's current one and running (the row is then locked until the transaction
-    ends), else the status that refuses the write (``cancelled``, or ``queued``/… when
-    another attempt owns the run; ``running`` when a later attempt runs)."""
+    the run's current one and running — or ended in one of ``ended`` (a pruned run's log,
+    written after) — (the row is then locked until the transaction ends), else the status
+    that refuses the write (``cancelled``, or ``queued``/… when another attempt owns the
+    run; ``running`` when a later attempt runs)."""
     result = session.execute(
         update(Run).where(Run.id == run_id, Run.attempt == attempt,
-                          Run.status == Status.running).values(updated_at=utcnow()))
+                          Run.status.in_([Status.running, *ended]))
+        .values(updated_at=utcnow()))
     if result.rowcount == 1:  # type: ignore[attr-defined]
         return None
     status = session.scalar(select(Run.status).where(Run.id == run_id))

@@ -471,6 +471,59 @@ def test_a_tune_search_plots_its_trials_and_marks_the_chosen_one(
         ui.http.post(f"{API}/experiments/{exp['id']}/cancel")
 
 
+def test_a_search_draws_one_line_per_run_and_brushing_an_axis_filters_the_table(
+        ui: SimpleNamespace, browser: Browser) -> None:
+    """Four samples end as their drivers record them; dragging along q_psnr's axis over
+    its upper part keeps the two best samples' lines and table rows, dims and hides the
+    rest; "Show all runs" brings them back."""
+    from service.orchestration.sampling import propose_samples
+    from service.persistence.db import transaction
+    from tests.service.test_search import finish, sample_rows
+
+    exp = ui.http.post(f"{API}/experiments", json={
+        **TINY, "name": "searched", "models": ["baseline"], "search": {
+            "algorithm": "random", "metric": "q_psnr", "num_samples": 4, "seed": 0,
+            "space": {"latent_dim": {"randint": [16, 512]},
+                      "lr": {"loguniform": [1e-4, 1e-2]}}}}).json()
+    with transaction(context_of(ui.app).sessions) as s:
+        propose_samples(s)  # the first max_concurrent (here all) are made at submission
+    rows = sample_rows(SimpleNamespace(app=ui.app), exp["id"])
+    assert len(rows) == 4
+    scores = dict(zip((r.id for r in rows), (21.0, 27.5, 23.0, 25.0), strict=True))
+    for run in rows:
+        finish(SimpleNamespace(app=ui.app), run, scores[run.id])
+    with tab(browser) as t:
+        page = t.open(f"{ui.base}/experiments/{exp['id']}")
+        lines = page.locator("#parallel .pc-line")
+        assert sorted(int(i) for i in lines.evaluate_all(
+            "ls => ls.map(l => l.dataset.runId)")) == sorted(scores)
+        table = 'table.study tbody tr[data-run-id]'
+        visible = "els => els.filter(e => e.offsetParent !== null).map(e => +e.dataset.runId)"
+        assert sorted(page.eval_on_selector_all(table, visible)) == sorted(scores)
+        t.shoot("search")
+        area = page.locator('#parallel .pc-brush-area[data-axis="q_psnr"]').bounding_box()
+        assert area is not None
+        x = area["x"] + area["width"] / 2
+        page.mouse.move(x, area["y"] + 1)  # from the top (27.5) to mid-axis (24.25)
+        page.mouse.down()
+        page.mouse.move(x, area["y"] + area["height"] * 0.3, steps=4)
+        page.mouse.move(x, area["y"] + area["height"] / 2, steps=4)
+        page.mouse.up()
+        best = sorted(i for i, q in scores.items() if q > 24)
+        assert sorted(page.eval_on_selector_all(table, visible)) == best
+        assert sorted(page.eval_on_selector_all(".runs .run[data-run-id]", visible)) == best
+        dim = "ls => ls.filter(l => l.classList.contains('pc-dim')).map(l => +l.dataset.runId)"
+        assert sorted(lines.evaluate_all(dim)) == sorted(set(scores) - set(best))
+        assert page.locator("#pc-count").inner_text() == "2 of 4 runs kept."
+        t.shoot("search-brushed")
+        page.click("#pc-clear")
+        assert sorted(page.eval_on_selector_all(table, visible)) == sorted(scores)
+        assert lines.evaluate_all(dim) == []
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(250)
+        assert t.no_horizontal_scroll()
+
+
 # --- the editor -------------------------------------------------------------------------------
 
 UNPROCESSABLE = "Failed to load resource: the server responded with a status of 422 " \
