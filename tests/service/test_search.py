@@ -23,6 +23,7 @@ from service.search import SEARCHABLE, asha_stops, prune_reason
 from tests.service.orchestration.test_dispatcher import FakeExecutor
 from tests.utils import API
 from workers.measures import RunMeasures
+from workers.store import RunPruned
 
 # The issue's spec, exactly (tiny budgets on top).
 ISSUE_SEARCH = {
@@ -354,8 +355,11 @@ def test_the_store_prunes_a_weak_sample_at_its_epoch_and_it_is_not_failed(
         return store
 
     epoch(good, 1, 0.01)
-    store = epoch(bad, 1, 0.5)  # worse than the best 1/4 of the two at epoch 1
-    assert store.is_cancelled()  # the pipeline's next check stops it (RunCancelled)
+    # Worse than the best 1/4 of the two at epoch 1: the write is kept, then the store
+    # stops the pipeline with RunPruned (a RunCancelled), and the run reads cancelled.
+    with pytest.raises(RunPruned, match="pruned at epoch 1"):
+        epoch(bad, 1, 0.5)
+    assert DbRunStore(ctx.sessions, ctx.artifacts, bad.id, attempt=bad.attempt).is_cancelled()
     with ctx.sessions() as s:
         assert prune_decision(s, run_id=good.id, epoch=1) is None
         row = s.get(Run, bad.id)
@@ -363,7 +367,8 @@ def test_the_store_prunes_a_weak_sample_at_its_epoch_and_it_is_not_failed(
         assert row.error.startswith("pruned at epoch 1 (asha)")
         kept = s.scalars(select(EpochMetric.epoch).where(EpochMetric.run_id == bad.id)).all()
         assert kept == [1]
-    store = epoch(late, 1, math.inf)  # diverged
+    with pytest.raises(RunPruned, match="diverged"):
+        epoch(late, 1, math.inf)
     with ctx.sessions() as s:
         assert s.get(Run, late.id).status == Status.pruned
     finish(client, good, 25.0)
