@@ -130,14 +130,10 @@ class RayExecutor:
             return self._embedded.dead(cluster)
         return self.cluster_id is not None and cluster != self.cluster_id
 
-    def runners(self) -> dict[tuple[float, float], int]:
-        """The warm runners alive on the cluster (``workers.warm``), counted by resource
-        shape: (GPUs, CPUs) → how many. Unavailable when Ray's state API does not answer."""
-        from ray.util.state.common import ListApiOptions, StateResource
-
-        from workers.warm import RUNNER_PREFIX
-
-        self.client()
+    def _state(self) -> Any:
+        """Ray's state API client for the current dashboard (made again when the embedded
+        head moves). Raises Unavailable when it cannot be made."""
+        self.client()  # resolves the dashboard's address (the embedded head may move)
         if self._state_client is None or self._state_address != self.dashboard_url:
             from ray.util.state import StateApiClient
 
@@ -146,6 +142,16 @@ class RayExecutor:
                 self._state_address = self.dashboard_url
             except Exception as exc:
                 raise Unavailable(f"Ray state API at {self.dashboard_url}: {exc}") from exc
+        return self._state_client
+
+    def runners(self) -> dict[tuple[float, float], int]:
+        """The warm runners alive on the cluster (``workers.warm``), counted by resource
+        shape: (GPUs, CPUs) → how many. Unavailable when Ray's state API does not answer."""
+        from ray.util.state.common import ListApiOptions, StateResource
+
+        from workers.warm import RUNNER_PREFIX
+
+        self._state()
         options = ListApiOptions(limit=LIVE_JOBS_LIMIT, timeout=STATE_TIMEOUT_S, detail=True,
                                  filters=[("state", "=", "ALIVE"), ("class_name", "=", "Runner")])
         try:
@@ -212,15 +218,7 @@ class RayExecutor:
         Ray's state API filtered on the dashboard."""
         from ray.util.state.common import ListApiOptions, StateResource
 
-        self.client()  # resolves the dashboard's address (the embedded head may move)
-        if self._state_client is None or self._state_address != self.dashboard_url:
-            from ray.util.state import StateApiClient
-
-            try:
-                self._state_client = StateApiClient(address=self.dashboard_url)
-                self._state_address = self.dashboard_url
-            except Exception as exc:
-                raise Unavailable(f"Ray state API at {self.dashboard_url}: {exc}") from exc
+        self._state()
         options = ListApiOptions(limit=LIVE_JOBS_LIMIT, timeout=STATE_TIMEOUT_S, filters=[
             ("status", "!=", state.value) for state in ENDED])
         try:
