@@ -11,6 +11,7 @@ from sqlalchemy import text
 from service.api.deps import ReadAccess
 from service.client.schemas import Readiness
 from service.context import ContextDep
+from service.http_errors import errors
 
 router = APIRouter(tags=["health"])
 
@@ -42,7 +43,8 @@ def readyz(ctx: ContextDep) -> JSONResponse:
 @router.get("/metrics", operation_id="metrics", dependencies=[ReadAccess],
             response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
-                             "description": "Prometheus text exposition format"}})
+                             "description": "Prometheus text exposition format"},
+                       **errors(401, 403)})
 def metrics(ctx: ContextDep) -> Response:
     """Request counts and latency by route, runs and experiments by status (read from the
     database now), runs in flight, dispatcher passes, warm runners by resource shape,
