@@ -90,7 +90,7 @@ class SlotSteps:
         assert (classifier, original_accuracy) == (b"classifier weights", 0.75)
         return RunMeasures(mae=0.1, mse=0.02, psnr=17.0, ssim=0.5, n_images=64,
                            training_time_s=1.0, compression_ratio=4.0, params=10,
-                           latent_dim=8, compression_ratio_bytes=4.0), []
+                           latent_dim=8, compression_ratio_bytes=4.0), [], []
 
     def hand_back(self) -> None:
         if self.held:
