@@ -141,8 +141,8 @@ def _field(path: str, schema: dict[str, Any], required: bool) -> FormField:
     elif "enum" in body:
         kind = "choice"
         options = tuple(Option(v, _option_label(v)) for v in body["enum"])
-    elif body.get("type") in ("array", "object"):
-        kind = "json"
+    elif body.get("type") in ("array", "object") or "$ref" in body or "anyOf" in body:
+        kind = "json"  # an object, a list or a union of them (``search``): written as JSON
     elif body.get("type") == "boolean":
         kind = "bool"
     elif body.get("type") == "integer":
