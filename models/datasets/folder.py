@@ -55,7 +55,10 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SPLITS = ("train", "test")
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Greyscale modes holding 16-bit values (Pillow opens a 16-bit PNG as "I;16", older
+# Pillows as "I"): scaled to 8 bits by :func:`eight_bit`, not clipped at 255.
+SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 _root: Path | None = None
 _urls: dict[str, str] = {}
@@ -188,12 +191,27 @@ def decode(path: Path | Place, channels: int) -> tuple[np.ndarray, tuple[int, in
     try:
         with bomb_guard():
             im.load()
-        im = im.convert("L" if channels == 1 else "RGB")
+        im = eight_bit(im).convert("L" if channels == 1 else "RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"{path} is corrupt ({exc})") from None
     array = np.asarray(im, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return array, (array.shape[1], array.shape[2])
+
+
+def eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (:data:`SIXTEEN_BIT_MODES`) as 8-bit "L": each value
+    v in 0..65535 becomes round(v / 257) in 0..255 (values outside 0..65535, possible in
+    mode "I", are clipped to it first). Pillow's own conversion clips at 255 instead,
+    which turns nearly every pixel of a 16-bit image white. Other modes are returned
+    as they are."""
+    import numpy as np
+    from PIL import Image
+
+    if im.mode not in SIXTEEN_BIT_MODES:
+        return im
+    values = np.asarray(im).astype(np.int64).clip(0, 65535)
+    return Image.fromarray(((values + 128) // 257).astype(np.uint8))  # (H, W): "L"
 
 
 def pad_stack(arrays: list[np.ndarray], channels: int) -> RawSplit:

@@ -156,3 +156,29 @@ def test_a_url_whose_filesystem_is_not_installed_is_named_unavailable() -> None:
     assert check.status == "missing"
     assert check.problems[0].startswith(f"{protocol}://bucket/shapes cannot be read here")
     assert "secret" not in check.problems[0] + info.description  # credentials never shown
+
+
+def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped(root: Path) -> None:
+    """A 16-bit PNG (Pillow's "I;16") is read as round(v / 257), so 0..65535 spans 0..255;
+    Pillow's own convert("L") would clip every value above 255 to white. The big-endian
+    and 32-bit modes a TIFF or an older Pillow gives are scaled alike."""
+    import numpy as np
+    from PIL import Image
+
+    from models.datasets.folder import eight_bit
+
+    values = (np.arange(16 * 16, dtype=np.int64).reshape(16, 16) * 257 + 100).clip(0, 65535)
+    expected = np.round(values / 257).astype(np.uint8)
+    for split in ("train", "test"):
+        (root / "deep" / split).mkdir(parents=True)
+        Image.frombytes("I;16", (16, 16), values.astype("<u2").tobytes()).save(
+            root / "deep" / split / "scan.png")
+    assert Image.open(root / "deep" / "train" / "scan.png").mode == "I;16"
+    assert dataset_info("deep").channels == 1
+    train, _ = dataset_entry("deep").read(root, download=False)
+    assert train.images.shape == (1, 1, 16, 16)
+    assert (train.images[0, 0] == expected).all()
+    for im in (Image.frombytes("I;16B", (16, 16), values.astype(">u2").tobytes()),
+               Image.fromarray(values.astype(np.int32))):  # mode "I"
+        out = eight_bit(im)
+        assert out.mode == "L" and (np.asarray(out) == expected).all(), im.mode
