@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import io
 import posixpath
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -131,6 +132,11 @@ class Place:
                  for e in self.fs.ls(self.path, detail=True)]
         return [(self / n, is_dir) for n, is_dir in sorted(found)]
 
+    def relative_to(self, folder: Place) -> str:
+        """Its path under ``folder`` (``train/cats/a.png``), as messages name a file of
+        a dataset."""
+        return posixpath.relpath(self.path, folder.path)
+
     def key(self) -> str:
         """Changes when the file does (fsspec's ``ukey``: size, modification time …)."""
         return str(self.fs.ukey(self.path))
@@ -165,35 +171,58 @@ def bomb_guard() -> Iterator[None]:
         yield
 
 
-def open_image(path: Path | Place) -> Image.Image:
+_REPR = re.compile(r"<[^<>]*? object at 0x[0-9a-fA-F]+>|\b\w*Path\((['\"]).*?\1\)")
+
+
+def reason(exc: BaseException) -> str:
+    """Why a file could not be read, in plain words: Pillow's message without the
+    Python reprs it embeds (``PosixPath('…')``, ``<_io.BytesIO object at 0x…>``), an
+    OSError's ``strerror`` without its quoted file name."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "Pillow cannot identify it as an image"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(_REPR.sub("", str(exc)).split())
+    return text or type(exc).__name__
+
+
+def open_image(path: Path | Place, name: str | None = None) -> Image.Image:
     """``path`` opened (a local file: header only; a :class:`Place`: its bytes read)
     under :func:`bomb_guard`; ``ValueError`` saying what is wrong with it (unreadable, not
-    an image, a decompression bomb)."""
+    an image, a decompression bomb), naming the file as ``name`` (default: ``path``)
+    in plain text."""
     from PIL import Image, UnidentifiedImageError
 
+    shown = str(path) if name is None else name
     try:
         with bomb_guard():
             if isinstance(path, Place):
                 return Image.open(io.BytesIO(path.read()))
             return Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{path} is refused as a decompression bomb ({exc})") from None
+        raise ValueError(f"{shown} is refused as a decompression bomb ({reason(exc)})"
+                         ) from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc})") from None
+        raise ValueError(f"{shown} is not a readable image ({reason(exc)})") from None
 
 
-def decode(path: Path | Place, channels: int) -> tuple[np.ndarray, tuple[int, int]]:
+def decode(path: Path | Place, channels: int, name: str | None = None
+           ) -> tuple[np.ndarray, tuple[int, int]]:
     """``path`` decoded as uint8 (C, H, W) with ``channels`` (1 grey, 3 RGB) and its
-    (H, W); ``ValueError`` naming the file when it cannot be."""
+    (H, W); ``ValueError`` naming the file (as ``name``, default ``path``) when it cannot
+    be."""
     import numpy as np
 
-    im = open_image(path)
+    im = open_image(path, name)
     try:
         with bomb_guard():
             im.load()
         im = eight_bit(im).convert("L" if channels == 1 else "RGB")
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path} is corrupt ({exc})") from None
+        raise ValueError(f"{path if name is None else name} is corrupt ({reason(exc)})"
+                         ) from None
     array = np.asarray(im, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return array, (array.shape[1], array.shape[2])
@@ -298,15 +327,16 @@ def survey(folder: Place) -> Survey:
     sizes, modes = [], set()
     problems = list(problems)
     for p in paths:
+        name = p.relative_to(folder)  # messages name a file by its path in the dataset
         try:
-            im = open_image(p)
+            im = open_image(p, name)
             with bomb_guard():
                 im.load()
         except ValueError as exc:
             problems.append(str(exc))
             continue
         except (OSError, SyntaxError) as exc:
-            problems.append(f"{p} is corrupt ({exc})")
+            problems.append(f"{name} is corrupt ({reason(exc)})")
             continue
         sizes.append((im.height, im.width))
         modes.add(im.mode)
@@ -364,7 +394,8 @@ class FolderDataset(DatasetEntry):
         s = survey(self.place)
         splits = []
         for split in SPLITS:
-            arrays = [decode(p, self.info.channels)[0] for p, _ in s.files[split]]
+            arrays = [decode(p, self.info.channels, p.relative_to(self.place))[0]
+                      for p, _ in s.files[split]]
             raw = pad_stack(arrays, self.info.channels)
             labels = np.array([c for _, c in s.files[split]], dtype=np.int64) \
                 if s.classes else None

@@ -79,7 +79,11 @@ def test_preflight_names_a_corrupt_file(client: TestClient, settings) -> None:
     with pytest.raises(PreflightFailed) as err:
         preflight(spec, data_root="/unused", weights_dir=settings.weights_path,
                   allow_download=False)
-    assert f"{bad} is not a readable image" in str(err.value)
+    # By its path in the dataset, in plain text: no PosixPath('…') or BytesIO repr.
+    assert str(err.value) == (
+        f"missing or unusable on this node: dataset shapes in {folder}: "
+        "test/squares/zz.png is not a readable image (Pillow cannot identify it as an "
+        "image): delete or replace it.")
 
 
 def test_larger_images_train_on_crops_and_are_measured_whole(client: TestClient,
