@@ -93,6 +93,8 @@ def dataset_requirement(entry: DatasetEntry, data_root: str) -> Requirement:
         them = "it" if len(check.problems) == 1 else "them"
         problem = (f"dataset {info.name} in {entry.location(root)}: "
                    f"{'; '.join(check.problems)}: delete or replace {them}")
+    elif check.status == "unusable":  # whole files: each problem says what to do
+        problem = "; ".join(check.problems)
     return Requirement("dataset", info.name, f"dataset {info.name} ({info.title})",
                        entry.files(), entry.location(root), check.status == "available",
                        problem)

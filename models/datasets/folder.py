@@ -256,6 +256,59 @@ def pad_stack(arrays: list[np.ndarray], channels: int) -> RawSplit:
     return RawSplit(images, None, sizes)
 
 
+PADDED_LIMIT_BYTES = 2 << 30  # the largest padded split tensor a run may load: 2 GiB
+PADDED_WASTE = 4  # the most padded pixels a split may hold per real pixel
+
+
+def _binary(n: float) -> str:
+    """Bytes in binary units: ``512 B``, ``2.0 GiB``."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def padding_problems(name: str, splits: Mapping[str, list[tuple[str, tuple[int, int]]]],
+                     channels: int) -> list[str]:
+    """Why the dataset ``name`` cannot be loaded as its splits' images are: one message
+    per split whose padded tensor is too big or too wasteful, else none.
+
+    A split of images of differing sizes loads as one uint8 tensor (N, C, Hmax, Wmax)
+    (:func:`pad_stack`): every image padded to the split's largest height and largest
+    width, whatever ``data.crop`` (crops and tiles are cut from it afterwards). A split
+    is refused when that tensor exceeds :data:`PADDED_LIMIT_BYTES` (N·C·Hmax·Wmax bytes),
+    or when its N·Hmax·Wmax pixels exceed :data:`PADDED_WASTE` times the Σ H·W real ones
+    (a few large or oddly shaped images make every slot that large).
+
+    ``splits``: per split, each image's (name in the dataset, (H, W)); ``channels``: C
+    (1 or 3)."""
+    problems = []
+    for split, images in splits.items():
+        if not images:
+            continue
+        hmax = max(h for _, (h, _w) in images)
+        wmax = max(w for _, (_h, w) in images)
+        n = len(images)
+        padded = n * hmax * wmax
+        real = sum(h * w for _, (h, w) in images)
+        nbytes = padded * channels
+        if nbytes <= PADDED_LIMIT_BYTES and padded <= PADDED_WASTE * real:
+            continue
+        largest, (lh, lw) = max(images, key=lambda image: image[1][0] * image[1][1])
+        lo = (min(h for _, (h, _w) in images), min(w for _, (_h, w) in images))
+        why = (f"{_binary(nbytes)}, over the {_binary(PADDED_LIMIT_BYTES)} limit"
+               if nbytes > PADDED_LIMIT_BYTES else
+               f"{padded / real:.1f}× its real pixels, over the {PADDED_WASTE}× limit")
+        problems.append(
+            f"dataset {name}: its {split} split of {n} images from {lo[0]}×{lo[1]} to "
+            f"{hmax}×{wmax} (H×W) loads as one tensor padded to the largest, "
+            f"{n}×{channels}×{hmax}×{wmax} ({why}), whatever data.crop; cut the large "
+            f"images into tiles about the size of the others (or resize them) before "
+            f"placing them, or move them out (the largest: {largest}, {lh}×{lw})")
+    return problems
+
+
 @dataclass(frozen=True)
 class Survey:
     """What a folder holds: each split's files with their class index (None: flat), the
@@ -267,6 +320,8 @@ class Survey:
     modes: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
     missing: bool = False  # train/ or test/ is not there, or the folder cannot be listed
+    # Each split's readable images: (path in the dataset, (H, W)), in file order.
+    by_split: dict[str, list[tuple[str, tuple[int, int]]]] = field(default_factory=dict)
 
 
 def _images(folder: Place) -> list[Place]:
@@ -325,8 +380,9 @@ def survey(folder: Place) -> Survey:
     if key in _surveys:
         return _surveys[key]
     sizes, modes = [], set()
+    by_split: dict[str, list[tuple[str, tuple[int, int]]]] = {split: [] for split in SPLITS}
     problems = list(problems)
-    for p in paths:
+    for p, split in [(p, s) for s in SPLITS for p, _ in files[s]]:
         name = p.relative_to(folder)  # messages name a file by its path in the dataset
         try:
             im = open_image(p, name)
@@ -339,9 +395,10 @@ def survey(folder: Place) -> Survey:
             problems.append(f"{name} is corrupt ({reason(exc)})")
             continue
         sizes.append((im.height, im.width))
+        by_split[split].append((name, (im.height, im.width)))
         modes.add(im.mode)
     missing = any(not (folder / split).is_dir() for split in SPLITS)
-    found = Survey(files, classes, sizes, modes, problems, missing)
+    found = Survey(files, classes, sizes, modes, problems, missing, by_split)
     while len(_surveys) >= MAX_SURVEYS:
         _surveys.pop(next(iter(_surveys)))
     _surveys[key] = found
@@ -386,6 +443,9 @@ class FolderDataset(DatasetEntry):
         s = survey(self.place)
         if s.problems:
             return DatasetCheck("missing" if s.missing else "corrupt", tuple(s.problems))
+        padding = padding_problems(self.info.name, s.by_split, self.info.channels)
+        if padding:
+            return DatasetCheck("unusable", tuple(padding))
         return DatasetCheck("available")
 
     def load(self, root: Path, download: bool) -> tuple[RawSplit, RawSplit]:

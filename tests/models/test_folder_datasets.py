@@ -202,3 +202,43 @@ def test_unreadable_files_are_named_in_plain_text_without_reprs(tmp_path: Path) 
         open_image(tmp_path / "gone.png")
     assert str(err.value) == f"{tmp_path / 'gone.png'} is not a readable image (No such " \
         "file or directory)"
+
+
+def test_padding_that_would_blow_memory_up_is_refused_naming_the_sizes(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split loads as one uint8 tensor (N, C, Hmax, Wmax): a 200×30 and a 30×200 image
+    beside 30×30 ones pad every slot to 200×200 (11.6× the real pixels) — refused by the
+    check and by preflight, saying what to do; the photos' 3.8× passes."""
+    from models.datasets import folder as folder_module
+    from models.datasets.folder import PADDED_WASTE, padding_problems
+    from service.spec import ExperimentSpec
+    from tests.utils import tiny_spec
+    from workers.preflight import PreflightFailed, preflight
+
+    image_folder(root, "odd", size=(30, 30), classes=(), train=2, test=1)
+    image_folder(root, "odd", size=(200, 30), classes=(), train=1, test=0, seed=1)
+    image_folder(root, "odd", size=(30, 200), classes=(), train=1, test=0, seed=2)
+    message = ("dataset odd: its train split of 4 images from 30×30 to 200×200 (H×W) loads "
+               "as one tensor padded to the largest, 4×3×200×200 (11.6× its real pixels, "
+               "over the 4× limit), whatever data.crop; cut the large images into tiles "
+               "about the size of the others (or resize them) before placing them, or move "
+               "them out (the largest: train/train0_1_000.png, 200×30)")
+    assert PADDED_WASTE < 4 * 200 * 200 / (2 * 30 * 30 + 2 * 200 * 30)
+    check = dataset_entry("odd").check(root)
+    assert (check.status, check.problems) == ("unusable", (message,))
+    (spec,) = ExperimentSpec.model_validate(
+        tiny_spec(datasets=["odd"], batch_size=2, data={"test_limit": 1,
+                                                         "validation": "test"})).run_specs()
+    with pytest.raises(PreflightFailed) as err:
+        preflight(spec, data_root="/unused", weights_dir=str(root / "w"),
+                  allow_download=False)
+    assert str(err.value) == f"missing or unusable on this node: {message}."
+    photos = [(str(i), tuple(s)) for i, s in enumerate(
+        dataset_entry("photos").read(Path("/unused"), download=False)[0].sizes.tolist())]
+    assert padding_problems("photos", {"train": photos}, 3) == []
+    # The byte limit: 2 GiB of padded uint8, whatever the waste.
+    monkeypatch.setattr(folder_module, "PADDED_LIMIT_BYTES", 3 * 30 * 30 * 4 - 1)
+    (problem,) = padding_problems("even", {"test": [("test/a.png", (30, 30))] * 4}, 3)
+    assert "4×3×30×30 (10.5 KiB, over the 10.5 KiB limit)" in problem
+    assert folder_module._binary(2 << 30) == "2.0 GiB"
+    assert padding_problems("even", {"test": [("test/a.png", (30, 30))] * 4}, 1) == []
