@@ -89,8 +89,12 @@ def dataset_requirement(entry: DatasetEntry, data_root: str) -> Requirement:
     info = entry.info
     check = entry.check(root)
     problem = None
-    if check.status == "corrupt":
-        problem = "; ".join(check.problems) + ": delete or replace it"
+    if check.status == "corrupt":  # each file named as the entry's check names it
+        them = "it" if len(check.problems) == 1 else "them"
+        problem = (f"dataset {info.name} in {entry.location(root)}: "
+                   f"{'; '.join(check.problems)}: delete or replace {them}")
+    elif check.status == "unusable":  # whole files: each problem says what to do
+        problem = "; ".join(check.problems)
     return Requirement("dataset", info.name, f"dataset {info.name} ({info.title})",
                        entry.files(), entry.location(root), check.status == "available",
                        problem)

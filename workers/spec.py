@@ -146,28 +146,44 @@ class ClassifierBudget(_Strict):
 
 def data_limit_problems(data: DataOptions, info: DatasetInfo, batch_size: int
                         ) -> list[tuple[tuple[str, ...], str]]:
-    """What is wrong with ``data``'s limits for the dataset ``info`` describes: (field
-    path, message) pairs.
+    """What is wrong with ``data``'s limits and ``batch_size`` for the dataset ``info``
+    describes: (field path, message) pairs, each message naming the dataset and the
+    split's image count.
 
     Limits are refused rather than clamped, so a run never trains on less than its spec
     says: ``train_limit`` at most the dataset's capacity (``DatasetInfo.capacity``, the
     split ``models.data.load_dataset`` makes) and at least ``batch_size`` (the training
-    split must fill one batch); ``test_limit`` at most the test split."""
+    split must fill one batch: training drops a last partial batch); ``test_limit`` at
+    most the test split. With no ``train_limit`` a training split smaller than one batch
+    is ``batch_size``'s problem (at ``("batch_size",)``), since it is the field to lower."""
     dataset = info.name
-    problems = []
+    problems: list[tuple[tuple[str, ...], str]] = []
     capacity = info.capacity(data.validation)
+    held = " less the 10% validation hold-out" if data.validation == "holdout" else ""
     train = data.train_limit
     if train is not None and train > capacity:
-        held = " less the 10% validation hold-out" if data.validation == "holdout" else ""
         problems.append((("data", "train_limit"),
                          f"train_limit {train} exceeds the {capacity} training images of "
                          f"{dataset} ({info.train_size}{held})"))
     per_image = info.crops_per_image(data.crop)  # images larger than the crop: crops
-    if (train if train is not None else capacity) * per_image < batch_size:
-        crops = f" ({per_image} crops of {data.crop} px each)" if per_image > 1 else ""
-        problems.append((("data", "train_limit"),
-                         f"train_limit {train} is below batch_size {batch_size}: the "
-                         f"training split must fill one batch{crops}"))
+    images = train if train is not None else capacity
+    if images * per_image < batch_size:
+        crops = (f"{per_image} random crops of {data.crop} px from each: "
+                 f"{images * per_image} crops") if per_image > 1 else ""
+        if train is None:
+            detail = ", ".join(filter(None, (held and f"of {info.train_size}{held}",
+                                             crops)))
+            problems.append((("batch_size",),
+                             f"batch_size {batch_size} exceeds the training split of "
+                             f"{dataset}: its {capacity} training images"
+                             f"{f' ({detail})' if detail else ''} do not fill one batch; "
+                             f"lower batch_size to at most {capacity * per_image}"))
+        else:
+            problems.append((("data", "train_limit"),
+                             f"train_limit {train} images of {dataset}"
+                             f"{f' ({crops})' if crops else ''} do not fill "
+                             f"one batch of batch_size {batch_size}: raise train_limit or "
+                             f"lower batch_size"))
     if data.test_limit is not None and data.test_limit > info.test_size:
         problems.append((("data", "test_limit"),
                          f"test_limit {data.test_limit} exceeds the {info.test_size} test "

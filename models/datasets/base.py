@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 Validation = Literal["holdout", "test"]
-Status = Literal["available", "missing", "corrupt"]
+# unusable: every file is whole, but the dataset cannot be loaded as it is (its
+# problems say why and what to do: e.g. models.datasets.folder.padding_problems)
+Status = Literal["available", "missing", "corrupt", "unusable"]
 VAL_FRACTION = 0.1  # the hold-out share of the training split under validation="holdout"
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -199,6 +201,8 @@ class DatasetEntry:
             raise DatasetUnavailable(f"dataset {self.info.name!r} has corrupt files: "
                                      f"{'; '.join(check.problems)}. Delete them (a run "
                                      "downloads them again when it may) or place good copies.")
+        if check.status == "unusable":
+            raise DatasetUnavailable("; ".join(check.problems))
         return self.load(root, download)
 
 

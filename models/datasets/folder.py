@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import io
 import posixpath
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -55,7 +56,10 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SPLITS = ("train", "test")
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Greyscale modes holding 16-bit values (Pillow opens a 16-bit PNG as "I;16", older
+# Pillows as "I"): scaled to 8 bits by :func:`eight_bit`, not clipped at 255.
+SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 _root: Path | None = None
 _urls: dict[str, str] = {}
@@ -128,6 +132,11 @@ class Place:
                  for e in self.fs.ls(self.path, detail=True)]
         return [(self / n, is_dir) for n, is_dir in sorted(found)]
 
+    def relative_to(self, folder: Place) -> str:
+        """Its path under ``folder`` (``train/cats/a.png``), as messages name a file of
+        a dataset."""
+        return posixpath.relpath(self.path, folder.path)
+
     def key(self) -> str:
         """Changes when the file does (fsspec's ``ukey``: size, modification time …)."""
         return str(self.fs.ukey(self.path))
@@ -162,38 +171,76 @@ def bomb_guard() -> Iterator[None]:
         yield
 
 
-def open_image(path: Path | Place) -> Image.Image:
+_REPR = re.compile(r"<[^<>]*? object at 0x[0-9a-fA-F]+>|\b\w*Path\((['\"]).*?\1\)")
+
+
+def reason(exc: BaseException) -> str:
+    """Why a file could not be read, in plain words: Pillow's message without the
+    Python reprs it embeds (``PosixPath('…')``, ``<_io.BytesIO object at 0x…>``), an
+    OSError's ``strerror`` without its quoted file name."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "Pillow cannot identify it as an image"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(_REPR.sub("", str(exc)).split())
+    return text or type(exc).__name__
+
+
+def open_image(path: Path | Place, name: str | None = None) -> Image.Image:
     """``path`` opened (a local file: header only; a :class:`Place`: its bytes read)
     under :func:`bomb_guard`; ``ValueError`` saying what is wrong with it (unreadable, not
-    an image, a decompression bomb)."""
+    an image, a decompression bomb), naming the file as ``name`` (default: ``path``)
+    in plain text."""
     from PIL import Image, UnidentifiedImageError
 
+    shown = str(path) if name is None else name
     try:
         with bomb_guard():
             if isinstance(path, Place):
                 return Image.open(io.BytesIO(path.read()))
             return Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{path} is refused as a decompression bomb ({exc})") from None
+        raise ValueError(f"{shown} is refused as a decompression bomb ({reason(exc)})"
+                         ) from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc})") from None
+        raise ValueError(f"{shown} is not a readable image ({reason(exc)})") from None
 
 
-def decode(path: Path | Place, channels: int) -> tuple[np.ndarray, tuple[int, int]]:
+def decode(path: Path | Place, channels: int, name: str | None = None
+           ) -> tuple[np.ndarray, tuple[int, int]]:
     """``path`` decoded as uint8 (C, H, W) with ``channels`` (1 grey, 3 RGB) and its
-    (H, W); ``ValueError`` naming the file when it cannot be."""
+    (H, W); ``ValueError`` naming the file (as ``name``, default ``path``) when it cannot
+    be."""
     import numpy as np
 
-    im = open_image(path)
+    im = open_image(path, name)
     try:
         with bomb_guard():
             im.load()
-        im = im.convert("L" if channels == 1 else "RGB")
+        im = eight_bit(im).convert("L" if channels == 1 else "RGB")
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path} is corrupt ({exc})") from None
+        raise ValueError(f"{path if name is None else name} is corrupt ({reason(exc)})"
+                         ) from None
     array = np.asarray(im, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return array, (array.shape[1], array.shape[2])
+
+
+def eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (:data:`SIXTEEN_BIT_MODES`) as 8-bit "L": each value
+    v in 0..65535 becomes round(v / 257) in 0..255 (values outside 0..65535, possible in
+    mode "I", are clipped to it first). Pillow's own conversion clips at 255 instead,
+    which turns nearly every pixel of a 16-bit image white. Other modes are returned
+    as they are."""
+    import numpy as np
+    from PIL import Image
+
+    if im.mode not in SIXTEEN_BIT_MODES:
+        return im
+    values = np.asarray(im).astype(np.int64).clip(0, 65535)
+    return Image.fromarray(((values + 128) // 257).astype(np.uint8))  # (H, W): "L"
 
 
 def pad_stack(arrays: list[np.ndarray], channels: int) -> RawSplit:
@@ -209,6 +256,59 @@ def pad_stack(arrays: list[np.ndarray], channels: int) -> RawSplit:
     return RawSplit(images, None, sizes)
 
 
+PADDED_LIMIT_BYTES = 2 << 30  # the largest padded split tensor a run may load: 2 GiB
+PADDED_WASTE = 4  # the most padded pixels a split may hold per real pixel
+
+
+def _binary(n: float) -> str:
+    """Bytes in binary units: ``512 B``, ``2.0 GiB``."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def padding_problems(name: str, splits: Mapping[str, list[tuple[str, tuple[int, int]]]],
+                     channels: int) -> list[str]:
+    """Why the dataset ``name`` cannot be loaded as its splits' images are: one message
+    per split whose padded tensor is too big or too wasteful, else none.
+
+    A split of images of differing sizes loads as one uint8 tensor (N, C, Hmax, Wmax)
+    (:func:`pad_stack`): every image padded to the split's largest height and largest
+    width, whatever ``data.crop`` (crops and tiles are cut from it afterwards). A split
+    is refused when that tensor exceeds :data:`PADDED_LIMIT_BYTES` (N·C·Hmax·Wmax bytes),
+    or when its N·Hmax·Wmax pixels exceed :data:`PADDED_WASTE` times the Σ H·W real ones
+    (a few large or oddly shaped images make every slot that large).
+
+    ``splits``: per split, each image's (name in the dataset, (H, W)); ``channels``: C
+    (1 or 3)."""
+    problems = []
+    for split, images in splits.items():
+        if not images:
+            continue
+        hmax = max(h for _, (h, _w) in images)
+        wmax = max(w for _, (_h, w) in images)
+        n = len(images)
+        padded = n * hmax * wmax
+        real = sum(h * w for _, (h, w) in images)
+        nbytes = padded * channels
+        if nbytes <= PADDED_LIMIT_BYTES and padded <= PADDED_WASTE * real:
+            continue
+        largest, (lh, lw) = max(images, key=lambda image: image[1][0] * image[1][1])
+        lo = (min(h for _, (h, _w) in images), min(w for _, (_h, w) in images))
+        why = (f"{_binary(nbytes)}, over the {_binary(PADDED_LIMIT_BYTES)} limit"
+               if nbytes > PADDED_LIMIT_BYTES else
+               f"{padded / real:.1f}× its real pixels, over the {PADDED_WASTE}× limit")
+        problems.append(
+            f"dataset {name}: its {split} split of {n} images from {lo[0]}×{lo[1]} to "
+            f"{hmax}×{wmax} (H×W) loads as one tensor padded to the largest, "
+            f"{n}×{channels}×{hmax}×{wmax} ({why}), whatever data.crop; cut the large "
+            f"images into tiles about the size of the others (or resize them) before "
+            f"placing them, or move them out (the largest: {largest}, {lh}×{lw})")
+    return problems
+
+
 @dataclass(frozen=True)
 class Survey:
     """What a folder holds: each split's files with their class index (None: flat), the
@@ -220,6 +320,8 @@ class Survey:
     modes: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
     missing: bool = False  # train/ or test/ is not there, or the folder cannot be listed
+    # Each split's readable images: (path in the dataset, (H, W)), in file order.
+    by_split: dict[str, list[tuple[str, tuple[int, int]]]] = field(default_factory=dict)
 
 
 def _images(folder: Place) -> list[Place]:
@@ -278,22 +380,25 @@ def survey(folder: Place) -> Survey:
     if key in _surveys:
         return _surveys[key]
     sizes, modes = [], set()
+    by_split: dict[str, list[tuple[str, tuple[int, int]]]] = {split: [] for split in SPLITS}
     problems = list(problems)
-    for p in paths:
+    for p, split in [(p, s) for s in SPLITS for p, _ in files[s]]:
+        name = p.relative_to(folder)  # messages name a file by its path in the dataset
         try:
-            im = open_image(p)
+            im = open_image(p, name)
             with bomb_guard():
                 im.load()
         except ValueError as exc:
             problems.append(str(exc))
             continue
         except (OSError, SyntaxError) as exc:
-            problems.append(f"{p} is corrupt ({exc})")
+            problems.append(f"{name} is corrupt ({reason(exc)})")
             continue
         sizes.append((im.height, im.width))
+        by_split[split].append((name, (im.height, im.width)))
         modes.add(im.mode)
     missing = any(not (folder / split).is_dir() for split in SPLITS)
-    found = Survey(files, classes, sizes, modes, problems, missing)
+    found = Survey(files, classes, sizes, modes, problems, missing, by_split)
     while len(_surveys) >= MAX_SURVEYS:
         _surveys.pop(next(iter(_surveys)))
     _surveys[key] = found
@@ -338,6 +443,9 @@ class FolderDataset(DatasetEntry):
         s = survey(self.place)
         if s.problems:
             return DatasetCheck("missing" if s.missing else "corrupt", tuple(s.problems))
+        padding = padding_problems(self.info.name, s.by_split, self.info.channels)
+        if padding:
+            return DatasetCheck("unusable", tuple(padding))
         return DatasetCheck("available")
 
     def load(self, root: Path, download: bool) -> tuple[RawSplit, RawSplit]:
@@ -346,7 +454,8 @@ class FolderDataset(DatasetEntry):
         s = survey(self.place)
         splits = []
         for split in SPLITS:
-            arrays = [decode(p, self.info.channels)[0] for p, _ in s.files[split]]
+            arrays = [decode(p, self.info.channels, p.relative_to(self.place))[0]
+                      for p, _ in s.files[split]]
             raw = pad_stack(arrays, self.info.channels)
             labels = np.array([c for _, c in s.files[split]], dtype=np.int64) \
                 if s.classes else None

@@ -363,7 +363,8 @@ class DatasetOut(BaseModel):
     classes: list[str] = []  # class names, when it has them (a folder's class folders)
     split: str = ""  # how its train/test split is made, when not the dataset's own
     available: bool  # present and whole on the API host
-    # available, missing or corrupt ("present but corrupt"); unchecked: a plugin's files
+    # available, missing, corrupt ("present but corrupt") or unusable (whole files the run
+    # cannot load as they are, e.g. padded too large); unchecked: a plugin's files
     # (checked on the worker); broken: a plugin that fails to load (problems say why)
     status: str
     problems: list[str]  # each missing or corrupt file, by path

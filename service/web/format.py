@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,6 +75,39 @@ def iso(value: datetime | None) -> str:
 def variant_title(name: str) -> str:
     """A variant's name as the study's tables write it ("Pixel Shuffle")."""
     return VARIANTS[name].title if name in VARIANTS else name
+
+
+def run_details(runs: Sequence[Any]) -> dict[int, str]:
+    """What tells each of ``runs`` (``Run`` rows) apart from the runs of the list that
+    share its model and dataset (rows that would otherwise read alike), by run id: its λ
+    when set (``λ=0.01``), its latent size where theirs differ or it is not its variant's
+    default (``latent 64``), its seed where theirs differ or it is not 0 (``seed 1``) and
+    its search sample (``sample 3``), joined by `` · ``; ``""`` when nothing does."""
+    latents: dict[tuple[str, str], set[int]] = {}
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for r in runs:
+        latents.setdefault((r.model, r.dataset), set()).add(r.latent_dim)
+        seeds.setdefault((r.model, r.dataset), set()).add(r.seed)
+    out = {}
+    for r in runs:
+        parts = []
+        if r.rd_lambda is not None:
+            parts.append(f"λ={r.rd_lambda:g}")
+        default = VARIANTS[r.model].latent_dim if r.model in VARIANTS else None
+        if len(latents[r.model, r.dataset]) > 1 or (default is not None
+                                                    and r.latent_dim != default):
+            parts.append(f"latent {r.latent_dim}")
+        if len(seeds[r.model, r.dataset]) > 1 or r.seed:
+            parts.append(f"seed {r.seed}")
+        if r.sample is not None:
+            parts.append(f"sample {r.sample}")
+        out[r.id] = " · ".join(parts)
+    return out
+
+
+def run_label(run: Any, detail: str = "") -> str:
+    """A run as a row names it: ``Factorized prior λ=0.01 · seed 1 #12``."""
+    return f"{variant_title(run.model)}{f' {detail}' if detail else ''} #{run.id}"
 
 
 def dataset_title(name: str) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from service.caches import TileCache
 from service.persistence.artifacts import ArtifactError, ArtifactStore
 from service.persistence.tables import Artifact, Run
+from service.web.format import run_details, run_label
 from workers.store import GALLERY_INPUTS, GALLERY_META, GALLERY_RECONSTRUCTIONS
 
 TILE = 32  # px: the study's crop; tiles of whole images (data evaluated whole) are larger
@@ -53,6 +54,14 @@ class GalleryRow:
     experiment_name: str
     tiles: list[Tile | None] = field(default_factory=list)  # None: no such sample
     note: str | None = None  # why a row has no tiles, or a warning
+    # What tells it from the gallery's other rows (λ, latent size, seed, sample:
+    # service.web.format.run_details); "" when nothing does
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        """The row's run as its tiles' labels name it: ``Factorized prior λ=0.01 #12``."""
+        return run_label(self.run, self.detail)
 
 
 @dataclass
@@ -183,8 +192,9 @@ class GalleryReader:
         sizes: dict[int, tuple[tuple[int, int], ...] | None] = {}  # fitted, by run
         # Every run stores its dataset's inputs: equal files (by checksum) are cut once.
         inputs_by_checksum: dict[tuple[str, object], tuple[str, ...]] = {}
+        details = run_details(runs)
         for run in runs:
-            row = GalleryRow(run, names.get(run.experiment_id, ""))
+            row = GalleryRow(run, names.get(run.experiment_id, ""), detail=details[run.id])
             rows.append(row)
             stored = found[run.id]
             if len(stored) < 3:

@@ -28,7 +28,7 @@ from service.orchestration.sampling import search_view
 from service.persistence import repository as repo
 from service.persistence.tables import Experiment, Run
 from service.web.auth import page_access
-from service.web.format import dataset_title, variant_title
+from service.web.format import dataset_title, run_details, run_label, variant_title
 from service.web.gallery import GalleryReader
 from service.web.parallel import parallel_coordinates
 from service.web.render import render
@@ -127,8 +127,10 @@ def experiments_page(
             model=filters["model"], dataset=filters["dataset"])
         runs = repo.runs_of(s, experiment_ids=[e.id for e in page])
     query = {k: v for k, v in filters.items() if v}
+    details = {i: d for group in runs.values() for i, d in run_details(group).items()}
     return render(request, "experiments.html", status_code=422 if names.problems else 200,
-                  experiments=page, runs=runs, filters=filters, next_cursor=next_id,
+                  experiments=page, runs=runs, details=details, filters=filters,
+                  next_cursor=next_id,
                   query=query, first_page=cursor is None, problems=names.problems,
                   statuses=[s.value for s in Status], variants=names.models,
                   datasets=names.datasets)
@@ -183,7 +185,8 @@ def _aggregate_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     error bar drawn on a scale shared by the column within the dataset."""
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        ds_rows = [{**r, "label": table.row_label(r, latent_shown=True)} for r in rows
+                   if r["dataset"] == dataset]
         bars: list[dict[str, Any]] = [{} for _ in ds_rows]
         for key, _, _, better in AGGREGATE_COLUMNS:
             if better is None:
@@ -218,6 +221,7 @@ def experiment_page(request: Request, sessions: SessionsDep, experiment_id: int)
     seeds = len(spec.seed_values) if spec is not None else 1
     aggregated = table.aggregate(rows, spec) if seeds > 1 else []
     return render(request, "experiment.html", experiment=experiment, runs=experiment.runs,
+                  details=run_details(experiment.runs),
                   tables=_study_tables(rows), columns=STUDY_COLUMNS,
                   aggregated=_aggregate_tables(aggregated), agg_columns=AGGREGATE_COLUMNS,
                   reference=built.reference, expect=built.expect,
@@ -261,9 +265,11 @@ def _history(session: Session, run_ids: Sequence[int]) -> list[Run]:
 
 
 def curves_data(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """What the charts plot, per run: epochs (with phases) and LR-search trials."""
+    """What the charts plot, per run: epochs (with phases) and LR-search trials; each
+    run labelled with what tells it from the others (``format.run_details``)."""
+    details = run_details(runs)
     return [{
-        "id": r.id, "label": f"{variant_title(r.model)} #{r.id}", "model": r.model,
+        "id": r.id, "label": run_label(r, details[r.id]), "model": r.model,
         "status": r.status.value,
         "lr": r.lr,
         "epochs": [{"epoch": e.epoch, "phase": e.phase, "size": e.size, "lr": e.lr,
@@ -352,7 +358,8 @@ def compare_page(
             error = str(exc)
     query = {k: v for k, v in filters.items() if v and not (k == "order_by" and v == "-id")}
     return render(request, "compare.html", status_code=422 if names.problems else 200,
-                  rows=rows, filters=filters, query=query, problems=names.problems,
+                  rows=rows, details=run_details([run for run, _, _ in rows]),
+                  filters=filters, query=query, problems=names.problems,
                   next_cursor=next_cursor, error=error, orders=orders, variants=names.models,
                   datasets=names.datasets, statuses=[s.value for s in Status],
                   max_compared=MAX_COMPARED, first_page=cursor is None,

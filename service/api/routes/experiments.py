@@ -47,8 +47,11 @@ def _check_limits(spec: ExperimentSpec, settings: Settings) -> None:
     errors: list[dict[str, Any]] = []
     for dataset in spec.datasets:
         for loc, msg in data_limit_problems(spec.data, dataset_info(dataset), spec.batch_size):
+            given: Any = spec
+            for part in loc:
+                given = getattr(given, part)
             errors.append({"type": "value_error", "loc": ("body", *loc), "msg": msg,
-                           "input": getattr(spec.data, loc[-1])})
+                           "input": given})
     if errors:
         raise RequestValidationError(errors)
     runs = spec.run_count

@@ -79,7 +79,11 @@ def test_preflight_names_a_corrupt_file(client: TestClient, settings) -> None:
     with pytest.raises(PreflightFailed) as err:
         preflight(spec, data_root="/unused", weights_dir=settings.weights_path,
                   allow_download=False)
-    assert f"{bad} is not a readable image" in str(err.value)
+    # By its path in the dataset, in plain text: no PosixPath('…') or BytesIO repr.
+    assert str(err.value) == (
+        f"missing or unusable on this node: dataset shapes in {folder}: "
+        "test/squares/zz.png is not a readable image (Pillow cannot identify it as an "
+        "image): delete or replace it.")
 
 
 def test_larger_images_train_on_crops_and_are_measured_whole(client: TestClient,
@@ -161,3 +165,23 @@ def test_a_folder_at_a_registered_url_is_listed_and_trained_on(settings, tmp_pat
     finally:
         use_urls(None)
         fs.rm(f"/{base}", recursive=True)
+
+
+@pytest.mark.parametrize(("data", "count"), [
+    ({"validation": "test"}, "its 6 training images (2 random crops of 32 px from each: 12 "
+                             "crops)"),
+    ({"crop": 32}, "its 5 training images (of 6 less the 10% validation hold-out, 2 random "
+                   "crops of 32 px from each: 10 crops)")])
+def test_a_batch_larger_than_a_folders_training_split_is_422_naming_both(
+        client: TestClient, settings, data: dict, count: str) -> None:
+    """No train_limit: the split is the folder's, and batch_size is the field to lower."""
+    image_folder(Path(settings.datasets_path), "few", size=(32, 64), train=3, test=2)
+    spec = tiny_spec(datasets=["few"], batch_size=32, data={"test_limit": 2, **data})
+    for query in ("?dry_run=true", ""):
+        r = client.post(f"{API}/experiments{query}", json=spec)
+        assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert (error["loc"], error["input"]) == (["body", "batch_size"], 32)
+    assert error["msg"].startswith(f"batch_size 32 exceeds the training split of few: "
+                                   f"{count} do not fill one batch; lower batch_size")
+    assert client.get(f"{API}/experiments").json()["items"] == []  # nothing was made

@@ -593,3 +593,32 @@ def test_login_is_throttled_logout_ends_the_session_and_protected_answers_are_no
         assert codes == [401] * 5 + [429] * 2
         refused = c.post("/login", data={"token": "t0ken"}, follow_redirects=False)
         assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+def test_rows_of_one_model_say_what_tells_them_apart(web: TestClient) -> None:
+    """Two λ × two seeds of factorized_prior on one dataset: the gallery's rows, its tiles'
+    labels, the curves, the compare and experiment pages' run rows and the aggregated
+    table each name λ and seed, so no two runs read alike."""
+    body = {**spec("factorized_prior", name="rd", epochs=1, pretrained=False),
+            "lambdas": [0.01, 0.1], "seeds": [0, 1]}
+    exp = web.post(f"{API}/experiments", json=body).json()
+    runs = [r["id"] for r in exp["runs"]]
+    for r in runs:
+        store_gallery(web, r, [tile(0)], [tile(r)], [20.0])
+    expected = ["λ=0.01 · seed 0", "λ=0.01 · seed 1", "λ=0.1 · seed 0", "λ=0.1 · seed 1"]
+    gallery = web.get(f"/compare/view?{'&'.join(f'runs={r}' for r in runs)}").text
+    shown = re.findall(r'<span class="detail" data-role="detail">([^<]*)</span>', gallery)
+    assert shown == expected
+    alts = [t["alt"] for t in Tags(gallery).find("img", class_="recon")]
+    assert alts == [f"Factorized Prior {d} #{r}: reconstruction of test image 0, PSNR 20.0 dB"
+                    for d, r in zip(expected, runs, strict=True)]
+    curves = json.loads(re.search(r'<script type="application/json" id="curves-data">(.*?)'
+                                  r'</script>', gallery, re.S).group(1))
+    assert [c["label"] for c in curves] == [f"Factorized Prior {d} #{r}"
+                                            for d, r in zip(expected, runs, strict=True)]
+    for page in (f"/compare?experiment={exp['id']}&order_by=id", f"/experiments/{exp['id']}"):
+        text = web.get(page).text
+        assert re.findall(r'data-role="detail">([^<]*)<', text) == expected, page
+    aggregated = text.split('class="study aggregated"')[1].split("</table>")[0]
+    assert re.findall(r'<th scope="row">([^<]*)</th>', aggregated) == [
+        "Factorized Prior λ=0.01", "Factorized Prior λ=0.1"]
