@@ -255,8 +255,12 @@ def end_mirror(store: RunStore, run_status: str, timeout_s: float = 10.0) -> Non
     """End ``store``'s MLflow run (when it mirrors one) as its aelab run ended
     (``run_status``: the run's status as the driver last read it): FINISHED, FAILED, else
     KILLED — a run cancelled (the driver saw it at an epoch), or an attempt replaced. Does
-    nothing where ``succeed`` or ``fail`` already ended it."""
+    nothing where ``succeed`` or ``fail`` already ended it. Epochs recorded since the last
+    phase change (by a warm runner: a run pruned or cancelled at an epoch has no later
+    phase change, measures or failure to read them at) are mirrored first."""
     if isinstance(store, MirroredStore):
+        if store.mirror.ended is None:
+            store._sync()
         store.mirror.end(MLFLOW_STATUS.get(run_status, "KILLED"), timeout_s)
 
 
