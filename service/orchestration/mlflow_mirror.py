@@ -60,6 +60,27 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): str(value)[:6000]}
 
 
+def experiment_id_of(client: Any, name: str) -> str:
+    """The id of the MLflow experiment ``name`` (an ``MlflowClient``'s), created when
+    missing. Runs of one aelab experiment start at once on several drivers: one that
+    finds none and then loses the create to another (RESOURCE_ALREADY_EXISTS) reads the
+    winner's by name. Any other MlflowException is raised."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        found = client.get_experiment_by_name(name)
+        if found is None:  # said to exist, yet not found: the error stands
+            raise
+        return str(found.experiment_id)
+
+
 class MlflowMirror:
     """Mirrors one aelab run to MLflow at ``tracking_uri`` from a background thread."""
 
@@ -86,10 +107,8 @@ class MlflowMirror:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else \
-            self.client.create_experiment(experiment)
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        run = self.client.create_run(experiment_id_of(self.client, experiment),
+                                     run_name=run_name, tags=dict(tags))
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 

@@ -215,3 +215,29 @@ def test_a_pruned_run_keeps_its_epochs_step_metrics(tmp_path: Path, monkeypatch)
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(mirror.run_id).info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(mirror.run_id, "val_mse")) == [1, 2]
+
+
+def test_two_runs_creating_the_same_mlflow_experiment_at_once_both_mirror(
+        tmp_path: Path, monkeypatch) -> None:
+    """The race: another run's driver creates the experiment between this one's read
+    (none yet) and its create (RESOURCE_ALREADY_EXISTS). The experiment is read again by
+    name and the run mirrored into it, not skipped."""
+    from mlflow.tracking import MlflowClient
+
+    from service.orchestration.mlflow_mirror import MlflowMirror
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    other = MlflowClient(tracking_uri=uri).create_experiment("aelab-1 race")
+    read = MlflowClient.get_experiment_by_name
+    reads: list[str] = []
+
+    def late(self: MlflowClient, name: str) -> object:  # the first read came too early
+        reads.append(name)
+        return None if len(reads) == 1 else read(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", late)
+    mirror = MlflowMirror(uri, experiment="aelab-1 race", run_name="r2", params={}, tags={})
+    mirror.end("FINISHED")
+    assert mirror.skipped is None
+    assert MlflowClient(tracking_uri=uri).get_run(mirror.run_id).info.experiment_id == other
