@@ -443,3 +443,10 @@ def test_the_experiment_page_draws_one_line_per_sample_and_the_best(
             if f'data-axis="{a}"' in html] == ["latent_dim", "lr", "rd_lambda", "bits", "q_psnr"]
     assert html.count('class="order-point"') == 3  # the metric of each finished sample
     assert f"run {rows[1].id}</a> baseline/synthetic, q_psnr 27.5" in html
+    # Hovering a line or a point of the order chart says which sample it is: its values.
+    v = values(rows[1])
+    tip = (f"<title>run {rows[1].id} (succeeded): q_psnr 27.5; latent_dim={v['latent_dim']}, "
+           f"lr={v['lr']:.4g}, bits={v['bits']}</title>")
+    assert html.count(tip) == 2  # its line and its point
+    assert f"<title>run {rows[2].id} (pruned): q_psnr not measured; " in html
+
