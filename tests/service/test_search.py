@@ -450,3 +450,22 @@ def test_the_experiment_page_draws_one_line_per_sample_and_the_best(
     assert html.count(tip) == 2  # its line and its point
     assert f"<title>run {rows[2].id} (pruned): q_psnr not measured; " in html
 
+
+def test_pruned_samples_are_not_results_the_experiments_verdict_waits_for(
+        client: TestClient) -> None:
+    """``expect`` over a search: the samples that finished pass, the pruned ones have no
+    measures by design — the experiment PASSED, not pending for ever on them."""
+    bounds = {"q_psnr": "> 20"}
+    exp = client.post(f"{API}/experiments", json=search_spec(
+        {**ISSUE_SEARCH, "algorithm": "random", "num_samples": 2, "max_concurrent": 2},
+        expect={"baseline/synthetic": bounds, "factorized_prior/synthetic": bounds})
+    ).json()["id"]
+    d, _ = dispatcher(client)
+    d.tick()
+    rows = sample_rows(client, exp)
+    for run, score in zip(rows, (21.0, 27.5, None, 22.0), strict=True):
+        finish(client, run, score, Status.succeeded if score else Status.pruned)
+    table = client.get(f"{API}/experiments/{exp}/results").json()
+    assert table["expect"] == "PASSED"
+    pruned = [r for r in table["rows"] if r["status"] == "pruned"]
+    assert [(r["run_id"], r["expect"]) for r in pruned] == [(rows[2].id, None)]
