@@ -268,7 +268,7 @@ class SearchSpec(_Strict):
                 continue
             for value in dist.endpoints():
                 try:
-                    field.field_type().validate_python(value, strict=field.kind != "float")
+                    field.field_type().validate_python(value, strict=True)
                 except ValidationError as exc:
                     problems.append(_problem(
                         ("space", name), f"{value!r} is not a valid {name}: "

@@ -357,6 +357,17 @@ class ExperimentSpec(TrainingOptions):
             problem(("search", "space", "lr"), f"a searched lr trains at the sampled LR "
                     f"(lr_search.method fixed), not lr_search.method "
                     f"{self.lr_search.method}", self.lr_search.method)
+        for base in self.run_specs() if not problems else ():
+            reason = _unmeasurable_metric(search.metric, base.recipe, base.dataset,
+                                          crop=self.data.crop,
+                                          classifier=self.classifier.enabled,
+                                          test_limit=self.data.test_limit)
+            if reason is not None:  # every sample would end without the metric
+                problem(("search", "metric"), f"{search.metric} cannot be measured for "
+                        f"{base.model} on {base.dataset}: {reason}; the search would "
+                        "have no metric to compare its samples by, so search another "
+                        "measure", search.metric)
+                break
         rate = [resolve(m).trains_rate for m in self.models]
         if "rd_lambda" in search.space and not any(rate):
             problem(("search", "space", "rd_lambda"), f"rd_lambda applies to recipes "
@@ -512,6 +523,30 @@ def unmeasured(dataset: str, *, crop: int | None = IMAGE_SIZE, classifier: bool 
         if names:
             out.append(Unmeasured(need, names, reason))
     return out
+
+
+def _unmeasurable_metric(metric: str, recipe: Recipe, dataset: str, *, crop: int | None,
+                         classifier: bool, test_limit: int | None) -> str | None:
+    """Why runs of ``recipe`` on ``dataset`` cannot have the measure ``metric`` (null in
+    every one: :func:`unmeasured`'s dataset-level reasons, or the recipe's own: λ exists
+    only for rate recipes, quantiser bits only without a learned entropy model), or None
+    when they can."""
+    for lack in unmeasured(dataset, crop=crop, classifier=classifier,
+                           test_limit=test_limit):
+        if metric in lack.measures:
+            return lack.reason
+    if metric == "rd_lambda" and not recipe.trains_rate:
+        return (f"rd_lambda is recorded for recipes trained on rate + λ·distortion "
+                f"({RATE_ARCHITECTURES}) only")
+    if metric == "quant_bits":
+        try:
+            own_coder = architecture_info(recipe.architecture).entropy_model
+        except (KeyError, PluginUnavailable):
+            own_coder = False  # refused elsewhere, by the models field
+        if own_coder:
+            return ("its learned entropy model codes the latent itself: there is no "
+                    "quantiser, so no quant_bits")
+    return None
 
 
 def unlabelled(dataset: str) -> bool:

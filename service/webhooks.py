@@ -1,7 +1,8 @@
 """Webhooks: run and experiment events POSTed to ``AELAB_WEBHOOK_URLS``, signed.
 
-Events: ``run.succeeded``, ``run.failed``, ``run.cancelled`` and ``experiment.finished``
-(whatever its final status). Each is a JSON object::
+Events: ``run.succeeded``, ``run.failed``, ``run.cancelled``, ``run.pruned`` (a search's
+sample its pruner stopped; ``error`` says at which epoch and why) and
+``experiment.finished`` (whatever its final status). Each is a JSON object::
 
     {"event": "run.failed", "delivery_id": "…", "created_at": "…",
      "run": {"id", "experiment_id", "model", "dataset", "seed", "attempt", "status",
@@ -80,8 +81,8 @@ def recording(session: Session) -> bool:
 
 
 def record_run_event(session: Session, run: Run) -> None:
-    """Queue ``run.<status>`` for a run that has just ended (succeeded, failed, cancelled),
-    when ``session`` records events."""
+    """Queue ``run.<status>`` for a run that has just ended (succeeded, failed, cancelled,
+    pruned), when ``session`` records events."""
     if not recording(session):
         return
     measures = session.get(Measure, run.id)

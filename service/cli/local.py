@@ -175,13 +175,16 @@ def serve(
 
     settings = Settings()
     configure_logs(settings.log_format, log_level)  # httpx: no line per Ray probe
+    # JSON logs: the log stream is JSON lines only, so what a person is told goes through
+    # the log too (the Ray head's news is logged already: no second, plain copy).
+    say_error = _log_error if settings.log_format == "json" else _echo_error
     settings.home_path.mkdir(parents=True, exist_ok=True)
     lock = (settings.home_path / "serve.lock").open("a")
     try:  # held while this process lives: a second service here would share its Ray head
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        typer.echo(f"error: another aelab serve uses AELAB_HOME={settings.home_path}; stop "
-                   "it, or give this one another AELAB_HOME", err=True)
+        say_error(f"another aelab serve uses AELAB_HOME={settings.home_path}; stop it, "
+                  "or give this one another AELAB_HOME")
         raise typer.Exit(1) from None
     if settings.migrate_on_start:
         try:
@@ -189,18 +192,27 @@ def serve(
         except DBAPIError as exc:
             where = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            typer.echo(f"error: the database at {where} cannot be reached ({reason}); "
-                       "start it or set DATABASE_URL", err=True)
+            say_error(f"the database at {where} cannot be reached ({reason}); start it "
+                      "or set DATABASE_URL")
             raise typer.Exit(3) from None
         settings = settings.model_copy(update={"migrate_on_start": False})
     # The embedded head's news (its dashboard's address, …) goes to standard output too.
+    announce = typer.echo if settings.log_format == "text" else None
     app_ = create_app(settings, executor_factory=partial(RayExecutor.from_settings,
-                                                         announce=typer.echo))
+                                                         announce=announce))
     # Ctrl-C / SIGTERM end the process within seconds even with clients connected.
     config = uvicorn_log_config(settings.log_format)
     uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2,
                 # JSON: aelab's access lines (with request ids) replace uvicorn's.
                 **({"log_config": config, "access_log": False} if config else {}))
+
+
+def _echo_error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def _log_error(message: str) -> None:
+    logging.getLogger("aelab.serve").error(message)
 
 
 @db_app.command("upgrade")

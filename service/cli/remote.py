@@ -2,11 +2,11 @@
 ``status``, ``results``, ``logs``, ``cancel``, ``delete``, ``download``, ``open``, ``run``,
 ``ready``); they need only the base install.
 
-Exit codes: 0 done (with ``--wait``: every run succeeded and none REGRESSED against the
-spec's ``expect``), 1 a run failed, was cancelled or REGRESSED, or the API said no (not
-found, conflict), 2 the request or spec was refused (each field named as the API named
-it), 3 the server could not be reached (or answered 503), 130 interrupted (Ctrl-C; an
-experiment being followed keeps running).
+Exit codes: 0 done (with ``--wait``: every run succeeded, or was pruned by its search,
+and none REGRESSED against the spec's ``expect``), 1 a run failed, was cancelled or
+REGRESSED, or the API said no (not found, conflict), 2 the request or spec was refused
+(each field named as the API named it), 3 the server could not be reached (or answered
+503), 130 interrupted (Ctrl-C; an experiment being followed keeps running).
 """
 
 from __future__ import annotations
@@ -146,9 +146,23 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
+# How a run may end for ``--wait`` to exit 0: succeeded, or stopped by its search's pruner
+# (an ordinary end of a weak sample, not a failure).
+ENDED_WELL = (Status.succeeded, Status.pruned)
+
+
 def _all_succeeded(experiment: ExperimentOut) -> bool:
+    """Whether the experiment succeeded with every run succeeded or pruned."""
     return experiment.status == Status.succeeded and \
-        all(r.status == Status.succeeded for r in experiment.runs)
+        all(r.status in ENDED_WELL for r in experiment.runs)
+
+
+def _planned(experiment: ExperimentOut) -> int:
+    """The runs the experiment makes: its grid's, or every sample of its search (a search
+    proposes its samples as slots free, so its rows are fewer until the end)."""
+    if experiment.search is not None:
+        return int(experiment.search["planned"])
+    return len(experiment.runs)
 
 
 @contextlib.contextmanager
@@ -185,7 +199,7 @@ def _follow_until_ended(client: Client, experiment: ExperimentOut, console: Cons
     if as_json:
         return client.wait(experiment.id, poll_s=poll_s)
     name = f' "{experiment.name}"' if experiment.name else ""
-    header = f"experiment {experiment.id}{name}: {len(experiment.runs)} run(s) on " \
+    header = f"experiment {experiment.id}{name}: {_planned(experiment)} run(s) on " \
              f"{client.url} (Ctrl-C stops following; the experiment keeps running)"
     follower: LiveFollower | PlainFollower
     if console.is_terminal:
@@ -219,7 +233,7 @@ def _follow(client: Client, experiment: ExperimentOut, url: str | None, *, as_js
         return 0 if _all_succeeded(final) and not _regressed(client, final) else EXIT_FAILED
     _print_outcome(client, final, console)
     for run in final.runs:
-        if run.status != Status.succeeded:
+        if run.status not in ENDED_WELL:
             _err(f"{run_label(run)} {run.status.value}" + (f": {run.error}" if run.error else ""))
     if _regressed(client, final):
         _err(f"experiment {final.id} REGRESSED: a run breaks the spec's expect bounds "
@@ -237,10 +251,11 @@ def _print_outcome(client: Client, final: ExperimentOut, console: Console) -> No
     """The results table (rich on a terminal, the API's Markdown in a pipe) and a summary
     line (on stderr in a pipe, so standard output is the table alone)."""
     done = sum(r.status == Status.succeeded for r in final.runs)
+    pruned = sum(r.status == Status.pruned for r in final.runs)
     took = (final.finished_at - final.started_at).total_seconds() \
         if final.finished_at and final.started_at else None
-    summary = f"experiment {final.id} {final.status.value}: {done}/{len(final.runs)} run(s) " \
-              f"succeeded in {format_duration(took)}"
+    summary = f"experiment {final.id} {final.status.value}: {done}/{_planned(final)} run(s) " \
+              f"succeeded{f', {pruned} pruned' if pruned else ''} in {format_duration(took)}"
     if console.is_terminal:
         console.print(results_table(client.results_table(final.id), title=final.name,
                                     width=console.width))
@@ -268,7 +283,7 @@ def submit(
         "--dry-run", help="validate and estimate only; nothing is stored")] = False,
     wait: Annotated[bool, typer.Option(
         "--wait", help="follow the runs live, print the results table, exit 0 only when "
-        "every run succeeded")] = False,
+        "every run succeeded (or was pruned by its search)")] = False,
     idempotency_key: Annotated[str | None, typer.Option(
         help="resubmitting with the same key returns the same experiment [default: a new "
         "one]", show_default=False)] = None,
@@ -286,7 +301,10 @@ def submit(
                 _print_json(plan)
                 return
             runs = ", ".join(f"{r['model']}/{r['dataset']}" for r in plan.runs)
-            typer.echo(f"valid: {len(plan.runs)} run(s): {runs}")
+            count = f"{len(plan.runs)} run(s)" if plan.search is None else \
+                f"{plan.search['runs']} run(s) ({plan.search['num_samples']} samples × " \
+                f"{len(plan.runs)} (model, dataset))"
+            typer.echo(f"valid: {count}: {runs}")
             typer.echo("estimate: " + ", ".join(f"{k} {v}" for k, v in plan.estimate.items()))
             for item in plan.missing:
                 typer.echo(f"missing on the server host: {item['kind']} {item['name']} "
@@ -299,7 +317,7 @@ def submit(
         if as_json:
             _print_json(experiment)
             return
-        typer.echo(f"experiment {experiment.id} submitted: {len(experiment.runs)} run(s) "
+        typer.echo(f"experiment {experiment.id} submitted: {_planned(experiment)} run(s) "
                    f"{experiment.status.value}")
         typer.echo(f"follow it: {_command(url, 'status', experiment.id, '--wait')}")
 
@@ -364,6 +382,9 @@ def status(
     name = f' "{experiment.name}"' if experiment.name else ""
     console.print(f"experiment {experiment.id}{name}: {experiment.status.value}"
                   + (f": {experiment.error}" if experiment.error else ""))
+    if experiment.search is not None:
+        console.print(f"search: {len(experiment.runs)}/{_planned(experiment)} run(s) made "
+                      "(samples are proposed as slots free)")
     console.print(_runs_table(experiment.runs))
     if "ray_dashboard" in experiment.links:
         console.print(f"Ray dashboard: {experiment.links['ray_dashboard']}")

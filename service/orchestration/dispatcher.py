@@ -39,6 +39,7 @@ from service.persistence import repository as repo
 from service.persistence.artifacts import ArtifactStore
 from service.persistence.db import transaction
 from service.persistence.tables import Run, Status
+from workers.logs import bound
 from workers.text import first_line
 
 log = logging.getLogger("aelab.dispatcher")
@@ -191,18 +192,25 @@ class Dispatcher:
                 repo.refresh_experiment_status(s, experiment_id=run.experiment_id)
                 jobs.append(job)
         for job in jobs:  # after the commit: the job id is durable first
-            try:
-                self.executor.submit(job)
-                self.submit_error = None
-                log.info("submitted %s", job.job_id)
-            except Exception as exc:  # not submitted: back to the queue, tried again later
-                self.submit_error = first_line(f"submitting {job.job_id}: {exc}")
-                log.warning("could not submit %s: %s", job.job_id, first_line(str(exc)))
-                with transaction(self.sessions) as s:
-                    if not repo.unsubmit(s, run_id=job.run_id, attempt=job.attempt):
-                        log.warning("%s: its driver started (or the run ended) after all; "
-                                    "followed as submitted", job.job_id)
+            # Its lines carry the run's ids (JSON logs: run_id, experiment_id, attempt).
+            with bound(run_id=job.run_id, attempt=job.attempt,
+                       experiment_id=int(job.metadata["experiment"])):
+                self._submit(job)
         return len(jobs)
+
+    def _submit(self, job: JobRequest) -> None:
+        """Hand one attempt to the executor; one it refuses goes back to the queue."""
+        try:
+            self.executor.submit(job)
+            self.submit_error = None
+            log.info("submitted %s", job.job_id)
+        except Exception as exc:  # not submitted: back to the queue, tried again later
+            self.submit_error = first_line(f"submitting {job.job_id}: {exc}")
+            log.warning("could not submit %s: %s", job.job_id, first_line(str(exc)))
+            with transaction(self.sessions) as s:
+                if not repo.unsubmit(s, run_id=job.run_id, attempt=job.attempt):
+                    log.warning("%s: its driver started (or the run ended) after all; "
+                                "followed as submitted", job.job_id)
 
     def propose(self) -> int:
         """Make the search samples whose slots are free (``sampling.propose_samples``), in
@@ -301,7 +309,7 @@ class Dispatcher:
              lost_to: str = repo.LOST_TO_RUN) -> None:
         """The run's current attempt is lost (to its cluster, or by the run: its driver
         died): re-queue it, or fail it once that cause's budget is spent."""
-        with transaction(self.sessions) as s:
+        with bound(run_id=run_id, attempt=attempt), transaction(self.sessions) as s:
             lost = repo.lost_attempts(s, run_id=run_id, attempt=attempt)
             lost[lost_to] += 1
             own, cluster = lost[repo.LOST_TO_RUN], lost[repo.LOST_TO_CLUSTER]

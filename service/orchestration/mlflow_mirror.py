@@ -60,6 +60,27 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): str(value)[:6000]}
 
 
+def experiment_id_of(client: Any, name: str) -> str:
+    """The id of the MLflow experiment ``name`` (an ``MlflowClient``'s), created when
+    missing. Runs of one aelab experiment start at once on several drivers: one that
+    finds none and then loses the create to another (RESOURCE_ALREADY_EXISTS) reads the
+    winner's by name. Any other MlflowException is raised."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        found = client.get_experiment_by_name(name)
+        if found is None:  # said to exist, yet not found: the error stands
+            raise
+        return str(found.experiment_id)
+
+
 class MlflowMirror:
     """Mirrors one aelab run to MLflow at ``tracking_uri`` from a background thread."""
 
@@ -86,10 +107,8 @@ class MlflowMirror:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else \
-            self.client.create_experiment(experiment)
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        run = self.client.create_run(experiment_id_of(self.client, experiment),
+                                     run_name=run_name, tags=dict(tags))
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -255,8 +274,12 @@ def end_mirror(store: RunStore, run_status: str, timeout_s: float = 10.0) -> Non
     """End ``store``'s MLflow run (when it mirrors one) as its aelab run ended
     (``run_status``: the run's status as the driver last read it): FINISHED, FAILED, else
     KILLED — a run cancelled (the driver saw it at an epoch), or an attempt replaced. Does
-    nothing where ``succeed`` or ``fail`` already ended it."""
+    nothing where ``succeed`` or ``fail`` already ended it. Epochs recorded since the last
+    phase change (by a warm runner: a run pruned or cancelled at an epoch has no later
+    phase change, measures or failure to read them at) are mirrored first."""
     if isinstance(store, MirroredStore):
+        if store.mirror.ended is None:
+            store._sync()
         store.mirror.end(MLFLOW_STATUS.get(run_status, "KILLED"), timeout_s)
 
 

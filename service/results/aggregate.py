@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from models.study import STUDY_MEASURES
+from service.client.states import Status
 from service.results.columns import AGGREGATED, TIED_BEST, aggregate_columns
 from service.results.expect import experiment_verdict
 from service.results.reference import reference_cells
@@ -83,8 +84,8 @@ def aggregate(run_rows: list[dict[str, Any]], spec: ExperimentSpec | None = None
             means = {m: row[f"{m}_mean"] for m in STUDY_MEASURES}
             row.update(reference_cells(model, dataset, means, spec.tolerance))
         if spec is not None and spec.expect:
-            verdicts = [r["expect"] for r in members]
-            row["expect"] = experiment_verdict(verdicts, len(members))
+            verdicts = [r["expect"] for r in members if r.get("status") != Status.pruned.value]
+            row["expect"] = experiment_verdict(verdicts, len(verdicts))
             row["expect_detail"] = "; ".join(
                 f"seed {r['seed']}: {r['expect_detail']}" for r in members
                 if r["expect"] == "REGRESSED") or None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from models.study import source
+from service.client.states import Status
 from service.results.aggregate import aggregate
 from service.results.columns import aggregate_columns, run_columns
 from service.results.expect import experiment_verdict
@@ -58,7 +59,9 @@ def build(pairs: Sequence[tuple[Run, Measure | None]], experiment: str = "",
     codec rows and, given ``sizes``, its rows at ``evaluation.sizes``), or per group of
     seeds (model rows only)."""
     per_run = rows(pairs, experiment, spec, codecs, sizes)
+    # A pruned sample has no measures by design: not a result the verdict waits for.
     bounded = [r.get("expect") for r in per_run if r["kind"] == "model"
+               and r.get("status") != Status.pruned.value
                and spec is not None and spec.bounds(r["model"], r["dataset"])]
     expect = experiment_verdict(bounded, len(bounded)) if spec and spec.expect else None
     reference = source() if spec is not None and spec.reference == "study" else None

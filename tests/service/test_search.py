@@ -127,6 +127,22 @@ def check_sample(run: Run) -> None:
     (lambda s: s["search"].update(algorithm="grid"), ["search", "space", "latent_dim"],
      "choice entries only"),
     (lambda s: s["search"].update(metric="bpp"), ["search", "pruner"], "pruner none"),
+    # A metric no run of a (model, dataset) can have: refused, not every sample metricless.
+    (lambda s: s["search"].update(metric="classifier_accuracy"), ["search", "metric"],
+     "cannot be measured for baseline on synthetic: the spec trains no reference classifier"),
+    (lambda s: s["search"].update(metric="q_ms_ssim"), ["search", "metric"],
+     "q_ms_ssim cannot be measured for baseline on synthetic: MS-SSIM's 5 scales"),
+    (lambda s: s["search"].update(metric="rd_lambda", mode="min", pruner="none"),
+     ["search", "metric"], "rd_lambda cannot be measured for baseline on synthetic"),
+    (lambda s: s["search"].update(metric="quant_bits", mode="min"), ["search", "metric"],
+     "quant_bits cannot be measured for factorized_prior on synthetic: its learned entropy"),
+    # A numeric field's choices are numbers (a string or a bool is not an LR).
+    (lambda s: s["search"]["space"].update(lr={"choice": [1e-3, "0.01"]}),
+     ["search", "space", "lr"], "'0.01' is not a valid lr"),
+    (lambda s: s["search"]["space"].update(lr={"choice": [1e-3, True]}),
+     ["search", "space", "lr"], "True is not a valid lr"),
+    (lambda s: s["search"]["space"].update(latent_dim={"choice": [16, "32"]}),
+     ["search", "space", "latent_dim"], "'32' is not a valid latent_dim"),
     (lambda s: (s.pop("batch_size"),
                 s["search"]["space"].update(batch_size={"choice": [32, 512]})),
      ["search", "space", "batch_size"], "train_limit"),
@@ -427,3 +443,29 @@ def test_the_experiment_page_draws_one_line_per_sample_and_the_best(
             if f'data-axis="{a}"' in html] == ["latent_dim", "lr", "rd_lambda", "bits", "q_psnr"]
     assert html.count('class="order-point"') == 3  # the metric of each finished sample
     assert f"run {rows[1].id}</a> baseline/synthetic, q_psnr 27.5" in html
+    # Hovering a line or a point of the order chart says which sample it is: its values.
+    v = values(rows[1])
+    tip = (f"<title>run {rows[1].id} (succeeded): q_psnr 27.5; latent_dim={v['latent_dim']}, "
+           f"lr={v['lr']:.4g}, bits={v['bits']}</title>")
+    assert html.count(tip) == 2  # its line and its point
+    assert f"<title>run {rows[2].id} (pruned): q_psnr not measured; " in html
+
+
+def test_pruned_samples_are_not_results_the_experiments_verdict_waits_for(
+        client: TestClient) -> None:
+    """``expect`` over a search: the samples that finished pass, the pruned ones have no
+    measures by design — the experiment PASSED, not pending for ever on them."""
+    bounds = {"q_psnr": "> 20"}
+    exp = client.post(f"{API}/experiments", json=search_spec(
+        {**ISSUE_SEARCH, "algorithm": "random", "num_samples": 2, "max_concurrent": 2},
+        expect={"baseline/synthetic": bounds, "factorized_prior/synthetic": bounds})
+    ).json()["id"]
+    d, _ = dispatcher(client)
+    d.tick()
+    rows = sample_rows(client, exp)
+    for run, score in zip(rows, (21.0, 27.5, None, 22.0), strict=True):
+        finish(client, run, score, Status.succeeded if score else Status.pruned)
+    table = client.get(f"{API}/experiments/{exp}/results").json()
+    assert table["expect"] == "PASSED"
+    pruned = [r for r in table["rows"] if r["status"] == "pruned"]
+    assert [(r["run_id"], r["expect"]) for r in pruned] == [(rows[2].id, None)]

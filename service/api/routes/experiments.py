@@ -235,7 +235,10 @@ def create_experiment(
         if refused := key_reused(existing):
             raise refused
         response.status_code = status.HTTP_200_OK
-        return experiment_out(existing, ctx.dashboard_url())
+        out = experiment_out(existing, ctx.dashboard_url())
+        with sessions() as s:  # a search's state, as GET answers it
+            out.search = search_view(s, experiment_id=existing.id, spec=existing.spec)
+        return out
 
     if idempotency_key:
         with sessions() as s:
@@ -248,6 +251,8 @@ def create_experiment(
             if spec.search is not None:  # its first samples, in the same transaction
                 propose_for(s, experiment, spec)
             body = experiment_out(experiment, ctx.dashboard_url())
+            # A search's state (planned runs, first samples), as GET answers it.
+            body.search = search_view(s, experiment_id=experiment.id, spec=experiment.spec)
     except IntegrityError:  # the same key raced us: answer as the winner's replay
         with sessions() as s:
             existing = repo.get_by_idempotency_key(s, key=idempotency_key or "")

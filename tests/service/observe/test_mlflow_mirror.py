@@ -190,3 +190,54 @@ def test_a_run_cancelled_at_an_epoch_ends_its_mlflow_run_as_killed(tmp_path: Pat
     assert ended("replaced", "queued") == "KILLED"  # re-queued as another attempt
     assert ended("succeed", "succeeded") == "FINISHED"
     assert ended("fail", "failed") == "FAILED"
+
+
+def test_a_pruned_run_keeps_its_epochs_step_metrics(tmp_path: Path, monkeypatch) -> None:
+    """A sample pruned at an epoch boundary: the epochs its warm runner recorded (read
+    from the database, never through the driver's store) are in MLflow as step metrics,
+    and the run ends FINISHED (issue 26: pruned is a planned end)."""
+    from mlflow.tracking import MlflowClient
+
+    from models.plan import EpochMetrics
+    from service.orchestration.mlflow_mirror import MirroredStore, MlflowMirror, end_mirror
+    from workers.store import MemoryStore
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    recorded: list[EpochMetrics] = []  # the run's epoch rows, as the runner writes them
+    mirror = MlflowMirror(uri, experiment="pruned", run_name="r1", params={}, tags={})
+    store = MirroredStore(MemoryStore(), mirror, read_epochs=lambda: list(recorded),
+                          read_artifact=lambda name: None)
+    store.set_phase("train")  # before the runner's first epoch
+    base = ("train", 32, 1e-3, 0.1, 0.1, 0.1, 0.2, 2.0, 500.0)
+    recorded += [EpochMetrics(1, *base), EpochMetrics(2, *base)]  # then pruned at epoch 2
+    end_mirror(store, "pruned")  # what the driver does after the pipeline
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(mirror.run_id).info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(mirror.run_id, "val_mse")) == [1, 2]
+
+
+def test_two_runs_creating_the_same_mlflow_experiment_at_once_both_mirror(
+        tmp_path: Path, monkeypatch) -> None:
+    """The race: another run's driver creates the experiment between this one's read
+    (none yet) and its create (RESOURCE_ALREADY_EXISTS). The experiment is read again by
+    name and the run mirrored into it, not skipped."""
+    from mlflow.tracking import MlflowClient
+
+    from service.orchestration.mlflow_mirror import MlflowMirror
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    other = MlflowClient(tracking_uri=uri).create_experiment("aelab-1 race")
+    read = MlflowClient.get_experiment_by_name
+    reads: list[str] = []
+
+    def late(self: MlflowClient, name: str) -> object:  # the first read came too early
+        reads.append(name)
+        return None if len(reads) == 1 else read(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", late)
+    mirror = MlflowMirror(uri, experiment="aelab-1 race", run_name="r2", params={}, tags={})
+    mirror.end("FINISHED")
+    assert mirror.skipped is None
+    assert MlflowClient(tracking_uri=uri).get_run(mirror.run_id).info.experiment_id == other

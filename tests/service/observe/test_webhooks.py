@@ -232,3 +232,31 @@ def test_a_cancelled_experiment_finishes_once_its_last_running_run_has_ended(
             repo.refresh_experiment_status(s, experiment_id=exp["id"])
         with ctx.sessions() as s:
             assert len(events_of(s)) == 3
+
+
+def test_a_pruned_run_sends_run_pruned_and_the_readme_lists_every_run_event(
+        tmp_path: Path) -> None:
+    """A search's sample its pruner stops ends ``pruned``: its event is ``run.pruned``
+    (with why), and the README's settings table and webhooks section list it with the
+    other run events (one per final status a run can end in)."""
+    from service.client.states import FINISHED
+
+    api = Settings(_env_file=None, home=tmp_path / "home", start_dispatcher=False,
+                   webhook_urls="http://127.0.0.1:9/hook", webhook_secret=SECRET)
+    with TestClient(create_app(api)) as client:
+        run_id = client.post(f"{API}/experiments", json=tiny_spec("baseline")).json()[
+            "runs"][0]["id"]
+    sessions = driver_sessions(api)
+    with transaction(sessions) as s:
+        repo.set_run(s, run_id=run_id, status=Status.running)
+        repo.finish_run(s, run_id=run_id, status=Status.pruned,
+                        error="pruned at epoch 1 (asha): val_mse 0.9 is not in the best 1/4")
+    with sessions() as s:
+        [event] = [e for e in events_of(s) if e.run_id == run_id]
+    assert event.event == "run.pruned"
+    assert json.loads(event.body)["run"]["error"].startswith("pruned at epoch 1 (asha)")
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    table = next(line for line in readme.splitlines() if "`AELAB_WEBHOOK_URLS`" in line)
+    section = readme.split("### Webhooks", 1)[1].split("\n### ", 1)[0]
+    for status in FINISHED:
+        assert f"`run.{status.value}`" in table and f"`run.{status.value}`" in section
