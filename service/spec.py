@@ -38,7 +38,7 @@ from models.datasets import dataset_info, known_dataset_info
 from models.plugins import PluginUnavailable
 from service.search import SearchSpec, apply
 from service.text import refused_in
-from workers.measures import EXPECTABLE, MEASURES, Need
+from workers.measures import BY_NAME, EXPECTABLE, MEASURES, Need
 from workers.spec import (
     MAX_SEED,
     RATE_ARCHITECTURES,
@@ -76,6 +76,16 @@ class Bound:
 
     def holds(self, value: float) -> bool:
         return OPERATORS[self.op](value, self.value)
+
+    def unmeetable(self) -> str | None:
+        """Why no value its measure can take meets this bound (its ``MeasureInfo.span``,
+        the least and most it can be, both included: ``mse < 0``, ``accuracy > 1``), or
+        None when some value does."""
+        info = BY_NAME[self.measure]
+        if any(map(self.holds, info.span)):  # a bound is a half-line: an end meets it
+            return None
+        return (f"{self} can never be met: {self.measure} lies in {info.span_text}; every "
+                "run would be REGRESSED, so drop or change this bound")
 
     def __str__(self) -> str:
         return f"{self.measure} {self.op} {self.value:g}"
@@ -167,6 +177,15 @@ def _one_form(info: ValidationInfo, single: str, plural: str, values: list[int] 
     if repeated:
         raise ValueError(f"{plural} lists {', '.join(map(str, repeated))} more than once")
     return values
+
+
+def _unmeetable_bounds(expect: dict[str, dict[str, str]]
+                       ) -> list[tuple[tuple[str, ...], str, str]]:
+    """The bounds of ``expect`` no value of their measure can meet (:meth:`Bound.unmeetable`),
+    as (loc, message, input): such a bound would make every run REGRESSED."""
+    return [((key, measure), why, text) for key, bounds in expect.items()
+            for measure, text in bounds.items()
+            if (why := Bound.parse(measure, text).unmeetable()) is not None]
 
 
 def _unmeasurable_bounds(expect: dict[str, dict[str, str]], info: ValidationInfo
@@ -311,11 +330,14 @@ class ExperimentSpec(TrainingOptions):
             for measure, text in bounds.items():
                 Bound.parse(measure, text)
         stored = bool(info.context and info.context.get("stored"))
-        problems = [] if stored else _unmeasurable_bounds(value or {}, info)
+        problems = [] if stored else [
+            ("unmeetable", loc, msg, given) for loc, msg, given in _unmeetable_bounds(value or {})
+        ] + [("unmeasurable", loc, msg, given)
+             for loc, msg, given in _unmeasurable_bounds(value or {}, info)]
         if problems:  # at each bound's own place: expect.<model/dataset>.<measure>
             raise ValidationError.from_exception_data("expect", [InitErrorDetails(
-                type=PydanticCustomError("unmeasurable", msg), loc=loc, input=given)
-                for loc, msg, given in problems])
+                type=PydanticCustomError(kind, msg), loc=loc, input=given)
+                for kind, loc, msg, given in problems])
         return value
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ Ray, SQLAlchemy or FastAPI.
 
 from __future__ import annotations
 
+import math
 import types
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -39,6 +40,15 @@ Better = Literal["min", "max"]
 # measure is null for every run, and an ``expect`` bound on it is refused
 # (``service.spec.unmeasured``).
 Need = Literal["labels", "classifier", "codes", "clusters", "ms_ssim_side"]
+# A measure's span (``span``): the least and the most any run could report, both
+# included. Errors are of clamped [0, 1] images (so an MSE is at most 1 and a PSNR at least
+# 0 dB, Infinity for a perfect decode); SSIM and MS-SSIM lie in [-1, 1]; accuracies and NMI
+# are shares; bytes, rates, times and counts are never negative. An ``expect`` bound no
+# value in its measure's span meets is refused (``service.spec.Bound.unmeetable``).
+Span = tuple[float, float]
+UNIT: Span = (0.0, 1.0)
+SIMILARITY: Span = (-1.0, 1.0)
+NON_NEGATIVE: Span = (0.0, math.inf)
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class MeasureInfo:
     expectable: bool = False  # an ``expect`` bound may name it
     orderable: bool = False  # GET /runs may order by it
     needs: tuple[Need, ...] = ()  # what it needs to be measured at all (see Need)
+    span: Span = NON_NEGATIVE  # the least and most it can be, both included (see Span)
     name: str = ""  # the field's name
     kind: type = float  # int (a count) or float
     nullable: bool = False  # a run may lack it (None): not measured
@@ -76,6 +87,12 @@ class MeasureInfo:
     def long_title(self) -> str:
         """Its name where there is room (a run's page)."""
         return self.label or self.title
+
+    @property
+    def span_text(self) -> str:
+        """Its span as the results write its ends: ``[0, 1]``, ``[0, Infinity]``."""
+        return "[" + ", ".join(("-" if v < 0 else "") + "Infinity" if math.isinf(v)
+                               else f"{v:g}" for v in self.span) + "]"
 
     @property
     def digits(self) -> int | None:
@@ -99,12 +116,12 @@ class RunMeasures(BaseModel):
         "32 in model space, [0, 1]; data evaluated whole: every real value of each whole "
         "image, the tiles' padding never counted)", "quality", format="num6", better="min",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
-        orderable=True)]
+        orderable=True, span=UNIT)]
     mse: Annotated[float, MeasureInfo(
         "MSE", "mean squared error over every value of the test split, as mae", "quality",
         format="num6", better="min",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
-        orderable=True)]
+        orderable=True, span=UNIT)]
     psnr: Annotated[float, MeasureInfo(
         "PSNR, split-level (dB)", "10·log10(1 / mse) of the whole split's MSE (not a mean "
         "over images: psnr_per_image is; never above it, by Jensen's inequality); Infinity "
@@ -115,7 +132,7 @@ class RunMeasures(BaseModel):
         "SSIM", "mean per-image SSIM (Gaussian window 11, σ 1.5; torchmetrics)", "quality",
         better="max",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
-        orderable=True)]
+        orderable=True, span=SIMILARITY)]
     psnr_per_image: Annotated[float | None, MeasureInfo(
         "PSNR, per-image mean (dB)", "the mean over test images of each image's "
         "10·log10(1 / its mse), as CompressAI's eval_model takes it; never below psnr "
@@ -129,19 +146,19 @@ class RunMeasures(BaseModel):
         "torchmetrics); None for images under 176 px a side, too small for 5 scales "
         "(every 32-px model-space image)", "quality", better="max",
         results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
-        needs=("ms_ssim_side",))] = None
+        needs=("ms_ssim_side",), span=SIMILARITY)] = None
     classifier_accuracy: Annotated[float | None, MeasureInfo(
         "Classifier acc.", "top-1 accuracy of the dataset's reference classifier on the "
         "reconstructions (None: classifier disabled)", "quality",
         label="Classifier accuracy", better="max",
         results=True, study=True, aggregated=True, tied_best=True, expectable=True,
         orderable=True,
-        needs=("labels", "classifier"))] = None
+        needs=("labels", "classifier"), span=UNIT)] = None
     original_accuracy: Annotated[float | None, MeasureInfo(
         "Original images' accuracy", "the reference classifier's top-1 accuracy on the "
         "original test images (the study's 'Original images' row)", "quality",
         results=True, aggregated=True,
-        needs=("labels", "classifier"))] = None
+        needs=("labels", "classifier"), span=UNIT)] = None
     n_images: Annotated[int, MeasureInfo(
         "Test images", "test images measured", "quality", format="int")]
     # The q_* measures are taken on the images decoded from the entropy-coded test set
@@ -152,11 +169,11 @@ class RunMeasures(BaseModel):
         results=True)] = None
     q_mae: Annotated[float | None, MeasureInfo(
         "Quantised MAE", "mae of the images decoded from the stream", "quality",
-        format="num6", better="min")] = None
+        format="num6", better="min", span=UNIT)] = None
     q_mse: Annotated[float | None, MeasureInfo(
         "Quantised MSE", "mse of the images decoded from the stream", "quality",
         format="num6", better="min",
-        results=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, aggregated=True, expectable=True, orderable=True, span=UNIT)] = None
     q_psnr: Annotated[float | None, MeasureInfo(
         "Quantised PSNR, split-level (dB)", "psnr of the images decoded from the stream",
         "quality", format="num2", unit="dB", better="max",
@@ -164,7 +181,8 @@ class RunMeasures(BaseModel):
     q_ssim: Annotated[float | None, MeasureInfo(
         "Quantised SSIM", "ssim of the images decoded from the stream", "quality",
         better="max",
-        results=True, aggregated=True, expectable=True, orderable=True)] = None
+        results=True, aggregated=True, expectable=True, orderable=True,
+        span=SIMILARITY)] = None
     q_psnr_per_image: Annotated[float | None, MeasureInfo(
         "Quantised PSNR, per-image mean (dB)", "psnr_per_image of the images decoded from "
         "the stream", "quality", format="num2", unit="dB",
@@ -175,12 +193,12 @@ class RunMeasures(BaseModel):
         "Quantised MS-SSIM", "ms_ssim of the images decoded from the stream", "quality",
         better="max",
         results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
-        needs=("ms_ssim_side",))] = None
+        needs=("ms_ssim_side",), span=SIMILARITY)] = None
     q_accuracy: Annotated[float | None, MeasureInfo(
         "Quantised acc.", "classifier_accuracy on the images decoded from the stream",
         "quality", label="Quantised classifier acc.", better="max",
         results=True, study=True, aggregated=True, expectable=True, orderable=True,
-        needs=("labels", "classifier"))] = None
+        needs=("labels", "classifier"), span=UNIT)] = None
 
     # --- what the code knows: probes of the test codes (models.probes) -------------------
     probe_knn_accuracy: Annotated[float | None, MeasureInfo(
@@ -189,38 +207,38 @@ class RunMeasures(BaseModel):
         "unlabelled data, or data evaluated whole as tiles)", "quality",
         label="k-NN probe accuracy (codes)", better="max",
         results=True, page=True, markdown=True, aggregated=True, expectable=True, orderable=True,
-        needs=("labels", "codes"))] = None
+        needs=("labels", "codes"), span=UNIT)] = None
     probe_linear_accuracy: Annotated[float | None, MeasureInfo(
         "Linear probe acc.", "top-1 accuracy of a logistic-regression probe on "
         "standardised codes, fitted on the training codes as probe_knn_accuracy (None: "
         "unlabelled data, or data evaluated whole as tiles)", "quality",
         label="Linear probe accuracy (codes)", better="max",
         results=True, page=True, markdown=True, aggregated=True, expectable=True, orderable=True,
-        needs=("labels", "codes"))] = None
+        needs=("labels", "codes"), span=UNIT)] = None
     cluster_nmi: Annotated[float | None, MeasureInfo(
         "Cluster NMI", "normalised mutual information of k-means clusters of the test "
         "codes (k = the classes) with the labels (None: unlabelled data, or data "
         "evaluated whole as tiles)", "quality",
         label="Cluster NMI (codes)", better="max",
         results=True, page=True, markdown=True, aggregated=True, expectable=True, orderable=True,
-        needs=("labels", "codes", "clusters"))] = None
+        needs=("labels", "codes", "clusters"), span=UNIT)] = None
     q_probe_knn_accuracy: Annotated[float | None, MeasureInfo(
         "Quantised k-NN probe", "probe_knn_accuracy of the codes the decoder gets back "
         "from the stream (rounded, or the fitted quantiser's levels)", "quality",
         label="k-NN probe accuracy (quantised codes)", better="max",
         results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
-        needs=("labels", "codes"))] = None
+        needs=("labels", "codes"), span=UNIT)] = None
     q_probe_linear_accuracy: Annotated[float | None, MeasureInfo(
         "Quantised linear probe", "probe_linear_accuracy of the codes the decoder gets "
         "back from the stream", "quality",
         label="Linear probe accuracy (quantised codes)", better="max",
         results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
-        needs=("labels", "codes"))] = None
+        needs=("labels", "codes"), span=UNIT)] = None
     q_cluster_nmi: Annotated[float | None, MeasureInfo(
         "Quantised cluster NMI", "cluster_nmi of the codes the decoder gets back from the "
         "stream", "quality", label="Cluster NMI (quantised codes)", better="max",
         results=True, markdown=True, aggregated=True, expectable=True, orderable=True,
-        needs=("labels", "codes", "clusters"))] = None
+        needs=("labels", "codes", "clusters"), span=UNIT)] = None
 
     # --- rate: what an image really costs (models.compression) ---------------------------
     bytes_per_image: Annotated[float | None, MeasureInfo(

@@ -31,7 +31,10 @@ CIFAR_FILES = tuple(CIFAR_MD5)
 class Cifar10(DatasetEntry):
     info = DatasetInfo("cifar10", "CIFAR-10", "Tiny colour photos in 10 classes, 3×32×32.",
                        num_classes=10, channels=3, native_size=(32, 32), train_size=50_000,
-                       test_size=10_000)
+                       test_size=10_000,
+                       # CIFAR-10's batches.meta label_names, in label order
+                       classes=("airplane", "automobile", "bird", "cat", "deer", "dog",
+                                "frog", "horse", "ship", "truck"))
 
     def folder(self, root: Path) -> Path:
         return root / CIFAR_FOLDER

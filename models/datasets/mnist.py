@@ -91,7 +91,10 @@ def install_offline_mnist(root: Path) -> Path:
 class Mnist(DatasetEntry):
     info = DatasetInfo("mnist", "MNIST", "Handwritten digits, 28×28 grey, served as 3×32×32.",
                        num_classes=10, channels=1, native_size=(28, 28), train_size=60_000,
-                       test_size=10_000)
+                       test_size=10_000,
+                       # torchvision's MNIST.classes: label i is the digit i
+                       classes=("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
+                                "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine"))
 
     def folder(self, root: Path) -> Path:
         return root / "MNIST" / "raw"

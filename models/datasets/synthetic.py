@@ -15,6 +15,11 @@ SIDE = 32
 TRAIN_SEED, TEST_SEED = 1, 2
 
 
+# The class names, in label order: what _draw_shape draws for each label.
+SHAPES = ("disc", "square", "triangle", "ring", "plus", "cross", "bar", "frame", "diamond",
+          "two ovals")
+
+
 def _draw_shape(draw: ImageDraw.ImageDraw, label: int, cx: float, cy: float, r: float,
                 fill: tuple[int, int, int]) -> None:
     box = (cx - r, cy - r, cx + r, cy + r)
@@ -71,7 +76,7 @@ class Synthetic(DatasetEntry):
         "synthetic", "Synthetic shapes",
         "Generated offline by aelab: 10 shape classes, random colours, sizes and places.",
         num_classes=10, channels=3, native_size=(SIDE, SIDE), train_size=10_000,
-        test_size=2_000, needs_files=False)
+        test_size=2_000, needs_files=False, classes=SHAPES)
 
     def load(self, root: Path, download: bool) -> tuple[RawSplit, RawSplit]:
         return (generate(self.info.train_size, TRAIN_SEED),

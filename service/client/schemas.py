@@ -185,12 +185,14 @@ class RateDistortion(BaseModel):
 
 class CompressAIResult(BaseModel):
     """One series of ``GET /experiments/{id}/rate_distortion?format=compressai``: a result
-    file as ``python -m compressai.utils.plot`` reads it (``results``: ``bpp`` and ``psnr``,
-    and ``ms-ssim`` where every point has it; per-image conventions)."""
+    file as CompressAI's eval_model writes it and ``python -m compressai.utils.plot`` reads
+    it (``results``: ``bpp``, ``psnr-rgb`` and ``ms-ssim-rgb`` — null where MS-SSIM was not
+    measured —, the older ``psnr``, and ``ms-ssim`` where every point has it; per-image
+    conventions)."""
 
     name: str
     description: str
-    results: dict[str, list[float]]
+    results: dict[str, list[float | None]]
 
 
 class ExperimentPage(BaseModel):

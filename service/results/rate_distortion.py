@@ -218,29 +218,39 @@ def with_bd(series: list[dict[str, Any]], anchor: str) -> list[dict[str, Any]]:
 
 def compressai_export(series: Sequence[dict[str, Any]], experiment_id: int
                       ) -> list[dict[str, Any]]:
-    """``series`` (:func:`rate_distortion`'s) as the result files CompressAI's plot utility
-    reads (``python -m compressai.utils.plot``: ``{"name", "description", "results":
-    {"bpp": [...], "psnr": [...], "ms-ssim": [...]}}``), one per series, in CompressAI's
-    per-image conventions: ``psnr`` is the mean of per-image PSNRs (``psnr_per_image``), bpp
-    the mean per image. A point without a finite per-image PSNR (measured before it, or an
-    exact decode) is left out; ``ms-ssim`` is there only when every point kept has it (so
-    asking CompressAI for it fails naming the metric, rather than plotting nulls)."""
+    """``series`` (:func:`rate_distortion`'s) as the result files CompressAI writes and
+    its plot utility reads (``python -m compressai.utils.eval_model`` /
+    ``compressai.utils.plot``): ``{"name", "description", "results": {"bpp": [...],
+    "psnr-rgb": [...], "ms-ssim-rgb": [...], "psnr": [...], "ms-ssim": [...]}}``, one per
+    series, in CompressAI's per-image conventions: the PSNRs (dB) are the mean of per-image
+    PSNRs (``psnr_per_image``), bpp [bit/px] the mean per image. ``psnr-rgb`` and
+    ``ms-ssim-rgb`` are the keys eval_model writes since CompressAI 1.2.5 (its plot reads
+    ``--metric psnr`` as ``psnr-rgb``); ``psnr`` (and ``ms-ssim``) the keys of earlier
+    releases. Every list is aligned with ``bpp``. A point without a finite per-image PSNR
+    (measured before it, or an exact decode) is left out; ``ms-ssim-rgb`` is null at a
+    point whose MS-SSIM was not measured (images under 176 px a side), and the older
+    ``ms-ssim`` is there only when every point kept has it (so an older CompressAI asked
+    for it fails naming the metric, rather than plotting nulls)."""
     files = []
     for s in series:
         kept = [p for p in s["points"] if p.get("psnr_per_image") is not None
                 and math.isfinite(p["psnr_per_image"]) and p["bpp"] is not None]
-        results: dict[str, list[float]] = {"bpp": [p["bpp"] for p in kept],
-                                           "psnr": [p["psnr_per_image"] for p in kept]}
-        ms = [p.get("ms_ssim") for p in kept]
-        if kept and all(v is not None and math.isfinite(v) for v in ms):
-            results["ms-ssim"] = ms  # type: ignore[assignment]  # all floats
+        psnr = [p["psnr_per_image"] for p in kept]
+        ms = [p.get("ms_ssim") if p.get("ms_ssim") is not None
+              and math.isfinite(p["ms_ssim"]) else None for p in kept]
+        results: dict[str, list[float | None]] = {
+            "bpp": [p["bpp"] for p in kept], "psnr": psnr, "psnr-rgb": list(psnr),
+            "ms-ssim-rgb": ms}
+        if kept and all(v is not None for v in ms):
+            results["ms-ssim"] = list(ms)
         what = ("the images decoded from its entropy-coded stream, one point per latent "
                 "size / λ (mean over seeds)") if s["kind"] == "model" else \
             "the codec's whole files, one point per quality"
         left = len(s["points"]) - len(kept)
         notes = [f"{left} point(s) without a finite per-image PSNR left out"] if left else []
         if "ms-ssim" not in results:
-            notes.append("no ms-ssim: images under 176 px a side (or not measured)")
+            notes.append("no ms-ssim (ms-ssim-rgb null where missing): images under 176 px "
+                         "a side (or not measured)")
         files.append({
             "name": f"{s['title']} ({s['dataset']})",
             "description": (

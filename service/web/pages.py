@@ -32,7 +32,7 @@ from service.web.format import dataset_title, run_details, run_label, variant_ti
 from service.web.gallery import GalleryReader
 from service.web.parallel import parallel_coordinates
 from service.web.render import render
-from service.web.scatter import read_scatter
+from service.web.scatter import read_scatter, unmeasured_for
 from service.web.spec_form import current_sections
 from workers.measures import BY_NAME, MEASURES, SUMMARY
 
@@ -402,12 +402,13 @@ def run_page(request: Request, ctx: ContextDep, run_id: int) -> Response:
         run = repo.get_run(s, run_id=run_id, detail=True)
         gallery = _galleries(ctx).compose(s, [run], {}, run.dataset)
         data = curves_data([run])
-        scatter = read_scatter(s, ctx.artifacts, run.id)
+        scatter, no_scatter = read_scatter(s, ctx.artifacts, run)
     dashboard = ctx.dashboard_url()
     return render(request, "run.html", run=run, gallery=gallery, curves=data,
                   ray_job=ray_job_url(dashboard, run.ray_job_id),
                   spec_json=json.dumps(run.spec, indent=2, sort_keys=True),
-                  measures=measure_rows(run), scatter=scatter, gpu=used_a_gpu(run))
+                  measures=measure_rows(run), scatter=scatter, no_scatter=no_scatter,
+                  gpu=used_a_gpu(run))
 
 
 def used_a_gpu(run: Run) -> bool:
@@ -416,11 +417,23 @@ def used_a_gpu(run: Run) -> bool:
                for e in run.epochs)
 
 
-def measure_rows(run: Run) -> list[tuple[str, str, Any]]:
-    """The run's measures as (label, format, value) rows: every measure of the table."""
+def measure_rows(run: Run) -> list[tuple[str, str, Any, str | None]]:
+    """The run's measures as (label, format, value, why) rows: every measure of the table;
+    ``why`` says why a null one was not measured (``service.spec.unmeasured`` under the
+    run's spec: no labels, no classifier, images evaluated whole, too few test images,
+    too small for MS-SSIM), or that it was not (a measure newer than the run, one its
+    variant has not: the measure's description says which), None for a value."""
     if run.measures is None:
         return []
-    return [(m.long_title, m.format, getattr(run.measures, m.name)) for m in MEASURES]
+    lacking = {name: u.reason for u in unmeasured_for(run) for name in u.measures}
+    rows: list[tuple[str, str, Any, str | None]] = []
+    for m in MEASURES:
+        value = getattr(run.measures, m.name)
+        why = None if value is not None else \
+            f"not measured: {lacking[m.name]}" if m.name in lacking else \
+            f"not measured for this run ({m.description})"
+        rows.append((m.long_title, m.format, value, why))
+    return rows
 
 
 # --- a new experiment -------------------------------------------------------------------------

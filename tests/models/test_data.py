@@ -122,3 +122,13 @@ def test_real_mnist_loads_offline_as_uint8(tmp_path: Path) -> None:
     x = to_float(s.test.images[:8])
     assert x.shape == (8, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
     assert is_available("mnist", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "synthetic"])
+def test_a_labelled_built_in_names_each_of_its_classes(name: str) -> None:
+    """The run page's legend names classes by ``DatasetInfo.classes``: one per label."""
+    from models.datasets import DATASETS
+
+    info = DATASETS[name]
+    assert info.num_classes is not None and len(info.classes) == info.num_classes
+    assert len(set(info.classes)) == info.num_classes

@@ -117,7 +117,8 @@ def _experiment_with_curves(client: TestClient) -> dict:
         for lam, (bpp, psnr) in ((0.01, LINE[1]), (0.05, LINE[3])):
             half = RunMeasures(**required, psnr=psnr, q_psnr=psnr, q_ssim=0.8, bpp=bpp / 2,
                                bytes_per_image=bpp * 49, rd_lambda=lam,
-                               q_psnr_per_image=psnr + 1.0)
+                               q_psnr_per_image=psnr + 1.0,
+                               q_ms_ssim=0.95 if lam == 0.05 else None)
             repo.record_measures(s, run_id=runs[("factorized_prior", lam)], measures=half,
                                  codecs=curve if lam == 0.01 else [])
         repo.record_measures(s, run_id=runs[("baseline", None)], measures=RunMeasures(
@@ -163,6 +164,43 @@ def parse_json_file(data: dict, metric: str) -> dict:
     return {"name": data.get("name"), "xs": results["bpp"], "ys": results[metric]}
 
 
+def parse_json_file_rgb(data: dict, metric: str) -> dict:
+    """compressai.utils.plot's reader since CompressAI 1.2.5 (commit 3d3c9bb, "clarify RGB
+    metrics"; the same at 1.2.8): ``psnr`` and ``ms-ssim`` are read as ``psnr-rgb`` and
+    ``ms-ssim-rgb``, the keys its eval_model has written since."""
+    results = dict(data.get("results", data))
+    if metric in ["psnr", "ms-ssim"]:
+        metric = f"{metric}-rgb"
+    if metric not in results:
+        raise ValueError(f'Error: metric "{metric}" not available. '
+                         f'Available metrics: {", ".join(results.keys())}')
+    if "ms-ssim" in metric:
+        values = np.array(results[metric], dtype=float)  # a null is NaN here
+        results[metric] = (-10 * np.log10(1 - values)).tolist()
+    return {"name": data.get("name"), "xs": results["bpp"], "ys": results[metric]}
+
+
+def test_the_compressai_export_has_eval_models_rgb_keys(client: TestClient) -> None:
+    """CompressAI's eval_model writes ``psnr-rgb`` and ``ms-ssim-rgb`` and its plot reads
+    ``--metric psnr`` as ``psnr-rgb``: the export carries both, aligned with ``bpp``,
+    ``ms-ssim-rgb`` null at each point whose MS-SSIM was not measured."""
+    exp = _experiment_with_curves(client)
+    answer = client.get(f"{API}/experiments/{exp['id']}/rate_distortion",
+                        params={"format": "compressai"}).json()
+    files = {f["name"]: f["results"] for f in answer}
+    assert files["Factorized Prior (mnist)"] == {
+        "bpp": [0.25, 1.0], "psnr": [28.0, 34.0], "psnr-rgb": [28.0, 34.0],
+        "ms-ssim-rgb": [None, 0.95]}
+    assert files["JPEG (mnist)"]["ms-ssim-rgb"] == [None] * len(LINE)
+    assert files["Baseline (mnist)"] == {"bpp": [], "psnr": [], "psnr-rgb": [],
+                                         "ms-ssim-rgb": []}
+    named = {f["name"]: f for f in answer}
+    fp = parse_json_file_rgb(named["Factorized Prior (mnist)"], "psnr")
+    assert (fp["xs"], fp["ys"]) == ([0.25, 1.0], [28.0, 34.0])
+    ms = parse_json_file_rgb(named["Factorized Prior (mnist)"], "ms-ssim")["ys"]
+    assert np.isnan(ms[0]) and ms[1] == pytest.approx(-10 * np.log10(0.05))
+
+
 def test_the_compressai_export_is_what_its_plot_utility_reads(client: TestClient) -> None:
     exp = _experiment_with_curves(client)
     answer = client.get(f"{API}/experiments/{exp['id']}/rate_distortion",
@@ -179,7 +217,8 @@ def test_the_compressai_export_is_what_its_plot_utility_reads(client: TestClient
     jpeg = parse_json_file(files["JPEG (mnist)"], "psnr")
     assert jpeg["xs"] == [b for b, _ in LINE] and jpeg["ys"] == [p + 0.5 for _, p in LINE]
     # The baseline's run predates per-image PSNR: no point, and the description says so.
-    assert files["Baseline (mnist)"]["results"] == {"bpp": [], "psnr": []}
+    assert files["Baseline (mnist)"]["results"] == {"bpp": [], "psnr": [], "psnr-rgb": [],
+                                                    "ms-ssim-rgb": []}
     assert "1 point(s) without a finite per-image PSNR left out" in \
         files["Baseline (mnist)"]["description"]
     with pytest.raises(ValueError, match='metric "ms-ssim" not available'):

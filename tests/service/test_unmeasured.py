@@ -77,3 +77,42 @@ def test_the_results_say_why_a_measure_is_null_for_every_run(client: TestClient)
     assert f"Note: synthetic: no ms_ssim, q_ms_ssim: {shown}32 px (data.crop" in markdown
     page = client.get(f"/experiments/{exp['id']}").text
     assert "synthetic: no ms_ssim, q_ms_ssim: MS-SSIM&#39;s 5 scales need" in page
+
+
+@pytest.mark.parametrize("measure,bound,span", [
+    ("psnr", "> 1e308", "[0, Infinity]"),  # meetable: a perfect decode's PSNR is Infinity
+    ("classifier_accuracy", "> 1", "[0, 1]"),
+    ("probe_knn_accuracy", ">= 1.5", "[0, 1]"),
+    ("bpp", "< 0", "[0, Infinity]"),
+    ("mse", "< 0", "[0, 1]"),
+    ("q_mse", "> 1", "[0, 1]"),
+    ("ms_ssim", "> 1", "[-1, 1]"),
+    ("ssim", "< -1", "[-1, 1]"),
+    ("training_time_s", "<= -5", "[0, Infinity]"),
+])
+def test_a_bound_no_value_of_its_measure_can_meet_is_a_422_naming_it(
+        client: TestClient, measure: str, bound: str, span: str) -> None:
+    """Each measure's span (``MeasureInfo.span``, the least and most it can be) decides
+    whether a bound can ever be met: one that cannot would make every run REGRESSED."""
+    from workers.measures import BY_NAME
+
+    key = "baseline/synthetic"
+    body = tiny_spec(classifier={"enabled": True}, data={"crop": 176},
+                     expect={key: {"mae": "< 1", measure: bound}})
+    answer = client.post(f"{API}/experiments", params={"dry_run": True}, json=body)
+    if measure == "psnr":
+        assert answer.status_code == 200, answer.text
+        assert BY_NAME["psnr"].span == (0.0, float("inf"))
+        return
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "expect", key, measure]
+    assert error["input"] == bound
+    assert error["msg"] == (
+        f"{measure} {bound} can never be met: {measure} lies in {span}; "
+        "every run would be REGRESSED, so drop or change this bound")
+    # The meetable end of the same span is accepted.
+    lo, hi = BY_NAME[measure].span
+    body["expect"][key][measure] = f">= {hi:g}" if bound.startswith(">") else f"<= {lo:g}"
+    accepted = client.post(f"{API}/experiments", params={"dry_run": True}, json=body)
+    assert accepted.status_code == 200, accepted.text

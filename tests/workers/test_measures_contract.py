@@ -229,8 +229,8 @@ def _readme_row(m: MeasureInfo) -> str:
     results = (f"`{m.head}`" if m.head != m.name else "yes") if m.results else ""
     better = {"min": "; lower is better", "max": "; higher is better"}.get(m.better or "", "")
     flags = " | ".join("yes" if f else "" for f in (m.aggregated, m.expectable, m.orderable))
-    return (f"| `{m.name}` | {m.unit} | {m.long_title}: {m.description}{better} | {results} "
-            f"| {flags} |")
+    return (f"| `{m.name}` | {m.unit} | {m.span_text} | {m.long_title}: {m.description}{better} "
+            f"| {results} | {flags} |")
 
 
 def test_the_readmes_table_of_measures_is_the_table() -> None:

@@ -66,7 +66,7 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     (folder / "long.json").write_text(json.dumps(LONG))
     (folder / "regressed.yaml").write_text(yaml.safe_dump(
-        {**TINY, "name": "regressed", "expect": {"baseline/synthetic": {"mse": "< 0"}}}))
+        {**TINY, "name": "regressed", "expect": {"baseline/synthetic": {"mse": "<= 0"}}}))
     (folder / "bad.yaml").write_text(yaml.safe_dump(
         {**TINY, "epochs": 0, "lr_search": {"method": "bogus"}}))
     return folder
@@ -427,4 +427,4 @@ def test_submit_wait_exits_1_when_a_run_breaks_the_specs_expectations(
     assert re.fullmatch(r"experiment \d+ REGRESSED: a run breaks the spec's expect bounds "
                         r"\(the results' Expect column has the numbers\)", err[-1]), err
     assert b"Expectations: REGRESSED" in result.stdout
-    assert re.search(rb"\| REGRESSED: mse 0\.\d+ breaks &lt; 0 \|", result.stdout)
+    assert re.search(rb"\| REGRESSED: mse 0\.\d+ breaks &lt;= 0 \|", result.stdout)

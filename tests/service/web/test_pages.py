@@ -622,3 +622,65 @@ def test_rows_of_one_model_say_what_tells_them_apart(web: TestClient) -> None:
     aggregated = text.split('class="study aggregated"')[1].split("</table>")[0]
     assert re.findall(r'<th scope="row">([^<]*)</th>', aggregated) == [
         "Factorized Prior λ=0.01", "Factorized Prior λ=0.1"]
+
+
+def _record(client: TestClient, run_id: int, **measures: Any) -> None:
+    """Measures stored for a run as its evaluation records them (the required ones made
+    up), ``measures`` on top."""
+    from workers.measures import RunMeasures
+
+    required = {"mae": 0.05, "mse": 0.004, "psnr": 24.0, "ssim": 0.7, "n_images": 64,
+                "training_time_s": 2.0, "params": 10, "latent_dim": 16,
+                "compression_ratio": 192.0, "compression_ratio_bytes": 48.0}
+    with transaction(context_of(client.app).sessions) as s:
+        repo.record_measures(s, run_id=run_id, measures=RunMeasures(**{**required, **measures}))
+
+
+def test_a_labelled_sets_codes_are_named_by_their_dataset_classes(web: TestClient) -> None:
+    """The legend says which class a colour is by the dataset's class names (synthetic's
+    shapes), not by the integer the codes were labelled with."""
+    run_id = web.post(f"{API}/experiments", json=SPEC).json()["runs"][0]["id"]
+    store_projection(web, run_id, {
+        "x": [0.0, 1.0, 2.0, 3.0], "y": [1.0, -1.0, 0.5, 0.0], "label": [0, 3, 8, 3],
+        "index": [0, 1, 2, 3], "explained_variance_ratio": [0.5, 0.25], "codes": 4,
+        "labelled": True})
+    page = web.get(f"/runs/{run_id}").text
+    legend = re.search(r'<ul class="scatter-legend">(.*?)</ul>', page, re.S)
+    assert legend is not None
+    names = [n.strip() for n in re.findall(r"</svg>([^<]*)</li>", legend.group(1))]
+    assert names == ["disc", "ring", "diamond"]
+    assert "class 0" not in page
+
+
+def test_a_run_page_says_why_a_measure_or_the_code_picture_is_missing(
+        web: TestClient) -> None:
+    """A null measure carries the reason it could not be measured (the spec's classifier
+    off, 32-px images for MS-SSIM); where the page has no code picture it says why."""
+    exp = web.post(f"{API}/experiments", json={**SPEC, "models": ["baseline"],
+                                                "classifier": {"enabled": False}}).json()
+    run_id = exp["runs"][0]["id"]
+    page = web.get(f"/runs/{run_id}").text
+    assert "No picture of the codes yet: the run has not been evaluated." in page
+    _record(web, run_id)
+    page = web.get(f"/runs/{run_id}").text
+    why = dict(re.findall(r'<dt>([^<]*)</dt><dd class="mono">–<span class="why">([^<]*)'
+                          r"</span></dd>", page))
+    assert why["Classifier accuracy"] == (
+        "not measured: the spec trains no reference classifier (classifier.enabled is "
+        "false)")
+    assert why["MS-SSIM"].startswith(
+        "not measured: MS-SSIM&#39;s 5 scales need images of at least 176 px a side")
+    assert "No picture of the codes: the run was evaluated before the projection of its " \
+           "codes was stored." in page
+    _record(web, run_id, n_images=1)
+    assert "No picture of the codes: 1 test image, and a plane needs at least 2 codes " \
+           "(data.test_limit)." in web.get(f"/runs/{run_id}").text
+    _record(web, run_id, latent_dim=1)
+    assert "No picture of the codes: its codes have 1 value each, and a plane needs 2." \
+        in web.get(f"/runs/{run_id}").text
+    tiles = web.post(f"{API}/experiments", json={
+        **SPEC, "models": ["baseline"], "data": {"crop": 16}}).json()["runs"][0]["id"]
+    _record(web, tiles)
+    assert "No picture of the codes: its images are evaluated whole, as tiles of " \
+           "data.crop (16 px): there is no one code per image to probe." \
+        in web.get(f"/runs/{tiles}").text
