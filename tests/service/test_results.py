@@ -106,9 +106,11 @@ def test_results_in_three_formats_from_real_runs(client: TestClient) -> None:
         zip(pca["index"], pca["label"], strict=True)) and len(points) == 64
     colours = {int(p["data-label"]): p["fill"] for p in points}  # one colour per class
     assert len(set(colours.values())) == len(colours) == len(set(pca["label"])) > 1
-    legend = re.findall(r'<li><svg[^>]*><circle[^>]*fill="([^"]+)"/></svg> class (\d+)</li>',
+    from models.datasets.synthetic import SHAPES  # the legend names each class
+
+    legend = re.findall(r'<li><svg[^>]*><circle[^>]*fill="([^"]+)"/></svg>\s*([^<]*)</li>',
                         page)
-    assert {int(c): f for f, c in legend} == colours
+    assert {SHAPES.index(name.strip()): f for f, name in legend} == colours
     ratio = pca["explained_variance_ratio"]
     assert axes == [f"PC 1 ({100 * ratio[0]:.1f} % of the variance)",
                     f"PC 2 ({100 * ratio[1]:.1f} % of the variance)"]
