@@ -74,10 +74,10 @@ def experiment_spec(i: int, seeds: int, short: bool = False) -> dict[str, Any]:
 
 def schedule(rng: random.Random, duration_s: float, per_kind: int) -> list[tuple[float, str]]:
     """(second, kind): ``per_kind`` faults of each kind at random times, at least 20 s
-    apart, in the first 80 % of the soak."""
+    apart, from 30 s to ``duration_s`` (so ``--minutes 30`` is 30 minutes under faults)."""
     kinds = [k for k in KINDS for _ in range(per_kind)]
     rng.shuffle(kinds)
-    slot = duration_s * 0.8 / len(kinds)
+    slot = max(0.0, duration_s - 30) / len(kinds)
     return [(30 + i * slot + rng.uniform(0, max(0.0, slot - 20)), kind)
             for i, kind in enumerate(kinds)]
 
