@@ -423,16 +423,23 @@ def test_the_experiment_answers_the_best_so_far_and_the_cli_prints_it(
     assert any(": pruned" in line for line in lines)
 
 
-def test_the_experiment_page_draws_one_line_per_sample_and_the_best(
-        client: TestClient) -> None:
+def _four_samples_one_pruned(client: TestClient, **fields: Any) -> tuple[int, list[Any]]:
+    """A random search of 2 samples per (model, dataset), its four runs ended with q_psnr
+    21.0, 27.5, pruned and 22.0: the experiment's id and its sample rows."""
     exp = client.post(f"{API}/experiments", json=search_spec(
-        {**ISSUE_SEARCH, "algorithm": "random", "num_samples": 2, "max_concurrent": 2})
-    ).json()["id"]
+        {**ISSUE_SEARCH, "algorithm": "random", "num_samples": 2, "max_concurrent": 2},
+        **fields)).json()["id"]
     d, _ = dispatcher(client)
     d.tick()
     rows = sample_rows(client, exp)
     for run, score in zip(rows, (21.0, 27.5, None, 22.0), strict=True):
         finish(client, run, score, Status.succeeded if score else Status.pruned)
+    return exp, rows
+
+
+def test_the_experiment_page_draws_one_line_per_sample_and_the_best(
+        client: TestClient) -> None:
+    exp, rows = _four_samples_one_pruned(client)
     page = client.get(f"/experiments/{exp}")
     assert page.status_code == 200
     html = page.text
@@ -456,15 +463,8 @@ def test_pruned_samples_are_not_results_the_experiments_verdict_waits_for(
     """``expect`` over a search: the samples that finished pass, the pruned ones have no
     measures by design — the experiment PASSED, not pending for ever on them."""
     bounds = {"q_psnr": "> 20"}
-    exp = client.post(f"{API}/experiments", json=search_spec(
-        {**ISSUE_SEARCH, "algorithm": "random", "num_samples": 2, "max_concurrent": 2},
-        expect={"baseline/synthetic": bounds, "factorized_prior/synthetic": bounds})
-    ).json()["id"]
-    d, _ = dispatcher(client)
-    d.tick()
-    rows = sample_rows(client, exp)
-    for run, score in zip(rows, (21.0, 27.5, None, 22.0), strict=True):
-        finish(client, run, score, Status.succeeded if score else Status.pruned)
+    exp, rows = _four_samples_one_pruned(
+        client, expect={"baseline/synthetic": bounds, "factorized_prior/synthetic": bounds})
     table = client.get(f"{API}/experiments/{exp}/results").json()
     assert table["expect"] == "PASSED"
     pruned = [r for r in table["rows"] if r["status"] == "pruned"]
