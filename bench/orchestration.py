@@ -96,25 +96,51 @@ def run_facts(client: TestClient, exp: dict[str, Any], run: dict[str, Any]) -> d
             if t else nan),
         # Absolute times, for where the slots stood idle.
         "first_step_unix": t["training_started_unix"] if t else nan,
+        "leased_unix": t.get("runner_leased_unix", nan),
+        "runner_wait": t.get("runner_wait_s", 0.0),
         "finished_unix": ts(run["finished_at"]),
     }
 
 
 def idle_profile(rows: list[dict[str, Any]], slots: int, start: float, end: float
                  ) -> dict[str, float]:
-    """Slot-seconds not spent training or evaluating, split into: the start (until each of
-    the first ``slots`` runs took its first step), the tail (after each of the last
-    ``slots`` runs finished) and between runs (the rest: hand-overs, drivers' start-up and
-    finish while they hold a runner)."""
+    """Slot-seconds not spent training or evaluating (``slots`` × wall − useful), by cause:
+
+    - ``start``: until each slot's first run leased its runner (the first wave's POSTs,
+      job start-ups, driver imports and ``ray.init``);
+    - ``data``: runners held while a run's preflight and dataset load ran (``prepare``
+      less the wait for a runner, which another run's work fills);
+    - ``epochs``: runners held inside the training steps beyond the epochs' own seconds
+      (checkpoints; before epoch seconds counted validation, validation too);
+    - ``after``: after the evaluation (artifacts, records) until the run ended;
+    - ``tail``: after each of the last ``slots`` runs ended until the experiment's end;
+    - ``handover``: the rest — a runner handed back by a driver that finishes until the
+      next driver leases it (none when a driver is already waiting for it).
+
+    Runs without the lease mark (a driver without it) count their start in ``handover``.
+    """
     useful = sum(r["training"] + r["evaluation"] for r in rows)
-    first = sorted(r["first_step_unix"] for r in rows)[:slots]
+    total = slots * (end - start) - useful
+    leases = sorted(r["leased_unix"] for r in rows if r["leased_unix"] == r["leased_unix"])
+    at_start = sum(max(0.0, t - start) for t in leases[:slots])
     last = sorted(r["finished_unix"] for r in rows)[-slots:]
-    at_start = sum(f - start for f in first)
-    at_end = sum(end - f for f in last)
-    return {"total": slots * (end - start) - useful, "start": at_start, "tail": at_end,
-            "between": slots * (end - start) - useful - at_start - at_end}
+    tail = sum(end - f for f in last)
+    data = sum(max(0.0, r["data"] - r["runner_wait"]) for r in rows)
+    epochs = sum(r["epoch_overhead"] for r in rows)
+    after = sum(r["after_evaluation"] + max(0.0, r["finish_tail"]) for r in rows)
+    known = at_start + tail + data + epochs + after
+    return {"total": total, "start": at_start, "data": data, "epochs": epochs,
+            "after": after, "tail": tail, "handover": total - known}
 
 
+IDLE_CAUSES = {
+    "start": "until each slot's first run leased its runner (job start-ups)",
+    "data": "preflight and dataset loads, runner held",
+    "epochs": "inside the training steps, beyond the epochs (checkpoints)",
+    "after": "after the evaluation (artifacts, records, driver's finish)",
+    "tail": "after the last runs ended",
+    "handover": "the rest: runners between runs",
+}
 COLUMNS = ("post_to_first_step", "submit_to_first_step", "startup", "data", "search",
            "training", "evaluation", "wall", "overhead")
 PROFILE = ("job_start", "driver_imports", "ray_init", "runner_to_pipeline", "epoch_overhead",
@@ -207,9 +233,9 @@ def main() -> None:
     print(f"ideal: sum(training + evaluation) / slots (s) {useful / slots:8.2f}")
     print(f"efficiency (ideal / wall)                     {useful / slots / wall:8.2f}")
     idle = idle_profile(rows, slots, start_unix, end_unix)
-    print(f"slot-seconds idle {idle['total']:.1f}: at the start {idle['start']:.1f} (until the "
-          f"first {slots} runs' first steps), at the end {idle['tail']:.1f} (after the last "
-          f"{slots} runs finished), between runs {idle['between']:.1f}")
+    print(f"slot-seconds idle {idle['total']:.1f} of {slots * wall:.1f}, by cause:")
+    for cause, what in IDLE_CAUSES.items():
+        print(f"  {cause:<9} {idle[cause]:7.1f}  {what}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ class Steps(Protocol):
 
     kind: str  # "local" or "ray"
     env: RunEnv
+    # Timing marks the steps add to the run's ``timings.json`` (e.g. how long the run
+    # waited for a warm runner); empty in this process.
+    marks: dict[str, float]
 
     def open(self, spec: RunSpec, store: RunStore) -> None:
         """Start the run's session (``store`` is where in-process steps report)."""
@@ -161,6 +164,7 @@ class LocalSteps:
 
     def __init__(self, env: RunEnv, *, persist: bool = False) -> None:
         self.env = env
+        self.marks: dict[str, float] = {}
         self.storage = CheckpointStorage(env) if persist else None
         self.store: RunStore | None = None
         self.data: DataSplits | None = None
@@ -441,6 +445,7 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
         measures, codecs, sizes = steps.evaluate(spec, blob, original)
         lap("evaluate", t)
         clock["wall_s"] = time.perf_counter() - started
+        clock.update(steps.marks)
         store.save_artifact("timings.json", "timings", json.dumps(clock).encode(),
                             "application/json")
         store.record_measures(measures.model_copy(update={

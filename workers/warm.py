@@ -520,6 +520,8 @@ class RunnerSteps:
         # step, so that no other run takes it between them and the run's session (data,
         # model) stays on it; handed back for a Tune search and at the end.
         self.leased: tuple[str, Any, str] | None = None
+        # For timings.json: seconds waited for a runner (all leases), when the first came.
+        self.marks: dict[str, float] = {"runner_wait_s": 0.0}
 
     def _lease(self, method: str) -> tuple[str, Any, str]:
         """The runner leased to this run, leasing one if none is (a pool that died since is
@@ -530,9 +532,12 @@ class RunnerSteps:
             acquired = self.pool.acquire.remote(
                 self.gpus, self.cpus, self.env_vars, self.env.niceness, self.session,
                 self.owner)
+            asked = time.monotonic()
             self._wait(acquired, f"a runner for {method}")
             try:
                 self.leased = ray.get(acquired)
+                self.marks["runner_wait_s"] += time.monotonic() - asked
+                self.marks.setdefault("runner_leased_unix", time.time())
             except ray.exceptions.RayActorError:
                 if tries == 2:
                     raise

@@ -49,6 +49,7 @@ class SlotSteps:
     classifier's trainer loses its slot with its runner as it starts, and needs another."""
 
     kind = "ray"
+    marks: dict[str, float] = {}  # noqa: RUF012  (never written)
 
     def __init__(self, slots: Slots, *, loses_runner: threading.Event | None = None,
                  before_retake: threading.Event | None = None) -> None:

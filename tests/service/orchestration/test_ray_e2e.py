@@ -75,6 +75,12 @@ def test_experiment_runs_on_ray_and_results_are_served(ray_settings: Settings) -
         assert run["lr"] == chosen["lr"] and 1e-4 <= chosen["lr"] <= 1e-2
         assert chosen["loss"] == min(t["loss"] for t in run["lr_trials"])
         assert run["measures"]["mse"] > 0 and run["measures"]["classifier_accuracy"] is not None
+        # The driver's timings say when the run got its warm runner and how long it
+        # waited for one (bench/orchestration.py splits idle slot time by them).
+        timings = client.get(f"{API}/runs/{ok['id']}/artifacts/timings.json").json()
+        assert timings["pipeline_started_unix"] <= timings["runner_leased_unix"] \
+            <= timings["training_started_unix"]
+        assert 0 <= timings["runner_wait_s"] <= timings["wall_s"]
 
         rows = client.get(f"{API}/experiments/{exp['id']}/results").json()["rows"]
         synthetic = [r for r in rows if r["dataset"] == "synthetic" and r["kind"] == "model"]

@@ -67,6 +67,7 @@ class _EvaluatingSteps:
     """The steps of a run that trained and now saves its weights (1 MB)."""
 
     kind = "local"
+    marks: dict[str, float] = {}  # noqa: RUF012  (never written)
 
     def open(self, spec, store):
         self.store = store
