@@ -58,6 +58,7 @@ def make_dispatcher(ctx: ServiceContext, executor: Executor) -> Dispatcher:
                       max_attempts=settings.max_run_attempts,
                       max_cluster_retries=settings.max_cluster_retries,
                       max_in_flight=settings.max_in_flight,
+                      max_starting=settings.max_starting,
                       interval_s=settings.dispatch_interval_s,
                       reconcile_every=max(1, round(settings.reconcile_interval_s
                                                    / settings.dispatch_interval_s)))

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     max_runs_per_experiment: int = Field(default=48, ge=1)
     max_epochs: int = Field(default=200, ge=1)
     max_in_flight: int = Field(default=4, ge=1, description="runs on Ray at once")
+    max_starting: int = Field(default=4, ge=1, description="runs whose jobs are starting at "
+                              "once (submitted, driver not yet running); the next wait "
+                              "in the queue")
     dispatch_interval_s: float = Field(default=2.0, gt=0)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     migrate_on_start: bool = True

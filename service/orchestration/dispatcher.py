@@ -116,6 +116,9 @@ class Dispatcher:
     sessions: sessionmaker[Session]
     executor: Executor
     max_in_flight: int = 4
+    # Jobs starting at once (submitted, the pipeline not yet running): Ray starts each
+    # job's supervisor and driver on the head, and many starting together slow every one.
+    max_starting: int = 4
     interval_s: float = 2.0
     reconcile_every: int = 15  # ticks
     max_attempts: int = 3  # attempts a run may lose itself (its driver died); fails at this
@@ -179,7 +182,9 @@ class Dispatcher:
         self.propose()
         cluster = self.executor.cluster_id
         with transaction(self.sessions) as s:
-            free = self.max_in_flight - len(repo.running_runs(s))
+            running = repo.running_runs(s)
+            starting = sum(1 for r in running if r.phase == repo.SUBMITTED)
+            free = min(self.max_in_flight - len(running), self.max_starting - starting)
             if free <= 0:
                 return 0
             jobs = []

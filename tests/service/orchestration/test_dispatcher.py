@@ -106,6 +106,32 @@ def test_admits_oldest_first_up_to_the_limit_with_readable_job_ids(client: TestC
     assert len(executor.submitted) == 3  # nothing more until a slot frees
 
 
+def test_jobs_start_a_few_at_a_time_and_the_next_are_submitted_as_drivers_start(
+        client: TestClient) -> None:
+    """At most ``max_starting`` jobs are starting at once (submitted, driver not yet in
+    the pipeline), however many runs may be in flight: the rest are submitted as drivers
+    start, while the first ones train."""
+    from service.persistence import repository as repo
+    from service.persistence.db import transaction
+
+    client.post(f"{API}/experiments", json={**SPEC, "datasets": ["synthetic", "mnist"]})
+    dispatcher, executor = make(client, max_in_flight=3)
+    dispatcher.max_starting = 2
+    dispatcher.tick()
+    first = [job.run_id for job in executor.submitted]
+    assert len(first) == 2
+    dispatcher.tick()
+    assert len(executor.submitted) == 2  # both still starting
+    with transaction(context_of(client.app).sessions) as s:  # one driver runs its pipeline
+        repo.set_run(s, run_id=first[0], phase="preflight")
+    dispatcher.tick()
+    assert len(executor.submitted) == 3  # one more starts; in flight is now at its limit
+    with transaction(context_of(client.app).sessions) as s:
+        repo.set_run(s, run_id=first[1], phase="preflight")
+    dispatcher.tick()
+    assert len(executor.submitted) == 3  # max_in_flight still bounds the whole
+
+
 def test_each_tick_reads_every_job_in_flight_with_one_call(client: TestClient) -> None:
     client.post(f"{API}/experiments", json={**SPEC, "datasets": ["synthetic", "mnist"]})
     dispatcher, executor = make(client, max_in_flight=4)
