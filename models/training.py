@@ -178,7 +178,8 @@ def validate(model: nn.Module, loss_fn: nn.Module, images: ImageSet | torch.Tens
         ae += (out - target).abs().sum(dtype=torch.float64)
     n_images = len(x)
     n_values = n_images * 3 * size * size
-    return (loss_sum / n_images).item(), (se / n_values).item(), (ae / n_values).item()
+    loss, mse, mae = torch.stack([loss_sum / n_images, se / n_values, ae / n_values]).tolist()
+    return loss, mse, mae  # one wait for the device, not three
 
 
 class TrainingSession:
