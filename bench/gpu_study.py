@@ -3,6 +3,8 @@
     python bench/gpu_study.py                 # the study: 6 models × (MNIST, synthetic), 15 epochs
     python bench/gpu_study.py --small         # CPU-sized: 2 models, 1 epoch, 256 images (CI)
     python bench/gpu_study.py --address http://127.0.0.1:8265   # on a running Ray cluster
+    python bench/gpu_study.py --check-precision [--variant baseline] [--small]
+                                              # fp32 vs bf16 on one seed, no Ray
 
 Posts the study's grid to an in-process API with the Ray executor: every variant on MNIST
 (the offline package) and on synthetic CIFAR-sized images (3×32×32, 10,000 training
@@ -12,14 +14,33 @@ the encoder, the feature loss and the classifier (no downloads), and ``gpus_per_
 (four runs share a GPU). Without ``--address`` it starts a local Ray head declaring the
 GPUs torch sees (``--gpus`` logical GPUs where there are none, so the packing is the same).
 
-Prints per run: training images/s, epochs, LR-search and wall seconds; while the study
-runs, ``nvidia-smi`` is sampled every second for each GPU's utilisation (%) and memory
-(MiB), reported as mean and peak; then the study's wall time against the target.
+Prints per run: training images/s, epochs, training, LR-search and wall seconds, and the
+fraction of its wall time outside the training loop; while the study runs, ``nvidia-smi``
+is sampled every second for each GPU's utilisation (%) and memory (MiB), reported as mean
+and peak; then the study's wall time against the target, the runs' mean wall time and the
+study's fraction outside the training loop.
+
+The fraction of wall time outside the step:
+
+- per run: ``1 − train_s / wall_s``, where ``train_s`` is Σ its epochs' ``seconds`` (the
+  training loop: making batches and forward/backward/optimiser steps, nothing else) and
+  ``wall_s`` its pipeline's wall time (preflight → evaluated: LR search, validation,
+  checkpoints, classifier, evaluation and every wait are outside);
+- for the study: ``1 − Σ train_s / (slots · wall)``, ``slots`` the runs that can train at
+  once (4 per GPU) and ``wall`` the study's (POST → last run ended): what the per-run
+  figure counts, plus slots standing idle (job start-ups, the last wave's tail).
+
+``--check-precision`` trains one variant twice on one seed, directly through
+:func:`models.training.train` (no Ray, no server): ``precision="fp32"`` and ``"bf16"``
+(bf16 autocast; on the CPU, the CPU's), at the study's budget (15 epochs, batch 128) on
+MNIST, or ``--small`` (2 epochs, 256 images); prints both final validation MSEs and
+whether they are within 2 % (exit status 1 when not).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import subprocess
@@ -33,6 +54,8 @@ from typing import Any
 from service.client.schemas import API_PREFIX as API
 
 TARGET_S = 600.0  # the whole study in 10 minutes on one GPU (issue 15)
+RUNS_PER_GPU = 4  # gpus_per_run 0.25
+PRECISION_TOLERANCE = 0.02  # bf16's final MSE within 2 % of fp32's (issue 28)
 STUDY_MODELS = ["baseline", "pixel_shuffle", "progressive_resizing", "pretrained_resnet",
                 "resnet", "feature_loss"]
 DATASETS = ["mnist", "synthetic"]
@@ -44,7 +67,7 @@ def study_specs(small: bool) -> list[dict[str, Any]]:
         "epochs": 15, "batch_size": 128, "pretrained": False,
         "lr_search": {"method": "tune", "num_samples": 8, "budget_epochs": 2},
         "classifier": {"enabled": True, "arch": "resnet34", "pretrained": False},
-        "resources": {"gpus_per_run": 0.25, "cpus_per_run": 1},
+        "resources": {"gpus_per_run": 1 / RUNS_PER_GPU, "cpus_per_run": 1},
     }
     models = STUDY_MODELS
     if small:
@@ -111,14 +134,54 @@ def run_rows(client: Any, exp: dict[str, Any]) -> list[dict[str, Any]]:
         seconds = sum(e["seconds"] for e in epochs)
         images = sum(e["images_per_s"] * e["seconds"] for e in epochs)
         measures = detail.get("measures") or {}
+        wall = measures.get("wall_time_s") or float("nan")
         rows.append({
             "run": f"{run['model']}/{run['dataset']}", "status": run["status"],
             "epochs": len(epochs), "images_per_s": images / seconds if seconds else 0.0,
             "train_s": seconds, "search_s": measures.get("search_time_s", float("nan")),
-            "wall_s": measures.get("wall_time_s", float("nan")),
+            "wall_s": wall, "outside": outside_fraction(seconds, wall),
             "mse": measures.get("mse", float("nan")), "error": run.get("error") or "",
         })
     return rows
+
+
+def outside_fraction(train_s: float, wall_s: float) -> float:
+    """``1 − train_s / wall_s``: the share of ``wall_s`` not spent in the training loop
+    (NaN when ``wall_s`` is not positive or not a number)."""
+    return 1.0 - train_s / wall_s if wall_s > 0 else float("nan")
+
+
+def check_precision(variant: str, small: bool, lr: float, seed: int) -> int:
+    """Train ``variant`` in fp32 then bf16 on one seed; print both final validation MSEs
+    and whether they are within :data:`PRECISION_TOLERANCE`. 0 when they are, else 1."""
+    from models.data import install_offline_mnist, load_dataset, mnist_offline_source
+    from models.training import TrainConfig, resolve_device, train
+
+    with tempfile.TemporaryDirectory(prefix="aelab-precision-") as tmp:
+        dataset = "mnist" if mnist_offline_source() is not None else "synthetic"
+        if dataset == "mnist":
+            install_offline_mnist(Path(tmp))
+        limits = {"train_limit": 256, "test_limit": 64} if small else {}
+        data = load_dataset(dataset, tmp, download=False, seed=seed, **limits)
+    budget = {"epochs": 2, "batch_size": 32} if small else {"epochs": 15, "batch_size": 128}
+    device = resolve_device(None)
+    print(f"{variant} on {dataset} ({len(data.train)} training images, {budget['epochs']} "
+          f"epochs, batch {budget['batch_size']}, lr {lr:g}, seed {seed}) on {device}",
+          flush=True)
+    mse = {}
+    for precision in ("fp32", "bf16"):
+        start = time.perf_counter()
+        result = train(TrainConfig(variant, lr=lr, seed=seed, pretrained=False,
+                                   precision=precision, **budget), data)
+        mse[precision] = result.history[-1].val_mse
+        print(f"{precision}: final validation MSE {mse[precision]:.6f} "
+              f"({time.perf_counter() - start:.1f} s, training loop {result.seconds:.1f} s)",
+              flush=True)
+    gap = abs(mse["bf16"] - mse["fp32"]) / mse["fp32"]
+    within = gap <= PRECISION_TOLERANCE
+    print(f"bf16 vs fp32: {gap * 100:+.2f} % apart: "
+          f"{'within' if within else 'NOT within'} {PRECISION_TOLERANCE * 100:.0f} %")
+    return 0 if within else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=1,
                         help="logical GPUs to declare when torch sees none")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds")
+    parser.add_argument("--check-precision", action="store_true",
+                        help="train --variant in fp32 and in bf16 on one seed (no Ray)")
+    parser.add_argument("--variant", default="baseline", help="for --check-precision")
+    parser.add_argument("--lr", type=float, default=1e-3, help="for --check-precision")
+    parser.add_argument("--seed", type=int, default=0, help="for --check-precision")
     args = parser.parse_args(argv)
+    if args.check_precision:
+        return check_precision(args.variant, args.small, args.lr, args.seed)
 
     import torch
     from fastapi.testclient import TestClient
@@ -152,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             RayExecutor(address, job_env={}).wait_until_up(180)
             settings = Settings(home=Path(tmp) / "home", ray_address=address,
-                                max_in_flight=max(4 * gpus, 1), dispatch_interval_s=0.5)
+                                max_in_flight=max(RUNS_PER_GPU * gpus, 1),
+                                dispatch_interval_s=0.5)
             install_offline_mnist(Path(settings.data_path))
             app = create_app(settings, executor_factory=RayExecutor.from_settings)
             with TestClient(app) as client, GpuSampler() as sampler:
@@ -172,16 +243,28 @@ def main(argv: list[str] | None = None) -> int:
                 head.stop()
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    slots = RUNS_PER_GPU * gpus
     print(f"{n_runs} runs ({'small' if args.small else 'the study'}) on {device}, {gpus} "
-          f"GPU(s), 0.25 GPU per run:")
+          f"GPU(s), {1 / RUNS_PER_GPU:g} GPU per run:")
     print(f"{'run':<32}{'status':>10}{'epochs':>8}{'images/s':>11}{'train_s':>9}"
-          f"{'search_s':>10}{'wall_s':>9}{'mse':>10}")
+          f"{'search_s':>10}{'wall_s':>9}{'mse':>10}{'outside':>9}")
     for r in rows:
         print(f"{r['run']:<32}{r['status']:>10}{r['epochs']:>8}{r['images_per_s']:>11.0f}"
               f"{r['train_s']:>9.1f}{r['search_s']:>10.1f}{r['wall_s']:>9.1f}"
-              f"{r['mse']:>10.5f}" + (f"  {r['error']}" if r["error"] else ""))
+              f"{r['mse']:>10.5f}{r['outside'] * 100:>8.1f}%"
+              + (f"  {r['error']}" if r["error"] else ""))
     for line in sampler.report():
         print(line)
+    timed = [r for r in rows if not math.isnan(r["wall_s"])]
+    if timed:
+        walls = [r["wall_s"] for r in timed]
+        print(f"per run: wall time mean {statistics.mean(walls):.1f} s (min {min(walls):.1f},"
+              f" max {max(walls):.1f}); outside the training loop: mean "
+              f"{statistics.mean(r['outside'] for r in timed) * 100:.1f} % of a run's wall")
+    trained = sum(r["train_s"] for r in rows)
+    print(f"study: {trained:.1f} s in training loops over {slots} slots × {wall:.1f} s: "
+          f"{outside_fraction(trained, slots * wall) * 100:.1f} % of the slots' wall time "
+          f"outside the training loop")
     print(f"total wall time {wall:.1f} s against the target of {TARGET_S:.0f} s "
           f"({'met' if wall <= TARGET_S else 'missed'})")
     failed = [r for r in rows if r["status"] != "succeeded"]

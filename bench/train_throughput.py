@@ -1,7 +1,9 @@
 """Training throughput per variant: aelab's loop against a naive PyTorch loop.
 
-aelab: uint8 tensors in memory, batches made and augmented on the device, fused AdamW,
-channels-last on CUDA (optionally torch.compile). Naive: a torchvision dataset with
+aelab: the trainer's own epoch loop — uint8 splits placed on the device once, each
+epoch's order and augmentation drawn at its start, batches sliced, resized and augmented
+on the device, fused AdamW, channels-last and bf16 autocast on CUDA (``--precision``;
+optionally torch.compile). Naive: a torchvision dataset with
 per-sample PIL transforms behind a DataLoader, the same model, default AdamW.
 
     python bench/train_throughput.py                      # all variants, MNIST if present
@@ -35,24 +37,25 @@ def sync(device: torch.device) -> None:
 
 
 def aelab_loop(config: TrainConfig, data, steps: int, warmup: int) -> tuple[float, float]:
-    """(images/s, share of wall time outside the optimiser step)."""
+    """(images/s, share of wall time outside the optimiser step) of the trainer's own
+    epoch loop (``TrainingSession.epoch_batches``: the splits placed on the device once,
+    each epoch's draws made at its start, batches made on the device). The step is
+    forward + loss + backward + optimiser and scheduler step, synchronised on both sides;
+    everything else — the epoch's draws, slicing, resizing, augmentation — is outside."""
     session = TrainingSession(config, data)
     phase = session.phases[-1]
     session.start_phase(phase)
     session.model.train()
+    session.loss_fn.train()
     device = session.device
     step_time = 0.0
     done = 0
     start = 0.0
     while done < steps + warmup:
-        for idx in torch.randperm(len(data.train), generator=session.generator).split(
-                config.batch_size):
-            if len(idx) < config.batch_size:
-                continue
+        for target in session.epoch_batches(phase.size):
             if done == warmup:
                 sync(device)
                 start, step_time = time.perf_counter(), 0.0
-            target = session.batch(idx, phase.size)
             sync(device)
             t0 = time.perf_counter()
             session.step(target)
@@ -126,6 +129,8 @@ def main() -> None:
     parser.add_argument("--naive-steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="TrainConfig.precision (auto: bf16 autocast on CUDA only)")
     args = parser.parse_args()
 
     root = Path(args.data_root).expanduser()
@@ -138,6 +143,7 @@ def main() -> None:
              else f"{torch.get_num_threads()} threads")
     print(f"device {device} ({where}), "
           f"dataset {dataset}: {len(data.train)} train images, batch {args.batch_size}, "
+          f"precision {args.precision}, "
           f"torch {torch.__version__}")
     print(f"dataset in memory: {stored / 2**20:.0f} MiB uint8 as stored "
           f"({as_rgb32 / 2**20:.0f} MiB as uint8 3×32×32, "
@@ -148,7 +154,8 @@ def main() -> None:
     print("-" * len(header))
     for variant in args.variants.split(","):
         config = TrainConfig(variant, batch_size=args.batch_size, pretrained=False,
-                             compile=args.compile, augment=True)
+                             compile=args.compile, augment=True,
+                             precision=args.precision)
         fast, outside = aelab_loop(config, data, args.steps, args.warmup)
         naive = naive_loop(variant, data, args.batch_size, args.naive_steps, args.warmup,
                            device)

@@ -49,6 +49,12 @@ class ImageSet:
         h, w = self.size_of(i)
         return self.images[i, :, :h, :w]
 
+    def real_sizes(self) -> torch.Tensor:
+        """(N, 2) int64: each image's real (H, W) (the slot's when :attr:`sizes` is None)."""
+        if self.sizes is None:
+            return torch.tensor(self.images.shape[-2:]).expand(len(self), 2).clone()
+        return self.sizes
+
     def pixels(self) -> torch.Tensor:
         """(N,) int64: each image's real H·W."""
         if self.sizes is None:

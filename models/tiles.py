@@ -87,20 +87,48 @@ def crops_per_image(h: int, w: int, crop: int) -> int:
     return max(1, (h // crop) * (w // crop))
 
 
+def crop_origins(images: ImageSet, crop: int, generator: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An epoch's random crops of ``images``, drawn on the CPU ``generator``: (owner, ys,
+    xs), each int64 (N',) on the host — crop j is image ``owner[j]``'s ``crop``×``crop``
+    square with its top-left corner at (``ys[j]``, ``xs[j]``), :func:`crops_per_image` of
+    each image, uniform within its real area (a side shorter than ``crop``: at 0). Draws,
+    per image in order, its ys then its xs: the stream :func:`draw_crops` has always drawn.
+    """
+    owners, ys, xs = [], [], []
+    for i in range(len(images)):
+        h, w = images.size_of(i)
+        n = crops_per_image(h, w, crop)
+        ys.append(torch.randint(0, max(h, crop) - crop + 1, (n,), generator=generator))
+        xs.append(torch.randint(0, max(w, crop) - crop + 1, (n,), generator=generator))
+        owners.append(torch.full((n,), i, dtype=torch.long))
+    if not owners:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, empty
+    return torch.cat(owners), torch.cat(ys), torch.cat(xs)
+
+
+def cut_crops(images: torch.Tensor, sizes: torch.Tensor, owner: torch.Tensor,
+              ys: torch.Tensor, xs: torch.Tensor, crop: int) -> torch.Tensor:
+    """The crops of :func:`crop_origins` cut from ``images`` (N, C, H, W), any dtype, on
+    its device (the index tensors are moved there): (N', C, crop, crop). ``sizes`` (N, 2)
+    int64 holds each image's real (H, W); rows and columns past them repeat its last row
+    and column, as :func:`padded` does — one gather, no Python loop over images."""
+    device = images.device
+    owner, ys, xs, sizes = (t.to(device) for t in (owner, ys, xs, sizes))
+    steps = torch.arange(crop, device=device)
+    real = sizes[owner]  # (N', 2)
+    rows = torch.minimum(ys[:, None] + steps, real[:, :1] - 1)  # (N', crop)
+    cols = torch.minimum(xs[:, None] + steps, real[:, 1:] - 1)
+    channels = torch.arange(images.shape[1], device=device)
+    return images[owner[:, None, None, None], channels[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
 def draw_crops(images: ImageSet, crop: int, generator: torch.Generator) -> ImageSet:
     """:func:`crops_per_image` random ``crop``×``crop`` crops of each image (uniform
     positions within its real area; a side shorter than ``crop`` is padded as in
     :func:`padded`), each with its image's label: uint8 (N', C, crop, crop)."""
-    out, labels = [], []
-    for i in range(len(images)):
-        h, w = images.size_of(i)
-        x = images.image(i)
-        if h < crop or w < crop:
-            x = padded(x, max(h, crop), max(w, crop))
-        hh, ww = x.shape[1], x.shape[2]
-        n = crops_per_image(h, w, crop)
-        ys = torch.randint(0, hh - crop + 1, (n,), generator=generator).tolist()
-        xs = torch.randint(0, ww - crop + 1, (n,), generator=generator).tolist()
-        out += [x[:, y : y + crop, z : z + crop] for y, z in zip(ys, xs, strict=True)]
-        labels.append(images.labels[i].expand(n))
-    return ImageSet(torch.stack(out).contiguous(), torch.cat(labels).contiguous())
+    owner, ys, xs = crop_origins(images, crop, generator)
+    return ImageSet(cut_crops(images.images, images.real_sizes(), owner, ys, xs, crop)
+                    .contiguous(), images.labels[owner].contiguous())

@@ -12,10 +12,10 @@ import contextlib
 import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from models.catalog import Recipe
 from models.data import (
     DataSplits,
     ImageSet,
-    batch_indices,
+    ResidentSplits,
     normalize,
     steps_per_epoch,
     to_float,
@@ -53,6 +53,13 @@ from models.weights import WeightsSource
 
 CHECKPOINT_VERSION = 3  # 2: the plan travels with the checkpoint; 3: and the recipe
 
+# "auto": bf16 autocast on CUDA, fp32 elsewhere; "bf16": bf16 autocast on any device (the
+# CPU's too); "fp32": no autocast. The loss and the optimiser step are fp32 in all three.
+Precision = Literal["auto", "fp32", "bf16"]
+
+VALIDATION_BATCH = 1024  # images: validation's batch, at most ...
+VALIDATION_BATCH_BYTES = 16 * 2**20  # ... and at most this much float32 RGB input
+
 
 @dataclass
 class TrainConfig:
@@ -78,6 +85,7 @@ class TrainConfig:
     rd_lambda: float | None = None  # factorized_prior's λ (None: DEFAULT_RD_LAMBDA)
     recipe: Recipe | None = None  # None: the preset named ``variant``
     crop: int = 32  # the model's input side, px (data.crop; the study's 32)
+    precision: Precision = "auto"  # see Precision
 
     def __post_init__(self) -> None:
         if self.recipe is None:
@@ -87,6 +95,9 @@ class TrainConfig:
                              f"{self.recipe.name!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
+        if self.precision not in get_args(Precision):
+            raise ValueError(f"precision {self.precision!r} is not one of "
+                             f"{', '.join(get_args(Precision))}")
 
     @property
     def weights(self) -> WeightsSource:
@@ -120,10 +131,21 @@ def resolve_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, precision: Precision = "auto"
+             ) -> contextlib.AbstractContextManager[Any]:
+    """The forward pass's autocast for ``precision`` (see :data:`Precision`) on
+    ``device``: bf16 autocast, or a no-op context for fp32."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def validation_batch_size(batch_size: int, size: int) -> int:
+    """Images per validation batch at ``size`` px: :data:`VALIDATION_BATCH`, fewer when
+    their float32 RGB input would pass :data:`VALIDATION_BATCH_BYTES`, never fewer than
+    the training ``batch_size`` (whose activations with gradients already fit)."""
+    per_image = 3 * size * size * 4
+    return max(batch_size, min(VALIDATION_BATCH, VALIDATION_BATCH_BYTES // per_image))
 
 
 def _finite(value: float, what: str, epoch: int) -> float:
@@ -134,25 +156,30 @@ def _finite(value: float, what: str, epoch: int) -> float:
     return value
 
 
-@torch.no_grad()
-def validate(model: nn.Module, loss_fn: nn.Module, images: ImageSet, *, size: int,
-             batch_size: int, device: torch.device) -> tuple[float, float, float]:
-    """(loss, MSE, MAE) over ``images`` at ``size`` px, means over every element."""
+@torch.inference_mode()
+def validate(model: nn.Module, loss_fn: nn.Module, images: ImageSet | torch.Tensor, *,
+             size: int, batch_size: int, device: torch.device,
+             precision: Precision = "auto") -> tuple[float, float, float]:
+    """(loss, MSE, MAE) over ``images`` (an ImageSet or its uint8 (N, C, H, W) tensor, on
+    any device) at ``size`` px, means over every element (the loss: over images), in
+    batches of ``batch_size`` without autograd. The model is left in eval mode."""
     model.eval()
+    x = images.images if isinstance(images, ImageSet) else images
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     se = torch.zeros_like(loss_sum)
     ae = torch.zeros_like(loss_sum)
-    for idx in batch_indices(len(images), batch_size, shuffle=False, drop_last=False):
-        target = to_float(images.images[idx], size, device)
-        with autocast(device):
+    for start in range(0, len(x), batch_size):
+        target = to_float(x[start : start + batch_size], size, device)
+        with autocast(device, precision):
             out = model(normalize(target))
         out = out.float()
-        loss_sum += loss_fn(out, target).double() * len(idx)
+        loss_sum += loss_fn(out, target).double() * len(target)
         se += (out - target).pow(2).sum(dtype=torch.float64)
         ae += (out - target).abs().sum(dtype=torch.float64)
-    n_images = len(images)
+    n_images = len(x)
     n_values = n_images * 3 * size * size
-    return (loss_sum / n_images).item(), (se / n_values).item(), (ae / n_values).item()
+    loss, mse, mae = torch.stack([loss_sum / n_images, se / n_values, ae / n_values]).tolist()
+    return loss, mse, mae  # one wait for the device, not three
 
 
 class TrainingSession:
@@ -179,6 +206,7 @@ class TrainingSession:
                                            model=self.model).to(self.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.phases = config.phases()
+        self._resident: ResidentSplits | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.OneCycleLR | None = None
         self.history: list[EpochMetrics] = []
@@ -247,11 +275,29 @@ class TrainingSession:
         self.generator.set_state(ckpt["generator"])
         self.history = [EpochMetrics(**m) for m in ckpt["history"]]
 
-    def batch(self, train: ImageSet, idx: torch.Tensor, size: int) -> torch.Tensor:
-        """The training target for images ``idx`` of ``train``: float, on the device,
-        augmented."""
-        generator = self.generator if self.config.augment else None
-        return to_float(train.images[idx], size, self.device, generator)
+    @property
+    def resident(self) -> ResidentSplits:
+        """The run's training and validation images where its batches are made: placed
+        on the device once, at first use (see :class:`models.data.ResidentSplits`)."""
+        if self._resident is None:
+            self._resident = ResidentSplits(self.data, self.device)
+        return self._resident
+
+    def epoch_batches(self, size: int) -> Iterator[torch.Tensor]:
+        """An epoch's training targets: float (batch, 3, size, size) on the device,
+        augmented when the config says so. Every random number of the epoch (crops,
+        order, augmentation) is drawn from the session's generator now, in the order the
+        per-batch loop drew them; the batches are then made on the device."""
+        epoch = self.resident.epoch(self.config.batch_size, self.generator,
+                                    augment=self.config.augment)
+
+        def batches() -> Iterator[torch.Tensor]:
+            for i in range(len(epoch)):
+                draws = None if epoch.draws is None else epoch.draws[i]
+                images = self.resident.batch(epoch.images, epoch.order[i])
+                yield to_float(images, size, self.device, draws=draws)
+
+        return batches()
 
     def step(self, target: torch.Tensor) -> torch.Tensor:
         """One optimiser step on ``target``; returns the (detached) loss."""
@@ -259,7 +305,7 @@ class TrainingSession:
         x = normalize(target)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device):
+        with autocast(self.device, self.config.precision):
             out = self.step_fn(x)
         loss = self.loss_fn(out.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
@@ -273,20 +319,18 @@ class TrainingSession:
         assert self.optimizer is not None and self.scheduler is not None
         self.model.train()
         self.loss_fn.train()
-        train = self.data.epoch_train(self.generator)  # fresh random crops, when cropped
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         start = time.perf_counter()
         steps = 0
-        for idx in batch_indices(len(train), self.config.batch_size, shuffle=True,
-                                 drop_last=True, generator=self.generator):
-            loss_sum += self.step(self.batch(train, idx, phase.size))
+        for target in self.epoch_batches(phase.size):
+            loss_sum += self.step(target)
             steps += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         if steps == 0:
-            raise ValueError(f"{len(train)} training images do not fill one batch of "
-                             f"{self.config.batch_size}")
+            raise ValueError(f"{len(self.data.train)} training images do not fill one "
+                             f"batch of {self.config.batch_size}")
         return (loss_sum / steps).item(), seconds
 
     @property
@@ -319,8 +363,9 @@ class TrainingSession:
             train_loss, seconds = self.train_epoch(phase)
             _finite(train_loss, "training loss", epoch)
             val_loss, val_mse, val_mae = validate(
-                self.model, self.loss_fn, self.data.val, size=phase.size,
-                batch_size=self.config.batch_size, device=self.device)
+                self.model, self.loss_fn, self.resident.val, size=phase.size,
+                batch_size=validation_batch_size(self.config.batch_size, phase.size),
+                device=self.device, precision=self.config.precision)
             _finite(val_loss, "validation loss", epoch)
             assert self.optimizer is not None
             seen = steps_per_epoch(len(self.data.train), self.config.batch_size)

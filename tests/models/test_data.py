@@ -9,6 +9,7 @@ import torch
 from models.data import (
     DatasetUnavailable,
     augment,
+    augment_drawn,
     install_offline_mnist,
     is_available,
     load_dataset,
@@ -132,3 +133,28 @@ def test_a_labelled_built_in_names_each_of_its_classes(name: str) -> None:
     info = DATASETS[name]
     assert info.num_classes is not None and len(info.classes) == info.num_classes
     assert len(set(info.classes)) == info.num_classes
+
+
+def test_one_call_of_rand_is_the_stream_of_one_call_per_batch() -> None:
+    """What drawing an epoch's augmentation at its start rests on: CPU ``torch.rand`` of
+    k·b rows in one call equals k calls of b rows, and leaves the generator in the same
+    state (a torch that vectorised its CPU uniforms would break seeded runs here first)."""
+    for b, k in ((16, 3), (128, 468), (7, 11)):
+        one, many = torch.Generator().manual_seed(b), torch.Generator().manual_seed(b)
+        drawn = torch.rand(k * b, 7, generator=one)
+        assert torch.equal(drawn, torch.cat([torch.rand(b, 7, generator=many)
+                                             for _ in range(k)]))
+        assert torch.equal(one.get_state(), many.get_state())
+
+
+@pytest.mark.parametrize("flips", ["dihedral", "horizontal"])
+def test_augment_selecting_with_where_is_gathering_bit_for_bit(flips: str) -> None:
+    """The accelerator's way (flip all, select: no host sync) equals the CPU's (gather
+    the chosen images), and neither writes into its input."""
+    x = torch.rand(40, 1, 32, 32)
+    kept = x.clone()
+    r = torch.rand(40, 7, generator=torch.Generator().manual_seed(4))
+    index = augment_drawn(x, r, flips=flips, select="index")
+    where = augment_drawn(x, r, flips=flips, select="where")
+    assert torch.equal(index, where) and torch.equal(x, kept)
+    assert torch.equal(augment(x, torch.Generator().manual_seed(4), flips=flips), index)

@@ -7,7 +7,7 @@ import torch
 from torchvision.models import vgg16_bn
 
 from models.catalog import VARIANTS
-from models.data import normalize, to_float
+from models.data import DataSplits, ImageSet, batch_indices, normalize, to_float
 from models.losses import FEATURE_LAYERS, FeatureLoss, gram_matrix
 from models.plan import plan_phases
 from models.recipes import build_model, param_groups
@@ -20,6 +20,8 @@ from models.training import (
     resolve_device,
     save_checkpoint,
     train,
+    validate,
+    validation_batch_size,
 )
 
 
@@ -208,3 +210,125 @@ def test_an_epochs_lr_is_the_one_its_last_step_used(tiny_splits) -> None:
     result = train(tiny_config("baseline", epochs=2, schedule="one_cycle", lr=3e-3),
                    tiny_splits)
     assert result.history[-1].lr == pytest.approx(3e-3 / 25 / 1e4, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Batches made on the device from draws made at the epoch's start
+
+
+def old_draw_crops(images: ImageSet, crop: int, g: torch.Generator) -> torch.Tensor:
+    """The per-image crop loop the trainer ran before crops were cut in one gather."""
+    out = []
+    for i in range(len(images)):
+        h, w = images.size_of(i)
+        x = images.image(i)
+        rows = torch.arange(max(h, crop)).clamp_(max=h - 1)
+        cols = torch.arange(max(w, crop)).clamp_(max=w - 1)
+        x = x[:, rows][:, :, cols]  # padded by repeating the last row and column
+        n = max(1, (h // crop) * (w // crop))
+        ys = torch.randint(0, x.shape[1] - crop + 1, (n,), generator=g).tolist()
+        xs = torch.randint(0, x.shape[2] - crop + 1, (n,), generator=g).tolist()
+        out += [x[:, y : y + crop, z : z + crop] for y, z in zip(ys, xs, strict=True)]
+    return torch.stack(out)
+
+
+def per_batch_reference(data: DataSplits, batch_size: int, size: int, seed: int,
+                        epochs: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every epoch's targets as the loop made them batch by batch (host slicing,
+    ``to_float`` with the generator per batch), and the generator's state after."""
+    g = torch.Generator().manual_seed(seed)
+    targets = []
+    for _ in range(epochs):
+        images = data.train.images if data.train_images is None else \
+            old_draw_crops(data.train_images, data.crop, g)
+        for idx in batch_indices(len(images), batch_size, shuffle=True, drop_last=True,
+                                 generator=g):
+            targets.append(to_float(images[idx], size, "cpu", g))
+    return targets, g.get_state()
+
+
+def grey_28() -> DataSplits:
+    """MNIST's shape: grey 28×28, served at 32 (a bilinear resize per batch)."""
+    images = torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    s = ImageSet(images, torch.zeros(50, dtype=torch.long))
+    return DataSplits("grey28", s.subset(slice(0, 40)), s.subset(slice(40, 50)),
+                      s.subset(slice(40, 50)), 10)
+
+
+def whole_images() -> DataSplits:
+    """Images of differing sizes, some smaller than the crop: trained on fresh crops."""
+    g = torch.Generator().manual_seed(2)
+    sizes = torch.tensor([[64, 96], [70, 50], [20, 33], [40, 40], [90, 20], [32, 64]])
+    images = torch.zeros(6, 3, 90, 96, dtype=torch.uint8)
+    for i, (h, w) in enumerate(sizes.tolist()):
+        images[i, :, :h, :w] = torch.randint(0, 256, (3, h, w), generator=g,
+                                             dtype=torch.uint8)
+    whole = ImageSet(images, torch.zeros(6, dtype=torch.long), sizes)
+    crops = ImageSet(old_draw_crops(whole, 32, g), torch.zeros(13, dtype=torch.long))
+    assert len(crops) == 13  # 6 + 2 + 1 + 1 + 1 + 2 crops of 32
+    return DataSplits("whole", crops, crops, whole, 0, 32, whole=True, train_images=whole)
+
+
+@pytest.mark.parametrize("which", ["synthetic", "grey_28", "whole_images"])
+def test_epoch_batches_are_the_per_batch_loops_bit_for_bit(which: str, tiny_splits) -> None:
+    """Order, crops and augmentation drawn at each epoch's start give the batches and the
+    generator state the per-batch loop gave: seeded runs and checkpoints stay valid. The
+    batch sizes leave a partial batch, which drew nothing and still draws nothing."""
+    data, batch_size = {"synthetic": lambda: (tiny_splits, 24),
+                        "grey_28": lambda: (grey_28(), 16),
+                        "whole_images": lambda: (whole_images(), 4)}[which]()
+    assert len(data.train) % batch_size != 0
+    expected, state = per_batch_reference(data, batch_size, 32, seed=3, epochs=2)
+    session = TrainingSession(tiny_config("baseline", batch_size=batch_size, seed=3,
+                                          augment=True), data)
+    got = [t for _ in range(2) for t in session.epoch_batches(32)]
+    assert len(got) == len(expected) == 2 * (len(data.train) // batch_size)
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == (batch_size, 3, 32, 32) and torch.equal(a, b)
+    assert torch.equal(session.generator.get_state(), state)
+    assert session.resident.train.data_ptr() == (data.train_images or data.train
+                                                 ).images.data_ptr()  # no copy on the CPU
+
+
+def test_validation_in_large_batches_is_the_whole_sets_means(synthetic_splits) -> None:
+    model = build_model("baseline", pretrained=False)
+    images = synthetic_splits.test.images[:100]  # 100 = 6 × 16 + 4: a partial batch
+    loss_fn = torch.nn.MSELoss()
+    small = validate(model, loss_fn, images, size=32, batch_size=16,
+                     device=torch.device("cpu"))
+    large = validate(model, loss_fn, images, size=32, batch_size=1024,
+                     device=torch.device("cpu"))
+    with torch.no_grad():
+        x = to_float(images)
+        out = model(normalize(x))
+    whole = ((out - x).pow(2).mean().item(), (out - x).pow(2).mean().item(),
+             (out - x).abs().mean().item())
+    assert small == pytest.approx(whole, rel=1e-5) and large == pytest.approx(whole, rel=1e-5)
+    assert not model.training
+    assert validation_batch_size(128, 32) == 1024  # the study's size: 12 MiB of input
+    assert validation_batch_size(16, 64) == 341  # bounded by 16 MiB of input
+    assert validation_batch_size(128, 128) == 128  # never below the training batch
+
+
+def test_bf16_autocast_on_the_cpu_stays_within_2_percent_of_fp32(tiny_splits) -> None:
+    """The same seeded tiny run in fp32 and in bf16 (CPU autocast). What 2 % can check
+    here: bf16 is in effect (the runs differ), the fp32 model validated under bf16 is
+    within 2 % (the forward's rounding alone), and the short run ends within 2 %. Longer
+    runs on the CPU differ by 1–4 % between precisions and 0.3–13 % between seeds (the
+    trajectory, not the precision): the full-run check is bench/gpu_study.py
+    --check-precision."""
+    runs = {p: train(tiny_config("baseline", augment=True, precision=p), tiny_splits)
+            for p in ("fp32", "bf16")}
+    fp32, bf16 = (runs[p].history[-1].val_mse for p in ("fp32", "bf16"))
+    assert fp32 != bf16
+    assert bf16 == pytest.approx(fp32, rel=0.02)
+    assert runs["fp32"].history[-1].val_mse < runs["fp32"].history[0].val_mse
+    model, loss_fn = runs["fp32"].model, torch.nn.MSELoss()
+    as_fp32, as_bf16 = (validate(model, loss_fn, tiny_splits.val, size=32, batch_size=64,
+                                 device=torch.device("cpu"), precision=p)[1]
+                        for p in ("fp32", "bf16"))
+    assert as_fp32 == pytest.approx(fp32, rel=1e-6)
+    assert as_bf16 != as_fp32 and as_bf16 == pytest.approx(as_fp32, rel=0.02)
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        tiny_config("baseline", precision="fp16")
