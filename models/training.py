@@ -415,3 +415,48 @@ def save_checkpoint(ckpt: dict[str, Any], path: Path | str | None = None) -> byt
 def load_checkpoint(source: Path | str | bytes) -> dict[str, Any]:
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
     return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+
+
+def snapshot_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``ckpt`` (as :meth:`TrainingSession.checkpoint` returns it: nested dicts,
+    lists and tuples of tensors and plain values, whose tensors are the live model and
+    optimiser state) that further training cannot change, so that another thread may
+    serialise it while the next epoch trains.
+
+    Every tensor is detached and copied to the CPU: from CUDA into pinned memory without
+    blocking, then one synchronisation per device before returning; on the CPU a clone.
+    Every dict, list and tuple is rebuilt (an ``OrderedDict`` keeps its type and its
+    ``_metadata``, which ``load_state_dict`` reads); other values (numbers, strings,
+    None) are shared. :func:`save_checkpoint` of the copy loads (:func:`load_checkpoint`,
+    to the CPU) as that of ``ckpt`` would. Costs one copy of the model and optimiser
+    state (bytes: the serialised checkpoint's size, less its pickled metadata)."""
+    from collections import OrderedDict
+
+    devices: set[torch.device] = set()
+
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach()
+            if tensor.device.type == "cuda":
+                out = torch.empty_like(tensor, device="cpu", pin_memory=True)
+                out.copy_(tensor, non_blocking=True)
+                devices.add(tensor.device)
+                return out
+            return tensor.clone() if tensor.device.type == "cpu" else tensor.to("cpu")
+        if isinstance(value, OrderedDict):
+            ordered = OrderedDict((k, copy(v)) for k, v in value.items())
+            if hasattr(value, "_metadata"):
+                ordered._metadata = value._metadata  # type: ignore[attr-defined]
+            return ordered
+        if isinstance(value, dict):
+            return {k: copy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [copy(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(copy(v) for v in value)
+        return value
+
+    snapshot = copy(ckpt)
+    for device in devices:  # the non-blocking copies have landed
+        torch.cuda.synchronize(device)
+    return snapshot  # type: ignore[no-any-return]

@@ -4,12 +4,21 @@ resumes from them."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from workers.context import RunEnv
 from workers.space import write_atomic
 
+if TYPE_CHECKING:
+    from models.plan import EpochMetrics
+
 log = logging.getLogger("aelab.run")
+WRITER_THREAD = "aelab-checkpoint"
 
 
 class CheckpointStorage:
@@ -45,3 +54,72 @@ class CheckpointStorage:
                 self.fs.rm(self.folder, recursive=True)
         except OSError as exc:
             log.warning("could not remove the checkpoints in %s: %s", self.folder, exc)
+
+
+class CheckpointWriter:
+    """A step's per-epoch checkpoints, written off the training thread.
+
+    Each epoch's job — run on one thread (named ``aelab-checkpoint``) in the log context of
+    the caller that submitted it — serialises the epoch's snapshot (``serialise``: a
+    checkpoint that training no longer changes, e.g.
+    ``models.training.snapshot_checkpoint``'s), writes it to ``storage`` as ``key``
+    durably (a temporary name, then a rename), *then* records the epoch (``record``), so
+    a recorded epoch always has its checkpoint and is never redone. Meanwhile the next
+    epoch trains. At most one job is in flight: :meth:`submit` first awaits the previous
+    one, and :meth:`wait` re-raises a job's error in the calling thread with its type
+    (``RunPruned``, ``StaleAttempt``, ``StorageFull``…). A process killed meanwhile
+    resumes from the epoch being written or the one before.
+
+    Use as a context manager: leaving it awaits the pending job — re-raising its error,
+    or logging it when another exception is already leaving the block — and stops the
+    thread; nothing is abandoned."""
+
+    def __init__(self, storage: CheckpointStorage, key: str,
+                 serialise: Callable[[Any], bytes],
+                 record: Callable[[EpochMetrics], None]) -> None:
+        self.storage = storage
+        self.key = key
+        self._serialise = serialise
+        self._record = record
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
+        self._pending: Future[None] | None = None
+        self.last: bytes | None = None  # the last checkpoint written, serialised
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def submit(self, metrics: EpochMetrics, snapshot: Any) -> None:
+        """Write ``snapshot`` (the checkpoint after the epoch of ``metrics``; training must
+        not change it any more), then record ``metrics``, in the background. Awaits the
+        previous job first, raising its error (then nothing is submitted)."""
+        self.wait()
+        context = contextvars.copy_context()  # the caller's log ids (workers.logs.bound)
+        self._pending = self._pool.submit(context.run, self._job, metrics, snapshot)
+
+    def wait(self) -> None:
+        """Await the job in flight, if any; raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _job(self, metrics: EpochMetrics, snapshot: Any) -> None:
+        blob = self._serialise(snapshot)
+        self.storage.write(self.key, blob)  # durable first: a recorded epoch is never redone
+        self.last = blob
+        self._record(metrics)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc is None:
+                self.wait()
+            else:
+                try:
+                    self.wait()
+                except BaseException as failed:  # the error already leaving wins
+                    log.warning("the background checkpoint of %s failed too (%s: %s), "
+                                "while the step stopped for %s", self.key,
+                                type(failed).__name__, failed, type(exc).__name__,
+                                exc_info=failed)
+        finally:
+            self._pool.shutdown(wait=True)

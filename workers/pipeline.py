@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from models.plan import TrainingDiverged
-from workers.checkpoints import CheckpointStorage
+from workers.checkpoints import CheckpointStorage, CheckpointWriter
 from workers.context import (
     RunEnv,
     classifier_config,
@@ -208,7 +208,13 @@ class LocalSteps:
 
     def _train(self, spec: RunSpec, step: str, lr: float | None, start: str | None,
                stop_after: int | None) -> None:
-        from models.training import load_checkpoint, save_checkpoint, train
+        """Train a slice of the plan, recording every epoch. With storage, each epoch's
+        checkpoint is written as ``{step}-progress`` by a background writer while the
+        next epoch trains (:class:`~workers.checkpoints.CheckpointWriter`: durably, then
+        the epoch recorded; at most one epoch in flight, its error raised here at the
+        next epoch or at the end), so a step re-run after its runner died resumes from
+        the last epoch recorded or a later one, never from a torn file."""
+        from models.training import load_checkpoint, save_checkpoint, snapshot_checkpoint, train
 
         store = self.store
         assert store is not None
@@ -216,22 +222,34 @@ class LocalSteps:
         # A step re-run after its runner died continues from its own last epoch.
         resume = (self.storage.read(progress) if self.storage is not None else None) \
             or self._checkpoint(start)
+        config, data = train_config(spec, self.env, lr), self._data(spec)
+        resume_from = load_checkpoint(resume) if resume else None
+        blob: bytes | None
+        if self.storage is None:  # nothing durable to write: all on this thread
+            last: dict[str, Any] = {}
 
-        def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
-            if self.storage is not None:  # durable first: a recorded epoch is never redone
-                last["blob"] = save_checkpoint(checkpoint)  # serialised once, kept below
-                self.storage.write(progress, last["blob"])
-            store.record_epoch(metrics)
-            last["checkpoint"] = checkpoint
-            check_cancelled(store)
+            def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
+                store.record_epoch(metrics)
+                last["checkpoint"] = checkpoint
+                check_cancelled(store)
 
-        last: dict[str, Any] = {}
-        self.result = train(train_config(spec, self.env, lr), self._data(spec),
-                            on_epoch=on_epoch,
-                            resume_from=load_checkpoint(resume) if resume else None,
-                            stop_after=stop_after)
-        if "checkpoint" in last:
-            self._keep(step, last.get("blob") or save_checkpoint(last["checkpoint"]))
+            self.result = train(config, data, on_epoch=on_epoch, resume_from=resume_from,
+                                stop_after=stop_after)
+            blob = save_checkpoint(last["checkpoint"]) if last else None
+        else:
+            with CheckpointWriter(self.storage, progress, save_checkpoint,
+                                  store.record_epoch) as writer:
+
+                def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
+                    writer.wait()  # the last epoch's write and record: its error here
+                    writer.submit(metrics, snapshot_checkpoint(checkpoint))
+                    check_cancelled(store)
+
+                self.result = train(config, data, on_epoch=on_epoch,
+                                    resume_from=resume_from, stop_after=stop_after)
+            blob = writer.last  # the last epoch's, written and recorded
+        if blob is not None:
+            self._keep(step, blob)
         elif resume is not None:
             self._keep(step, resume)
 

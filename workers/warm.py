@@ -101,9 +101,13 @@ class _Echo:
         self._total = total
 
     def record_epoch(self, metrics: EpochMetrics) -> None:
+        """Print the epoch, then record it. Called from a step's checkpoint writer thread
+        (``workers.checkpoints.CheckpointWriter``) while the step's thread trains: the
+        line goes out in one write, and :class:`_Lines` keeps each thread's lines apart."""
         from models.plan import format_epoch
 
-        print(format_epoch(metrics, self._total), flush=True)
+        sys.stdout.write(format_epoch(metrics, self._total) + "\n")
+        sys.stdout.flush()
         self._store.record_epoch(metrics)
 
     def __getattr__(self, name: str) -> Any:
@@ -111,26 +115,43 @@ class _Echo:
 
 
 class _Lines:
-    """A text stream cutting what is written into lines for the caller."""
+    """A text stream cutting what is written into lines for the caller. Threads may
+    write at once (a step's thread and its checkpoint writer): each thread's text is cut
+    into lines of its own, so their lines never mix."""
 
     def __init__(self, sink: queue.Queue[object], original: Any) -> None:
         self.sink = sink
         self.original = original
-        self.partial = ""
+        self.partial: dict[int, str] = {}  # thread id → its line so far
+        self.lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        self.original.write(text)
-        self.partial += text
-        *lines, self.partial = self.partial.split("\n")
-        for line in lines:
-            self.sink.put(line)
+        me = threading.get_ident()
+        with self.lock:
+            self.original.write(text)
+            *lines, rest = (self.partial.pop(me, "") + text).split("\n")
+            if rest:
+                self.partial[me] = rest
+            for line in lines:
+                self.sink.put(line)
         return len(text)
 
     def flush(self) -> None:
-        self.original.flush()
-        if self.partial:
-            self.sink.put(self.partial)
-            self.partial = ""
+        """Flush the original stream and pass on this thread's unfinished line."""
+        with self.lock:
+            self.original.flush()
+            partial = self.partial.pop(threading.get_ident(), "")
+            if partial:
+                self.sink.put(partial)
+
+    def drain(self) -> None:
+        """Flush, and pass on every thread's unfinished line (when capture ends)."""
+        with self.lock:
+            self.original.flush()
+            partials, self.partial = self.partial, {}
+            for partial in partials.values():
+                if partial:
+                    self.sink.put(partial)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.original, name)
@@ -141,7 +162,8 @@ def _captured(sink: queue.Queue[object]) -> Iterator[logging.Handler]:
     """Standard output, standard error and aelab's log records into ``sink``, line by
     line; yields the log handler (its formatter is set once the run's env is known)."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Lines(sink, out), _Lines(sink, err)  # type: ignore[assignment]
+    lines_out, lines_err = _Lines(sink, out), _Lines(sink, err)
+    sys.stdout, sys.stderr = lines_out, lines_err  # type: ignore[assignment]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter("text"))
     logging.getLogger("aelab").addHandler(handler)
@@ -149,8 +171,8 @@ def _captured(sink: queue.Queue[object]) -> Iterator[logging.Handler]:
         yield handler
     finally:
         logging.getLogger("aelab").removeHandler(handler)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        lines_out.drain()
+        lines_err.drain()
         sys.stdout, sys.stderr = out, err
 
 

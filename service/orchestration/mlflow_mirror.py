@@ -95,6 +95,7 @@ class MlflowMirror:
         self.ended: str | None = None  # the status the run was ended with
         self._end_lock = threading.Lock()
         self._epochs: set[int] = set()
+        self._epochs_lock = threading.Lock()
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(QUEUE_SIZE)
         self._thread = threading.Thread(target=self._work, name="aelab-mlflow", daemon=True)
         self._thread.start()
@@ -140,8 +141,9 @@ class MlflowMirror:
 
     def epochs(self, epochs: Sequence[EpochMetrics]) -> None:
         """Log epochs not logged yet, as step metrics (step = epoch number)."""
-        new = [e for e in epochs if e.epoch not in self._epochs]
-        self._epochs.update(e.epoch for e in new)
+        with self._epochs_lock:  # from the driver and from a step's checkpoint writer
+            new = [e for e in epochs if e.epoch not in self._epochs]
+            self._epochs.update(e.epoch for e in new)
         if new:
             def task() -> None:
                 from mlflow.entities import Metric
