@@ -50,6 +50,7 @@ REQUIRED = {"model.pt", "samples.png", "job.log", "timings.json"}
 # How long the check waits for jobs still in flight once every run ended: a driver exits
 # after recording its run's end (seen: 15–30 s on a loaded 2-core machine).
 JOB_END_WAIT_S = 120.0
+TARGET_WAIT_S = 90.0  # a driver or runner fault waits this long for one to kill
 SHORT_EXPERIMENTS = 3  # the short soak: 12 runs (one experiment cancelled)
 SHORT_FINISH_S = 240.0  # its runs end within this after the last fault, or are stuck
 # (seen: 36–63 s on the loaded 2-core machine; a deadlock never ends)
@@ -98,6 +99,7 @@ class Soak:
         self.cancelled: set[int] = set()
         self.deleted: set[int] = set()
         self.bad: list[str] = []  # violations found before the end (a DELETE removes them)
+        self.injected: Counter[str] = Counter()  # the long soak's faults made, by kind
 
     # --- the API, patiently (it is killed too) ----------------------------------------------
 
@@ -206,9 +208,12 @@ class Soak:
             time.sleep(down)
             c.start_postgres()
             return f"PostgreSQL stopped for {down:.0f} s"
-        pids = self.live_drivers() if kind == "driver" else self._pids(b"ray::Runner")
+        # A driver or runner is killed while one works: the fault waits for one (runs come
+        # and go between experiments), and is reported as not made only if none shows.
+        find = self.live_drivers if kind == "driver" else lambda: self._pids(b"ray::Runner")
+        pids = self.when(find, TARGET_WAIT_S)
         if not pids:
-            return f"{kind}: none running to kill"
+            return f"{kind}: none running to kill in {TARGET_WAIT_S:.0f} s"
         pid = self.rng.choice(pids)
         os.kill(pid, signal.SIGKILL)
         return f"kill -9 {kind} (pid {pid})"
@@ -310,7 +315,8 @@ class Soak:
     def run(self, experiments: int, seeds: int, duration_s: float, per_kind: int) -> None:
         plan = schedule(self.rng, duration_s, per_kind)
         started = time.monotonic()
-        spacing = duration_s * 0.6 / experiments
+        # Experiments arrive over most of the window, so its last faults find runs too.
+        spacing = duration_s * 0.85 / experiments
         submitter = threading.Thread(target=self._submit_all, args=(experiments, seeds,
                                                                     spacing), daemon=True)
         submitter.start()
@@ -322,6 +328,8 @@ class Soak:
                 what = f"{kind}: FAILED to inject: {type(exc).__name__}: {exc}"
             line = f"{time.monotonic() - started:6.0f} s  {what}"
             self.faults.append(line)
+            if not what.startswith(f"{kind}:"):  # made, not "none running" or "FAILED"
+                self.injected[kind] += 1
             log(line)
         submitter.join()
 
@@ -580,7 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     print("faults:\n  " + "\n  ".join(soak.faults))
     print("counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     print("violations: " + ("none" if not bad else "\n  " + "\n  ".join(bad)))
-    return 1 if bad else 0
+    short = [] if args.short else [f"{kind} {soak.injected[kind]} of {args.per_kind}"
+                                   for kind in KINDS if soak.injected[kind] < args.per_kind]
+    if not args.short:
+        print("faults made by kind: " + ", ".join(f"{k} {soak.injected[k]}" for k in KINDS)
+              + (f"; too few: {', '.join(short)}" if short else ""))
+    return 1 if bad or short else 0
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ study's fraction outside the training loop.
 
 The fraction of wall time outside the step:
 
-- per run: ``1 − train_s / wall_s``, where ``train_s`` is Σ its epochs' ``seconds`` (the
-  training loop: making batches and forward/backward/optimiser steps, nothing else) and
+- per run: ``1 − train_s / wall_s``, where ``train_s`` is the seconds of its epochs'
+  training loops (making batches and forward/backward/optimiser steps, nothing else: each
+  epoch's training images over its ``images_per_s``) and
   ``wall_s`` its pipeline's wall time (preflight → evaluated: LR search, validation,
   checkpoints, classifier, evaluation and every wait are outside);
 - for the study: ``1 − Σ train_s / (slots · wall)``, ``slots`` the runs that can train at
@@ -131,8 +132,9 @@ def run_rows(client: Any, exp: dict[str, Any]) -> list[dict[str, Any]]:
     for run in exp["runs"]:
         detail = client.get(f"{API}/runs/{run['id']}").json()
         epochs = detail["epochs"]
-        seconds = sum(e["seconds"] for e in epochs)
-        images = sum(e["images_per_s"] * e["seconds"] for e in epochs)
+        per_epoch = epoch_images(detail["spec"])
+        seconds = sum(per_epoch / e["images_per_s"] for e in epochs if e["images_per_s"])
+        images = per_epoch * len(epochs)
         measures = detail.get("measures") or {}
         wall = measures.get("wall_time_s") or float("nan")
         rows.append({
@@ -143,6 +145,18 @@ def run_rows(client: Any, exp: dict[str, Any]) -> list[dict[str, Any]]:
             "mse": measures.get("mse", float("nan")), "error": run.get("error") or "",
         })
     return rows
+
+
+def epoch_images(spec: dict[str, Any]) -> int:
+    """Images a training epoch of the run ``spec`` (its stored RunSpec) steps through:
+    whole batches of its training split. An epoch's training-loop seconds are these over
+    its ``images_per_s`` (its ``seconds`` hold the validation pass too)."""
+    from models.datasets import dataset_info, split_sizes
+
+    data = spec.get("data") or {}
+    n_train = split_sizes(dataset_info(spec["dataset"]).train_size, data.get("train_limit"),
+                          data.get("validation", "holdout"))[0]
+    return n_train // spec["batch_size"] * spec["batch_size"]
 
 
 def outside_fraction(train_s: float, wall_s: float) -> float:

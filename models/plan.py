@@ -44,8 +44,8 @@ class EpochMetrics:
     val_loss: float
     val_mse: float
     val_mae: float
-    seconds: float
-    images_per_s: float
+    seconds: float  # wall time of the epoch: training, then validation (fastai's)
+    images_per_s: float  # training images per second of the training loop alone
     # The epoch's use of its CUDA device (``models.gpu``); None without one.
     gpu_utilization_percent: float | None = None  # NVML's, mean over the epoch
     gpu_memory_peak_mib: float | None = None  # the most the process reserved (MiB)

@@ -279,12 +279,19 @@ class Dispatcher:
         return states
 
     def sweep(self) -> None:
-        """Stop what outlives its run (when reconciling): runs still running in a cancelled
+        """Settle experiments whose runs all ended while their status did not (runs that
+        ended together on PostgreSQL: ``repo.experiments_left_unsettled``); stop what
+        outlives its run (when reconciling): runs still running in a cancelled
         experiment are cancelled (the cancel was recorded, the stop never came: the API
         died between them); jobs in flight on this cluster whose run was cancelled (a stop
         Ray did not get) or has moved on to a later attempt are stopped. Jobs no attempt in
         this database names — another service's on a shared cluster, a deleted run's —
         are left alone (a deleted run's driver stops at its next write, refused)."""
+        with self.sessions() as s:
+            unsettled = repo.experiments_left_unsettled(s)
+        for experiment_id in unsettled:
+            with transaction(self.sessions) as s:
+                repo.refresh_experiment_status(s, experiment_id=experiment_id)
         with self.sessions() as s:
             leftover = list(repo.running_runs_of_cancelled(s))
         if leftover:

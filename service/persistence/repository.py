@@ -446,6 +446,22 @@ def refresh_experiment_status(session: Session, *, experiment_id: int) -> None:
         experiment.started_at = experiment.started_at or now
 
 
+def experiments_left_unsettled(session: Session) -> Sequence[int]:
+    """Experiments whose runs have all ended but whose own status has not (still queued or
+    running, or cancelled without ``finished_at``). Two runs of one experiment that end
+    at the same moment on PostgreSQL (read committed) each derive the experiment's status
+    while the other's run still reads as running, and neither ends it;
+    :func:`refresh_experiment_status` settles them (a search with samples still to
+    propose stays running)."""
+    active = select(Run.id).where(Run.experiment_id == Experiment.id,
+                                  Run.status.in_((Status.queued, Status.running))).exists()
+    has_runs = select(Run.id).where(Run.experiment_id == Experiment.id).exists()
+    return session.scalars(select(Experiment.id).where(
+        or_(Experiment.status.in_((Status.queued, Status.running)),
+            and_(Experiment.status == Status.cancelled, Experiment.finished_at.is_(None))),
+        has_runs, ~active).order_by(Experiment.id)).all()
+
+
 def queued_runs(session: Session, *, limit: int) -> Sequence[Run]:
     """Oldest experiment first, then grid order."""
     return session.scalars(

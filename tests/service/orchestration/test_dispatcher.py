@@ -132,6 +132,33 @@ def test_jobs_start_a_few_at_a_time_and_the_next_are_submitted_as_drivers_start(
     assert len(executor.submitted) == 3  # max_in_flight still bounds the whole
 
 
+def test_an_experiment_whose_runs_ended_together_is_settled_when_reconciling(
+        client: TestClient) -> None:
+    """Seen in the long chaos soak on PostgreSQL: an experiment's runs ended within 0.2 s
+    of each other, each transaction derived the experiment's status while the others'
+    runs still read as running (read committed), and the experiment stayed ``running``
+    with every run succeeded. The reconciling pass settles it, with its end event."""
+    from sqlalchemy import update
+
+    from service.persistence.db import transaction
+    from service.persistence.tables import Run
+
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    dispatcher.tick()
+    sessions = context_of(client.app).sessions
+    with transaction(sessions) as s:  # both runs end; neither derived the experiment's end
+        s.execute(update(Run).where(Run.experiment_id == exp["id"])
+                  .values(status="succeeded", phase=None))
+    for job in executor.submitted:
+        executor.jobs[job.job_id] = JobState.succeeded
+    dispatcher.tick()
+    assert client.get(f"{API}/experiments/{exp['id']}").json()["status"] == "running"
+    dispatcher.tick(reconcile=True)
+    settled = client.get(f"{API}/experiments/{exp['id']}").json()
+    assert settled["status"] == "succeeded" and settled["finished_at"] is not None
+
+
 def test_each_tick_reads_every_job_in_flight_with_one_call(client: TestClient) -> None:
     client.post(f"{API}/experiments", json={**SPEC, "datasets": ["synthetic", "mnist"]})
     dispatcher, executor = make(client, max_in_flight=4)
