@@ -336,10 +336,20 @@ class Soak:
     def _submit_all(self, experiments: int, seeds: int, spacing: float) -> None:
         for i in range(experiments):
             self.submit(i, seeds)
-            if i == 1 and self.accepted:  # one experiment is cancelled mid-way
-                time.sleep(20)
-                self.cancel(list(self.accepted)[-1])
+            if i in (1, experiments // 2) and self.accepted:  # cancelled while training
+                exp_id = list(self.accepted)[-1]
+                if self.when(lambda e=exp_id: self.training(e), 120):
+                    self.cancel(exp_id)
             time.sleep(spacing)
+
+    def training(self, exp_id: int) -> bool:
+        """Whether a run of experiment ``exp_id`` is past its start (training, searching
+        or evaluating)."""
+        r = self.call("GET", f"/experiments/{exp_id}")
+        return r is not None and r.status_code == 200 and any(
+            run["status"] == "running" and run.get("phase") not in (None, "submitted",
+                                                                    "preflight")
+            for run in r.json()["runs"])
 
     def finish(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for every accepted experiment to end, then DELETE the
@@ -353,6 +363,12 @@ class Soak:
                             for e in r.json()["items"] if e["id"] in self.accepted)
             if not ended:
                 time.sleep(5)
+        if not ended and r is not None and r.status_code == 200:
+            self.bad += [f"experiment {e['id']} is still {e['status']} "
+                         f"{timeout_s:.0f} s after the last fault (its runs: "
+                         f"{', '.join(f'{k} {v}' for k, v in e.get('runs', {}).items())})"
+                         for e in r.json()["items"] if e["id"] in self.accepted
+                         and e["status"] not in ("succeeded", "failed", "cancelled")]
         for exp_id in list(self.cancelled)[:1]:  # a cancelled experiment is DELETEd
             self.bad += cancelled_runs_stopped(self.c.database_url, exp_id)
             r = self.call("DELETE", f"/experiments/{exp_id}")
@@ -590,9 +606,12 @@ def main(argv: list[str] | None = None) -> int:
     print("violations: " + ("none" if not bad else "\n  " + "\n  ".join(bad)))
     short = [] if args.short else [f"{kind} {soak.injected[kind]} of {args.per_kind}"
                                    for kind in KINDS if soak.injected[kind] < args.per_kind]
+    if not args.short and not (soak.cancelled and soak.deleted):
+        short.append(f"experiments cancelled while training {len(soak.cancelled)}, "
+                     f"DELETEd {len(soak.deleted)} (at least 1 each)")
     if not args.short:
         print("faults made by kind: " + ", ".join(f"{k} {soak.injected[k]}" for k in KINDS)
-              + (f"; too few: {', '.join(short)}" if short else ""))
+              + (f"; too few: {'; '.join(short)}" if short else ""))
     return 1 if bad or short else 0
 
 
