@@ -98,6 +98,7 @@ def run_facts(client: TestClient, exp: dict[str, Any], run: dict[str, Any]) -> d
         "first_step_unix": t["training_started_unix"] if t else nan,
         "leased_unix": t.get("runner_leased_unix", nan),
         "runner_wait": t.get("runner_wait_s", 0.0),
+        "released_unix": t.get("runner_released_unix", ts(run["finished_at"])),
         "finished_unix": ts(run["finished_at"]),
     }
 
@@ -112,8 +113,10 @@ def idle_profile(rows: list[dict[str, Any]], slots: int, start: float, end: floa
       less the wait for a runner, which another run's work fills);
     - ``epochs``: runners held inside the training steps beyond the epochs' own seconds
       (checkpoints; before epoch seconds counted validation, validation too);
-    - ``after``: after the evaluation (artifacts, records) until the run ended;
-    - ``tail``: after each of the last ``slots`` runs ended until the experiment's end;
+    - ``after``: after the evaluation until the run's runner is handed back (the
+      driver's records follow without it);
+    - ``tail``: after each of the last ``slots`` runs handed its runner back (ended, for
+      a driver without the mark) until the experiment's end;
     - ``handover``: the rest — a runner handed back by a driver that finishes until the
       next driver leases it (none when a driver is already waiting for it).
 
@@ -123,11 +126,11 @@ def idle_profile(rows: list[dict[str, Any]], slots: int, start: float, end: floa
     total = slots * (end - start) - useful
     leases = sorted(r["leased_unix"] for r in rows if r["leased_unix"] == r["leased_unix"])
     at_start = sum(max(0.0, t - start) for t in leases[:slots])
-    last = sorted(r["finished_unix"] for r in rows)[-slots:]
+    last = sorted(r["released_unix"] for r in rows)[-slots:]
     tail = sum(end - f for f in last)
     data = sum(max(0.0, r["data"] - r["runner_wait"]) for r in rows)
     epochs = sum(r["epoch_overhead"] for r in rows)
-    after = sum(r["after_evaluation"] + max(0.0, r["finish_tail"]) for r in rows)
+    after = sum(r["after_evaluation"] for r in rows)  # the runner is handed back there
     known = at_start + tail + data + epochs + after
     return {"total": total, "start": at_start, "data": data, "epochs": epochs,
             "after": after, "tail": tail, "handover": total - known}
@@ -137,7 +140,7 @@ IDLE_CAUSES = {
     "start": "until each slot's first run leased its runner (job start-ups)",
     "data": "preflight and dataset loads, runner held",
     "epochs": "inside the training steps, beyond the epochs (checkpoints)",
-    "after": "after the evaluation (artifacts, records, driver's finish)",
+    "after": "after the evaluation until the runner is handed back",
     "tail": "after the last runs ended",
     "handover": "the rest: runners between runs",
 }

@@ -42,6 +42,12 @@ class CheckpointStorage:
         except FileNotFoundError:
             return None
 
+    def read_step(self, step: str) -> bytes | None:
+        """The checkpoint at the end of the finished step ``step``: its own file, else its
+        last ``{step}-progress`` checkpoint (what a step that trained epochs leaves: its
+        last epoch's, already durable, is not written a second time); None if neither."""
+        return self.read(step) or self.read(f"{step}-progress")
+
     def write(self, key: str, data: bytes) -> None:
         """Raises :class:`workers.space.StorageFull` when it fails for space (leaving no
         temporary file)."""

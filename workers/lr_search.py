@@ -166,7 +166,7 @@ def _tune_trial(config: dict[str, Any], spec: RunSpec, env: RunEnv,
     from workers.priority import yield_cpu
 
     yield_cpu(env.niceness)
-    blob = CheckpointStorage(env).read(start) if start else None
+    blob = CheckpointStorage(env).read_step(start) if start else None
 
     def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
         print(f"lr-search trial, lr {config['lr']:.3g}: {format_epoch(metrics, spec.epochs)}",

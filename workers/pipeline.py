@@ -106,7 +106,9 @@ class Steps(Protocol):
         checkpoints."""
 
     def finish(self) -> None:
-        """Release what the steps kept for the run (sessions, trial checkpoints)."""
+        """Release what the steps kept for the run (sessions, trial checkpoints); called
+        once the last step is done and again when the pipeline ends (a second call does
+        nothing)."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class LocalSteps:
         if key is None:
             return None
         if key not in self.checkpoints and self.storage is not None:
-            blob = self.storage.read(key)
+            blob = self.storage.read_step(key)
             if blob is not None:
                 self.checkpoints[key] = blob
         if key not in self.checkpoints:
@@ -248,8 +250,8 @@ class LocalSteps:
                 self.result = train(config, data, on_epoch=on_epoch,
                                     resume_from=resume_from, stop_after=stop_after)
             blob = writer.last  # the last epoch's, written and recorded
-        if blob is not None:
-            self._keep(step, blob)
+        if blob is not None:  # the last epoch's: durable as {step}-progress (read_step)
+            self.checkpoints[step] = blob
         elif resume is not None:
             self._keep(step, resume)
 
@@ -462,6 +464,9 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
         t = lap("classifier", t)
         measures, codecs, sizes = steps.evaluate(spec, blob, original)
         lap("evaluate", t)
+        # The runner goes back now: what follows is this process's records, and the next
+        # run's driver may be waiting for it.
+        steps.finish()
         clock["wall_s"] = time.perf_counter() - started
         clock.update(steps.marks)
         store.save_artifact("timings.json", "timings", json.dumps(clock).encode(),

@@ -682,6 +682,7 @@ class RunnerSteps:
         if self.leased is not None:
             name, _, lease = self.leased
             self.leased = None
+            self.marks["runner_released_unix"] = time.time()  # the last hand-back
             # Waited for: a call still queued when the driver exits is lost, and the pool
             # would then stop the runner (its driver gone) instead of keeping it warm.
             with contextlib.suppress(Exception):

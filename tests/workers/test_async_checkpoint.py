@@ -121,9 +121,12 @@ def test_the_next_epoch_trains_while_the_last_ones_record_is_pending(tmp_path, d
     assert [m.epoch for m in store.epochs] == [1, 2, 3]
     assert all(name.startswith("aelab-checkpoint") for name in store.threads)
     assert all(ids.get("run_id") == 41 for ids in store.ids)  # the step's log context
-    # The step's last checkpoint is the last epoch's, kept and on storage.
+    # The step's last checkpoint is the last epoch's, kept, and on storage once: as the
+    # step's progress, which read_step serves for the finished step (no second write).
     assert load_checkpoint(steps.checkpoints["train"])["epoch"] == 3
-    assert progress_epoch(steps) == 3 and progress_epoch(steps, "train") == 3
+    assert progress_epoch(steps) == 3 and progress_epoch(steps, "train") is None
+    assert steps.storage is not None
+    assert load_checkpoint(steps.storage.read_step("train"))["epoch"] == 3
 
 
 def test_the_last_epochs_slow_write_and_record_are_awaited(tmp_path, data):

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -81,6 +82,9 @@ def test_experiment_runs_on_ray_and_results_are_served(ray_settings: Settings) -
         assert timings["pipeline_started_unix"] <= timings["runner_leased_unix"] \
             <= timings["training_started_unix"]
         assert 0 <= timings["runner_wait_s"] <= timings["wall_s"]
+        # The runner went back before the driver's last records (the next run may take it).
+        assert timings["runner_released_unix"] <= datetime.fromisoformat(
+            ok["finished_at"]).timestamp()
 
         rows = client.get(f"{API}/experiments/{exp['id']}/results").json()["rows"]
         synthetic = [r for r in rows if r["dataset"] == "synthetic" and r["kind"] == "model"]
