@@ -245,7 +245,13 @@ class LocalSteps:
                 def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
                     writer.wait()  # the last epoch's write and record: its error here
                     writer.submit(metrics, snapshot_checkpoint(checkpoint))
-                    check_cancelled(store)
+                    try:
+                        check_cancelled(store)
+                    except RunCancelled:
+                        # The epoch just handed over may have ended the run otherwise
+                        # (its pruner: RunPruned); that is what stopped it, not a cancel.
+                        writer.wait()
+                        raise
 
                 self.result = train(config, data, on_epoch=on_epoch,
                                     resume_from=resume_from, stop_after=stop_after)
@@ -465,8 +471,13 @@ def run_pipeline(spec: RunSpec, store: RunStore, steps: Steps,
         measures, codecs, sizes = steps.evaluate(spec, blob, original)
         lap("evaluate", t)
         # The runner goes back now: what follows is this process's records, and the next
-        # run's driver may be waiting for it.
-        steps.finish()
+        # run's driver may be waiting for it. A cleanup that fails here does not fail a
+        # run already evaluated (``finally`` tries once more).
+        try:
+            steps.finish()
+        except Exception as exc:
+            log.warning("run %s: releasing its steps failed (%s: %s); tried again at the "
+                        "end", spec.label(), type(exc).__name__, exc)
         clock["wall_s"] = time.perf_counter() - started
         clock.update(steps.marks)
         store.save_artifact("timings.json", "timings", json.dumps(clock).encode(),

@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import Unavailable
@@ -141,6 +142,8 @@ class Dispatcher:
     def tick(self, reconcile: bool = False) -> None:
         """Follow running runs, then admit queued ones. Never raises for Ray trouble."""
         self.ticks += 1
+        if reconcile:  # the database alone: also while Ray is away
+            self.settle()
         try:
             self.executor.check()
         except Unavailable as exc:
@@ -278,20 +281,25 @@ class Dispatcher:
             self.lost(run_id, attempt, f"its driver died: {reason}")
         return states
 
+    def settle(self) -> None:
+        """End experiments whose runs all ended while their status did not (runs that
+        ended together on PostgreSQL: ``repo.experiments_left_unsettled``)."""
+        try:
+            with self.sessions() as s:
+                unsettled = repo.experiments_left_unsettled(s)
+            for experiment_id in unsettled:
+                with transaction(self.sessions) as s:
+                    repo.refresh_experiment_status(s, experiment_id=experiment_id)
+        except SQLAlchemyError as exc:  # the database away: the next pass settles them
+            log.warning("could not settle ended experiments: %s", first_line(str(exc)))
+
     def sweep(self) -> None:
-        """Settle experiments whose runs all ended while their status did not (runs that
-        ended together on PostgreSQL: ``repo.experiments_left_unsettled``); stop what
-        outlives its run (when reconciling): runs still running in a cancelled
+        """Stop what outlives its run (when reconciling): runs still running in a cancelled
         experiment are cancelled (the cancel was recorded, the stop never came: the API
         died between them); jobs in flight on this cluster whose run was cancelled (a stop
         Ray did not get) or has moved on to a later attempt are stopped. Jobs no attempt in
         this database names — another service's on a shared cluster, a deleted run's —
         are left alone (a deleted run's driver stops at its next write, refused)."""
-        with self.sessions() as s:
-            unsettled = repo.experiments_left_unsettled(s)
-        for experiment_id in unsettled:
-            with transaction(self.sessions) as s:
-                repo.refresh_experiment_status(s, experiment_id=experiment_id)
         with self.sessions() as s:
             leftover = list(repo.running_runs_of_cancelled(s))
         if leftover:

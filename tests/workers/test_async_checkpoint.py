@@ -175,6 +175,33 @@ def test_a_run_pruned_at_an_epoch_stops_one_epoch_later_at_most(tmp_path, data):
     assert store.asked <= 3 and progress_epoch(steps) == 2
 
 
+def test_a_run_its_pruner_ended_stops_as_pruned_though_it_then_reads_as_not_running(
+        tmp_path, data):
+    """The epoch just handed to the writer prunes the run, and the training thread's
+    cancel check, coming after, finds the run no longer running: the step stops with
+    the prune (its reason), not as cancelled."""
+    pruned = threading.Event()
+
+    class Pruning(Store):
+        def record_epoch(self, metrics: EpochMetrics) -> None:
+            super().record_epoch(metrics)
+            if metrics.epoch == 2:
+                pruned.set()
+                raise RunPruned("pruned after epoch 2: below the median")
+
+        def is_cancelled(self) -> bool:
+            self.asked += 1
+            # Asked after epoch 2 was handed over: once the writer has pruned the run, it
+            # no longer reads as running (what RunStore.is_cancelled answers then).
+            return self.asked >= 2 and pruned.wait(timeout=15)
+
+    store = Pruning()
+    steps = steps_for(tmp_path, store, tiny_spec(4), data)
+    with pytest.raises(RunPruned, match="epoch 2"):
+        steps.train(tiny_spec(4), LR, None)
+    assert [m.epoch for m in store.epochs] == [1, 2]
+
+
 def test_an_error_of_the_last_epochs_job_is_raised_at_the_end(tmp_path, data):
     class Pruning(Store):
         def record_epoch(self, metrics: EpochMetrics) -> None:
