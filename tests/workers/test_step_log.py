@@ -141,6 +141,7 @@ def test_a_run_waiting_on_another_hands_its_runner_back_and_says_so(monkeypatch)
     steps.pool = SimpleNamespace(release=SimpleNamespace(
         remote=lambda name, lease: released.append((name, lease))))
     steps.leased = ("r1", object(), "lease-1")
+    steps.marks = {}
     lines: list[str] = []
     steps.printer = lines.append
 
@@ -148,5 +149,6 @@ def test_a_run_waiting_on_another_hands_its_runner_back_and_says_so(monkeypatch)
     steps.hand_back()  # nothing held any more: nothing handed back twice
 
     assert released == [("r1", "lease-1")] and steps.leased is None
+    assert steps.marks["runner_released_unix"] > 0  # when, for the run's timings
     assert lines == ["aelab: runner r1 handed back while this run waits for the reference "
                      "classifier another run is training"]
