@@ -249,8 +249,17 @@ class LocalSteps:
                         check_cancelled(store)
                     except RunCancelled:
                         # The epoch just handed over may have ended the run otherwise
-                        # (its pruner: RunPruned); that is what stopped it, not a cancel.
-                        writer.wait()
+                        # (its pruner: RunPruned): that is what stopped it, not a cancel.
+                        # Any other error of that epoch's job is logged; the cancel stands.
+                        try:
+                            writer.wait()
+                        except RunPruned:
+                            raise
+                        except Exception as failed:
+                            log.warning("the background checkpoint of %s failed too (%s: "
+                                        "%s), while the step stopped for RunCancelled",
+                                        progress, type(failed).__name__, failed,
+                                        exc_info=failed)
                         raise
 
                 self.result = train(config, data, on_epoch=on_epoch,
