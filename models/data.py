@@ -262,7 +262,6 @@ def _fits(nbytes: int, device: torch.device, fraction: float) -> bool:
     return nbytes <= fraction * free
 
 
-
 # ---------------------------------------------------------------------------------------
 # Loading through the dataset registry
 

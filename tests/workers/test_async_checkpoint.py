@@ -160,14 +160,17 @@ def test_a_failed_record_stops_the_step_at_the_next_epoch_with_its_type(tmp_path
     assert "train" not in steps.checkpoints
 
 
-def test_a_run_pruned_at_an_epoch_stops_one_epoch_later_at_most(tmp_path, data):
-    class Pruning(Store):
-        def record_epoch(self, metrics: EpochMetrics) -> None:
-            super().record_epoch(metrics)
-            if metrics.epoch == 2:
-                raise RunPruned("pruned after epoch 2: below the median")
+class PrunedAtEpoch2(Store):
+    """A search's sample its pruner stops once epoch 2 is recorded."""
 
-    store = Pruning()
+    def record_epoch(self, metrics: EpochMetrics) -> None:
+        super().record_epoch(metrics)
+        if metrics.epoch == 2:
+            raise RunPruned("pruned after epoch 2: below the median")
+
+
+def test_a_run_pruned_at_an_epoch_stops_one_epoch_later_at_most(tmp_path, data):
+    store = PrunedAtEpoch2()
     steps = steps_for(tmp_path, store, tiny_spec(5), data)
     with pytest.raises(RunPruned, match="epoch 2"):
         steps.train(tiny_spec(5), LR, None)
@@ -182,12 +185,13 @@ def test_a_run_its_pruner_ended_stops_as_pruned_though_it_then_reads_as_not_runn
     the prune (its reason), not as cancelled."""
     pruned = threading.Event()
 
-    class Pruning(Store):
+    class Pruning(PrunedAtEpoch2):
         def record_epoch(self, metrics: EpochMetrics) -> None:
-            super().record_epoch(metrics)
-            if metrics.epoch == 2:
+            try:
+                super().record_epoch(metrics)
+            except RunPruned:
                 pruned.set()
-                raise RunPruned("pruned after epoch 2: below the median")
+                raise
 
         def is_cancelled(self) -> bool:
             self.asked += 1
@@ -203,13 +207,7 @@ def test_a_run_its_pruner_ended_stops_as_pruned_though_it_then_reads_as_not_runn
 
 
 def test_an_error_of_the_last_epochs_job_is_raised_at_the_end(tmp_path, data):
-    class Pruning(Store):
-        def record_epoch(self, metrics: EpochMetrics) -> None:
-            super().record_epoch(metrics)
-            if metrics.epoch == 2:
-                raise RunPruned("pruned after epoch 2")
-
-    store = Pruning()
+    store = PrunedAtEpoch2()
     steps = steps_for(tmp_path, store, tiny_spec(2), data)
     with pytest.raises(RunPruned):
         steps.train(tiny_spec(2), LR, None)
