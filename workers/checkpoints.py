@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from workers.context import RunEnv
 from workers.space import write_atomic
+from workers.store import RunCancelled, RunPruned
 
 if TYPE_CHECKING:
     from models.plan import EpochMetrics
@@ -77,8 +78,10 @@ class CheckpointWriter:
     resumes from the epoch being written or the one before.
 
     Use as a context manager: leaving it awaits the pending job — re-raising its error,
-    or logging it when another exception is already leaving the block — and stops the
-    thread; nothing is abandoned."""
+    or logging it when another exception is already leaving the block (but a
+    ``RunPruned`` replaces a ``RunCancelled``: a run its pruner ended in that epoch reads
+    as no longer running, and ended pruned, not cancelled) — and stops the thread;
+    nothing is abandoned."""
 
     def __init__(self, storage: CheckpointStorage, key: str,
                  serialise: Callable[[Any], bytes],
@@ -122,10 +125,16 @@ class CheckpointWriter:
             else:
                 try:
                     self.wait()
+                except RunPruned as pruned:
+                    if isinstance(exc, RunCancelled):  # it ended pruned: not a cancel
+                        raise pruned from None
+                    self._log_failed(pruned, exc)
                 except BaseException as failed:  # the error already leaving wins
-                    log.warning("the background checkpoint of %s failed too (%s: %s), "
-                                "while the step stopped for %s", self.key,
-                                type(failed).__name__, failed, type(exc).__name__,
-                                exc_info=failed)
+                    self._log_failed(failed, exc)
         finally:
             self._pool.shutdown(wait=True)
+
+    def _log_failed(self, failed: BaseException, leaving: BaseException) -> None:
+        log.warning("the background checkpoint of %s failed too (%s: %s), while the step "
+                    "stopped for %s", self.key, type(failed).__name__, failed,
+                    type(leaving).__name__, exc_info=failed)

@@ -245,22 +245,7 @@ class LocalSteps:
                 def on_epoch(metrics: Any, checkpoint: dict[str, Any]) -> None:
                     writer.wait()  # the last epoch's write and record: its error here
                     writer.submit(metrics, snapshot_checkpoint(checkpoint))
-                    try:
-                        check_cancelled(store)
-                    except RunCancelled:
-                        # The epoch just handed over may have ended the run otherwise
-                        # (its pruner: RunPruned): that is what stopped it, not a cancel.
-                        # Any other error of that epoch's job is logged; the cancel stands.
-                        try:
-                            writer.wait()
-                        except RunPruned:
-                            raise
-                        except Exception as failed:
-                            log.warning("the background checkpoint of %s failed too (%s: "
-                                        "%s), while the step stopped for RunCancelled",
-                                        progress, type(failed).__name__, failed,
-                                        exc_info=failed)
-                        raise
+                    check_cancelled(store)  # a prune of the epoch in flight wins (writer)
 
                 self.result = train(config, data, on_epoch=on_epoch,
                                     resume_from=resume_from, stop_after=stop_after)
