@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -121,12 +122,18 @@ class Dispatcher:
     # job's supervisor and driver on the head, and many starting together slow every one.
     max_starting: int = 4
     interval_s: float = 2.0
+    # While queued runs wait only for a job to finish starting (``max_starting``), the
+    # database is read this often to submit the next one as soon as a driver starts,
+    # instead of a whole pass (``interval_s``) later.
+    starting_poll_s: float = 0.2
     reconcile_every: int = 15  # ticks
     max_attempts: int = 3  # attempts a run may lose itself (its driver died); fails at this
     max_cluster_retries: int = 10  # re-queues after its cluster was lost; fails at one more
     executor_error: str | None = None
     submit_error: str | None = None  # the last submit that failed, until one succeeds
     store_full: str | None = None  # why no run starts: the artifact store is full
+    # Whether the last admit left runs queued, with room in flight, behind starting jobs.
+    held_by_starting: bool = False
     artifacts: ArtifactStore | None = None  # where driver logs fetched from Ray are kept
     ticks: int = 0  # passes made (GET /metrics: aelab_dispatch_ticks_total)
     # Warm runners by (GPUs, CPUs), as the last reconciling pass found them (None: unknown).
@@ -173,6 +180,9 @@ class Dispatcher:
             self.runner_shapes = None
 
     def admit(self) -> int:
+        """Submit the oldest queued runs while there is room in flight and fewer than
+        ``max_starting`` jobs are starting; returns how many were submitted."""
+        self.held_by_starting = False
         full = self.artifacts.full() if self.artifacts is not None else None
         if full != self.store_full:
             if full:
@@ -187,11 +197,16 @@ class Dispatcher:
         with transaction(self.sessions) as s:
             running = repo.running_runs(s)
             starting = sum(1 for r in running if r.phase == repo.SUBMITTED)
-            free = min(self.max_in_flight - len(running), self.max_starting - starting)
-            if free <= 0:
+            room = self.max_in_flight - len(running)
+            free = max(0, min(room, self.max_starting - starting))
+            if room <= 0:
                 return 0
+            queued = repo.queued_runs(s, limit=free + 1)
+            # More runs wait than may start, and the starting jobs (not the room in
+            # flight) are what holds them.
+            self.held_by_starting = len(queued) > free and free < room
             jobs = []
-            for run in repo.queued_runs(s, limit=free):
+            for run in queued[:free]:
                 job = JobRequest(job_id_for(run), run.id, run.attempt, {
                     "experiment": str(run.experiment_id), "run": str(run.id),
                     "model": run.model, "dataset": run.dataset, "attempt": str(run.attempt)})
@@ -442,5 +457,23 @@ class Dispatcher:
                 log.warning("dispatcher pass failed: %s: %s", type(exc).__name__,
                             str(exc).splitlines()[0][:300] if str(exc) else "")
             ticks += 1
-            self._wake.wait(self.interval_s)
+            deadline = time.monotonic() + self.interval_s
+            self._admit_while_starting(deadline)
+            self._wake.wait(max(0.0, deadline - time.monotonic()))
             self._wake.clear()
+
+    def _admit_while_starting(self, deadline: float) -> None:
+        """Until ``deadline`` (the next pass) or a wake: while queued runs are held only
+        by jobs starting, admit them as each driver starts (the database alone)."""
+        while (self.held_by_starting and self.executor_error is None
+               and time.monotonic() < deadline):
+            if self._wake.wait(self.starting_poll_s):
+                return
+            try:
+                self.admit()
+            except Exception as exc:  # the next pass tries again
+                log.warning("admitting runs failed: %s: %s", type(exc).__name__,
+                            first_line(str(exc)))
+                return
+            if self.submit_error is not None:  # refused: the next pass tries again
+                return

@@ -132,6 +132,44 @@ def test_jobs_start_a_few_at_a_time_and_the_next_are_submitted_as_drivers_start(
     assert len(executor.submitted) == 3  # max_in_flight still bounds the whole
 
 
+def test_a_runheld_by_starting_jobs_is_submitted_as_soon_as_a_driver_starts(
+        client: TestClient) -> None:
+    """Runs held back only by ``max_starting`` are submitted within a fraction of a second
+    of a driver starting its pipeline, not a whole pass (``interval_s``) later; once the
+    room in flight is what holds them, the dispatcher stops looking early."""
+    import time
+
+    from service.persistence import repository as repo
+    from service.persistence.db import transaction
+
+    client.post(f"{API}/experiments", json={**SPEC, "datasets": ["synthetic", "mnist"]})
+    dispatcher, executor = make(client, max_in_flight=2)
+    dispatcher.max_starting, dispatcher.interval_s = 1, 60.0
+
+    def submitted(n: int, within_s: float) -> float:
+        began = time.monotonic()
+        while len(executor.submitted) < n and time.monotonic() - began < within_s:
+            time.sleep(0.02)
+        assert len(executor.submitted) == n
+        return time.monotonic() - began
+
+    dispatcher.start()
+    try:
+        submitted(1, 5.0)
+        time.sleep(0.5)
+        assert len(executor.submitted) == 1  # its job is still starting
+        with transaction(context_of(client.app).sessions) as s:  # its driver starts
+            repo.set_run(s, run_id=executor.submitted[0].run_id, phase="preflight")
+        assert submitted(2, 5.0) < 2.0  # the pass itself comes only after 60 s
+        with transaction(context_of(client.app).sessions) as s:
+            repo.set_run(s, run_id=executor.submitted[1].run_id, phase="preflight")
+        time.sleep(3 * dispatcher.starting_poll_s)
+        assert len(executor.submitted) == 2  # two in flight: the room holds the rest now
+        assert not dispatcher.held_by_starting
+    finally:
+        dispatcher.stop()
+
+
 def test_an_experiment_whose_runs_ended_together_is_settled_when_reconciling(
         client: TestClient) -> None:
     """Seen in the long chaos soak on PostgreSQL: an experiment's runs ended within 0.2 s
