@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from models.data import ImageSet, augment, batch_indices, normalize, to_float
+from models.plan import Precision
 from models.training import TrainConfig, TrainingSession, autocast
 
 
@@ -56,9 +57,11 @@ def range_test(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opti
                num_steps: int = 100, batch_size: int = 128, size: int = 32,
                augmented: bool = True, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None, beta: float = 0.98,
-               diverge_factor: float = 4.0) -> RangeTestResult:
+               diverge_factor: float = 4.0, precision: Precision = "auto"
+               ) -> RangeTestResult:
     """Sweep the LR from ``start_lr`` to ``end_lr`` over ``num_steps`` mini-batches,
-    stopping once the smoothed loss exceeds ``diverge_factor`` × its best. Model and
+    stopping once the smoothed loss exceeds ``diverge_factor`` × its best, the forward
+    pass at ``precision`` (as training's, ``models.plan.Precision``). Model and
     optimiser states are restored afterwards."""
     if not 0 < start_lr < end_lr:
         raise ValueError("need 0 < start_lr < end_lr")
@@ -84,7 +87,7 @@ def range_test(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opti
                 target = to_float(images.images[idx], size, device)
                 if augmented:
                     target = augment(target, generator)
-                with autocast(device):
+                with autocast(device, precision):
                     out = model(normalize(target))
                 loss = loss_fn(out.float(), target)
                 optimizer.zero_grad(set_to_none=True)
@@ -134,4 +137,4 @@ def lr_range_test(config: TrainConfig, images: ImageSet, *,
                       start_lr=start_lr, end_lr=end_lr, num_steps=num_steps,
                       batch_size=config.batch_size, size=last.size,
                       augmented=config.augment, device=session.device,
-                      generator=session.generator)
+                      generator=session.generator, precision=config.precision)

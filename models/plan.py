@@ -15,6 +15,10 @@ from typing import Any, Literal
 from models.catalog import IMAGE_SIZE, Recipe, Variant
 
 Schedule = Literal["seed", "one_cycle"]
+# The forward pass's arithmetic. "auto": bf16 autocast on CUDA, fp32 elsewhere; "bf16": bf16
+# autocast on any device (the CPU's too); "fp32": no autocast. The loss and the optimiser
+# step are fp32 in all three.
+Precision = Literal["auto", "fp32", "bf16"]
 
 PHASE1_LR = 3e-3  # fastai's default max_lr, used by every phase 1 of the study
 PHASE1_EPOCHS = 5  # the study's fit_one_cycle(5) before lr_find

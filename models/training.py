@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from models.plan import (
     PHASE1_LR,
     EpochMetrics,
     Phase,
+    Precision,
     Schedule,
     TrainingDiverged,
     plan_phases,
@@ -53,9 +54,6 @@ from models.weights import WeightsSource
 
 CHECKPOINT_VERSION = 3  # 2: the plan travels with the checkpoint; 3: and the recipe
 
-# "auto": bf16 autocast on CUDA, fp32 elsewhere; "bf16": bf16 autocast on any device (the
-# CPU's too); "fp32": no autocast. The loss and the optimiser step are fp32 in all three.
-Precision = Literal["auto", "fp32", "bf16"]
 
 VALIDATION_BATCH = 1024  # images: validation's batch, at most ...
 VALIDATION_BATCH_BYTES = 16 * 2**20  # ... and at most this much float32 RGB input

@@ -72,7 +72,7 @@ def train_config(spec: RunSpec, env: RunEnv, lr: float | None = None,
         augment=spec.data.augment, pretrained=spec.pretrained, weights_dir=env.weights_dir,
         allow_download=env.allow_download, seed=spec.seed, device=device or env.device,
         threads=spec.resources.threads, rd_lambda=spec.rd_lambda, recipe=spec.recipe,
-        crop=spec.data.crop,
+        crop=spec.data.crop, precision=spec.precision,
     )
 
 

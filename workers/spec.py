@@ -25,6 +25,7 @@ from pydantic import (
 
 from models.catalog import ARCHITECTURES, DEFAULT_RD_LAMBDA, PRESETS, Recipe, size_problem
 from models.datasets import DatasetInfo, dataset_info, dataset_names, known_dataset_info
+from models.plan import Precision
 from models.plugins import PluginUnavailable
 from models.registry import NAME_PATTERN
 
@@ -246,6 +247,10 @@ class TrainingOptions(_Strict):
     batch_size: int = Field(default=128, ge=2, le=4096,
                             description="at least 2: BatchNorm needs two images")
     schedule: Schedule = "seed"
+    precision: Precision = Field(
+        default="auto", description="the forward pass's arithmetic: auto (bf16 autocast on "
+        "CUDA, fp32 elsewhere), fp32 (no autocast: the study's), or bf16 (autocast on any "
+        "device); the loss and the optimiser step are fp32 in all three")
     lr_search: LrSearch = Field(default_factory=LrSearch)
     data: DataOptions = Field(default_factory=DataOptions)
     resources: Resources = Field(default_factory=Resources)

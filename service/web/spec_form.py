@@ -25,8 +25,8 @@ Kind = Literal["text", "int", "float", "bool", "choice", "choices", "json", "num
 # Top-level fields shown first, in this order; any other field follows in schema order,
 # so a new spec field appears in the form without touching this module.
 GENERAL_ORDER = ("name", "models", "datasets", "epochs", "batch_size", "schedule",
-                 "latent_dim", "latent_dims", "pretrained", "gallery_samples", "seed", "seeds",
-                 "lambdas", "reference", "expect")
+                 "precision", "latent_dim", "latent_dims", "pretrained", "gallery_samples",
+                 "seed", "seeds", "lambdas", "reference", "expect")
 SECTION_TITLES = {"lr_search": "Learning-rate search", "data": "Data",
                   "resources": "Resources per run", "classifier": "Reference classifier",
                   "tolerance": "Tolerance against the study (reference: study)",
