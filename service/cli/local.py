@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import typer
 
 from models.catalog import list_datasets, list_variants
-from workers.spec import ClassifierArch, LrMethodName, Schedule, Validation
+from workers.spec import ClassifierArch, LrMethodName, Precision, Schedule, Validation
 
 HERE = "On this machine"
 app = typer.Typer()
@@ -43,6 +43,7 @@ def _settings() -> Any:
 ModelChoice = _choices("ModelChoice", list_variants())
 DatasetChoice = _choices("DatasetChoice", list_datasets())
 ScheduleChoice = _choices("ScheduleChoice", Schedule)
+PrecisionChoice = _choices("PrecisionChoice", Precision)
 ValidationChoice = _choices("ValidationChoice", Validation)
 LrMethodChoice = _choices("LrMethodChoice", LrMethodName)
 ClassifierChoice = _choices("ClassifierChoice", ClassifierArch)
@@ -61,6 +62,8 @@ def train(
     ] = LrMethodChoice("fixed"),
     range_test_steps: int = 100,
     schedule: Annotated[ScheduleChoice, typer.Option()] = ScheduleChoice("seed"),
+    precision: Annotated[PrecisionChoice, typer.Option(
+        help="auto: bf16 autocast on CUDA, fp32 elsewhere")] = PrecisionChoice("auto"),
     latent_dim: Annotated[int | None, typer.Option(help="default: the variant's")] = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
@@ -95,6 +98,7 @@ def train(
         spec = RunSpec.model_validate({
             "model": str(model), "dataset": str(dataset), "epochs": epochs,
             "batch_size": batch_size, "schedule": str(schedule), "latent_dim": latent_dim,
+            "precision": str(precision),
             "seed": seed, "pretrained": pretrained,
             "lr_search": {"method": str(lr_search), "lr": lr,
                           "range_test_steps": range_test_steps},

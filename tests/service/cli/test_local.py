@@ -38,6 +38,7 @@ def test_short_cli_run_beats_the_mean_training_image(home: Path) -> None:
     ("--model", "vae", "'baseline', 'pixel_shuffle'"),
     ("--validation", "bogus", "'holdout', 'test'"),
     ("--schedule", "cosine", "'seed', 'one_cycle'"),
+    ("--precision", "fp16", "'auto', 'fp32', 'bf16'"),
     ("--lr-search", "grid", "'tune', 'range_test', 'fixed'"),
     ("--dataset", "imagenet", "'mnist', 'cifar10', 'synthetic'"),
 ])
