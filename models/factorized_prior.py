@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,6 +83,14 @@ class EntropyBottleneck(nn.Module):
         self.noise_step: torch.Tensor
         self.register_buffer("noise_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.int64))
         self.register_buffer("noise_step", torch.zeros((), dtype=torch.int64))
+        # Their host copies, [seed, step]: a training step reads no device value (on CUDA
+        # that would wait for the GPU's queue); refreshed whenever a state dict is loaded.
+        self._noise = [int(self.noise_seed), 0]
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any,
+                              **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._noise = [int(self.noise_seed), int(self.noise_step)]
 
     def logits_cumulative(self, x: torch.Tensor) -> torch.Tensor:
         """f(x) for x of shape (C, 1, N): (C, 1, N) logits of the cumulative density."""
@@ -105,10 +114,13 @@ class EntropyBottleneck(nn.Module):
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(ỹ, p(ỹ)): ỹ = y + U(−½, ½) in training, round(y) in eval; both (B, C)."""
         if self.training:
-            g = torch.Generator(device="cpu").manual_seed(
-                int(self.noise_seed) * 1_000_003 + int(self.noise_step))
-            self.noise_step.add_(1)
+            seed, step = self._noise
+            g = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + step)
+            self._noise[1] = step + 1
+            self.noise_step.fill_(step + 1)  # on CUDA a kernel queued, not a host wait
             noise = torch.rand(y.shape, generator=g, dtype=torch.float32) - 0.5
+            if y.is_cuda:  # from pinned memory the copy does not wait for the queue either
+                noise = noise.pin_memory().to(y.device, non_blocking=True)
             y_tilde = y + noise.to(y.device, y.dtype)
         else:
             y_tilde = torch.round(y)

@@ -121,6 +121,32 @@ def test_noise_in_training_rounding_in_eval_and_resumable_noise() -> None:
     assert torch.equal(bottleneck.eval()(z)[0], torch.round(z))
 
 
+class _NoHostRead(torch.Tensor):
+    """A tensor that fails when read on the host (on CUDA such a read waits for the GPU)."""
+
+    def __int__(self) -> int:
+        raise AssertionError("a device value was read on the host")
+
+    def item(self) -> float:
+        raise AssertionError("a device value was read on the host")
+
+
+def test_a_training_step_reads_no_device_value_and_keeps_the_counter() -> None:
+    """On CUDA, reading the noise counter each step (``int()``, ``.item()``) would wait for
+    the GPU's queue: a step uses host copies (refreshed when a state dict is loaded) and
+    only writes the buffer, so the state dict still carries the count."""
+    bottleneck = EntropyBottleneck(8).train()
+    expected = EntropyBottleneck(8)
+    expected.load_state_dict(bottleneck.state_dict())
+    for name in ("noise_seed", "noise_step"):
+        setattr(bottleneck, name,
+                torch.Tensor._make_subclass(_NoHostRead, getattr(bottleneck, name)))
+    z = torch.randn(4, 8)
+    for _ in range(2):
+        assert torch.equal(bottleneck(z)[0], expected.train()(z)[0])
+    assert int(torch.Tensor(bottleneck.state_dict()["noise_step"])) == 2
+
+
 def test_loss_is_rate_plus_lambda_distortion_of_the_last_forward() -> None:
     torch.manual_seed(0)
     model = FactorizedPriorAutoencoder(latent_dim=64)
