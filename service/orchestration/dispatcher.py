@@ -179,9 +179,10 @@ class Dispatcher:
             log.warning("could not count the runners: %s", first_line(str(exc)))
             self.runner_shapes = None
 
-    def admit(self) -> int:
+    def admit(self, propose: bool = True) -> int:
         """Submit the oldest queued runs while there is room in flight and fewer than
-        ``max_starting`` jobs are starting; returns how many were submitted."""
+        ``max_starting`` jobs are starting, first making the search samples whose slots
+        are free unless not ``propose``; returns how many were submitted."""
         self.held_by_starting = False
         full = self.artifacts.full() if self.artifacts is not None else None
         if full != self.store_full:
@@ -192,7 +193,8 @@ class Dispatcher:
         self.store_full = full
         if full:
             return 0
-        self.propose()
+        if propose:
+            self.propose()
         cluster = self.executor.cluster_id
         with transaction(self.sessions) as s:
             running = repo.running_runs(s)
@@ -210,8 +212,9 @@ class Dispatcher:
                 job = JobRequest(job_id_for(run), run.id, run.attempt, {
                     "experiment": str(run.experiment_id), "run": str(run.id),
                     "model": run.model, "dataset": run.dataset, "attempt": str(run.attempt)})
-                repo.start_attempt(s, run_id=run.id, attempt=run.attempt, job_id=job.job_id,
-                                   cluster=cluster)
+                if not repo.start_attempt(s, run_id=run.id, attempt=run.attempt,
+                                          job_id=job.job_id, cluster=cluster):
+                    continue  # cancelled (or deleted) since it was read: it stays so
                 repo.refresh_experiment_status(s, experiment_id=run.experiment_id)
                 jobs.append(job)
         for job in jobs:  # after the commit: the job id is durable first
@@ -464,16 +467,16 @@ class Dispatcher:
 
     def _admit_while_starting(self, deadline: float) -> None:
         """Until ``deadline`` (the next pass) or a wake: while queued runs are held only
-        by jobs starting, admit them as each driver starts (the database alone)."""
+        by jobs starting, admit them as each driver's pipeline starts (reading runs from
+        the database; search samples are proposed by the passes). Not while Ray is away
+        or refused the last submit: the next pass tries again."""
         while (self.held_by_starting and self.executor_error is None
-               and time.monotonic() < deadline):
+               and self.submit_error is None and time.monotonic() < deadline):
             if self._wake.wait(self.starting_poll_s):
                 return
             try:
-                self.admit()
+                self.admit(propose=False)
             except Exception as exc:  # the next pass tries again
                 log.warning("admitting runs failed: %s: %s", type(exc).__name__,
                             first_line(str(exc)))
-                return
-            if self.submit_error is not None:  # refused: the next pass tries again
                 return

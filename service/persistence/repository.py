@@ -534,12 +534,21 @@ SUBMITTED = "submitted"  # a run's phase from its job's submit until its pipelin
 
 
 def start_attempt(session: Session, *, run_id: int, attempt: int, job_id: str,
-                  cluster: str | None) -> None:
-    """The run's attempt goes to ``job_id`` on ``cluster``: recorded before the submit."""
-    set_run(session, run_id=run_id, status=Status.running, phase=SUBMITTED,
-            ray_job_id=job_id, cluster=cluster, started_at=utcnow(), error=None)
+                  cluster: str | None) -> bool:
+    """The run's attempt goes to ``job_id`` on ``cluster``: recorded before the submit.
+    Only a run still queued at that attempt starts (one cancelled or deleted since it was
+    read stays as it is); True if it started."""
+    now = utcnow()
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.attempt == attempt,
+                          Run.status == Status.queued)
+        .values(status=Status.running, phase=SUBMITTED, ray_job_id=job_id, cluster=cluster,
+                started_at=now, error=None, updated_at=now))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        return False
     session.add(RunAttempt(run_id=run_id, attempt=attempt, job_id=job_id, cluster=cluster,
                            status=Status.running))
+    return True
 
 
 def unsubmit(session: Session, *, run_id: int, attempt: int) -> bool:

@@ -170,6 +170,77 @@ def test_a_runheld_by_starting_jobs_is_submitted_as_soon_as_a_driver_starts(
         dispatcher.stop()
 
 
+def _held(client: TestClient, max_starting: int) -> tuple[Dispatcher, FakeExecutor]:
+    """Four runs, room for three in flight, ``max_starting`` starting: the rest are held
+    by starting jobs; the passes 60 s apart."""
+    client.post(f"{API}/experiments", json={**SPEC, "datasets": ["synthetic", "mnist"]})
+    dispatcher, executor = make(client, max_in_flight=3)
+    dispatcher.max_starting, dispatcher.interval_s = max_starting, 60.0
+    return dispatcher, executor
+
+
+def test_between_passes_runs_are_admitted_but_no_search_sample_is_proposed(
+        client: TestClient) -> None:
+    """The admits between passes read queued runs alone: search samples are proposed by
+    the passes (their cost grows with the unfinished experiments)."""
+    import time
+
+    dispatcher, executor = _held(client, max_starting=1)
+    proposals = []
+    real_propose = dispatcher.propose
+    dispatcher.propose = lambda: proposals.append(1) or real_propose()  # type: ignore
+    dispatcher.start()
+    try:
+        time.sleep(10 * dispatcher.starting_poll_s)  # held by the starting job all along
+        assert len(executor.submitted) == 1 and dispatcher.held_by_starting
+        assert len(proposals) == 1  # the pass's
+    finally:
+        dispatcher.stop()
+
+
+def test_a_submit_ray_refused_is_tried_again_by_the_next_pass_only(
+        client: TestClient) -> None:
+    import time
+
+    dispatcher, executor = _held(client, max_starting=2)
+    tries = []
+
+    def refuse(job: JobRequest) -> None:
+        tries.append(job.job_id)
+        raise Unavailable("No available agent to submit job")
+
+    executor.submit = refuse  # type: ignore[method-assign]
+    dispatcher.start()
+    try:
+        time.sleep(10 * dispatcher.starting_poll_s)
+        assert len(tries) == 2  # the pass's two, not again 0.2 s later
+    finally:
+        dispatcher.stop()
+
+
+def test_a_run_cancelled_after_admit_read_it_stays_cancelled(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel that lands between admit reading the queued runs and starting them wins:
+    the run is not started nor submitted (on PostgreSQL read committed, on SQLite the
+    read before the write transaction, both let the cancel commit in between)."""
+    from service.persistence import repository as repo
+
+    exp = client.post(f"{API}/experiments", json=SPEC).json()
+    dispatcher, executor = make(client)
+    read = repo.queued_runs
+
+    def then_cancelled(session: object, *, limit: int) -> object:
+        queued = read(session, limit=limit)  # type: ignore[arg-type]
+        assert client.post(f"{API}/experiments/{exp['id']}/cancel").status_code == 200
+        return queued
+
+    monkeypatch.setattr(repo, "queued_runs", then_cancelled)
+    dispatcher.tick()
+    assert executor.submitted == []
+    assert [r["status"] for r in runs(client, exp["id"])] == ["cancelled", "cancelled"]
+    assert client.get(f"{API}/experiments/{exp['id']}").json()["status"] == "cancelled"
+
+
 def test_an_experiment_whose_runs_ended_together_is_settled_when_reconciling(
         client: TestClient) -> None:
     """Seen in the long chaos soak on PostgreSQL: an experiment's runs ended within 0.2 s
