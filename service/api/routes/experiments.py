@@ -175,6 +175,19 @@ CREATED_LINKS = {
 }
 
 
+def same_spec(stored: dict[str, Any], spec: ExperimentSpec) -> bool:
+    """Whether a stored experiment's spec is ``spec``, read as today's model reads it: one
+    stored before a field with a default existed (``precision``) is the same spec."""
+    given = spec.model_dump(mode="json")
+    if stored == given:
+        return True
+    try:
+        return ExperimentSpec.model_validate(stored, context={"stored": True}).model_dump(
+            mode="json") == given
+    except ValidationError:  # no longer a valid spec at all (a plugin gone, say)
+        return False
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess],
              operation_id="create_experiment", response_model=ExperimentOut | DryRun,
              responses={200: {"description": "a dry run, or the replay of an "
@@ -197,7 +210,7 @@ def create_experiment(
 
     def key_reused(existing: Any) -> RequestValidationError | None:
         # The IETF Idempotency-Key draft: a key reused for another request is an error.
-        if existing.spec == spec.model_dump(mode="json"):
+        if same_spec(existing.spec, spec):
             return None
         return RequestValidationError([{
             "type": "idempotency_key_reused", "loc": ("header", "idempotency-key"),

@@ -105,6 +105,33 @@ def test_idempotency_key_returns_the_first_experiment(client: TestClient) -> Non
     assert count_experiments(client) == 1
 
 
+def test_an_idempotency_key_replays_an_experiment_stored_before_a_new_field(
+        client: TestClient) -> None:
+    """A retry after an upgrade: the stored spec lacks a field added since with its
+    default (``precision``), yet it is the same request (200, the same experiment); a
+    different value of that field is another request (422)."""
+    from sqlalchemy import update
+
+    from service.context import context_of
+    from service.persistence.db import transaction
+    from service.persistence.tables import Experiment
+
+    headers = {"Idempotency-Key": "before-precision"}
+    first = client.post(f"{API}/experiments", json=SMALL, headers=headers).json()
+    with transaction(context_of(client.app).sessions) as s:
+        stored = s.get(Experiment, first["id"]).spec
+        assert stored["precision"] == "auto"
+        older = {k: v for k, v in stored.items() if k != "precision"}
+        s.execute(update(Experiment).where(Experiment.id == first["id"]).values(spec=older))
+    again = client.post(f"{API}/experiments", json=SMALL, headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    other = client.post(f"{API}/experiments", json={**SMALL, "precision": "bf16"},
+                        headers=headers)
+    assert other.status_code == 422
+    assert other.json()["detail"][0]["type"] == "idempotency_key_reused"
+    assert count_experiments(client) == 1
+
+
 def test_list_is_newest_first_filtered_and_paginated(client: TestClient) -> None:
     ids = [client.post(f"{API}/experiments", json={**SMALL, "name": f"e{i}"}).json()["id"]
            for i in range(5)]
