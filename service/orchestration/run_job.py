@@ -26,7 +26,8 @@ log = logging.getLogger("aelab.driver")
 LOG_KEPT = 20_000_000  # characters of its own output a driver keeps, for its job.log
 # What each attempt's log says it trains with (bench/chaos.py reads it: a GPU run's
 # attempts must name the GPUs they asked for).
-DRIVER_LINE = "aelab run %s (%s), attempt %s: %s GPU, %s CPU; lr_search %s, %s epochs"
+DRIVER_LINE = ("aelab run %s (%s), attempt %s: %s GPU, %s CPU; lr_search %s, %s epochs, "
+               "precision %s")
 
 
 class Tee:
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         env_vars=job_environment(settings, database_url_file=settings.database_url_file),
         idle_s=settings.runner_idle_s)
     log.info(DRIVER_LINE, args.run_id, spec.label(), args.attempt, gpus, cpus,
-             spec.lr_search.method, spec.epochs)
+             spec.lr_search.method, spec.epochs, spec.precision)
     ok = run_pipeline(spec, store, steps, clock=driver_clock)
     with sessions() as s:
         refreshed = repo.get_run(s, run_id=args.run_id)

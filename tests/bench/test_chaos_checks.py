@@ -14,7 +14,7 @@ GPU_NODE = {"Alive": True, "Resources": {"GPU": 1.0, "CPU": 2.0}}
 
 def driver_log(run_id: int, attempt: int, gpus: float, note: str | None = None) -> str:
     """A driver's log as run_job writes it: the gpus_for_run note, then its line."""
-    line = DRIVER_LINE % (run_id, "baseline-synthetic", attempt, gpus, 1.0, "fixed", 3)
+    line = DRIVER_LINE % (run_id, "baseline-synthetic", attempt, gpus, 1.0, "fixed", 3, "auto")
     return (f"{note}\n" if note else "") + f"2026-12-03 22:01:57,584 aelab.driver {line}\n"
 
 
