@@ -41,6 +41,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.client.schemas import API_PREFIX as API
+from service.client.states import Status
 from service.orchestration.ray_executor import RayExecutor
 from service.orchestration.ray_head import LocalRayHead
 from service.settings import Settings
@@ -52,7 +53,6 @@ def ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-ENDED = ("succeeded", "failed", "cancelled")
 POLL_S = 1.0  # the end is read from the records, not from when a poll saw it
 
 
@@ -67,7 +67,7 @@ def wait(client: TestClient, exp_ids: list[int], poll_s: float = POLL_S
         for i in exp_ids:
             if i not in done:
                 exp = client.get(f"{API}/experiments/{i}").json()
-                if exp["status"] in ENDED and exp["finished_at"]:
+                if Status(exp["status"]).finished and exp["finished_at"]:
                     done[i] = exp
         if len(done) == len(exp_ids):
             return [done[i] for i in exp_ids]

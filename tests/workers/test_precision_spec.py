@@ -5,8 +5,6 @@ the three is a 422 naming the field."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -60,7 +58,7 @@ def test_the_runs_precision_reaches_the_forward_pass() -> None:
     assert losses["bf16"][-1] == pytest.approx(losses["fp32"][-1], rel=0.1)
 
 
-def test_the_lr_range_test_sweeps_at_the_runs_precision(tmp_path: Path) -> None:
+def test_the_lr_range_test_sweeps_at_the_runs_precision() -> None:
     from models.lr_finder import lr_range_test
 
     data = load_data(run_spec("auto"), ENV)
