@@ -25,7 +25,7 @@ from pydantic import (
 
 from models.catalog import ARCHITECTURES, DEFAULT_RD_LAMBDA, PRESETS, Recipe, size_problem
 from models.datasets import DatasetInfo, dataset_info, dataset_names, known_dataset_info
-from models.plan import Precision
+from models.plan import Precision, Schedule
 from models.plugins import PluginUnavailable
 from models.registry import NAME_PATTERN
 
@@ -63,7 +63,6 @@ DatasetName = Annotated[str, AfterValidator(known_dataset), EnumOf(dataset_names
 # The LR-search registry (workers.lr_search.METHODS) has exactly these names; a test
 # checks that the two agree.
 LrMethodName = Literal["tune", "range_test", "fixed"]
-Schedule = Literal["seed", "one_cycle"]
 Validation = Literal["holdout", "test"]
 ClassifierArch = Literal["resnet34", "small"]
 QuantBits = Literal[4, 6, 8, 16]
