@@ -60,6 +60,10 @@ RUNNER_PREFIX = "aelab-runner-"
 REAP_EVERY_S = 2.0  # how often the pool looks for idle runners and callers that died
 OWNER_CHECK_S = 5.0
 WAIT_NOTE_S = 15.0  # a run waiting for a runner says so this often in its log
+# A runner not yet placed this long after its creation, while idle runners of other shapes
+# hold resources, may not fit where they sit (GPU fractions spread over whole GPUs, or
+# resources spread over nodes): the pool then stops one of them per round until it is placed.
+PLACE_WAIT_S = 10.0
 RUN_NOTE_S = 60.0  # a step running without output says what it is doing this often
 
 
@@ -183,6 +187,8 @@ class Runner:
     """A warm worker (use through :class:`RunnerPool`)."""
 
     def __init__(self, name: str, niceness: int) -> None:
+        with contextlib.suppress(Exception):  # a pool gone since: its successor stops us
+            ray.get_actor(POOL_NAME, namespace=NAMESPACE).placed.remote(name)
         yield_cpu(niceness)  # training yields the CPU to the API on a shared machine
         import torch  # noqa: F401  (the point: imported once, for every run after)
 
@@ -256,12 +262,19 @@ class RunnerPool:
     running that driver's step — and its resources go back to the pool. While a run's
     ``tune`` search is under way, one trial's resources are kept free of new runners and
     runners handed back are stopped rather than kept idle, so that Tune's trials get
-    their resources."""
+    their resources.
+
+    The pool counts resources as sums, which Ray may not be able to place: two runners of
+    half a GPU each on two GPUs leave "one GPU" free that a whole-GPU runner cannot take
+    (Ray places a GPU fraction on one GPU), as do resources free on several nodes but on
+    no one of them. A runner not placed ``PLACE_WAIT_S`` after its creation therefore
+    makes the pool stop idle runners of other shapes, one per round, until it is."""
 
     def __init__(self, idle_s: float) -> None:
         self.idle_s = idle_s
         self.runners: dict[str, tuple[Any, Shape]] = {}  # name → (handle, shape)
         self.idle: dict[str, float] = {}  # name → since (monotonic)
+        self.unplaced: dict[str, float] = {}  # name → created (monotonic), until placed
         self.leases: dict[str, tuple[str, Any]] = {}  # name → (lease, caller's owner ref)
         self.tuning: dict[str, tuple[Any, float, float]] = {}  # session → (owner, gpus, cpus)
         self.changed = asyncio.Event()
@@ -326,6 +339,7 @@ class RunnerPool:
                     num_gpus=gpus, max_restarts=0,
                     runtime_env={"env_vars": dict(env_vars)}).remote(name, niceness)
                 self.runners[name] = (handle, shape)
+                self.unplaced[name] = time.monotonic()
                 return self._lease(name, owner)
             others = [n for n in self.idle if self.runners[n][1].key != shape.key]
             if others:  # idle runners of another shape hold what this one needs
@@ -340,6 +354,7 @@ class RunnerPool:
     def _stop(self, name: str) -> None:
         handle, _ = self.runners.pop(name, (None, None))
         self.idle.pop(name, None)
+        self.unplaced.pop(name, None)
         self.leases.pop(name, None)
         if handle is not None:
             with contextlib.suppress(Exception):
@@ -362,6 +377,10 @@ class RunnerPool:
         driver having died, is ignored)."""
         if self._leased_by(name, lease):
             self._idle(name)
+
+    async def placed(self, name: str) -> None:
+        """Runner ``name`` has been placed (its process is starting it)."""
+        self.unplaced.pop(name, None)
 
     async def forget(self, name: str) -> None:
         """A runner that died (or that a caller gave up on)."""
@@ -413,6 +432,13 @@ class RunnerPool:
             if now - since > self.idle_s:
                 log.info("stopping idle runner %s", name)
                 self._stop(name)
+        for name, created in list(self.unplaced.items()):
+            shape = self.runners[name][1]
+            others = [n for n in self.idle if self.runners[n][1].key != shape.key]
+            if now - created > PLACE_WAIT_S and others:
+                log.info("runner %s is not placed after %.0f s; stopping idle runner %s of "
+                         "another shape to make room", name, now - created, others[0])
+                self._stop(others[0])
         for name, (lease, owner) in list(self.leases.items()):
             if not await self._alive(owner) and self._leased_by(name, lease):
                 log.info("runner %s: its driver is gone; stopping it", name)

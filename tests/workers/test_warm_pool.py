@@ -2,7 +2,8 @@
 and its resources reused, a hand-back under a reclaimed lease changes nothing, a live
 driver keeps its lease, a search keeps one trial's resources free and stops runners handed
 back until it ends (or its driver dies), and runners an earlier pool left behind are
-stopped by the next one."""
+stopped by the next one; a runner the resource count admits but Ray cannot place (GPU
+fractions spread over both GPUs) gets room from idle runners of other shapes."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 # Two GPUs on the session's head: one runner of this shape fills it, so a lease that is
 # never given back blocks every later one.
 WHOLE = (2.0, 1.0, {"AELAB_TEST_POOL": "whole"}, 0)
+HALF = (0.5, 0.5, {"AELAB_TEST_POOL": "half"}, 0)
+ONE = (1.0, 1.0, {"AELAB_TEST_POOL": "one"}, 0)
 
 
 @pytest.fixture()
@@ -145,6 +148,35 @@ def test_runners_left_by_an_earlier_pool_are_stopped(runner_pool) -> None:
     got, handle, _ = ray.get(fresh.acquire.remote(*WHOLE, "run-b", owner), timeout=60)
     assert got != name and not _named(name)
     ray.get(handle.ping.remote(), timeout=120)
+
+
+def test_a_runner_that_the_count_admits_but_ray_cannot_place_gets_room(runner_pool) -> None:
+    """Idle half-GPU runners, one on each GPU, leave "one GPU" free that a whole-GPU runner
+    cannot take: the pool stops an idle one for it (before, it waited for the idle timeout,
+    600 s here)."""
+    import ray
+
+    owner = [ray.put(None)]
+    halves = []
+    for i in range(4):  # both GPUs full, two halves each
+        name, handle, lease = ray.get(runner_pool.acquire.remote(*HALF, f"run-{i}", owner),
+                                      timeout=60)
+        gpu = ray.get(handle.__ray_call__.remote(lambda runner: ray.get_gpu_ids()),
+                      timeout=120)
+        halves.append((name, gpu[0], lease))
+    for name, _, lease in halves:
+        ray.get(runner_pool.release.remote(name, lease))
+    for gpu in {gpu for _, gpu, _ in halves}:  # one half from each GPU
+        ray.get(runner_pool.forget.remote(next(n for n, g, _ in halves if g == gpu)))
+    assert ray.get(runner_pool.status.remote())["idle"] == 2
+    wait_for(lambda: ray.available_resources().get("GPU") == 1.0, 60, "the halves to stop",
+             0.5)
+    name, handle, lease = ray.get(runner_pool.acquire.remote(*ONE, "run-one", owner),
+                                  timeout=60)
+    assert ray.get(handle.__ray_call__.remote(lambda runner: len(ray.get_gpu_ids())),
+                   timeout=120) == 1
+    assert ray.get(runner_pool.status.remote()) == {
+        "runners": 2, "idle": 1, "leased": 1, "tuning": 0}
 
 
 def _named(name: str) -> bool:
