@@ -62,7 +62,7 @@ OWNER_CHECK_S = 5.0
 WAIT_NOTE_S = 15.0  # a run waiting for a runner says so this often in its log
 # A runner not yet placed this long after its creation, while idle runners of other shapes
 # hold resources, may not fit where they sit (GPU fractions spread over whole GPUs, or
-# resources spread over nodes): the pool then stops one of them per round until it is placed.
+# resources spread over nodes): the pool then stops one of them, and another each such wait.
 PLACE_WAIT_S = 10.0
 RUN_NOTE_S = 60.0  # a step running without output says what it is doing this often
 
@@ -268,7 +268,8 @@ class RunnerPool:
     half a GPU each on two GPUs leave "one GPU" free that a whole-GPU runner cannot take
     (Ray places a GPU fraction on one GPU), as do resources free on several nodes but on
     no one of them. A runner not placed ``PLACE_WAIT_S`` after its creation therefore
-    makes the pool stop idle runners of other shapes, one per round, until it is."""
+    makes the pool stop an idle runner of another shape (one holding GPUs first), and
+    another each ``PLACE_WAIT_S`` it still is not (its own start takes seconds)."""
 
     def __init__(self, idle_s: float) -> None:
         self.idle_s = idle_s
@@ -298,19 +299,27 @@ class RunnerPool:
 
     def _capacity(self, shape: Shape) -> int:
         """Runners of ``shape`` the cluster holds next to the other shapes' runners and
-        one trial of each search under way."""
+        one trial of each search under way. A GPU fraction takes part of one GPU, so
+        ``floor(1 / fraction)`` of them share a GPU (three runners of 0.6 GPU do not fit
+        on two GPUs, as the sum says)."""
         total = ray.cluster_resources()
         held: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
-        for _, other in self.runners.values():
-            if other.key != shape.key:
-                held["CPU"] += other.cpus
-                held["GPU"] += other.gpus
-        for _, gpus, cpus in self.tuning.values():
+        others = [(o.gpus, o.cpus) for _, o in self.runners.values() if o.key != shape.key]
+        others += [(gpus, cpus) for _, gpus, cpus in self.tuning.values()]
+        for gpus, cpus in others:
             held["CPU"] += cpus
             held["GPU"] += gpus
         fits = [(total.get("CPU", 0.0) - held["CPU"]) / shape.cpus]
         if shape.gpus > 0:
             fits.append((total.get("GPU", 0.0) - held["GPU"]) / shape.gpus)
+        if 0 < shape.gpus < 1:  # places per GPU, less those the others take (a fraction
+            # counted as if alone on its GPU)
+            def places(free: float) -> int:
+                return math.floor(free / shape.gpus + 1e-9)
+
+            fits.append(math.floor(total.get("GPU", 0.0) + 1e-9) * places(1.0) - sum(
+                gpus * places(1.0) if gpus >= 1 else places(1.0) - places(1.0 - gpus)
+                for gpus, _ in others if gpus > 0))
         return max(0, math.floor(min(fits) + 1e-9))
 
     def _lease(self, name: str, owner: list[Any]) -> tuple[str, Any, str]:
@@ -363,6 +372,9 @@ class RunnerPool:
 
     def _idle(self, name: str) -> None:
         self.leases.pop(name, None)
+        # Handed back, it waits for nobody (its driver had it, placed or not, and its
+        # placement, if it ever missed the pool, must not keep stopping other runners).
+        self.unplaced.pop(name, None)
         if self.tuning:  # a search waits for resources: give them back now
             self._stop(name)
             return
@@ -405,7 +417,8 @@ class RunnerPool:
 
     async def status(self) -> dict[str, Any]:
         return {"runners": len(self.runners), "idle": len(self.idle),
-                "leased": len(self.leases), "tuning": len(self.tuning)}
+                "leased": len(self.leases), "tuning": len(self.tuning),
+                "unplaced": len(self.unplaced)}
 
     @staticmethod
     async def _alive(owner: Any) -> bool:
@@ -432,13 +445,20 @@ class RunnerPool:
             if now - since > self.idle_s:
                 log.info("stopping idle runner %s", name)
                 self._stop(name)
-        for name, created in list(self.unplaced.items()):
+        for name, since in list(self.unplaced.items()):
+            if name not in self.runners or now - since <= PLACE_WAIT_S:
+                continue
             shape = self.runners[name][1]
             others = [n for n in self.idle if self.runners[n][1].key != shape.key]
-            if now - created > PLACE_WAIT_S and others:
-                log.info("runner %s is not placed after %.0f s; stopping idle runner %s of "
-                         "another shape to make room", name, now - created, others[0])
+            if shape.gpus > 0:  # runners holding GPUs first: they hold what it lacks
+                others.sort(key=lambda n: self.runners[n][1].gpus == 0)
+            if others:
+                log.info("runner %s is not placed %.0f s after its creation or the last "
+                         "room made; stopping idle runner %s of another shape to make room",
+                         name, now - since, others[0])
                 self._stop(others[0])
+                # Its own start takes seconds more: wait for it before stopping another.
+                self.unplaced[name] = now
         for name, (lease, owner) in list(self.leases.items()):
             if not await self._alive(owner) and self._leased_by(name, lease):
                 log.info("runner %s: its driver is gone; stopping it", name)

@@ -103,7 +103,7 @@ def test_a_runner_whose_driver_died_is_stopped_and_its_resources_reused(
     # A live driver keeps its lease across the reaper's rounds (every 2 s).
     time.sleep(5)
     assert ray.get(runner_pool.status.remote()) == {
-        "runners": 1, "idle": 0, "leased": 1, "tuning": 0}
+        "runners": 1, "idle": 0, "leased": 1, "tuning": 0, "unplaced": 0}
     ray.get(runner_pool.release.remote(name, lease))
     assert ray.get(runner_pool.status.remote())["idle"] == 1
 
@@ -118,7 +118,7 @@ def test_a_search_gets_one_trials_resources_until_it_ends(runner_pool) -> None:
         assert child.stdout.readline().strip() == "ready"
         ray.get(runner_pool.release.remote(name, lease))  # while run-b searches
         assert ray.get(runner_pool.status.remote()) == {
-            "runners": 0, "idle": 0, "leased": 0, "tuning": 1}
+            "runners": 0, "idle": 0, "leased": 0, "tuning": 1, "unplaced": 0}
         # Two GPUs, one kept for run-b's trial: no runner needing both is started.
         waiting = runner_pool.acquire.remote(*WHOLE, "run-a", owner)
         assert not ray.wait([waiting], timeout=6)[0]
@@ -175,8 +175,10 @@ def test_a_runner_that_the_count_admits_but_ray_cannot_place_gets_room(runner_po
                                   timeout=60)
     assert ray.get(handle.__ray_call__.remote(lambda runner: len(ray.get_gpu_ids())),
                    timeout=120) == 1
+    # One half stopped for it, and no more once it is placed (rounds every 2 s).
+    time.sleep(5)
     assert ray.get(runner_pool.status.remote()) == {
-        "runners": 2, "idle": 1, "leased": 1, "tuning": 0}
+        "runners": 2, "idle": 1, "leased": 1, "tuning": 0, "unplaced": 0}
 
 
 def _named(name: str) -> bool:

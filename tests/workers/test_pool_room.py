@@ -1,0 +1,86 @@
+"""The runner pool's room for a new runner, without Ray: a GPU fraction is counted per GPU
+(Ray places it on one GPU), and a runner Ray has not placed gets room from idle runners of
+other shapes, one at a time, those holding GPUs first."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from workers import warm
+from workers.warm import PLACE_WAIT_S, RunnerPool, Shape
+
+
+def _pool(monkeypatch: pytest.MonkeyPatch, gpus: float = 2.0, cpus: float = 8.0
+          ) -> RunnerPool:
+    monkeypatch.setattr(warm.ray, "cluster_resources", lambda: {"GPU": gpus, "CPU": cpus})
+    monkeypatch.setattr(warm.ray, "kill", lambda handle: None)
+    return RunnerPool(idle_s=600.0)
+
+
+def _add(pool: RunnerPool, name: str, gpus: float, *, idle: bool = False,
+         unplaced_for: float | None = None) -> Shape:
+    shape = Shape(gpus, 1.0, (("AELAB_SHAPE", str(gpus)),))
+    pool.runners[name] = (object(), shape)
+    if idle:
+        pool.idle[name] = time.monotonic()
+    if unplaced_for is not None:
+        pool.unplaced[name] = time.monotonic() - unplaced_for
+    return shape
+
+
+@pytest.mark.parametrize(("gpus", "others", "fits"), [
+    (0.6, [], 2),  # the sum says 3; one 0.6 per GPU
+    (0.5, [], 4),
+    (0.6, [1.0], 1),  # a whole GPU taken leaves one
+    (0.5, [0.5], 3),  # half of one GPU taken: three halves still fit
+    (0.4, [0.5, 0.5], 2),  # halves on each GPU (at worst): one 0.4 beside each
+    (1.0, [0.5, 0.5], 1),  # the sum's answer: Ray may not place it (the reaper's case)
+])
+def test_gpu_fractions_are_counted_per_gpu(monkeypatch: pytest.MonkeyPatch, gpus: float,
+                                          others: list[float], fits: int) -> None:
+    pool = _pool(monkeypatch)
+    for i, other in enumerate(others):
+        _add(pool, f"other-{i}", other)
+    assert pool._capacity(Shape(gpus, 1.0, ())) == fits
+
+
+def test_an_unplaced_runner_gets_room_one_idle_runner_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(monkeypatch)
+    _add(pool, "cpu-only", 0.0, idle=True)
+    _add(pool, "half", 0.5, idle=True)
+    _add(pool, "same-shape", 1.0, idle=True)
+    _add(pool, "waiting", 1.0, unplaced_for=PLACE_WAIT_S + 1)
+    asyncio.run(pool._reap_once())
+    # A runner holding a GPU goes first; never one of its own shape (it would take that).
+    assert set(pool.runners) == {"cpu-only", "same-shape", "waiting"}
+    asyncio.run(pool._reap_once())  # its start takes seconds: no second stop meanwhile
+    assert set(pool.runners) == {"cpu-only", "same-shape", "waiting"}
+    pool.unplaced["waiting"] -= PLACE_WAIT_S + 1  # still not placed, a wait later
+    asyncio.run(pool._reap_once())
+    assert set(pool.runners) == {"same-shape", "waiting"}
+    asyncio.run(pool.placed("waiting"))
+    assert pool.unplaced == {}
+
+
+def test_a_placed_or_handed_back_runner_makes_no_room(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(monkeypatch)
+    _add(pool, "half", 0.5, idle=True)
+    _add(pool, "young", 1.0, unplaced_for=PLACE_WAIT_S / 2)  # still starting
+    _add(pool, "placed", 1.0, unplaced_for=PLACE_WAIT_S + 1)
+    asyncio.run(pool.placed("placed"))
+    _add(pool, "handed-back", 2.0, unplaced_for=PLACE_WAIT_S + 1)
+    pool._idle("handed-back")  # its placement never reached the pool: it waits for none
+    for _ in range(3):
+        asyncio.run(pool._reap_once())
+    assert set(pool.runners) == {"half", "young", "placed", "handed-back"}
+
+
+def test_status_counts_unplaced_runners(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(monkeypatch)
+    _add(pool, "waiting", 1.0, unplaced_for=0)
+    assert asyncio.run(pool.status())["unplaced"] == 1
