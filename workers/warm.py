@@ -312,14 +312,14 @@ class RunnerPool:
         fits = [(total.get("CPU", 0.0) - held["CPU"]) / shape.cpus]
         if shape.gpus > 0:
             fits.append((total.get("GPU", 0.0) - held["GPU"]) / shape.gpus)
-        if 0 < shape.gpus < 1:  # places per GPU, less those the others take (a fraction
-            # counted as if alone on its GPU)
-            def places(free: float) -> int:
-                return math.floor(free / shape.gpus + 1e-9)
-
-            fits.append(math.floor(total.get("GPU", 0.0) + 1e-9) * places(1.0) - sum(
-                gpus * places(1.0) if gpus >= 1 else places(1.0) - places(1.0 - gpus)
-                for gpus, _ in others if gpus > 0))
+        gpus_total = total.get("GPU", 0.0)
+        if 0 < shape.gpus < 1 and gpus_total == round(gpus_total) \
+                and not any(0 < gpus < 1 for gpus, _ in others):
+            # The only fractions: whole GPUs left times places per GPU. (Beside other
+            # fractions, which may share a GPU with it or not, the sum stands, and a
+            # runner Ray cannot place makes room: see the reaper.)
+            whole = math.floor(gpus_total - held["GPU"] + 1e-9)
+            fits.append(whole * math.floor(1 / shape.gpus + 1e-9))
         return max(0, math.floor(min(fits) + 1e-9))
 
     def _lease(self, name: str, owner: list[Any]) -> tuple[str, Any, str]:

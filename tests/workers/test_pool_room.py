@@ -31,20 +31,31 @@ def _add(pool: RunnerPool, name: str, gpus: float, *, idle: bool = False,
     return shape
 
 
-@pytest.mark.parametrize(("gpus", "others", "fits"), [
-    (0.6, [], 2),  # the sum says 3; one 0.6 per GPU
-    (0.5, [], 4),
-    (0.6, [1.0], 1),  # a whole GPU taken leaves one
-    (0.5, [0.5], 3),  # half of one GPU taken: three halves still fit
-    (0.4, [0.5, 0.5], 2),  # halves on each GPU (at worst): one 0.4 beside each
-    (1.0, [0.5, 0.5], 1),  # the sum's answer: Ray may not place it (the reaper's case)
+@pytest.mark.parametrize(("gpus", "others", "fits", "cluster_gpus"), [
+    (0.6, [], 2, 2.0),  # the sum says 3; one 0.6 per GPU
+    (0.5, [], 4, 2.0),
+    (0.6, [1.0], 1, 2.0),  # a whole GPU taken leaves one
+    (0.5, [0.5], 3, 2.0),  # half of one GPU taken: three halves still fit
+    (0.4, [0.5, 0.5], 2, 2.0),  # halves on each GPU (at worst): one 0.4 beside each
+    (1.0, [0.5, 0.5], 1, 2.0),  # the sum's answer: Ray may not place it (the reaper's case)
+    (0.5, [0.1, 0.1], 1, 1.0),  # fractions that share a GPU leave room for more
+    (0.5, [0.25] * 4, 2, 2.0),
+    (0.25, [], 2, 0.5),  # GPUs declared in fractions (not by `ray start`): the sum
 ])
 def test_gpu_fractions_are_counted_per_gpu(monkeypatch: pytest.MonkeyPatch, gpus: float,
-                                          others: list[float], fits: int) -> None:
-    pool = _pool(monkeypatch)
+                                          others: list[float], fits: int,
+                                          cluster_gpus: float) -> None:
+    pool = _pool(monkeypatch, gpus=cluster_gpus)
     for i, other in enumerate(others):
         _add(pool, f"other-{i}", other)
     assert pool._capacity(Shape(gpus, 1.0, ())) == fits
+
+
+def test_a_search_s_fractional_trials_leave_room_beside_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(monkeypatch, gpus=1.0)
+    pool.tuning = {"run-a": (None, 0.1, 1.0), "run-b": (None, 0.1, 1.0)}
+    assert pool._capacity(Shape(0.5, 1.0, ())) == 1
 
 
 def test_an_unplaced_runner_gets_room_one_idle_runner_at_a_time(
