@@ -299,9 +299,9 @@ class RunnerPool:
 
     def _capacity(self, shape: Shape) -> int:
         """Runners of ``shape`` the cluster holds next to the other shapes' runners and
-        one trial of each search under way. A GPU fraction takes part of one GPU, so
-        ``floor(1 / fraction)`` of them share a GPU (three runners of 0.6 GPU do not fit
-        on two GPUs, as the sum says)."""
+        one trial of each search under way. A GPU fraction takes part of one GPU: where
+        it is the only fraction, ``floor(1 / fraction)`` share each whole GPU left (three
+        runners of 0.6 GPU do not fit on two GPUs, as the sum says)."""
         total = ray.cluster_resources()
         held: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
         others = [(o.gpus, o.cpus) for _, o in self.runners.values() if o.key != shape.key]
