@@ -322,6 +322,10 @@ class RunnerPool:
             fits.append(whole * math.floor(1 / shape.gpus + 1e-9))
         return max(0, math.floor(min(fits) + 1e-9))
 
+    def _idle_others(self, shape: Shape) -> list[str]:
+        """Idle runners of shapes other than ``shape``, the longest idle first."""
+        return [n for n in self.idle if self.runners[n][1].key != shape.key]
+
     def _lease(self, name: str, owner: list[Any]) -> tuple[str, Any, str]:
         lease = uuid.uuid4().hex
         self.leases[name] = (lease, owner[0])
@@ -350,7 +354,7 @@ class RunnerPool:
                 self.runners[name] = (handle, shape)
                 self.unplaced[name] = time.monotonic()
                 return self._lease(name, owner)
-            others = [n for n in self.idle if self.runners[n][1].key != shape.key]
+            others = self._idle_others(shape)
             if others:  # idle runners of another shape hold what this one needs
                 self._stop(others[0])
                 continue
@@ -449,7 +453,7 @@ class RunnerPool:
             if name not in self.runners or now - since <= PLACE_WAIT_S:
                 continue
             shape = self.runners[name][1]
-            others = [n for n in self.idle if self.runners[n][1].key != shape.key]
+            others = self._idle_others(shape)
             if shape.gpus > 0:  # runners holding GPUs first: they hold what it lacks
                 others.sort(key=lambda n: self.runners[n][1].gpus == 0)
             if others:

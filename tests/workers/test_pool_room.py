@@ -1,6 +1,7 @@
-"""The runner pool's room for a new runner, without Ray: a GPU fraction is counted per GPU
-(Ray places it on one GPU), and a runner Ray has not placed gets room from idle runners of
-other shapes, one at a time, those holding GPUs first."""
+"""The runner pool's room for a new runner, without Ray: a GPU fraction that is the only
+one is counted per GPU (Ray places it on one GPU), beside other fractions by the sum, and a
+runner Ray has not placed gets room from idle runners of other shapes, one at a time, those
+holding GPUs first."""
 
 from __future__ import annotations
 
@@ -21,14 +22,13 @@ def _pool(monkeypatch: pytest.MonkeyPatch, gpus: float = 2.0, cpus: float = 8.0
 
 
 def _add(pool: RunnerPool, name: str, gpus: float, *, idle: bool = False,
-         unplaced_for: float | None = None) -> Shape:
+         unplaced_for: float | None = None) -> None:
     shape = Shape(gpus, 1.0, (("AELAB_SHAPE", str(gpus)),))
     pool.runners[name] = (object(), shape)
     if idle:
         pool.idle[name] = time.monotonic()
     if unplaced_for is not None:
         pool.unplaced[name] = time.monotonic() - unplaced_for
-    return shape
 
 
 @pytest.mark.parametrize(("gpus", "others", "fits", "cluster_gpus"), [
