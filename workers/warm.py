@@ -255,14 +255,16 @@ class Runner:
 class RunnerPool:
     """Hands out warm runners by shape (use through :func:`pool`).
 
-    A runner handed out is *leased* to its caller (a run's driver, for all the run's
-    steps), whose liveness the pool follows through ``owner`` (an object the caller put in
-    Ray: once its owner process is gone, Ray raises ``OwnerDiedError`` on it). A runner
-    whose driver died (a run cancelled, a driver killed) is stopped — it may still be
-    running that driver's step — and its resources go back to the pool. While a run's
-    ``tune`` search is under way, one trial's resources are kept free of new runners and
-    runners handed back are stopped rather than kept idle, so that Tune's trials get
-    their resources.
+    Callers of one shape are served in the order they asked (the dispatcher's order): a
+    runner handed back goes to the caller that has waited longest, not to whichever wakes
+    first or arrives meanwhile. A runner handed out is *leased* to its caller (a run's
+    driver, for all the run's steps), whose liveness the pool follows through ``owner``
+    (an object the caller put in Ray: once its owner process is gone, Ray raises
+    ``OwnerDiedError`` on it). A runner whose driver died (a run cancelled, a driver
+    killed) is stopped — it may still be running that driver's step — and its resources
+    go back to the pool. While a run's ``tune`` search is under way, one trial's resources
+    are kept free of new runners and runners handed back are stopped rather than kept
+    idle, so that Tune's trials get their resources.
 
     The pool counts resources as sums, which Ray may not be able to place: two runners of
     half a GPU each on two GPUs leave "one GPU" free that a whole-GPU runner cannot take
@@ -278,6 +280,8 @@ class RunnerPool:
         self.unplaced: dict[str, float] = {}  # name → created (monotonic), until placed
         self.leases: dict[str, tuple[str, Any]] = {}  # name → (lease, caller's owner ref)
         self.tuning: dict[str, tuple[Any, float, float]] = {}  # session → (owner, gpus, cpus)
+        # Callers waiting in ``acquire``, the longest waiting first: (ticket, shape key).
+        self.waiting: list[tuple[object, str]] = []
         self.changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -339,22 +343,35 @@ class RunnerPool:
         once the caller is gone."""
         self._start()
         shape = Shape(gpus, cpus, tuple(sorted(env_vars.items())))
+        ticket = (object(), shape.key)
+        self.waiting.append(ticket)
+        try:
+            return await self._acquire(shape, niceness, ticket, session, owner)
+        finally:
+            self.waiting.remove(ticket)
+            self.changed.set()  # the next caller of this shape may take what is idle
+
+    async def _acquire(self, shape: Shape, niceness: int, ticket: tuple[object, str],
+                       session: str, owner: list[Any]) -> tuple[str, Any, str]:
         while True:
+            # An idle runner goes to the caller of its shape that has waited longest (the
+            # dispatcher's order), not to whichever wakes first or arrives meanwhile.
+            first = next(t for t in self.waiting if t[1] == shape.key) is ticket
             mine = [n for n in self.idle if self.runners[n][1].key == shape.key]
-            if mine:  # none while a search is under way: they are stopped
+            if mine and first:  # none while a search is under way: they are stopped
                 del self.idle[mine[0]]
                 return self._lease(mine[0], owner)
             same = sum(1 for _, s in self.runners.values() if s.key == shape.key)
             if same < self._capacity(shape):
                 name = f"{RUNNER_PREFIX}{uuid.uuid4().hex[:8]}"
                 handle = ray.remote(Runner).options(
-                    name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus,
-                    num_gpus=gpus, max_restarts=0,
-                    runtime_env={"env_vars": dict(env_vars)}).remote(name, niceness)
+                    name=name, namespace=NAMESPACE, lifetime="detached",
+                    num_cpus=shape.cpus, num_gpus=shape.gpus, max_restarts=0,
+                    runtime_env={"env_vars": dict(shape.env_vars)}).remote(name, niceness)
                 self.runners[name] = (handle, shape)
                 self.unplaced[name] = time.monotonic()
                 return self._lease(name, owner)
-            others = self._idle_others(shape)
+            others = [] if mine else self._idle_others(shape)  # mine: an earlier caller's
             if others:  # idle runners of another shape hold what this one needs
                 self._stop(others[0])
                 continue

@@ -95,3 +95,69 @@ def test_status_counts_unplaced_runners(monkeypatch: pytest.MonkeyPatch) -> None
     pool = _pool(monkeypatch)
     _add(pool, "waiting", 1.0, unplaced_for=0)
     assert asyncio.run(pool.status())["unplaced"] == 1
+
+
+def test_a_runner_handed_back_goes_to_the_caller_that_waited_longest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool serves callers of a shape in the order they asked (the dispatcher's
+    order): a runner handed back goes to the longest waiting, not to whichever wakes
+    first nor to a caller that arrives at the moment it is handed back."""
+    pool = _pool(monkeypatch, gpus=1.0)
+    pool._reaper = object()  # type: ignore[assignment]  # no reaper, no Ray
+    shape = Shape(1.0, 1.0, ())
+
+    async def alive(owner: object) -> bool:
+        return True
+
+    monkeypatch.setattr(pool, "_alive", alive)
+    pool.runners["r1"] = (object(), shape)  # the cluster's one GPU, leased
+
+    async def scenario() -> list[str]:
+        served: list[str] = []
+
+        async def ask(who: str) -> None:
+            name, _, lease = await pool.acquire(1.0, 1.0, {}, 0, who, [who])
+            served.append(who)
+            await asyncio.sleep(0.05)
+            await pool.release(name, lease)
+
+        first = asyncio.create_task(ask("first"))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(ask("second"))
+        await asyncio.sleep(1.5)  # both have waited through a wake-up of their loop
+        assert served == []
+        pool._idle("r1")  # handed back by its holder
+        late = asyncio.create_task(ask("late"))  # arrives in the same moment
+        await asyncio.wait_for(asyncio.gather(first, second, late), timeout=10)
+        return served
+
+    assert asyncio.run(scenario()) == ["first", "second", "late"]
+    assert pool.waiting == [] and list(pool.idle) == ["r1"]
+
+
+def test_a_caller_that_is_gone_passes_its_turn_to_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(monkeypatch, gpus=1.0)
+    pool._reaper = object()  # type: ignore[assignment]
+    gone: set[str] = set()
+
+    async def alive(owner: object) -> bool:
+        return owner not in gone
+
+    monkeypatch.setattr(pool, "_alive", alive)
+    pool.runners["r1"] = (object(), Shape(1.0, 1.0, ()))
+
+    async def scenario() -> str:
+        first = asyncio.create_task(pool.acquire(1.0, 1.0, {}, 0, "first", ["first"]))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(pool.acquire(1.0, 1.0, {}, 0, "second", ["second"]))
+        await asyncio.sleep(0.1)
+        gone.add("first")
+        with pytest.raises(ValueError, match="driver of first is gone"):
+            await asyncio.wait_for(first, timeout=5)
+        pool._idle("r1")
+        name, _, _ = await asyncio.wait_for(second, timeout=5)
+        return name
+
+    assert asyncio.run(scenario()) == "r1"
+    assert pool.waiting == []
