@@ -23,15 +23,21 @@ Then, for the whole experiment, efficiency = (Σ (training + evaluation) / slots
 On a CPU-only machine the logical GPUs are slots sharing the real cores: training slows
 with parallelism, and the efficiency counts that slowdown as useful work (it measures what
 orchestration wastes, not what the cores can do).
+
+``--cpu`` (Linux) also prints where the machine's CPU went, by kind of process, until the
+first wave's last lease and over the whole experiment: warm runners, run drivers, Ray's
+job supervisors, the rest of Ray, this process (the API) and everything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -168,6 +174,95 @@ PROFILE = ("job_start", "driver_imports", "ray_init", "runner_to_pipeline", "epo
            "after_evaluation", "finish_tail")
 
 
+CPU_KINDS = (  # (what a process's command line or title holds, its kind), first match wins
+    ("JobSupervisor", "Ray job supervisors"),
+    ("service.orchestration.run_job", "run drivers"),
+    ("ray::RunnerPool", "Ray's other processes"),
+    ("ray::Runner", "warm runners"),
+    ("ray", "Ray's other processes"),  # gcs_server, raylet, dashboard, agents, idle workers
+)
+
+
+class CpuByProcess(threading.Thread):
+    """CPU seconds (user + system, from ``/proc/<pid>/stat``) of every process of this
+    machine, sampled every ``interval_s``, by kind (``CPU_KINDS``; this process is "the API
+    and this bench"). A process that ends between two samples loses at most its last
+    ``interval_s`` of CPU. Linux only."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.tick = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as f:
+            self.boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        self.kinds: dict[tuple[int, float], str] = {}  # (pid, started) → kind
+        self.samples: dict[tuple[int, float], list[tuple[float, float]]] = {}
+        self.done = threading.Event()
+
+    def _kind(self, pid: int) -> str | None:
+        if pid == os.getpid():
+            return "the API and this bench"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                line = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return None
+        if "default_worker.py" in line or "setup_worker.py" in line or "ray::IDLE" in line:
+            return None  # a Ray worker not yet titled: look again next time
+        return next((kind for part, kind in CPU_KINDS if part in line), "other processes")
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval_s):
+            now = time.time()
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry.name}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                fields = stat[stat.rindex(")") + 2:].split()
+                key = (int(entry.name), self.boot + int(fields[19]) / self.tick)
+                if key not in self.kinds:  # a Ray worker is named once it has its title
+                    kind = self._kind(key[0])
+                    if kind is not None:
+                        self.kinds[key] = kind
+                cpu = (int(fields[11]) + int(fields[12])) / self.tick
+                self.samples.setdefault(key, []).append((now, cpu))
+
+    def used(self, start: float, end: float) -> dict[str, list[float]]:
+        """CPU seconds each process used in [start, end] (Unix time), by kind."""
+        out: dict[str, list[float]] = {}
+        for key, samples in self.samples.items():
+            inside = [cpu for t, cpu in samples if start <= t <= end]
+            before = [cpu for t, cpu in samples if t < start]
+            if not inside:
+                continue
+            base = before[-1] if before else (0.0 if key[1] >= start else inside[0])
+            if inside[-1] - base > 0:
+                out.setdefault(self.kinds.get(key, "Ray's other processes"), []).append(
+                    inside[-1] - base)
+        return out
+
+
+def cpu_table(cpu: CpuByProcess, windows: list[tuple[str, float, float]]) -> None:
+    cores = len(os.sched_getaffinity(0))
+    used = [cpu.used(a, b) for _, a, b in windows]
+    kinds = sorted({k for u in used for k in u}, key=lambda k: -sum(used[-1].get(k, [0])))
+    print(f"CPU-seconds by process ({cores} cores; 'each': median per process over the "
+          "experiment):")
+    print(f"{'':<26}" + "".join(f"{f'{name} ({b - a:.1f} s)':>26}" for name, a, b in windows))
+    for kind in kinds:
+        each = used[-1].get(kind, [])
+        per = f"   ({statistics.median(each):.2f} each, {len(each)})" \
+            if kind in ("run drivers", "Ray job supervisors") and each else ""
+        print(f"  {kind:<24}" + "".join(f"{sum(u.get(kind, [])):>26.1f}" for u in used) + per)
+    print(f"  {'total':<24}" + "".join(
+        f"{sum(map(sum, u.values())):>15.1f} of {cores * (b - a):>8.1f}"
+        for u, (_, a, b) in zip(used, windows, strict=True)))
+
+
 def table(rows: list[dict[str, Any]], cols: tuple[str, ...] = COLUMNS) -> None:
     print(f"{'run':<30}" + "".join(f"{c:>19}" for c in cols))
     for r in rows:
@@ -186,7 +281,10 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=1024)
     parser.add_argument("--json", type=Path, default=None,
                         help="also write every run's figures and marks here (JSON)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="also print the CPU-seconds of each kind of process (Linux)")
     args = parser.parse_args()
+    cpu = CpuByProcess() if args.cpu else None
     slots = args.gpus
     in_flight = args.max_in_flight or 2 * args.gpus
     datasets = ["synthetic", "mnist"]
@@ -221,6 +319,8 @@ def main() -> None:
                 print(f"warm-up: {slots} run(s), one per slot (cold: measured apart)",
                       file=sys.stderr)
                 exp_ids = []
+                if cpu is not None:
+                    cpu.start()
                 start_unix = time.time()
                 for n in range(args.runs):  # one experiment per run: a steady stream
                     model, dataset = grid[n % len(grid)]
@@ -236,6 +336,8 @@ def main() -> None:
                 rows = [run_facts(client, e, r) for e in exps for r in e["runs"]]
                 failed = [r for e in exps for r in e["runs"] if r["status"] != "succeeded"]
         finally:
+            if cpu is not None:
+                cpu.done.set()
             head.stop()
 
     print(f"{args.runs} runs ({', '.join(MODELS)} × {', '.join(datasets)}), {args.epochs} "
@@ -260,6 +362,10 @@ def main() -> None:
     print(f"slot-seconds idle {idle['total']:.1f} of {slots * wall:.1f}, by cause:")
     for cause, what in IDLE_CAUSES.items():
         print(f"  {cause:<9} {idle[cause]:7.1f}  {what}")
+    if cpu is not None:
+        leases = sorted(r["leased_unix"] for r in rows)
+        first_wave = leases[min(slots, len(leases)) - 1]
+        cpu_table(cpu, [("start", start_unix, first_wave), ("experiment", start_unix, end_unix)])
     if args.json:
         args.json.write_text(json.dumps({"start_unix": start_unix, "end_unix": end_unix,
                                          "slots": slots, "idle": idle, "runs": rows},
