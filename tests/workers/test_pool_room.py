@@ -161,3 +161,112 @@ def test_a_caller_that_is_gone_passes_its_turn_to_the_next(
 
     assert asyncio.run(scenario()) == "r1"
     assert pool.waiting == []
+
+
+class _Created:
+    """``ray.remote(Runner).options(...).remote(...)`` without Ray: records the names."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, cls: object) -> _Created:
+        return self
+
+    def options(self, **options: object) -> _Created:
+        self.name = str(options["name"])
+        return self
+
+    def remote(self, name: str, niceness: int) -> str:
+        self.names.append(name)
+        return name
+
+
+def _serving(monkeypatch: pytest.MonkeyPatch, alive: dict[str, float] | None = None
+             ) -> tuple[RunnerPool, _Created, list[str]]:
+    """A pool of one GPU without Ray; ``alive``: callers whose liveness check takes that
+    many seconds (an owner on a node that does not answer)."""
+    pool = _pool(monkeypatch, gpus=1.0)
+    pool._reaper = object()  # type: ignore[assignment]
+    created, killed = _Created(), []
+    monkeypatch.setattr(warm.ray, "remote", created)
+    monkeypatch.setattr(warm.ray, "kill", killed.append)
+
+    async def check(owner: str) -> bool:
+        await asyncio.sleep((alive or {}).get(owner, 0.0))
+        return True
+
+    monkeypatch.setattr(pool, "_alive", check)
+    return pool, created, killed
+
+
+def test_room_made_by_a_runner_gone_goes_to_the_caller_that_waited_longest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for a new runner (one died, a search ended) goes in the callers' order too."""
+    pool, created, _ = _serving(monkeypatch)
+    pool.runners["r1"] = ("r1", Shape(1.0, 1.0, ()))  # the one GPU, leased
+
+    async def scenario() -> list[str]:
+        served: list[str] = []
+
+        async def ask(who: str) -> None:
+            name, _, lease = await pool.acquire(1.0, 1.0, {}, 0, who, [who])
+            served.append(who)
+            await asyncio.sleep(0.05)
+            await pool.release(name, lease)
+
+        first = asyncio.create_task(ask("first"))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(ask("second"))
+        await asyncio.sleep(1.5)
+        await pool.forget("r1")  # its runner died: room for one
+        late = asyncio.create_task(ask("late"))
+        await asyncio.wait_for(asyncio.gather(first, second, late), timeout=10)
+        return served
+
+    assert asyncio.run(scenario()) == ["first", "second", "late"]
+    assert len(created.names) == 1  # one new runner, handed on in turn
+
+
+def test_a_runner_promised_to_a_caller_of_its_shape_is_not_stopped_for_another_shape(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pool, created, killed = _serving(monkeypatch)
+    a, b = {"AELAB_SHAPE": "a"}, {"AELAB_SHAPE": "b"}
+    pool.runners["ra"] = ("ra", Shape(1.0, 1.0, tuple(a.items())))  # leased
+
+    async def scenario() -> tuple[str, str]:
+        # b waits first, so it is the first to look when ra is handed back.
+        wait_b = asyncio.create_task(pool.acquire(1.0, 1.0, b, 0, "b", ["b"]))
+        await asyncio.sleep(0.1)
+        wait_a = asyncio.create_task(pool.acquire(1.0, 1.0, a, 0, "a", ["a"]))
+        await asyncio.sleep(1.5)
+        pool._idle("ra")  # handed back: caller a waits for it
+        got_a, _, lease = await asyncio.wait_for(wait_a, timeout=5)
+        assert not wait_b.done() and killed == []
+        await pool.release(got_a, lease)  # nobody of its shape waits now: b makes room
+        got_b, _, _ = await asyncio.wait_for(wait_b, timeout=5)
+        return got_a, got_b
+
+    got_a, got_b = asyncio.run(scenario())
+    assert got_a == "ra" and killed == ["ra"] and created.names == [got_b]
+
+
+def test_a_caller_whose_liveness_check_hangs_does_not_hold_up_the_hand_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check that a caller is alive (up to OWNER_CHECK_S when its node does not
+    answer) runs beside its wait: a runner handed back is leased at once."""
+    pool, _, _ = _serving(monkeypatch, alive={"first": 5.0})
+    pool.runners["r1"] = ("r1", Shape(1.0, 1.0, ()))
+
+    async def scenario() -> float:
+        first = asyncio.create_task(pool.acquire(1.0, 1.0, {}, 0, "first", ["first"]))
+        second = asyncio.create_task(pool.acquire(1.0, 1.0, {}, 0, "second", ["second"]))
+        await asyncio.sleep(1.5)  # the first caller is inside its check
+        handed = time.monotonic()
+        pool._idle("r1")
+        await asyncio.wait_for(first, timeout=10)
+        leased = time.monotonic() - handed
+        second.cancel()
+        return leased
+
+    assert asyncio.run(scenario()) < 1.5
+    assert pool.waiting == []
