@@ -100,6 +100,7 @@ class Soak:
         self.cancelled: set[int] = set()
         self.deleted: set[int] = set()
         self.bad: list[str] = []  # violations found before the end (a DELETE removes them)
+        self.failed: list[str] = []  # runs that failed, with their errors (at the check)
         self.injected: Counter[str] = Counter()  # the long soak's faults made, by kind
 
     # --- the API, patiently (it is killed too) ----------------------------------------------
@@ -478,10 +479,13 @@ def check(soak: Soak) -> tuple[Counter[str], list[str]]:
     counts: Counter[str] = Counter()
     bad: list[str] = list(soak.bad)
     with engine.connect() as db:
-        runs = db.execute(text("SELECT id, experiment_id, status, attempt, spec, finished_at "
-                               "FROM runs")).mappings().all()
+        runs = db.execute(text("SELECT id, experiment_id, status, attempt, spec, finished_at, "
+                               "model, dataset, error FROM runs")).mappings().all()
         for run in runs:
             counts[f"runs {run['status']}"] += 1
+            if run["status"] == "failed":  # said in the report: a failure must be readable
+                soak.failed.append(f"run {run['id']} ({run['model']}/{run['dataset']}, "
+                                   f"attempt {run['attempt']}): {run['error']}")
             counts["attempts"] += run["attempt"] + 1
             if run["status"] in ("queued", "running"):
                 bad.append(f"run {run['id']} is still {run['status']}")
@@ -604,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'ended at' if ended else 'NOT all ended by'} {ended_s:.0f} s)")
     print("faults:\n  " + "\n  ".join(soak.faults))
     print("counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if soak.failed:
+        print("failed:\n  " + "\n  ".join(soak.failed))
     print("violations: " + ("none" if not bad else "\n  " + "\n  ".join(bad)))
     short = [] if args.short else [f"{kind} {soak.injected[kind]} of {args.per_kind}"
                                    for kind in KINDS if soak.injected[kind] < args.per_kind]
