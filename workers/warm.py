@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -257,15 +257,15 @@ class RunnerPool:
 
     Callers of one shape are served in the order they asked (the dispatcher's order): a
     runner handed back, or room for a new one, goes to the caller that has waited longest,
-    not to whichever wakes first or arrives meanwhile; an idle runner a caller of its shape
-    waits for is not stopped for another shape. A runner handed out is *leased* to its
-    caller (a run's driver, for all the run's steps), whose liveness the pool follows
-    through ``owner`` (an object the caller put in Ray: once its owner process is gone, Ray
-    raises ``OwnerDiedError`` on it). A runner whose driver died (a run cancelled, a driver
-    killed) is stopped — it may still be running that driver's step — and its resources go
-    back to the pool. While a run's ``tune`` search is under way, one trial's resources are
-    kept free of new runners and runners handed back are stopped rather than kept idle, so
-    that Tune's trials get their resources.
+    not to whichever wakes first or arrives meanwhile (across shapes, room goes to whichever
+    caller fits it first). A runner handed out is *leased* to its caller (a run's driver,
+    for all the run's steps), whose liveness the pool follows through ``owner`` (an object
+    the caller put in Ray: once its owner process is gone, Ray raises ``OwnerDiedError`` on
+    it). A runner whose driver died (a run cancelled, a driver killed) is stopped — it may
+    still be running that driver's step — and its resources go back to the pool. While a
+    run's ``tune`` search is under way, one trial's resources are kept free of new runners
+    and runners handed back are stopped rather than kept idle, so that Tune's trials get
+    their resources.
 
     The pool counts resources as sums, which Ray may not be able to place: two runners of
     half a GPU each on two GPUs leave "one GPU" free that a whole-GPU runner cannot take
@@ -328,19 +328,8 @@ class RunnerPool:
         return max(0, math.floor(min(fits) + 1e-9))
 
     def _idle_others(self, shape: Shape) -> list[str]:
-        """Idle runners of shapes other than ``shape``, the longest idle first, less those
-        that callers of their own shape are waiting for (they take them in a moment)."""
-        wanted = Counter(key for _, key in self.waiting)
-        others = []
-        for name in self.idle:
-            key = self.runners[name][1].key
-            if key == shape.key:
-                continue
-            if wanted[key] > 0:
-                wanted[key] -= 1
-                continue
-            others.append(name)
-        return others
+        """Idle runners of shapes other than ``shape``, the longest idle first."""
+        return [n for n in self.idle if self.runners[n][1].key != shape.key]
 
     def _lease(self, name: str, owner: list[Any]) -> tuple[str, Any, str]:
         lease = uuid.uuid4().hex
@@ -365,13 +354,15 @@ class RunnerPool:
 
     async def _acquire(self, shape: Shape, niceness: int, ticket: tuple[object, str],
                        session: str, owner: list[Any]) -> tuple[str, Any, str]:
-        gone = asyncio.Event()
+        gone, ended = asyncio.Event(), asyncio.Event()
 
         async def watch() -> None:  # the caller's liveness, off the path that hands out
-            while await self._alive(owner[0]):
+            # ``ended`` too: Python 3.11's wait_for (in _alive) may swallow the cancel.
+            while not ended.is_set() and await self._alive(owner[0]):
                 await asyncio.sleep(1.0)
-            gone.set()
-            self.changed.set()
+            if not ended.is_set():
+                gone.set()
+                self.changed.set()
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
@@ -379,31 +370,34 @@ class RunnerPool:
                 if gone.is_set():
                     raise ValueError(f"the driver of {session} is gone")
                 # Callers of a shape are served in the order they asked (the dispatcher's):
-                # the k-th waiting takes an idle runner if more than k are idle, else a new
-                # one if the cluster holds more than k beyond the idle ones.
+                # the k-th waiting takes an idle runner if more than k are idle; the first
+                # that no idle runner serves takes room for a new one, or makes it.
                 rank = [t for t in self.waiting if t[1] == shape.key].index(ticket)
                 mine = [n for n in self.idle if self.runners[n][1].key == shape.key]
                 if rank < len(mine):  # none while a search is under way: they are stopped
                     del self.idle[mine[0]]
                     return self._lease(mine[0], owner)
-                same = sum(1 for _, s in self.runners.values() if s.key == shape.key)
-                if rank < len(mine) + self._capacity(shape) - same:
-                    name = f"{RUNNER_PREFIX}{uuid.uuid4().hex[:8]}"
-                    handle = ray.remote(Runner).options(
-                        name=name, namespace=NAMESPACE, lifetime="detached",
-                        num_cpus=shape.cpus, num_gpus=shape.gpus, max_restarts=0,
-                        runtime_env={"env_vars": dict(shape.env_vars)}).remote(name, niceness)
-                    self.runners[name] = (handle, shape)
-                    self.unplaced[name] = time.monotonic()
-                    return self._lease(name, owner)
-                others = self._idle_others(shape)
-                if others:  # idle runners of another shape hold what this one needs
-                    self._stop(others[0])
-                    continue
+                if rank == len(mine):
+                    same = sum(1 for _, s in self.runners.values() if s.key == shape.key)
+                    if same < self._capacity(shape):
+                        name = f"{RUNNER_PREFIX}{uuid.uuid4().hex[:8]}"
+                        handle = ray.remote(Runner).options(
+                            name=name, namespace=NAMESPACE, lifetime="detached",
+                            num_cpus=shape.cpus, num_gpus=shape.gpus, max_restarts=0,
+                            runtime_env={"env_vars": dict(shape.env_vars)},
+                        ).remote(name, niceness)
+                        self.runners[name] = (handle, shape)
+                        self.unplaced[name] = time.monotonic()
+                        return self._lease(name, owner)
+                    others = self._idle_others(shape)
+                    if others:  # idle runners of another shape hold what this one needs
+                        self._stop(others[0])
+                        continue
                 self.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), timeout=1.0)
         finally:
+            ended.set()
             watcher.cancel()
 
     def _stop(self, name: str) -> None:

@@ -227,29 +227,6 @@ def test_room_made_by_a_runner_gone_goes_to_the_caller_that_waited_longest(
     assert len(created.names) == 1  # one new runner, handed on in turn
 
 
-def test_a_runner_promised_to_a_caller_of_its_shape_is_not_stopped_for_another_shape(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    pool, created, killed = _serving(monkeypatch)
-    a, b = {"AELAB_SHAPE": "a"}, {"AELAB_SHAPE": "b"}
-    pool.runners["ra"] = ("ra", Shape(1.0, 1.0, tuple(a.items())))  # leased
-
-    async def scenario() -> tuple[str, str]:
-        # b waits first, so it is the first to look when ra is handed back.
-        wait_b = asyncio.create_task(pool.acquire(1.0, 1.0, b, 0, "b", ["b"]))
-        await asyncio.sleep(0.1)
-        wait_a = asyncio.create_task(pool.acquire(1.0, 1.0, a, 0, "a", ["a"]))
-        await asyncio.sleep(1.5)
-        pool._idle("ra")  # handed back: caller a waits for it
-        got_a, _, lease = await asyncio.wait_for(wait_a, timeout=5)
-        assert not wait_b.done() and killed == []
-        await pool.release(got_a, lease)  # nobody of its shape waits now: b makes room
-        got_b, _, _ = await asyncio.wait_for(wait_b, timeout=5)
-        return got_a, got_b
-
-    got_a, got_b = asyncio.run(scenario())
-    assert got_a == "ra" and killed == ["ra"] and created.names == [got_b]
-
-
 def test_a_caller_whose_liveness_check_hangs_does_not_hold_up_the_hand_out(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The check that a caller is alive (up to OWNER_CHECK_S when its node does not
