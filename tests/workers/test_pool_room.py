@@ -97,44 +97,6 @@ def test_status_counts_unplaced_runners(monkeypatch: pytest.MonkeyPatch) -> None
     assert asyncio.run(pool.status())["unplaced"] == 1
 
 
-def test_a_runner_handed_back_goes_to_the_caller_that_waited_longest(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pool serves callers of a shape in the order they asked (the dispatcher's
-    order): a runner handed back goes to the longest waiting, not to whichever wakes
-    first nor to a caller that arrives at the moment it is handed back."""
-    pool = _pool(monkeypatch, gpus=1.0)
-    pool._reaper = object()  # type: ignore[assignment]  # no reaper, no Ray
-    shape = Shape(1.0, 1.0, ())
-
-    async def alive(owner: object) -> bool:
-        return True
-
-    monkeypatch.setattr(pool, "_alive", alive)
-    pool.runners["r1"] = (object(), shape)  # the cluster's one GPU, leased
-
-    async def scenario() -> list[str]:
-        served: list[str] = []
-
-        async def ask(who: str) -> None:
-            name, _, lease = await pool.acquire(1.0, 1.0, {}, 0, who, [who])
-            served.append(who)
-            await asyncio.sleep(0.05)
-            await pool.release(name, lease)
-
-        first = asyncio.create_task(ask("first"))
-        await asyncio.sleep(0.1)
-        second = asyncio.create_task(ask("second"))
-        await asyncio.sleep(1.5)  # both have waited through a wake-up of their loop
-        assert served == []
-        pool._idle("r1")  # handed back by its holder
-        late = asyncio.create_task(ask("late"))  # arrives in the same moment
-        await asyncio.wait_for(asyncio.gather(first, second, late), timeout=10)
-        return served
-
-    assert asyncio.run(scenario()) == ["first", "second", "late"]
-    assert pool.waiting == [] and list(pool.idle) == ["r1"]
-
-
 def test_a_caller_that_is_gone_passes_its_turn_to_the_next(
         monkeypatch: pytest.MonkeyPatch) -> None:
     pool = _pool(monkeypatch, gpus=1.0)
@@ -199,11 +161,15 @@ def _serving(monkeypatch: pytest.MonkeyPatch, alive: dict[str, float] | None = N
     return pool, created, killed
 
 
-def test_room_made_by_a_runner_gone_goes_to_the_caller_that_waited_longest(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Room for a new runner (one died, a search ended) goes in the callers' order too."""
+@pytest.mark.parametrize("freed", ["handed back", "gone"])
+def test_a_runner_freed_goes_to_the_caller_that_waited_longest(
+        monkeypatch: pytest.MonkeyPatch, freed: str) -> None:
+    """The pool serves callers of a shape in the order they asked (the dispatcher's
+    order): a runner handed back, or room for a new one (a runner died, a search ended),
+    goes to the longest waiting, not to whichever wakes first nor to a caller that arrives
+    at that moment."""
     pool, created, _ = _serving(monkeypatch)
-    pool.runners["r1"] = ("r1", Shape(1.0, 1.0, ()))  # the one GPU, leased
+    pool.runners["r1"] = ("r1", Shape(1.0, 1.0, ()))  # the cluster's one GPU, leased
 
     async def scenario() -> list[str]:
         served: list[str] = []
@@ -217,14 +183,19 @@ def test_room_made_by_a_runner_gone_goes_to_the_caller_that_waited_longest(
         first = asyncio.create_task(ask("first"))
         await asyncio.sleep(0.1)
         second = asyncio.create_task(ask("second"))
-        await asyncio.sleep(1.5)
-        await pool.forget("r1")  # its runner died: room for one
-        late = asyncio.create_task(ask("late"))
+        await asyncio.sleep(1.5)  # both have waited through a wake-up of their loop
+        assert served == []
+        if freed == "handed back":
+            pool._idle("r1")
+        else:
+            await pool.forget("r1")  # its runner died: room for one
+        late = asyncio.create_task(ask("late"))  # arrives in the same moment
         await asyncio.wait_for(asyncio.gather(first, second, late), timeout=10)
         return served
 
     assert asyncio.run(scenario()) == ["first", "second", "late"]
-    assert len(created.names) == 1  # one new runner, handed on in turn
+    assert pool.waiting == []
+    assert len(created.names) == (1 if freed == "gone" else 0)  # then handed on in turn
 
 
 def test_a_caller_whose_liveness_check_hangs_does_not_hold_up_the_hand_out(
