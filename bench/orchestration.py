@@ -127,6 +127,13 @@ def run_facts(client: TestClient, exp: dict[str, Any], run: dict[str, Any]) -> d
     }
 
 
+def first_leases(rows: list[dict[str, Any]], slots: int) -> list[float]:
+    """When each slot's first run leased its runner (Unix time, the earliest ``slots``
+    leases; runs whose driver left no lease mark are left out)."""
+    return sorted(r["leased_unix"] for r in rows if r["leased_unix"] == r["leased_unix"]
+                  )[:slots]
+
+
 def idle_profile(rows: list[dict[str, Any]], slots: int, start: float, end: float
                  ) -> dict[str, float]:
     """Slot-seconds not spent training or evaluating (``slots`` × wall − useful), by cause:
@@ -148,8 +155,7 @@ def idle_profile(rows: list[dict[str, Any]], slots: int, start: float, end: floa
     """
     useful = sum(r["training"] + r["evaluation"] for r in rows)
     total = slots * (end - start) - useful
-    leases = sorted(r["leased_unix"] for r in rows if r["leased_unix"] == r["leased_unix"])
-    at_start = sum(max(0.0, t - start) for t in leases[:slots])
+    at_start = sum(max(0.0, t - start) for t in first_leases(rows, slots))
     last = sorted(r["released_unix"] for r in rows)[-slots:]
     tail = sum(end - f for f in last)
     data = sum(max(0.0, r["data"] - r["runner_wait"]) for r in rows)
@@ -363,8 +369,7 @@ def main() -> None:
     for cause, what in IDLE_CAUSES.items():
         print(f"  {cause:<9} {idle[cause]:7.1f}  {what}")
     if cpu is not None:
-        leases = sorted(r["leased_unix"] for r in rows)
-        first_wave = leases[min(slots, len(leases)) - 1]
+        first_wave = (first_leases(rows, slots) or [end_unix])[-1]
         cpu_table(cpu, [("start", start_unix, first_wave), ("experiment", start_unix, end_unix)])
     if args.json:
         args.json.write_text(json.dumps({"start_unix": start_unix, "end_unix": end_unix,
