@@ -97,34 +97,6 @@ def test_status_counts_unplaced_runners(monkeypatch: pytest.MonkeyPatch) -> None
     assert asyncio.run(pool.status())["unplaced"] == 1
 
 
-def test_a_caller_that_is_gone_passes_its_turn_to_the_next(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    pool = _pool(monkeypatch, gpus=1.0)
-    pool._reaper = object()  # type: ignore[assignment]
-    gone: set[str] = set()
-
-    async def alive(owner: object) -> bool:
-        return owner not in gone
-
-    monkeypatch.setattr(pool, "_alive", alive)
-    pool.runners["r1"] = (object(), Shape(1.0, 1.0, ()))
-
-    async def scenario() -> str:
-        first = asyncio.create_task(pool.acquire(1.0, 1.0, {}, 0, "first", ["first"]))
-        await asyncio.sleep(0.1)
-        second = asyncio.create_task(pool.acquire(1.0, 1.0, {}, 0, "second", ["second"]))
-        await asyncio.sleep(0.1)
-        gone.add("first")
-        with pytest.raises(ValueError, match="driver of first is gone"):
-            await asyncio.wait_for(first, timeout=5)
-        pool._idle("r1")
-        name, _, _ = await asyncio.wait_for(second, timeout=5)
-        return name
-
-    assert asyncio.run(scenario()) == "r1"
-    assert pool.waiting == []
-
-
 class _Created:
     """``ray.remote(Runner).options(...).remote(...)`` without Ray: records the names."""
 
@@ -135,7 +107,6 @@ class _Created:
         return self
 
     def options(self, **options: object) -> _Created:
-        self.name = str(options["name"])
         return self
 
     def remote(self, name: str, niceness: int) -> str:
@@ -143,10 +114,11 @@ class _Created:
         return name
 
 
-def _serving(monkeypatch: pytest.MonkeyPatch, alive: dict[str, float] | None = None
-             ) -> tuple[RunnerPool, _Created, list[str]]:
-    """A pool of one GPU without Ray; ``alive``: callers whose liveness check takes that
-    many seconds (an owner on a node that does not answer)."""
+def _serving(monkeypatch: pytest.MonkeyPatch, slow: dict[str, float] | None = None,
+             gone: set[str] | None = None) -> tuple[RunnerPool, _Created, list[str]]:
+    """A pool of one GPU without Ray; ``slow``: callers whose liveness check takes that
+    many seconds (an owner on a node that does not answer); ``gone``: callers whose
+    process has died (the set may grow)."""
     pool = _pool(monkeypatch, gpus=1.0)
     pool._reaper = object()  # type: ignore[assignment]
     created, killed = _Created(), []
@@ -154,8 +126,8 @@ def _serving(monkeypatch: pytest.MonkeyPatch, alive: dict[str, float] | None = N
     monkeypatch.setattr(warm.ray, "kill", killed.append)
 
     async def check(owner: str) -> bool:
-        await asyncio.sleep((alive or {}).get(owner, 0.0))
-        return True
+        await asyncio.sleep((slow or {}).get(owner, 0.0))
+        return owner not in (gone or set())
 
     monkeypatch.setattr(pool, "_alive", check)
     return pool, created, killed
@@ -202,7 +174,7 @@ def test_a_caller_whose_liveness_check_hangs_does_not_hold_up_the_hand_out(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The check that a caller is alive (up to OWNER_CHECK_S when its node does not
     answer) runs beside its wait: a runner handed back is leased at once."""
-    pool, _, _ = _serving(monkeypatch, alive={"first": 5.0})
+    pool, _, _ = _serving(monkeypatch, slow={"first": 5.0})
     pool.runners["r1"] = ("r1", Shape(1.0, 1.0, ()))
 
     async def scenario() -> float:
@@ -217,4 +189,26 @@ def test_a_caller_whose_liveness_check_hangs_does_not_hold_up_the_hand_out(
         return leased
 
     assert asyncio.run(scenario()) < 1.5
+    assert pool.waiting == []
+
+
+def test_a_caller_that_is_gone_passes_its_turn_to_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    gone: set[str] = set()
+    pool, _, _ = _serving(monkeypatch, gone=gone)
+    pool.runners["r1"] = ("r1", Shape(1.0, 1.0, ()))
+
+    async def scenario() -> str:
+        first = asyncio.create_task(pool.acquire(1.0, 1.0, {}, 0, "first", ["first"]))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(pool.acquire(1.0, 1.0, {}, 0, "second", ["second"]))
+        await asyncio.sleep(0.1)
+        gone.add("first")
+        with pytest.raises(ValueError, match="driver of first is gone"):
+            await asyncio.wait_for(first, timeout=5)
+        pool._idle("r1")
+        name, _, _ = await asyncio.wait_for(second, timeout=5)
+        return name
+
+    assert asyncio.run(scenario()) == "r1"
     assert pool.waiting == []
